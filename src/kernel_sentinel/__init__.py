@@ -1,0 +1,9 @@
+"""kernel-sentinel: keeps Jupyter kernels alive when memory runs out, and explains every kernel death."""
+
+from __future__ import annotations
+
+from .errors import MemoryBudgetError
+from .extension import load_ipython_extension, unload_ipython_extension
+
+__version__ = "0.1.0"
+__all__ = ["MemoryBudgetError", "__version__", "load_ipython_extension", "unload_ipython_extension"]

@@ -1,0 +1,81 @@
+"""``kernel-sentinel ...``: parses arguments, calls the library, renders. No logic of its own.
+
+Each subcommand is a ``register(subparsers)`` function that sets ``func`` on its parser; usage errors
+exit 64 (EX_USAGE), as DESIGN.md's contract says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+EX_USAGE = 64
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 by default; the contract says 64
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _budget(args: argparse.Namespace) -> int:
+    from .memory import snapshot
+
+    if args.pid is not None:
+        import psutil
+
+        if not psutil.pid_exists(args.pid):
+            print(f"kernel-sentinel budget: no process {args.pid}", file=sys.stderr)
+            return EX_USAGE
+    snap = snapshot(args.pid)
+    if args.json:
+        print(json.dumps(snap.to_dict(), indent=2))
+    else:
+        from rich.console import Console
+
+        from .report.budget_terminal import render_budget
+
+        Console().print(render_budget(snap))
+    return 0
+
+
+def register_budget(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("budget", help="how much memory this process (or PID) may still use, and who says so")
+    p.add_argument("--json", action="store_true", help="print JSON for tools")
+    p.add_argument("--pid", type=int, help="another process instead of this one")
+    p.set_defaults(func=_budget)
+
+
+# One line per subcommand; each module owns its arguments.
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = _Parser(prog="kernel-sentinel", description="Keeps Jupyter kernels alive; explains every death.")
+    parser.add_argument("--version", action="version", version=f"kernel-sentinel {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EX_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

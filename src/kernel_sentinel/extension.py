@@ -1,0 +1,27 @@
+"""The IPython extension: what ``%load_ext kernel_sentinel`` and the sentinel kernelspec turn on.
+
+The one place where the in-kernel parts meet. The flight recorder loads first, so that a death while
+the guard is still loading is recorded too; each part steps aside on its own if it cannot work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """Turn on the autopsy's flight recorder and the memory guard in this IPython shell."""
+    from .autopsy.recorder import load as load_recorder
+    from .guard.extension import load as load_guard
+
+    load_recorder(ip)
+    load_guard(ip)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """Turn both off again (``%unload_ext kernel_sentinel``)."""
+    from .autopsy.recorder import unload as unload_recorder
+    from .guard.extension import unload as unload_guard
+
+    unload_guard(ip)
+    unload_recorder(ip)

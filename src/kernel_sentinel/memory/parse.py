@@ -1,0 +1,148 @@
+"""Pure parsers for the kernel's memory files: text in, numbers out, no I/O.
+
+Kept apart from the readers so they can be tested on captured files from real machines of both cgroup
+versions. Each raises ``ValueError`` on text it cannot make sense of; callers turn that into a note.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# cgroup v1 writes "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 on 4 KiB pages); anything
+# this large is no limit on any real machine.
+UNLIMITED_THRESHOLD = 1 << 62
+
+
+def parse_keyed(text: str) -> dict[str, int]:
+    """Return ``{key: int}`` from "key value" lines (memory.stat, memory.events, memory.oom_control)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                continue
+    if not out and text.strip():
+        raise ValueError("no 'key value' lines")
+    return out
+
+
+def parse_limit_value(text: str) -> int | None:
+    """Return a cgroup limit in bytes, or None for no limit ("max" in v2, a huge number in v1)."""
+    value = text.strip()
+    if value == "max":
+        return None
+    number = int(value)
+    return None if number >= UNLIMITED_THRESHOLD else number
+
+
+def parse_proc_status(text: str) -> dict[str, int]:
+    """Return the ``Vm*`` and ``Rss*`` fields of /proc/PID/status in bytes."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key.startswith(("Vm", "Rss")):
+            fields = rest.split()
+            if len(fields) == 2 and fields[1] == "kB":
+                out[key] = int(fields[0]) * 1024
+    if "VmRSS" not in out and "VmData" not in out:
+        raise ValueError("no VmRSS/VmData fields (a kernel thread, or not a status file)")
+    return out
+
+
+def parse_meminfo(text: str) -> dict[str, int]:
+    """Return /proc/meminfo in bytes."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        fields = rest.split()
+        if fields:
+            out[key] = int(fields[0]) * (1024 if len(fields) > 1 and fields[1] == "kB" else 1)
+    if "MemTotal" not in out:
+        raise ValueError("no MemTotal line")
+    return out
+
+
+class PsiLine(NamedTuple):
+    avg10: float
+    avg60: float
+    avg300: float
+    total_us: int
+
+
+def parse_psi(text: str) -> dict[str, PsiLine]:
+    """Return ``{"some": PsiLine, "full": PsiLine}`` from a pressure file."""
+    out: dict[str, PsiLine] = {}
+    for line in text.splitlines():
+        kind, *pairs = line.split()
+        values = dict(pair.split("=", 1) for pair in pairs)
+        out[kind] = PsiLine(
+            float(values["avg10"]), float(values["avg60"]), float(values["avg300"]), int(values["total"])
+        )
+    if "some" not in out:
+        raise ValueError("no 'some' line")
+    return out
+
+
+class CgroupEntry(NamedTuple):
+    hierarchy: int
+    controllers: tuple[str, ...]
+    path: str
+
+
+def parse_proc_cgroup(text: str) -> list[CgroupEntry]:
+    """Return the lines of /proc/PID/cgroup ("0::/path" is the v2 entry)."""
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        hierarchy, controllers, path = line.split(":", 2)
+        out.append(CgroupEntry(int(hierarchy), tuple(c for c in controllers.split(",") if c), path))
+    return out
+
+
+class CgroupMount(NamedTuple):
+    version: int
+    root: str  # the cgroup path mounted there ("/" unless a namespace or bind mount narrows it)
+    mountpoint: str
+    options: tuple[str, ...]
+
+
+def parse_mountinfo(text: str) -> list[CgroupMount]:
+    """Return the cgroup and cgroup2 mounts listed in /proc/PID/mountinfo."""
+    out = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, rfields = left.split(), right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        fstype = rfields[0]
+        if fstype not in ("cgroup", "cgroup2"):
+            continue
+        root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+        options = tuple(rfields[2].split(","))
+        out.append(CgroupMount(2 if fstype == "cgroup2" else 1, root, mountpoint, options))
+    return out
+
+
+def parse_proc_limits(text: str) -> dict[str, int | None]:
+    """Return soft limits from /proc/PID/limits: ``{"Max data size": bytes or None}``."""
+    out: dict[str, int | None] = {}
+    for line in text.splitlines()[1:]:
+        # Names contain spaces; the soft limit is the first field after them.
+        name = line[:26].strip()
+        fields = line[26:].split()
+        if not name or not fields:
+            continue
+        out[name] = None if fields[0] == "unlimited" else int(fields[0])
+    return out
+
+
+def _unescape(path: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal.
+    return (
+        path.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+    )

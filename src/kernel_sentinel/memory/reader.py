@@ -1,0 +1,403 @@
+"""How much memory may this process still use, and who says so: the one reader over every platform.
+
+Linux: cgroup v1 and v2 (the process's group and every visible ancestor that sets a limit), MemAvailable,
+RLIMIT_DATA and RLIMIT_AS, PSI. Elsewhere: psutil's view of RAM. Nothing here raises on a missing or
+unreadable file: the reading gets a note instead, and the limits it could not read are simply absent.
+
+Cheap enough for a watchdog: files are opened once and re-read with ``pread`` (procfs and cgroupfs
+regenerate their text on every read from offset 0).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from collections.abc import Iterable
+
+from . import parse
+from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory
+
+_READ_SIZE = 16384
+
+
+class _Files:
+    """Open-once files re-read with ``pread``; reopened after a fork, since /proc/self moves with it."""
+
+    def __init__(self) -> None:
+        self._fds: dict[str, int] = {}
+        self._owner = os.getpid()
+
+    def read(self, path: str) -> str:
+        if os.getpid() != self._owner:
+            self._fds.clear()  # the inherited descriptors belong to the parent's view
+            self._owner = os.getpid()
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fds[path] = fd
+        try:
+            return os.pread(fd, _READ_SIZE, 0).decode("utf-8", "replace")
+        except OSError:
+            self._fds.pop(path, None)
+            os.close(fd)
+            raise
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort
+        if os.getpid() == self._owner:
+            self.close()
+
+
+class _Group:
+    """One cgroup directory on the way from the process's group up to the visible root."""
+
+    def __init__(self, version: int, path: str, directory: str) -> None:
+        self.version = version
+        self.path = path
+        self.directory = directory
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+
+class CgroupLocation:
+    """Where the process's memory cgroup is, found once: the version and the groups up to the root."""
+
+    def __init__(self, version: int, path: str, groups: list[_Group]) -> None:
+        self.version = version
+        self.path = path
+        self.groups = groups  # leaf first
+
+    @property
+    def leaf(self) -> _Group:
+        return self.groups[0]
+
+
+def locate_cgroup(pid: int | str = "self", proc: str = "/proc") -> tuple[CgroupLocation | None, list[str]]:
+    """Return the memory cgroup of ``pid`` (None when there is none to read) and notes on why not."""
+    notes: list[str] = []
+    try:
+        entries = parse.parse_proc_cgroup(_read_text(f"{proc}/{pid}/cgroup"))
+        mounts = parse.parse_mountinfo(_read_text(f"{proc}/self/mountinfo"))
+    except (OSError, ValueError) as exc:
+        return None, [f"cannot read the process's cgroup: {_reason(exc)}"]
+
+    v1_entry = next((e for e in entries if "memory" in e.controllers), None)
+    v1_mount = next((m for m in mounts if m.version == 1 and "memory" in m.options), None)
+    if v1_entry and v1_mount:
+        loc = _build_location(1, v1_entry.path, v1_mount, "memory.limit_in_bytes", notes)
+        if loc:
+            return loc, notes
+    v2_entry = next((e for e in entries if e.hierarchy == 0), None)
+    v2_mount = next((m for m in mounts if m.version == 2), None)
+    if v2_entry and v2_mount:
+        loc = _build_location(2, v2_entry.path, v2_mount, "memory.current", notes)
+        if loc:
+            return loc, notes
+        if not notes:
+            notes.append(f"cgroup v2 at {v2_mount.mountpoint} has no memory controller for this process")
+    elif not v1_entry:
+        notes.append("no memory cgroup found")
+    return None, notes
+
+
+def _build_location(
+    version: int, path: str, mount: parse.CgroupMount, probe: str, notes: list[str]
+) -> CgroupLocation | None:
+    root = mount.root.rstrip("/")
+    if path == mount.root or path.startswith(root + "/"):
+        rel = path[len(root) :].lstrip("/")
+    else:
+        # Another cgroup namespace or a bind mount of a subtree: the mount itself is the best we can see.
+        notes.append(f"cgroup path {path} is outside the mount {mount.mountpoint}; reading the mount's root")
+        rel = ""
+    groups: list[_Group] = []
+    rel_parts = [p for p in rel.split("/") if p]
+    for depth in range(len(rel_parts), -1, -1):
+        sub = "/".join(rel_parts[:depth])
+        directory = os.path.join(mount.mountpoint, sub) if sub else mount.mountpoint
+        group_path = (root + "/" + sub) if sub else (mount.root or "/")
+        groups.append(_Group(version, group_path.replace("//", "/") or "/", directory))
+    if not os.path.exists(groups[0].file(probe)):
+        if version == 1:
+            notes.append(f"cgroup v1 memory files missing at {groups[0].directory}")
+        return None
+    return CgroupLocation(version, path, groups)
+
+
+class MemoryReader:
+    """Reads the memory picture of one process, again and again, cheaply.
+
+    ``rlimits=False`` leaves RLIMIT_DATA/RLIMIT_AS out of the budget: the guard sets RLIMIT_DATA itself
+    as its fence and must not mistake its own fence for the budget.
+    """
+
+    def __init__(self, pid: int | None = None, *, proc: str = "/proc", rlimits: bool = True) -> None:
+        self.pid = os.getpid() if pid is None else int(pid)
+        self._own = pid is None or int(pid) == os.getpid()
+        self._proc = proc
+        self._key: int | str = "self" if self._own else self.pid
+        self._rlimits = rlimits
+        self._files = _Files()
+        self._linux = sys.platform.startswith("linux") and os.path.isdir(f"{proc}/{self._key}")
+        self._notes: list[str] = []
+        self.location: CgroupLocation | None = None
+        if self._linux:
+            self.location, self._notes = locate_cgroup(self._key, proc)
+        elif not sys.platform.startswith("linux"):
+            self._notes.append(f"{sys.platform}: no cgroups or PSI; budget from psutil's view of RAM")
+        else:
+            self._notes.append(f"{proc}/{self._key} is not readable; budget from psutil's view of RAM")
+
+    def close(self) -> None:
+        self._files.close()
+
+    def snapshot(self) -> MemorySnapshot:
+        """Return one consistent-enough reading of process, cgroup, system and rlimit memory."""
+        notes = list(self._notes)
+        if not self._linux:
+            return self._portable_snapshot(notes)
+        process = self._read_process(notes)
+        cgroup, cgroup_limits = self._read_cgroup(notes)
+        limits = list(cgroup_limits)
+        limits.extend(self._ram_limit(process, notes))
+        if self._rlimits:
+            limits.extend(self._rlimit_limits(process, notes))
+        pressure = self._read_pressure(notes)
+        return MemorySnapshot(
+            pid=self.pid,
+            platform=sys.platform,
+            process=process,
+            cgroup=cgroup,
+            limits=tuple(limits),
+            pressure=pressure,
+            notes=tuple(dict.fromkeys(notes)),
+        )
+
+    # -- readers -----------------------------------------------------------------------------------
+
+    def _read(self, path: str, notes: list[str]) -> str | None:
+        try:
+            return self._files.read(path)
+        except OSError as exc:
+            notes.append(f"cannot read {path}: {_reason(exc)}")
+            return None
+
+    def _read_process(self, notes: list[str]) -> ProcessMemory:
+        text = self._read(f"{self._proc}/{self._key}/status", notes)
+        fields: dict[str, int] = {}
+        if text is not None:
+            try:
+                fields = parse.parse_proc_status(text)
+            except ValueError as exc:
+                notes.append(f"cannot parse {self._proc}/{self._key}/status: {exc}")
+        return ProcessMemory(
+            pid=self.pid,
+            rss_bytes=fields.get("VmRSS"),
+            vm_data_bytes=fields.get("VmData"),
+            vm_size_bytes=fields.get("VmSize"),
+            peak_rss_bytes=fields.get("VmHWM"),
+        )
+
+    def _read_cgroup(self, notes: list[str]) -> tuple[CgroupMemory | None, list[Limit]]:
+        loc = self.location
+        if loc is None:
+            return None, []
+        limits: list[Limit] = []
+        tightest: tuple[int, str] | None = None
+        leaf_usage: tuple[int | None, int | None] = (None, None)
+        for group in loc.groups:
+            limit = self._group_limit(group, notes)
+            is_leaf = group is loc.leaf
+            if limit is None and not is_leaf:
+                continue
+            usage, working_set = self._group_usage(group, notes)
+            if is_leaf:
+                leaf_usage = (usage, working_set)
+            if limit is None:
+                continue
+            if tightest is None or limit < tightest[0]:
+                tightest = (limit, group.path)
+            if working_set is not None:
+                limits.append(
+                    Limit(
+                        kind=f"cgroup v{group.version}",
+                        source=f"cgroup v{group.version} {group.path}",
+                        limit_bytes=limit,
+                        available_bytes=max(0, limit - working_set),
+                    )
+                )
+        leaf = loc.leaf
+        if loc.version == 1:
+            peak = self._int_file(leaf.file("memory.max_usage_in_bytes"), notes)
+            oom_text = self._read(leaf.file("memory.oom_control"), notes)
+        else:
+            peak = self._int_file(leaf.file("memory.peak"), notes, quiet=True)
+            oom_text = self._read(leaf.file("memory.events"), notes)
+        oom_kills = None
+        if oom_text is not None:
+            try:
+                oom_kills = parse.parse_keyed(oom_text).get("oom_kill")
+            except ValueError as exc:
+                notes.append(f"cannot parse OOM counter in {leaf.directory}: {exc}")
+        cgroup = CgroupMemory(
+            version=loc.version,
+            path=leaf.path,
+            directory=leaf.directory,
+            limit_bytes=tightest[0] if tightest else None,
+            limit_path=tightest[1] if tightest else None,
+            usage_bytes=leaf_usage[0],
+            working_set_bytes=leaf_usage[1],
+            peak_bytes=peak,
+            oom_kills=oom_kills,
+        )
+        return cgroup, limits
+
+    def _group_limit(self, group: _Group, notes: list[str]) -> int | None:
+        names: Iterable[str]
+        names = ("memory.limit_in_bytes",) if group.version == 1 else ("memory.max", "memory.high")
+        values = []
+        for name in names:
+            path = group.file(name)
+            if not os.path.exists(path) and group.version == 2:
+                continue  # the v2 root has no memory.max
+            text = self._read(path, notes)
+            if text is None:
+                continue
+            try:
+                value = parse.parse_limit_value(text)
+            except ValueError:
+                notes.append(f"cannot parse {path}: {text.strip()[:40]!r}")
+                continue
+            if value is not None:
+                values.append(value)
+        return min(values) if values else None
+
+    def _group_usage(self, group: _Group, notes: list[str]) -> tuple[int | None, int | None]:
+        usage_name = "memory.usage_in_bytes" if group.version == 1 else "memory.current"
+        usage = self._int_file(group.file(usage_name), notes)
+        stat_text = self._read(group.file("memory.stat"), notes)
+        if usage is None or stat_text is None:
+            return usage, None
+        try:
+            stat = parse.parse_keyed(stat_text)
+        except ValueError as exc:
+            notes.append(f"cannot parse {group.file('memory.stat')}: {exc}")
+            return usage, None
+        # v1's hierarchical counter is total_inactive_file; v2's memory.stat is hierarchical already.
+        inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+        return usage, max(0, usage - inactive)
+
+    def _int_file(self, path: str, notes: list[str], quiet: bool = False) -> int | None:
+        if quiet and not os.path.exists(path):
+            return None
+        text = self._read(path, notes)
+        if text is None:
+            return None
+        try:
+            return int(text.strip())
+        except ValueError:
+            notes.append(f"cannot parse {path}: {text.strip()[:40]!r}")
+            return None
+
+    def _ram_limit(self, process: ProcessMemory, notes: list[str]) -> list[Limit]:
+        text = self._read(f"{self._proc}/meminfo", notes)
+        if text is None:
+            return []
+        try:
+            info = parse.parse_meminfo(text)
+        except ValueError as exc:
+            notes.append(f"cannot parse {self._proc}/meminfo: {exc}")
+            return []
+        available = info.get("MemAvailable", info.get("MemFree", 0))
+        held = process.rss_bytes or 0
+        return [Limit("system RAM", "system RAM", held + available, available)]
+
+    def _rlimit_limits(self, process: ProcessMemory, notes: list[str]) -> list[Limit]:
+        soft: dict[str, int | None] = {}
+        if self._own:
+            for name, res in (("RLIMIT_DATA", resource.RLIMIT_DATA), ("RLIMIT_AS", resource.RLIMIT_AS)):
+                cur = resource.getrlimit(res)[0]
+                soft[name] = None if cur == resource.RLIM_INFINITY else cur
+        else:
+            text = self._read(f"{self._proc}/{self._key}/limits", notes)
+            if text is None:
+                return []
+            table = parse.parse_proc_limits(text)
+            soft = {"RLIMIT_DATA": table.get("Max data size"), "RLIMIT_AS": table.get("Max address space")}
+        out = []
+        for name, used in (("RLIMIT_DATA", process.vm_data_bytes), ("RLIMIT_AS", process.vm_size_bytes)):
+            cur = soft.get(name)
+            if cur is not None:
+                out.append(Limit("rlimit", f"rlimit {name}", cur, max(0, cur - (used or 0))))
+        return out
+
+    def _read_pressure(self, notes: list[str]) -> Pressure | None:
+        candidates = []
+        if self.location is not None and self.location.version == 2:
+            candidates.append(self.location.leaf.file("memory.pressure"))
+        candidates.append(f"{self._proc}/pressure/memory")
+        for path in candidates:
+            if not os.path.exists(path):
+                continue
+            text = self._read(path, notes)
+            if text is None:
+                continue
+            try:
+                psi = parse.parse_psi(text)
+            except (ValueError, KeyError) as exc:
+                notes.append(f"cannot parse {path}: {exc}")
+                continue
+            full = psi.get("full")
+            some = psi["some"]
+            return Pressure(
+                source=path,
+                some_avg10=some.avg10,
+                some_avg60=some.avg60,
+                full_avg10=full.avg10 if full else None,
+                full_avg60=full.avg60 if full else None,
+                some_total_us=some.total_us,
+            )
+        return None
+
+    def _portable_snapshot(self, notes: list[str]) -> MemorySnapshot:
+        import psutil
+
+        try:
+            info = psutil.Process(self.pid).memory_info()
+            rss, vms = info.rss, info.vms
+        except (psutil.Error, OSError) as exc:
+            notes.append(f"cannot read process {self.pid}: {exc}")
+            rss = vms = None
+        available = psutil.virtual_memory().available
+        process = ProcessMemory(self.pid, rss, None, vms, getattr(info, "peak_wset", None) if rss else None)
+        limits = (Limit("system RAM", "system RAM", (rss or 0) + available, available),)
+        return MemorySnapshot(self.pid, sys.platform, process, None, limits, None, tuple(notes))
+
+
+def snapshot(pid: int | None = None, *, rlimits: bool = True) -> MemorySnapshot:
+    """Return the memory picture of ``pid`` (this process by default), read once."""
+    reader = MemoryReader(pid, rlimits=rlimits)
+    try:
+        return reader.snapshot()
+    finally:
+        reader.close()
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
