@@ -1,9 +1,10 @@
 """How much memory may a process still use, and who says so.
 
-``snapshot()`` reads it once; ``MemoryReader`` reads it again and again, cheaply, for a watchdog.
+``snapshot()`` reads it once; ``MemoryReader`` reads it again and again, cheaply;
+``MemoryReader.quick()`` is the watchdog's per-tick reading.
 """
 
-from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory
+from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory, QuickReading
 from .reader import MemoryReader, locate_cgroup, snapshot
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "MemorySnapshot",
     "Pressure",
     "ProcessMemory",
+    "QuickReading",
     "locate_cgroup",
     "snapshot",
 ]

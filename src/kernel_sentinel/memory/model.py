@@ -60,6 +60,17 @@ class Pressure:
 
 
 @dataclass(frozen=True)
+class QuickReading:
+    """The watchdog's per-tick reading: own footprint and headroom under the limits last seen."""
+
+    rss_bytes: int | None
+    vm_data_bytes: int | None
+    available_bytes: int | None  # least headroom across the limits of the last full snapshot
+    source: str  # which limit that is
+    working_set_bytes: int | None  # of the group that sets the tightest cgroup limit, if any
+
+
+@dataclass(frozen=True)
 class MemorySnapshot:
     """Everything the budget reader learned in one look, plus what it could not learn (``notes``)."""
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import resource
 import sys
-from collections.abc import Iterable
 
 from . import parse
-from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory
+from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory, QuickReading
 
 _READ_SIZE = 16384
 
@@ -63,9 +62,16 @@ class _Group:
         self.version = version
         self.path = path
         self.directory = directory
+        self._paths: dict[str, str] = {}
+        # Which limit files this group has, found once: the v2 root has neither memory.max nor .high.
+        names = ("memory.limit_in_bytes",) if version == 1 else ("memory.max", "memory.high")
+        self.limit_files = tuple(self.file(n) for n in names if version == 1 or os.path.exists(self.file(n)))
 
     def file(self, name: str) -> str:
-        return os.path.join(self.directory, name)
+        path = self._paths.get(name)
+        if path is None:
+            path = self._paths[name] = os.path.join(self.directory, name)
+        return path
 
 
 class CgroupLocation:
@@ -150,8 +156,14 @@ class MemoryReader:
         self._linux = sys.platform.startswith("linux") and os.path.isdir(f"{proc}/{self._key}")
         self._notes: list[str] = []
         self.location: CgroupLocation | None = None
+        self._last: MemorySnapshot | None = None
+        self._limited_groups: dict[str, _Group] = {}
+        self._has_peak = False
+        self._pressure_files_found: list[str] = []
         if self._linux:
             self.location, self._notes = locate_cgroup(self._key, proc)
+            self._has_peak = self.location is not None and os.path.exists(self.location.leaf.file("memory.peak"))
+            self._pressure_files_found = self._pressure_files()
         elif not sys.platform.startswith("linux"):
             self._notes.append(f"{sys.platform}: no cgroups or PSI; budget from psutil's view of RAM")
         else:
@@ -159,6 +171,55 @@ class MemoryReader:
 
     def close(self) -> None:
         self._files.close()
+
+    def quick(self) -> QuickReading:
+        """Return own RSS/VmData and the headroom under the limits the last ``snapshot()`` found.
+
+        A few reads instead of a dozen: limits themselves rarely change, so a watchdog calls this every
+        tick and ``snapshot()`` now and then (the first call takes a snapshot itself).
+        """
+        if self._last is None:
+            self.snapshot()
+        assert self._last is not None
+        notes: list[str] = []
+        if not self._linux:
+            snap = self.snapshot()
+            return QuickReading(snap.process.rss_bytes, None, snap.available_bytes, snap.source, None)
+        process = self._read_process(notes)
+        best: tuple[int, str] | None = None
+        tightest_group: tuple[int, int] | None = None  # (headroom, working set) of the tightest cgroup
+        for lim in self._last.limits:
+            avail, ws = self._quick_headroom(lim, process, notes)
+            if avail is None:
+                continue
+            if ws is not None and (tightest_group is None or avail < tightest_group[0]):
+                tightest_group = (avail, ws)
+            if best is None or avail < best[0]:
+                best = (avail, lim.source)
+        return QuickReading(
+            rss_bytes=process.rss_bytes,
+            vm_data_bytes=process.vm_data_bytes,
+            available_bytes=best[0] if best else None,
+            source=best[1] if best else "unknown",
+            working_set_bytes=tightest_group[1] if tightest_group else None,
+        )
+
+    def _quick_headroom(
+        self, lim: Limit, process: ProcessMemory, notes: list[str]
+    ) -> tuple[int | None, int | None]:
+        """Return the headroom under ``lim`` now (None: unreadable) and, for a cgroup, its working set."""
+        if lim.kind.startswith("cgroup"):
+            group = self._limited_groups.get(lim.source)
+            ws = self._group_usage(group, notes)[1] if group is not None else None
+            return (None, None) if ws is None else (max(0, lim.limit_bytes - ws), ws)
+        if lim.kind == "system RAM":
+            text = self._read(f"{self._proc}/meminfo", notes)
+            try:
+                return (parse.parse_meminfo(text).get("MemAvailable") if text else None), None
+            except ValueError:
+                return None, None
+        used = process.vm_data_bytes if lim.source == "rlimit RLIMIT_DATA" else process.vm_size_bytes
+        return max(0, lim.limit_bytes - (used or 0)), None
 
     def snapshot(self) -> MemorySnapshot:
         """Return one consistent-enough reading of process, cgroup, system and rlimit memory."""
@@ -172,7 +233,7 @@ class MemoryReader:
         if self._rlimits:
             limits.extend(self._rlimit_limits(process, notes))
         pressure = self._read_pressure(notes)
-        return MemorySnapshot(
+        self._last = MemorySnapshot(
             pid=self.pid,
             platform=sys.platform,
             process=process,
@@ -181,6 +242,7 @@ class MemoryReader:
             pressure=pressure,
             notes=tuple(dict.fromkeys(notes)),
         )
+        return self._last
 
     # -- readers -----------------------------------------------------------------------------------
 
@@ -227,6 +289,7 @@ class MemoryReader:
             if tightest is None or limit < tightest[0]:
                 tightest = (limit, group.path)
             if working_set is not None:
+                self._limited_groups[f"cgroup v{group.version} {group.path}"] = group
                 limits.append(
                     Limit(
                         kind=f"cgroup v{group.version}",
@@ -238,16 +301,17 @@ class MemoryReader:
         leaf = loc.leaf
         if loc.version == 1:
             peak = self._int_file(leaf.file("memory.max_usage_in_bytes"), notes)
-            oom_text = self._read(leaf.file("memory.oom_control"), notes)
+            oom_file = leaf.file("memory.oom_control")
         else:
-            peak = self._int_file(leaf.file("memory.peak"), notes, quiet=True)
-            oom_text = self._read(leaf.file("memory.events"), notes)
+            peak = self._int_file(leaf.file("memory.peak"), notes) if self._has_peak else None
+            oom_file = leaf.file("memory.events")
+        oom_text = self._read(oom_file, notes)
         oom_kills = None
         if oom_text is not None:
             try:
                 oom_kills = parse.parse_keyed(oom_text).get("oom_kill")
             except ValueError as exc:
-                notes.append(f"cannot parse OOM counter in {leaf.directory}: {exc}")
+                notes.append(f"cannot parse {oom_file}: {exc}")
         cgroup = CgroupMemory(
             version=loc.version,
             path=leaf.path,
@@ -262,13 +326,8 @@ class MemoryReader:
         return cgroup, limits
 
     def _group_limit(self, group: _Group, notes: list[str]) -> int | None:
-        names: Iterable[str]
-        names = ("memory.limit_in_bytes",) if group.version == 1 else ("memory.max", "memory.high")
         values = []
-        for name in names:
-            path = group.file(name)
-            if not os.path.exists(path) and group.version == 2:
-                continue  # the v2 root has no memory.max
+        for path in group.limit_files:
             text = self._read(path, notes)
             if text is None:
                 continue
@@ -288,17 +347,13 @@ class MemoryReader:
         if usage is None or stat_text is None:
             return usage, None
         try:
-            stat = parse.parse_keyed(stat_text)
+            inactive = parse.parse_inactive_file(stat_text)
         except ValueError as exc:
             notes.append(f"cannot parse {group.file('memory.stat')}: {exc}")
             return usage, None
-        # v1's hierarchical counter is total_inactive_file; v2's memory.stat is hierarchical already.
-        inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
         return usage, max(0, usage - inactive)
 
-    def _int_file(self, path: str, notes: list[str], quiet: bool = False) -> int | None:
-        if quiet and not os.path.exists(path):
-            return None
+    def _int_file(self, path: str, notes: list[str]) -> int | None:
         text = self._read(path, notes)
         if text is None:
             return None
@@ -340,14 +395,15 @@ class MemoryReader:
                 out.append(Limit("rlimit", f"rlimit {name}", cur, max(0, cur - (used or 0))))
         return out
 
-    def _read_pressure(self, notes: list[str]) -> Pressure | None:
+    def _pressure_files(self) -> list[str]:
         candidates = []
         if self.location is not None and self.location.version == 2:
             candidates.append(self.location.leaf.file("memory.pressure"))
         candidates.append(f"{self._proc}/pressure/memory")
-        for path in candidates:
-            if not os.path.exists(path):
-                continue
+        return [path for path in candidates if os.path.exists(path)]
+
+    def _read_pressure(self, notes: list[str]) -> Pressure | None:
+        for path in self._pressure_files_found:
             text = self._read(path, notes)
             if text is None:
                 continue
