@@ -11,6 +11,8 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from .run.cli import register_run
+
 EX_USAGE = 64
 
 
@@ -49,7 +51,7 @@ def register_budget(sub: argparse._SubParsersAction) -> None:
 
 
 # One line per subcommand; each module owns its arguments.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget, register_run]
 
 
 def build_parser() -> argparse.ArgumentParser:
