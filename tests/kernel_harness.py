@@ -117,7 +117,22 @@ class KernelHarness:
 
     @property
     def pid(self) -> int:
+        """The pid jupyter_client started and watches (the sentinel launcher, or ipykernel itself)."""
         return self.km.provisioner.pid  # type: ignore[union-attr]
+
+    @property
+    def kernel_pid(self) -> int:
+        """The ipykernel process itself: ``pid``, or its ipykernel child when a launcher supervises it."""
+        import psutil
+
+        top = psutil.Process(self.pid)
+        for proc in (top, *top.children(recursive=True)):
+            try:
+                if any("ipykernel" in part for part in proc.cmdline()):
+                    return proc.pid
+            except psutil.Error:
+                continue
+        return self.pid
 
     def poll(self) -> int | None:
         """Return the kernel's exit status (negative: killed by that signal), or None while it runs."""
@@ -145,9 +160,9 @@ class KernelHarness:
         """Return the cgroup's OOM-kill counter (0 without a cgroup)."""
         return self.cgroup.oom_kills() if self.cgroup else 0
 
-    def signal(self, signum: int) -> None:
-        """Send ``signum`` to the kernel process alone, as something outside Jupyter would."""
-        os.kill(self.pid, signum)
+    def signal(self, signum: int, *, to_launcher: bool = False) -> None:
+        """Send ``signum`` to the ipykernel process alone (or the launcher), as something outside would."""
+        os.kill(self.pid if to_launcher else self.kernel_pid, signum)
 
     def close(self) -> None:
         try:
