@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from .kernelspec import register_install, register_uninstall
 from .run.cli import register_run
 
 EX_USAGE = 64
@@ -51,7 +52,7 @@ def register_budget(sub: argparse._SubParsersAction) -> None:
 
 
 # One line per subcommand; each module owns its arguments.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget, register_run]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget, register_run, register_install, register_uninstall]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,213 @@
+"""Why a cell ran out of memory, and the one thing to do about it: a pure function of the guard's evidence.
+
+The guard's core records what happened (``evidence``: trigger, what was asked for, budget and its source,
+usage, the cell's code); ``namespace.namespace_report`` says what holds memory. ``explain_memory_error``
+turns both into a few short lines and ONE remedy chosen for the case, so that a user reads it in ten
+seconds. No I/O here: tests feed it evidence captured from real failures.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..sizes import format_bytes
+from .namespace import HiddenRef, NamespaceReport, VariableSize
+
+_MiB = 1 << 20
+_SHOWN_VARIABLES = 3
+_NOTABLE = _MiB  # variables and hidden references smaller than this are not worth a line
+
+_READ_CSV = re.compile(r"\bread_(csv|table|fwf)\s*\(")
+_READ_OTHER = re.compile(r"\bread_(json|parquet|excel|sql|feather|hdf|pickle)\s*\(")
+_MERGE = re.compile(r"(\.|\bpd\.)merge\s*\(|\.join\s*\(")
+_NUMPY_ALLOC = re.compile(
+    r"\b(np|numpy)\.(ones|zeros|empty|full|random\.\w+|arange|eye|identity|tile|repeat|outer|meshgrid)\s*\("
+)
+_INT_DTYPE = re.compile(r"dtype\s*=\s*(np\.|numpy\.)?['\"]?(u?int64|int\b|u?int)")
+_GROWTH = re.compile(r"\.(append|extend)\s*\(|\bwhile\s+True\b|\+=")
+
+
+@dataclass(frozen=True)
+class MemoryExplanation:
+    """What the user reads when the guard stops a cell: a headline, a few facts, what holds memory, one remedy."""
+
+    headline: str
+    facts: list[str]
+    top_variables: list[VariableSize]
+    hidden: list[HiddenRef]
+    remedy: str
+    remedy_kind: str = "generic"  # chunked_read | free_hidden | merge_keys | smaller_dtype | memmap | del | ...
+    cell: int | None = None
+    budget_bytes: int | None = None
+    budget_source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form (flight records, ``--json`` outputs)."""
+        data = asdict(self)
+        return data
+
+
+def _cell_name(cell: Any) -> str:
+    return f"Cell [{cell}]" if isinstance(cell, int) else "This cell"
+
+
+def _usage(ev: dict[str, Any]) -> int | None:
+    for key in ("usage_bytes", "working_set_bytes", "rss_bytes"):
+        value = ev.get(key)
+        if isinstance(value, int) and value >= 0:
+            return value
+    return None
+
+
+def _available(ev: dict[str, Any]) -> int | None:
+    value = ev.get("available_bytes")
+    if isinstance(value, int):
+        return max(value, 0)
+    budget, usage = ev.get("budget_bytes"), _usage(ev)
+    if isinstance(budget, int) and usage is not None:
+        return max(budget - usage, 0)
+    return None
+
+
+def _mentions(code: str, name: str) -> bool:
+    return re.search(rf"(?<![\w.]){re.escape(name)}\b", code) is not None
+
+
+def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, str]:
+    """Return ``(kind, text)``: the single remedy most likely to let this cell run."""
+    code = ev.get("code") or ""
+    budget = ev.get("budget_bytes") if isinstance(ev.get("budget_bytes"), int) else None
+    requested = ev.get("requested_bytes") if isinstance(ev.get("requested_bytes"), int) else None
+    available = _available(ev)
+    need = requested - available if requested is not None and available is not None else None
+    bigger_than_budget = requested is not None and budget is not None and requested > budget
+    hidden_free = report.hidden_exclusive_bytes if report else 0
+    floor = max(need or 0, (budget or 0) // 5, 16 * _MiB)
+
+    if _READ_CSV.search(code):
+        return "chunked_read", (
+            "Read the file in pieces: `for chunk in pd.read_csv(path, chunksize=1_000_000): ...` "
+            "(reduce each chunk, keep only the result), or load less with `usecols=[...]` and "
+            "`dtype={'col': 'float32'}`."
+        )
+    if hidden_free >= floor and not bigger_than_budget:
+        holders = [h for h in (report.hidden if report else ()) if h.exclusive_bytes >= _NOTABLE]
+        what = " and ".join(h.name for h in holders[:2]) or "hidden references"
+        return "free_hidden", (
+            f"Run `%sentinel free`: {what} hold {format_bytes(hidden_free)} that no variable of yours "
+            "uses (old outputs, the last traceback). Then run the cell again."
+        )
+    if _MERGE.search(code):
+        return "merge_keys", (
+            "Check the join keys: keys repeated on both sides multiply the rows. "
+            "`left[key].value_counts().head()` shows them; `validate='many_to_one'` stops it early."
+        )
+    if _READ_OTHER.search(code):
+        return "chunked_read", (
+            "Load less: pass `columns=[...]` (or `usecols=`) and narrower dtypes, or read it in batches "
+            "(`pyarrow.parquet.ParquetFile(path).iter_batches()`, `read_json(..., lines=True, chunksize=...)`)."
+        )
+    if requested is not None and requested >= 16 * _MiB:
+        is_numpy = _NUMPY_ALLOC.search(code) is not None or "np." in code
+        if is_numpy and available is not None and requested // 2 <= available:
+            small = "np.int32" if _INT_DTYPE.search(code) else "np.float32"
+            return "smaller_dtype", (
+                f"Use a smaller dtype: `dtype={small}` halves it to {format_bytes(requested // 2)}, "
+                f"which fits in the {format_bytes(available)} still free."
+            )
+        if is_numpy:
+            return "memmap", (
+                f"Keep it on disk: `np.memmap('big.dat', dtype=..., mode='w+', shape=...)`. It needs "
+                f"{format_bytes(requested)} of free disk there: check `shutil.disk_usage('.').free` first, "
+                "a memmap on a full disk kills the kernel (SIGBUS)."
+            )
+    if report is not None:
+        for var in report.variables:
+            if var.nbytes < max(need or 0, (budget or 0) // 5, 16 * _MiB):
+                break
+            if not _mentions(code, var.name):
+                return "del", (
+                    f"`del {var.name}` frees {format_bytes(var.nbytes)} ({var.type_name}), "
+                    "if you no longer need it; then run the cell again."
+                )
+    if requested is not None and bigger_than_budget:
+        return "split", (
+            f"It asked for {format_bytes(requested)} at once, more than the whole budget: build it in "
+            "pieces, or keep it on disk (a file, `np.memmap`, Parquet)."
+        )
+    if hidden_free >= 16 * _MiB:
+        return "free_hidden", (
+            f"Run `%sentinel free` to drop {format_bytes(hidden_free)} of old outputs and tracebacks, "
+            "then process the data in smaller pieces."
+        )
+    if _GROWTH.search(code):
+        return "bounded_growth", (
+            "This cell's data grows without bound: write results to disk in batches "
+            "(e.g. every 100,000 items) or keep running totals instead of every item."
+        )
+    return "generic", (
+        "Process the data in smaller pieces (chunks, or a sample first); `%sentinel` shows what holds "
+        "memory now."
+    )
+
+
+def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | None) -> MemoryExplanation:
+    """Return the short explanation of a memory failure from the guard's ``evidence`` and a namespace report.
+
+    Pure: the same evidence gives the same text, so it is tested on evidence captured from real failures.
+    """
+    ev = evidence or {}
+    cell = ev.get("cell")
+    budget = ev.get("budget_bytes") if isinstance(ev.get("budget_bytes"), int) else None
+    source = ev.get("budget_source") or None
+    requested = ev.get("requested_bytes") if isinstance(ev.get("requested_bytes"), int) else None
+    usage = _usage(ev)
+    available = _available(ev)
+    who = _cell_name(cell)
+    budget_txt = format_bytes(budget) if budget is not None else "its"
+
+    if requested is not None and available is not None:
+        headline = (
+            f"{who} needed {format_bytes(requested)} at once, but only {format_bytes(available)} "
+            f"of the {budget_txt} memory budget was free."
+        )
+    elif requested is not None:
+        headline = f"{who} needed {format_bytes(requested)} at once: more than the {budget_txt} memory budget allows."
+    elif ev.get("trigger") == "watchdog" and usage is not None:
+        headline = (
+            f"{who} grew memory use to {format_bytes(usage)} of the {budget_txt} budget "
+            "and was stopped before the kernel could be killed."
+        )
+    else:
+        headline = f"{who} ran out of the {budget_txt} memory budget; the kernel was kept alive."
+
+    facts = []
+    if budget is not None:
+        facts.append(f"Budget: {format_bytes(budget)}, set by {source or 'unknown'}.")
+    if usage is not None:
+        line = f"In use: {format_bytes(usage)}"
+        rss = ev.get("rss_bytes")
+        if isinstance(rss, int) and abs(rss - usage) > 16 * _MiB:
+            line += f" (the kernel process itself: {format_bytes(rss)})"
+        facts.append(line + ".")
+    facts.append("The kernel and your other variables are intact.")
+
+    top = [v for v in (report.variables if report else ()) if v.nbytes >= _NOTABLE][:_SHOWN_VARIABLES]
+    hidden = [h for h in (report.hidden if report else ()) if h.nbytes >= _NOTABLE]
+    kind, remedy = _remedy(ev, report)
+    notes = list(report.notes) if report else []
+    return MemoryExplanation(
+        headline=headline,
+        facts=facts,
+        top_variables=top,
+        hidden=hidden,
+        remedy=remedy,
+        remedy_kind=kind,
+        cell=cell if isinstance(cell, int) else None,
+        budget_bytes=budget,
+        budget_source=source,
+        notes=notes,
+    )

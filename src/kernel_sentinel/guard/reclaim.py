@@ -1,0 +1,251 @@
+"""Give back the memory a failed cell, or old outputs, still hold: the references users cannot see.
+
+After a cell fails, its frames stay alive through the traceback, and with them every local variable of
+every function it was in. Measured in a real ipykernel (IPython 9, Python 3.11): a function-local 350 MB
+list survived ``gc.collect()``, clearing ``sys.last_*`` and ``traceback.clear_frames``, because
+IPython's ``AutoFormattedTB`` keeps the last traceback in ``ip.InteractiveTB.tb`` (only its debugger
+hook deletes it). ``clear_frames`` alone is not enough on 3.11 either: once a traceback formatter has
+read ``frame.f_locals``, that snapshot dict holds the locals and ``frame.clear()`` leaves it (CPython
+gh-113939). And memory that was freed stays in the process until glibc is asked to return it
+(``malloc_trim(0)``): without it, RSS did not move at all.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import os
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+_CO_OPTIMIZED = 0x1
+
+
+@dataclass(frozen=True)
+class FreedReport:
+    """What ``free_hidden`` dropped and what the process's RSS did: before, after, freed."""
+
+    rss_before: int | None
+    rss_after: int | None
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def freed_bytes(self) -> int | None:
+        if self.rss_before is None or self.rss_after is None:
+            return None
+        return self.rss_before - self.rss_after
+
+    def text(self) -> str:
+        """Return the one-paragraph summary ``%sentinel free`` prints."""
+        from ..sizes import format_bytes
+
+        what = "; ".join(self.dropped) if self.dropped else "nothing hidden was holding memory"
+        freed = self.freed_bytes
+        change = (
+            f"RSS {format_bytes(self.rss_before)} -> {format_bytes(self.rss_after)} "
+            f"({'freed ' + format_bytes(freed) if freed is not None and freed > 0 else 'nothing returned to the OS'})"
+        )
+        return f"Dropped: {what}.\n{change}."
+
+
+def rss_bytes() -> int | None:
+    """Return this process's resident set size from /proc/self/statm (psutil elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil
+
+            return int(psutil.Process().memory_info().rss)
+        except Exception:
+            return None
+
+
+_libc: Any = None
+
+
+def malloc_trim() -> bool:
+    """Ask glibc to return freed heap memory to the OS; return whether it could be asked (glibc only)."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = getattr(_libc, "malloc_trim", None)
+        if trim is None:  # musl has none
+            return False
+        trim(0)
+        return True
+    except OSError:
+        return False
+
+
+def _exception_chain(value: BaseException | None) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while value is not None and len(chain) < 20 and all(value is not c for c in chain):
+        chain.append(value)
+        value = value.__cause__ or value.__context__
+    return chain
+
+
+def clear_traceback(tb: types.TracebackType | None) -> int:
+    """Drop the locals of every finished frame in ``tb``; return how many frames were cleared.
+
+    ``traceback.clear_frames`` plus the ``f_locals`` snapshot it misses on 3.11. Frames still executing
+    (the kernel's own, above the cell) raise RuntimeError on ``clear()`` and are left alone; module-level
+    frames keep their ``f_locals``, which is the user namespace itself.
+    """
+    cleared = 0
+    seen = 0
+    while tb is not None and seen < 1000:
+        seen += 1
+        frame = tb.tb_frame
+        optimized = bool(frame.f_code.co_flags & _CO_OPTIMIZED)
+        snapshot = None
+        if optimized:
+            try:
+                snapshot = frame.f_locals  # the dict a formatter may have made; cheap for a finished frame
+            except Exception:
+                snapshot = None
+        try:
+            frame.clear()
+        except RuntimeError:  # still executing
+            tb = tb.tb_next
+            continue
+        if optimized and isinstance(snapshot, dict) and snapshot is not frame.f_globals:
+            snapshot.clear()
+        cleared += 1
+        tb = tb.tb_next
+    return cleared
+
+
+def _post_execute_once(ip: Any) -> None:
+    """Collect and trim again once the failed cell has unwound (its caller still held the traceback)."""
+
+    def again() -> None:
+        try:
+            ip.events.unregister("post_execute", again)
+        except (ValueError, AttributeError):
+            pass
+        gc.collect()
+        malloc_trim()
+
+    try:
+        ip.events.register("post_execute", again)
+    except Exception:  # no events (a plain Python caller): the immediate collect has to do
+        pass
+
+
+def release_after_failure(ip: Any, etype: type | None, value: BaseException | None, tb: Any) -> None:
+    """Release what keeps a failed cell's memory alive: frame locals, ``sys.last_*``, IPython's traceback.
+
+    Call it after the error has been formatted (the traceback's frames lose their locals here), from the
+    guard's exception handler. Never raises: this runs when memory is short.
+    """
+    try:
+        tracebacks = [tb]
+        for exc in _exception_chain(value):
+            tracebacks.append(exc.__traceback__)
+        for holder in (getattr(ip, "InteractiveTB", None), getattr(ip, "SyntaxTB", None)):
+            tracebacks.append(getattr(holder, "tb", None))
+        tracebacks.append(getattr(sys, "last_traceback", None))
+        last = getattr(ip, "last_execution_result", None)
+        if last is not None and getattr(last, "error_in_exec", None) is not None:
+            tracebacks.append(last.error_in_exec.__traceback__)
+        seen: list[Any] = []
+        for t in tracebacks:
+            if t is not None and all(t is not s for s in seen):
+                seen.append(t)
+                clear_traceback(t)
+        del tracebacks, seen
+        _drop_last_exception(ip)
+        gc.collect()
+        malloc_trim()
+        _post_execute_once(ip)
+    except Exception:  # the failure path must not fail; worst case some memory stays until the next cell
+        pass
+
+
+def _drop_last_exception(ip: Any) -> list[str]:
+    dropped = []
+    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+        if getattr(sys, name, None) is not None:
+            setattr(sys, name, None)
+            dropped.append(f"sys.{name}")
+    for holder_name in ("InteractiveTB", "SyntaxTB"):
+        holder = getattr(ip, holder_name, None)
+        if getattr(holder, "tb", None) is not None:
+            holder.tb = None
+            dropped.append(f"IPython's {holder_name}.tb")
+    return dropped
+
+
+def free_hidden(ip: Any) -> FreedReport:
+    """Drop every hidden reference (output cache, ``_``/``__``/``___``, last tracebacks), collect, trim.
+
+    What ``%sentinel free`` does; returns RSS before and after and a line per thing dropped, sized from a
+    namespace report taken first.
+    """
+    from ..sizes import format_bytes
+    from .namespace import namespace_report
+
+    before = rss_bytes()
+    dropped: list[str] = []
+    try:
+        report = namespace_report(ip, n=0)
+        sizes = {h.name: h for h in report.hidden}
+    except Exception:
+        sizes = {}
+
+    def label(name: str, text: str) -> str:
+        h = sizes.get(name)
+        return f"{text} ({format_bytes(h.exclusive_bytes)} only there)" if h and h.exclusive_bytes else text
+
+    user_ns = getattr(ip, "user_ns", {}) or {}
+    oh = user_ns.get("_oh")
+    n_out = len(oh) if isinstance(oh, dict) else 0
+    displayhook = getattr(ip, "displayhook", None)
+    flushed = False
+    if displayhook is not None and getattr(displayhook, "do_full_cache", False):
+        try:
+            displayhook.flush()  # what %reset out does: Out/_oh, _N, _, __, ___
+            flushed = True
+        except Exception:
+            flushed = False
+    if not flushed:
+        if isinstance(oh, dict):
+            oh.clear()
+        for key in [k for k in user_ns if k[:1] == "_" and k[1:].isdigit()]:
+            user_ns.pop(key, None)
+        for name in ("_", "__", "___"):
+            if name in user_ns:
+                user_ns[name] = ""
+    if n_out:
+        dropped.append(label("Out", f"Out ({n_out} result{'s' if n_out != 1 else ''})"))
+    if "_ / __ / ___" in sizes:
+        dropped.append(label("_ / __ / ___", "_, __, ___"))
+    # The previous cell's ExecutionResult holds its displayed value too.
+    last = getattr(ip, "last_execution_result", None)
+    if last is not None and getattr(last, "result", None) is not None:
+        try:
+            last.result = None
+        except Exception:
+            pass
+    had_tb = "last traceback" in sizes
+    for t in (
+        getattr(sys, "last_traceback", None),
+        getattr(getattr(ip, "InteractiveTB", None), "tb", None),
+    ):
+        if t is not None:
+            clear_traceback(t)
+    tb_dropped = _drop_last_exception(ip)
+    if had_tb or tb_dropped:
+        dropped.append(label("last traceback", "the last traceback and its frames"))
+    gc.collect()
+    malloc_trim()
+    return FreedReport(rss_before=before, rss_after=rss_bytes(), dropped=dropped)
