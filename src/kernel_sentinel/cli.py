@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from .advise.cli import register_check
 from .kernelspec import register_install, register_uninstall
 from .run.cli import register_run
 
@@ -52,7 +53,7 @@ def register_budget(sub: argparse._SubParsersAction) -> None:
 
 
 # One line per subcommand; each module owns its arguments.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget, register_run, register_install, register_uninstall]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget, register_run, register_install, register_uninstall, register_check]
 
 
 def build_parser() -> argparse.ArgumentParser:
