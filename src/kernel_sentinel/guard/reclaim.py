@@ -217,14 +217,24 @@ def free_hidden(ip: Any) -> FreedReport:
             flushed = True
         except Exception:
             flushed = False
-    if not flushed:
-        if isinstance(oh, dict):
-            oh.clear()
-        for key in [k for k in user_ns if k[:1] == "_" and k[1:].isdigit()]:
-            user_ns.pop(key, None)
+    if not flushed and isinstance(oh, dict):
+        oh.clear()
+    # Also after flush(): it leaves user_ns's _, __, ___ alone whenever builtins has a ``_`` (gettext,
+    # ipykernel), and that is where the last three displayed DataFrames stayed alive.
+    hidden_ns = getattr(ip, "user_ns_hidden", {}) or {}
+    for ns in (user_ns, hidden_ns):
+        for key in [k for k in ns if k[:1] == "_" and k[1:].isdigit()]:
+            ns.pop(key, None)
         for name in ("_", "__", "___"):
-            if name in user_ns:
-                user_ns[name] = ""
+            if name in ns and not (isinstance(ns[name], str) and ns[name] == ""):
+                ns[name] = ""
+    if displayhook is not None:
+        for attr in ("_", "__", "___"):
+            if getattr(displayhook, attr, "") is not None:
+                try:
+                    setattr(displayhook, attr, "")
+                except Exception:
+                    pass
     if n_out:
         dropped.append(label("Out", f"Out ({n_out} result{'s' if n_out != 1 else ''})"))
     if "_ / __ / ___" in sizes:

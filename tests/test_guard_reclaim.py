@@ -1,0 +1,112 @@
+"""Reclaim: memory a failed cell or old outputs hold really goes back to the OS, measured from outside.
+
+The kernels here are stock ipykernels in 1 GiB cgroups; the failure handler below is the same call the
+guard's own exception handler makes (show the traceback, then ``release_after_failure``), so these tests
+do not depend on the guard's core being loaded.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from conftest import MiB
+
+HANDLER = textwrap.dedent(
+    """
+    import os, signal, time
+    from kernel_sentinel.guard.reclaim import release_after_failure
+    def _handler(self, etype, value, tb, tb_offset=None):
+        self.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        if RELEASE:
+            release_after_failure(self, etype, value, tb)
+    get_ipython().set_custom_exc((MemoryError, KeyboardInterrupt), _handler)
+    """
+)
+
+# A function that builds ~350 MB of small objects (the FACTS.md case), then fails.
+FAILING_CELL = textwrap.dedent(
+    """
+    def work():
+        rows = [bytes(1000) + bytes([i % 256]) for i in range(350_000)]
+        {fail}
+    work()
+    """
+)
+FAILURES = {
+    "MemoryError": "bytearray(1 << 44)  # 16 TiB: refused by the kernel at once, nothing allocated",
+    "KeyboardInterrupt": "os.kill(os.getpid(), signal.SIGINT); time.sleep(30)  # as the watchdog interrupts",
+}
+
+
+def rss(pid: int) -> int:
+    """Return a process's VmRSS in bytes, read from outside it."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.parametrize("ename", sorted(FAILURES))
+def test_rss_returns_after_a_failed_cell(kernel, ename: str) -> None:
+    k = kernel(limit_bytes=1024 * MiB)
+    assert k.run("RELEASE = True\n" + HANDLER).ok
+    before = rss(k.kernel_pid)
+    res = k.run(FAILING_CELL.format(fail=FAILURES[ename]))
+    assert res.status == "error" and res.ename == ename, res.text()
+    after = rss(k.kernel_pid)
+    assert after <= before * 1.10, f"RSS {before / MiB:.0f} MiB before, {after / MiB:.0f} MiB after"
+    assert k.run("x = 1").ok  # the kernel works on
+    assert k.alive and k.oom_kills() == 0
+
+
+def test_without_release_the_failed_cell_memory_stays(kernel) -> None:
+    """The control: the same failure without ``release_after_failure`` keeps ~350 MB (so the test above can fail)."""
+    k = kernel(limit_bytes=1024 * MiB)
+    assert k.run("RELEASE = False\n" + HANDLER).ok
+    before = rss(k.kernel_pid)
+    res = k.run(FAILING_CELL.format(fail=FAILURES["MemoryError"]))
+    assert res.ename == "MemoryError"
+    assert rss(k.kernel_pid) > before + 250 * MiB
+
+
+def test_free_hidden_frees_displayed_dataframes(kernel) -> None:
+    k = kernel(limit_bytes=1024 * MiB)
+    setup = textwrap.dedent(
+        """
+        import numpy as np, pandas as pd
+        def frame(seed):
+            rng = np.random.default_rng(seed)
+            return pd.DataFrame({"x": rng.random(2_000_000), "y": rng.random(2_000_000),
+                                 "label": [f"item-{i}" for i in range(400_000)] * 5})
+        """
+    )
+    assert k.run(setup).ok
+    before = rss(k.kernel_pid)
+    for seed in range(4):
+        res = k.run(f"frame({seed})")  # displayed: only Out, _N and _ keep it
+        assert res.ok and res.outputs, res.text()
+    grown = rss(k.kernel_pid)
+    assert grown > before + 200 * MiB, "the displayed frames should have stayed alive in Out"
+    res = k.run("from kernel_sentinel.guard.reclaim import free_hidden\nprint(free_hidden(get_ipython()).text())")
+    assert res.ok, res.text()
+    after = rss(k.kernel_pid)
+    assert "Out (4 results" in res.stdout
+    assert "RSS" in res.stdout and "freed" in res.stdout
+    assert after <= before * 1.10 + 10 * MiB, (
+        f"RSS {before / MiB:.0f} MiB before the frames, {grown / MiB:.0f} with them, {after / MiB:.0f} after free"
+    )
+    assert k.value("len(Out)") == 0
+
+
+def test_free_hidden_frees_what_an_old_traceback_holds(kernel) -> None:
+    k = kernel(limit_bytes=1024 * MiB)
+    assert k.run("import numpy as np").ok
+    before = rss(k.kernel_pid)
+    res = k.run("def f():\n    block = np.ones(300 * 1024 * 1024 // 8)\n    1 / 0\nf()")
+    assert res.ename == "ZeroDivisionError"
+    assert rss(k.kernel_pid) > before + 250 * MiB
+    res = k.run("from kernel_sentinel.guard.reclaim import free_hidden\nprint(free_hidden(get_ipython()).text())")
+    assert "last traceback" in res.stdout, res.stdout
+    assert rss(k.kernel_pid) <= before * 1.10
