@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .advise.cli import register_check
+from .autopsy.cli import register_autopsy
 from .kernelspec import register_install, register_uninstall
 from .run.cli import register_run
 
@@ -53,7 +54,7 @@ def register_budget(sub: argparse._SubParsersAction) -> None:
 
 
 # One line per subcommand; each module owns its arguments.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget, register_run, register_install, register_uninstall, register_check]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget, register_run, register_install, register_uninstall, register_check, register_autopsy]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,9 +12,10 @@ from typing import Any
 def load_ipython_extension(ip: Any) -> None:
     """Turn on the autopsy's flight recorder and the memory guard in this IPython shell."""
     from .autopsy.recorder import load as load_recorder
+
+    load_recorder(ip)  # first, and before the guard is even imported: a guard that fails to load is no excuse
     from .guard.extension import load as load_guard
 
-    load_recorder(ip)
     load_guard(ip)
 
 

@@ -1,0 +1,139 @@
+"""The kernel log: what the OS said about one of our processes (OOM kills, segfault and trap lines).
+
+``read_kmsg()`` reads ``/dev/kmsg`` non-blocking (root or CAP_SYSLOG only; ``dmesg_restrict=1`` here) and
+returns the raw records; ``parse_kmsg()`` and ``kernel_log_evidence()`` are pure and tested on captured
+lines. The log belongs to the whole machine: a record counts only when it names our pid AND (for OOM
+kills) our memory cgroup, and was written after our process started. Never match on the process name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class KmsgRecord:
+    """One /dev/kmsg record: ``prio,seq,usec_since_boot,flags;text``."""
+
+    seq: int
+    usec: int
+    text: str
+
+
+def read_kmsg(path: str = "/dev/kmsg", max_records: int = 20000) -> tuple[list[str], str | None]:
+    """Return (raw records in the kernel's ring buffer, None) or ([], why it could not be read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return [], f"kernel log {path} not readable ({exc.strerror or exc}; needs root or CAP_SYSLOG)"
+    records: list[str] = []
+    try:
+        while len(records) < max_records:
+            try:
+                chunk = os.read(fd, 8192)  # one record per read()
+            except BlockingIOError:
+                break
+            except BrokenPipeError:  # the ring buffer overwrote what we were about to read: go on
+                continue
+            except OSError as exc:
+                return records, f"kernel log read failed: {exc.strerror or exc}"
+            if not chunk:
+                break
+            records.append(chunk.decode("utf-8", "replace"))
+    finally:
+        os.close(fd)
+    return records, None
+
+
+def parse_kmsg(raw: list[str]) -> list[KmsgRecord]:
+    """Return the records' sequence, time and text (continuation ``KEY=value`` lines dropped)."""
+    out = []
+    for item in raw:
+        head, sep, text = item.partition(";")
+        if not sep:
+            continue
+        fields = head.split(",")
+        if len(fields) < 3:
+            continue
+        try:
+            seq, usec = int(fields[1]), int(fields[2])
+        except ValueError:
+            continue
+        out.append(KmsgRecord(seq, usec, text.split("\n", 1)[0]))
+    return out
+
+
+_OOM_KILL = re.compile(r"oom-kill:(?P<fields>\S+)")
+_KILLED = re.compile(
+    r"(?P<kind>Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?): "
+    r"Killed process (?P<pid>\d+) \((?P<comm>[^)]*)\)(?P<rest>.*)"
+)
+_SEGV = re.compile(r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: segfault at (?P<addr>\S+) ip (?P<ip>\S+).*?(?: in (?P<lib>[^\[\s]+)\[)?")
+_TRAP = re.compile(r"^traps: (?P<comm>.+?)\[(?P<pid>\d+)\] (?P<what>.+?) ip:(?P<ip>\S+).*?(?: in (?P<lib>[^\[\s]+)\[)?")
+_KB = re.compile(r"(?P<key>[a-z_-]+):(?P<kb>\d+)kB")
+
+
+def kernel_log_evidence(
+    records: list[KmsgRecord], pid: int, memcg: str | None, since_usec: int | None = None
+) -> dict[str, Any]:
+    """Return what the log says about ``pid``: an OOM kill (only when pid and memcg both match), a fault line.
+
+    ``memcg`` is the process's memory cgroup path as in /proc/PID/cgroup (e.g. ``/process_api/x/ks-1``);
+    None accepts no OOM record (we cannot prove it was ours). ``since_usec`` drops records written before
+    the process started (pids are reused).
+    """
+    out: dict[str, Any] = {"lines": []}
+    for rec in records:
+        if since_usec is not None and rec.usec < since_usec:
+            continue
+        text = rec.text
+        m = _OOM_KILL.search(text)
+        if m:
+            fields = dict(kv.split("=", 1) for kv in m.group("fields").split(",") if "=" in kv)
+            if fields.get("pid") == str(pid) and memcg is not None and _same_cgroup(fields.get("task_memcg"), memcg):
+                constraint = fields.get("constraint", "")
+                out["oom"] = {
+                    "constraint": constraint,
+                    "scope": "cgroup" if constraint == "CONSTRAINT_MEMCG" else "system",
+                    "oom_memcg": fields.get("oom_memcg"),
+                    "task_memcg": fields.get("task_memcg"),
+                    "usec": rec.usec,
+                }
+                out["lines"].append(text)
+            continue
+        m = _KILLED.search(text)
+        if m and int(m.group("pid")) == pid and "oom" in out:
+            sizes = {k.group("key"): int(k.group("kb")) * 1024 for k in _KB.finditer(m.group("rest"))}
+            out["oom"]["killed"] = {"comm": m.group("comm"), **{k.replace("-", "_"): v for k, v in sizes.items()}}
+            out["lines"].append(text)
+            continue
+        m = _SEGV.search(text)
+        if m and int(m.group("pid")) == pid:
+            out["fault"] = {"kind": "segfault", "address": m.group("addr"), "library": m.group("lib")}
+            out["lines"].append(text)
+            continue
+        m = _TRAP.search(text)
+        if m and int(m.group("pid")) == pid:
+            out["fault"] = {"kind": m.group("what").strip(), "library": m.group("lib")}
+            out["lines"].append(text)
+    return out
+
+
+def _same_cgroup(logged: str | None, ours: str) -> bool:
+    if not logged:
+        return False
+    return logged.rstrip("/") == ours.rstrip("/")
+
+
+def boot_usec_of(pid: int, proc: str = "/proc") -> int | None:
+    """Return when ``pid`` started, in microseconds since boot (the clock /dev/kmsg uses), or None."""
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            stat = f.read()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        return ticks * 1_000_000 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,0 +1,405 @@
+"""The flight recorder: runs inside the kernel and keeps, crash-safe, what an autopsy needs.
+
+``load(ip)`` (called first by the kernel_sentinel extension, guard on or off):
+- each ``pre_run_cell`` writes the running cell (execution count, code, start time) to the flight record,
+  ``post_run_cell`` marks it finished: one small ``pwrite`` each, no measurable cost per cell;
+- a daemon thread every 250 ms writes recent memory samples and the budget, the line the main thread is
+  running in the cell, the recursion depth when deep, and every second the shared file mappings (memmaps);
+- ``faulthandler`` writes tracebacks of all threads for fatal signals into a file of our own (ipykernel
+  captures fd 2, so its default stderr output would be lost);
+- a shutdown or restart requested by the frontend is marked before the kernel acts on it, so that it is
+  never taken for a death;
+- the explanation of this kernel's previous death (same kernel id) is shown once, in the output of the next
+  cell that runs.
+Nothing here may break the kernel: every failure turns the recorder (or one of its parts) off quietly.
+"""
+
+from __future__ import annotations
+
+import atexit
+import faulthandler
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from .flight import CODE_LIMIT, FlightWriter, record_paths
+
+SAMPLE_SECONDS = 0.25
+MAPS_EVERY = 4  # ticks: /proc/self/maps is the costliest read, once a second is enough
+KEEP_SAMPLES = 40  # ten seconds of history
+DEEP = 200  # frames: recursion deeper than this is reported
+WALK_LIMIT = 20000  # frames walked per tick at most: a runaway recursion must not stall the sampler
+
+_recorder: Recorder | None = None
+
+
+def load(ip: Any) -> None:
+    """Start the flight recorder in this IPython shell (idempotent; never raises)."""
+    global _recorder
+    if _recorder is not None:
+        return
+    try:
+        rec = Recorder(ip)
+        rec.start()
+        _recorder = rec
+    except Exception as exc:  # the kernel matters more than its autopsy
+        print(f"kernel-sentinel: flight recorder off: {exc}", file=sys.__stderr__)
+
+
+def unload(ip: Any) -> None:
+    """Stop the flight recorder and mark the record as a clean stop (idempotent)."""
+    global _recorder
+    rec, _recorder = _recorder, None
+    if rec is not None:
+        rec.stop()
+
+
+def kernel_identity(ip: Any) -> tuple[str, int | None, str | None]:
+    """Return (kernel id, supervisor pid, connection file) of this kernel, from the supervisor or ipykernel."""
+    supervisor = os.environ.get("KERNEL_SENTINEL_SUPERVISOR")
+    sup_pid = int(supervisor) if supervisor and supervisor.isdigit() and int(supervisor) == os.getppid() else None
+    conn = os.environ.get("KERNEL_SENTINEL_CONNECTION_FILE") if sup_pid else None
+    kid = os.environ.get("KERNEL_SENTINEL_KERNEL_ID") if sup_pid else None
+    if not kid:
+        try:
+            from ipykernel.connect import get_connection_file
+
+            conn = get_connection_file()
+        except Exception:
+            conn = None
+        from .supervisor import kernel_id_from_connection_file
+
+        kid = kernel_id_from_connection_file(conn) if conn else f"pid-{os.getpid()}"
+    return kid, sup_pid, conn
+
+
+class Recorder:
+    """The in-kernel half of the autopsy: one per kernel process."""
+
+    def __init__(self, ip: Any) -> None:
+        from ..store import home_dir
+
+        self.ip = ip
+        self.home = home_dir()
+        self.kernel_id, self.supervisor_pid, self.connection_file = kernel_identity(ip)
+        self.pid = os.getpid()
+        self.record_path, self.fault_path = record_paths(self.home, self.kernel_id, self.pid)
+        self.writer = FlightWriter(self.record_path)
+        self._fault_file: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._main_ident = threading.get_ident()
+        self._cell: dict[str, Any] | None = None
+        self._cell_file: str | None = None
+        self._line: int | None = None
+        self._ec_offset: int | None = None  # IPython 9 counts the cell before pre_run_cell, older ones after
+        self._pending: dict[str, Any] | None = None
+        self._looked_for_pending = False
+        self._orig_shutdown: Any = None
+        self._samples: list[list[Any]] = []
+        self._reader: Any = None
+        self._state = "running"
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.writer.write("meta", self._meta())
+        self.writer.write("state", {"state": "running", "t": time.time()})
+        self._fault_file = open(self.fault_path, "w")  # noqa: SIM115 - must stay open for faulthandler
+        faulthandler.enable(file=self._fault_file, all_threads=True)
+        events = self.ip.events
+        events.register("pre_run_cell", self._pre_run_cell)
+        events.register("post_run_cell", self._post_run_cell)
+        self._hook_shutdown()
+        atexit.register(self._at_exit)
+        self._thread = threading.Thread(target=self._sample_loop, name="kernel-sentinel-recorder", daemon=True)
+        self._thread.start()
+        self._find_pending()
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.ip.events.unregister("pre_run_cell", self._pre_run_cell)
+            self.ip.events.unregister("post_run_cell", self._post_run_cell)
+        except Exception:
+            pass
+        kernel = getattr(self.ip, "kernel", None)
+        if kernel is not None and self._orig_shutdown is not None:
+            try:
+                del kernel.do_shutdown  # the instance attribute we added; the class method shows again
+            except AttributeError:
+                pass
+        try:
+            atexit.unregister(self._at_exit)
+        except Exception:
+            pass
+        self.writer.write("state", {"state": "unloaded", "t": time.time()})
+        try:
+            faulthandler.disable()
+            if self._fault_file is not None:
+                self._fault_file.close()
+        except Exception:
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        self.writer.close()
+
+    def _meta(self) -> dict[str, Any]:
+        cgroup_path = None
+        try:
+            from ..memory import locate_cgroup
+
+            location, _ = locate_cgroup()
+            cgroup_path = location.path if location else None
+            cgroup_version = location.version if location else None
+        except Exception:
+            cgroup_version = None
+        return {
+            "kernel_id": self.kernel_id,
+            "pid": self.pid,
+            "ppid": os.getppid(),
+            "supervisor_pid": self.supervisor_pid,
+            "connection_file": self.connection_file,
+            "started": time.time(),
+            "cwd": os.getcwd(),
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "cgroup_path": cgroup_path,
+            "cgroup_version": cgroup_version,
+            "guard": os.environ.get("KERNEL_SENTINEL_GUARD", "1") != "0",
+            "fault_file": str(self.fault_path),
+        }
+
+    def _hook_shutdown(self) -> None:
+        """Mark a frontend's shutdown/restart request before the kernel acts on it."""
+        kernel = getattr(self.ip, "kernel", None)
+        if kernel is None or not hasattr(kernel, "do_shutdown"):
+            return
+        original = kernel.do_shutdown
+        writer = self.writer
+
+        def do_shutdown(restart: bool, *args: Any, **kwargs: Any) -> Any:
+            self._state = "shutdown_requested"
+            writer.write("state", {"state": "shutdown_requested", "restart": bool(restart), "t": time.time()})
+            return original(restart, *args, **kwargs)
+
+        self._orig_shutdown = original
+        kernel.do_shutdown = do_shutdown
+
+    def _at_exit(self) -> None:
+        self.writer.write("state", {"state": "exiting", "t": time.time(), "previous": self._state})
+
+    # -- cells -------------------------------------------------------------------------------------
+
+    def _pre_run_cell(self, info: Any) -> None:
+        try:
+            self._main_ident = threading.get_ident()
+            raw = getattr(info, "raw_cell", "") or ""
+            count = int(getattr(self.ip, "execution_count", 0) or 0)
+            if getattr(info, "store_history", False):
+                offset = self._ec_offset if self._ec_offset is not None else _default_offset()
+                count += offset
+            self._cell_file = _cell_file(self.ip, raw, count)
+            self._line = None
+            self._cell = {
+                "execution_count": count,
+                "code": raw[:CODE_LIMIT],
+                "truncated": len(raw) > CODE_LIMIT,
+                "started": time.time(),
+                "finished": None,
+                "file": self._cell_file,
+                "cell_id": getattr(info, "cell_id", None),
+            }
+            self.writer.write("cell", self._cell)
+            if not self._looked_for_pending:
+                self._find_pending()
+            if self._pending is not None:
+                self._show_pending()
+        except Exception:
+            pass
+
+    def _post_run_cell(self, result: Any) -> None:
+        try:
+            cell = self._cell
+            if cell is None:
+                return
+            ec = getattr(result, "execution_count", None)
+            info = getattr(result, "info", None)
+            if ec is not None and self._ec_offset is None and getattr(info, "store_history", False):
+                self._ec_offset = _default_offset() + (ec - cell["execution_count"])
+                cell["execution_count"] = ec
+            cell = {**cell, "finished": time.time(), "line": self._line}
+            self._cell = cell
+            self.writer.write("cell", cell)
+        except Exception:
+            pass
+
+    # -- the previous death, shown once ------------------------------------------------------------
+
+    def _find_pending(self) -> None:
+        self._looked_for_pending = True
+        try:
+            from ..store import Store, StoreError
+
+            if self.supervisor_pid is None:  # no supervisor swept for us: find an unseen previous death here
+                from .sweep import sweep
+
+                sweep(self.home, self.kernel_id)
+            try:
+                store = Store(self.home / "store.db", create=False)
+            except StoreError:
+                return
+            with store:
+                row = store.unshown_death(self.kernel_id)
+            if row is not None and row["pid"] != self.pid:
+                self._pending = row
+        except Exception:
+            pass
+
+    def _show_pending(self) -> None:
+        row, self._pending = self._pending, None
+        if row is None:
+            return
+        try:
+            from IPython.display import display
+
+            from ..report.death_notebook import render_death_html, render_death_text
+
+            report = row["report"]
+            display({"text/plain": render_death_text(report), "text/html": render_death_html(report)}, raw=True)
+            from ..store import Store
+
+            with Store(self.home / "store.db", create=False) as store:
+                store.mark_shown(row["id"])
+        except Exception:
+            pass
+
+    # -- the sampler thread ------------------------------------------------------------------------
+
+    def _sample_loop(self) -> None:
+        tick = 0
+        try:
+            from ..memory import MemoryReader
+
+            self._reader = MemoryReader(rlimits=not _guard_on())
+        except Exception:
+            self._reader = None
+        while not self._stop.is_set():
+            try:
+                self._sample(tick)
+            except Exception:
+                pass
+            tick += 1
+            self._stop.wait(SAMPLE_SECONDS)
+
+    def _sample(self, tick: int) -> None:
+        now = time.time()
+        depth, line = self._main_stack()
+        if line is not None:
+            self._line = line
+        data: dict[str, Any] = {"t": now, "depth": depth if depth >= DEEP else None, "line": self._line}
+        if self._cell is not None:
+            data["execution_count"] = self._cell.get("execution_count")
+        if self._reader is not None:
+            snap = self._reader.snapshot()
+            cg = snap.cgroup
+            self._samples.append(
+                [
+                    round(now, 3),
+                    snap.process.rss_bytes,
+                    cg.usage_bytes if cg else None,
+                    cg.working_set_bytes if cg else None,
+                    snap.available_bytes,
+                ]
+            )
+            del self._samples[:-KEEP_SAMPLES]
+            data.update(
+                {
+                    "budget_bytes": snap.budget_bytes,
+                    "available_bytes": snap.available_bytes,
+                    "source": snap.source,
+                    "rss_bytes": snap.process.rss_bytes,
+                    "peak_rss_bytes": snap.process.peak_rss_bytes,
+                    "cgroup": None
+                    if cg is None
+                    else {
+                        "path": cg.path,
+                        "directory": cg.directory,
+                        "version": cg.version,
+                        "limit_bytes": cg.limit_bytes,
+                        "usage_bytes": cg.usage_bytes,
+                        "peak_bytes": cg.peak_bytes,
+                        "oom_kills": cg.oom_kills,
+                    },
+                    "samples": self._samples,
+                }
+            )
+        if not self.writer.write("memory", data):
+            data["samples"] = self._samples[-8:]
+            self.writer.write("memory", data)
+        if tick % MAPS_EVERY == 0:
+            maps = shared_file_maps()
+            if maps is not None:
+                self.writer.write("maps", {"t": now, "files": maps[:40]})
+
+    def _main_stack(self) -> tuple[int, int | None]:
+        """Return (frames on the main thread's stack, capped; the line it runs in the current cell)."""
+        frame = sys._current_frames().get(self._main_ident)
+        depth = 0
+        line = None
+        cell_file = self._cell_file
+        while frame is not None and depth < WALK_LIMIT:
+            if cell_file is not None and frame.f_code.co_filename == cell_file:
+                line = frame.f_lineno  # keep going: the outermost frame of the cell is the cell's line
+            depth += 1
+            frame = frame.f_back
+        if depth >= WALK_LIMIT:
+            line = None  # the cell's own frame is below what we walked; keep the last line we knew
+        return depth, line
+
+
+def shared_file_maps(path: str = "/proc/self/maps") -> list[dict[str, Any]] | None:
+    """Return the writable shared file mappings of this process (memmaps), with their sizes; None off Linux."""
+    try:
+        with open(path) as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    seen: dict[str, int] = {}
+    for line in lines:
+        parts = line.split(None, 5)
+        if len(parts) < 6 or len(parts[1]) < 4:
+            continue
+        perms, name = parts[1], parts[5].strip()
+        if perms[3] != "s" or "w" not in perms or not name.startswith("/") or name.startswith("/dev/"):
+            continue
+        if name.endswith(" (deleted)"):
+            name = name[: -len(" (deleted)")]
+        start, _, end = parts[0].partition("-")
+        try:
+            seen[name] = seen.get(name, 0) + int(end, 16) - int(start, 16)
+        except ValueError:
+            continue
+    return [{"path": p, "mapped_bytes": n} for p, n in seen.items()]
+
+
+def _guard_on() -> bool:
+    return os.environ.get("KERNEL_SENTINEL_GUARD", "1") != "0"
+
+
+def _default_offset() -> int:
+    try:
+        import IPython
+
+        return -1 if IPython.version_info[0] >= 9 else 0
+    except Exception:
+        return 0
+
+
+def _cell_file(ip: Any, raw: str, count: int) -> str | None:
+    try:
+        return ip.compile.get_code_name(raw, raw, count)
+    except Exception:
+        return None

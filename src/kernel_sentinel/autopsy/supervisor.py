@@ -1,0 +1,329 @@
+"""The supervisor: the process a sentinel kernelspec starts, parent of the real ipykernel, witness of its end.
+
+``python -m kernel_sentinel.launch -f CONNECTION_FILE`` runs ``supervise()``: it forks the ipykernel child
+(same command line as a stock sentinel kernel), waits for it with ``os.wait4`` (exit status and peak RSS),
+then gathers evidence (flight record, faulthandler file, the cgroup's OOM-kill counter before/after, the
+kernel log for that pid and memcg, the filesystems of mapped files), classifies, stores the death, and
+exits exactly as the child did (same code, or the same signal re-raised), so jupyter_client's restarter
+behaves as with a stock kernel.
+
+Signals: jupyter_client interrupts with ``killpg(SIGINT)``; the child is in our process group and gets it
+directly, so the supervisor only notes it and never dies of it. SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 sent to
+the supervisor are forwarded to the child. The child has ``PR_SET_PDEATHSIG(SIGKILL)``: a SIGKILLed
+supervisor takes it along, nothing is ever orphaned (that death is found later by the sweep).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .flight import flight_dir, read_fault, read_record, record_paths
+
+PR_SET_PDEATHSIG = 1
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+HANDLED = (signal.SIGINT, *FORWARDED)
+
+
+def kernel_id_from_connection_file(path: str | None) -> str | None:
+    """Return the kernel id a connection file names: ``kernel-<id>.json`` -> ``<id>``, else the file's stem."""
+    if not path:
+        return None
+    stem = Path(path).name
+    stem = stem[: -len(".json")] if stem.endswith(".json") else stem
+    return stem[len("kernel-") :] if stem.startswith("kernel-") and len(stem) > len("kernel-") else stem
+
+
+def connection_file_from_argv(args: Sequence[str]) -> str | None:
+    """Return the connection file in an ipykernel command line (``-f X``, ``-f=X``, ``--f X``, ``--f=X``)."""
+    for i, arg in enumerate(args):
+        if arg in ("-f", "--f") and i + 1 < len(args):
+            return args[i + 1]
+        for prefix in ("-f=", "--f="):
+            if arg.startswith(prefix):
+                return arg[len(prefix) :]
+    return None
+
+
+def oom_kill_counter(directory: str | None, version: int | None) -> int | None:
+    """Return the memory cgroup's OOM-kill counter, or None when it cannot be read."""
+    if not directory:
+        return None
+    name = "memory.oom_control" if version == 1 else "memory.events"
+    try:
+        with open(os.path.join(directory, name)) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _set_pdeathsig() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
+class Supervisor:
+    """Runs one kernel process to its end and records how it ended."""
+
+    def __init__(self, command: list[str], connection_file: str | None) -> None:
+        from ..store import home_dir
+
+        self.command = command
+        self.connection_file = os.path.abspath(connection_file) if connection_file else None
+        self.kernel_id = kernel_id_from_connection_file(connection_file) or f"pid-{os.getpid()}"
+        self.home = home_dir()
+        self.child: int | None = None
+        self.signals: list[dict[str, Any]] = []
+        self._cgroup: tuple[str, int, str] | None = None  # (directory, version, path)
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Start the kernel, wait for it, record its death, and exit as it did. Never returns."""
+        self._quietly(self._sweep_previous)
+        self._quietly(self._find_cgroup)
+        oom_before = oom_kill_counter(*self._cgroup[:2]) if self._cgroup else None
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
+        for sig in HANDLED:
+            signal.signal(sig, self._on_signal)
+        env = {
+            **os.environ,
+            "KERNEL_SENTINEL_KERNEL_ID": self.kernel_id,
+            "KERNEL_SENTINEL_SUPERVISOR": str(os.getpid()),
+            "KERNEL_SENTINEL_CONNECTION_FILE": self.connection_file or "",
+        }
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: become the kernel
+            try:
+                for sig in HANDLED:
+                    signal.signal(sig, signal.SIG_DFL)
+                _set_pdeathsig()
+                if os.getppid() != parent:  # the supervisor died before prctl took effect
+                    os._exit(1)
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                os.execve(self.command[0], self.command, env)
+            finally:
+                os._exit(127)
+        self.child = pid
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        self._quietly(self._note_signals_file)
+        from .kmsg import boot_usec_of
+
+        child_start = boot_usec_of(pid)
+        self._quietly(self._register)
+        while True:
+            try:
+                _, status, usage = os.wait4(pid, 0)
+                break
+            except ChildProcessError:  # cannot happen for our own child; be safe rather than spin
+                status, usage = 0, None
+                break
+        died_at = time.time()
+        code = os.waitstatus_to_exitcode(status)
+        try:
+            self._record(pid, code, usage, died_at, oom_before, child_start)
+        except Exception as exc:  # the exit status must be mirrored whatever happened above
+            print(f"kernel-sentinel: could not record the kernel's end: {exc}", file=sys.stderr)
+        self._mirror(code)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signals.append({"signal": signal.Signals(signum).name, "t": time.time()})
+        if signum in FORWARDED and self.child:
+            try:
+                os.kill(self.child, signum)
+            except ProcessLookupError:
+                pass
+
+    def _note_signals_file(self) -> None:
+        """Append each caught signal's number to a file from the C handler (via the wakeup fd).
+
+        A byte lands there within microseconds of delivery, even when a SIGKILL follows at once: that is how
+        a later sweep tells jupyter_client's own "interrupt, then kill the group" from a kill from outside.
+        """
+        assert self.child is not None
+        path = record_paths(self.home, self.kernel_id, self.child)[0].with_suffix(".sup")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+
+    def _find_cgroup(self) -> None:
+        from ..memory import locate_cgroup
+
+        location, _ = locate_cgroup()
+        if location is not None:
+            self._cgroup = (location.leaf.directory, location.version, location.path)
+
+    def _register(self) -> None:
+        from ..store import Store
+
+        with Store(self.home / "store.db") as store:
+            store.kernel_started(
+                self.kernel_id, self.child or 0, supervisor_pid=os.getpid(), connection_file=self.connection_file
+            )
+
+    def _sweep_previous(self) -> None:
+        from .sweep import sweep
+
+        sweep(self.home, self.kernel_id)
+
+    # -- after the death ---------------------------------------------------------------------------
+
+    def _record(
+        self, pid: int, code: int, usage: Any, died_at: float, oom_before: int | None, child_start: int | None
+    ) -> None:
+        from .evidence import Evidence
+
+        ev = Evidence(kernel_id=self.kernel_id, pid=pid, supervisor_pid=os.getpid(), died_at=died_at)
+        if code < 0:
+            ev.signal = -code
+        else:
+            ev.exit_code = code
+        if usage is not None:
+            ev.ru_maxrss_bytes = int(usage.ru_maxrss) * 1024  # kilobytes on Linux
+        ev.signals_received = list(self.signals)
+        if self._cgroup:
+            ev.cgroup_path = self._cgroup[2]
+            ev.oom_kills_before = oom_before
+            ev.oom_kills_after = oom_kill_counter(*self._cgroup[:2])
+            if oom_before is None or ev.oom_kills_after is None:
+                ev.notes.append("the cgroup's OOM-kill counter could not be read")
+        else:
+            ev.notes.append("no memory cgroup found: OOM kills can only be seen in the kernel log")
+        gather_flight(ev, self.home)
+        if ev.shutdown_requested:
+            self._ended("shutdown")
+            discard_flight(self.home, self.kernel_id, pid)
+            return
+        if ev.signal is not None:
+            gather_kernel_log(ev, child_start)
+        if ev.signal == signal.SIGBUS:
+            gather_disk(ev)
+        report = finish(ev, self.home)
+        print(f"kernel-sentinel: kernel {self.kernel_id} died: {report['summary']}", file=sys.stderr)
+        self._ended("died")
+
+    def _ended(self, status: str) -> None:
+        def write() -> None:
+            from ..store import Store
+
+            with Store(self.home / "store.db") as store:
+                store.kernel_ended(self.kernel_id, self.child or 0, status)
+
+        self._quietly(write)
+
+    def _mirror(self, code: int) -> None:
+        """Exit as the child did: the same exit code, or the same signal raised on ourselves."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if code >= 0:
+            os._exit(code)
+        sig = -code
+        try:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+        except (OSError, ValueError):
+            pass
+        signal.set_wakeup_fd(-1)
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL/SIGSTOP cannot be caught anyway
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+        time.sleep(0.5)  # a signal whose default action is to ignore: fall back to the shell's convention
+        os._exit(128 + sig)
+
+    @staticmethod
+    def _quietly(fn: Any) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            print(f"kernel-sentinel: {getattr(fn, '__name__', 'step')}: {exc}", file=sys.stderr)
+
+
+# -- evidence gathering shared with the sweep --------------------------------------------------------
+
+
+def gather_flight(ev: Any, home: Path) -> None:
+    """Add the flight record and faulthandler output of ``ev.pid`` to the evidence (notes when missing)."""
+    rec, fault = record_paths(home, ev.kernel_id, ev.pid)
+    flight, notes = read_record(rec)
+    ev.flight = flight
+    ev.notes.extend(notes)
+    ev.fault_text = read_fault(fault)
+    if not ev.cgroup_path:
+        ev.cgroup_path = (flight.get("meta") or {}).get("cgroup_path")
+
+
+def gather_kernel_log(ev: Any, since_usec: int | None) -> None:
+    """Add what the kernel log says about ``ev.pid`` in its memcg (or why it could not be read)."""
+    from .kmsg import kernel_log_evidence, parse_kmsg, read_kmsg
+
+    raw, problem = read_kmsg()
+    if problem:
+        ev.notes.append(problem)
+        return
+    ev.kernel_log = kernel_log_evidence(parse_kmsg(raw), ev.pid, ev.cgroup_path, since_usec)
+
+
+def gather_disk(ev: Any) -> None:
+    """Add the free space of the filesystems of the files the kernel had mapped (for a SIGBUS)."""
+    from .evidence import candidate_files, filesystem_state
+
+    for path in candidate_files(ev.flight):
+        state = filesystem_state(path)
+        if state is not None:
+            ev.disk.append(state)
+    if not ev.disk:
+        ev.notes.append("no memory-mapped file known: cannot tell whether a filesystem was full")
+
+
+def finish(ev: Any, home: Path) -> dict[str, Any]:
+    """Classify and explain the evidence, store the death, drop the flight files; return the report."""
+    from ..store import Store, StoreError
+    from .classify import classify
+    from .explain import explain
+
+    report = explain(ev, classify(ev))
+    try:
+        with Store(home / "store.db") as store:
+            store.add_death(report, ev.to_dict(), died_at=ev.died_at)
+    except StoreError as exc:
+        report["evidence"]["notes"].append(str(exc))
+        print(f"kernel-sentinel: {exc}", file=sys.stderr)
+        return report  # keep the flight files: a later sweep may store it
+    discard_flight(home, ev.kernel_id, ev.pid)
+    return report
+
+
+def discard_flight(home: Path, kernel_id: str, pid: int) -> None:
+    rec, fault = record_paths(home, kernel_id, pid)
+    for path in (rec, fault, rec.with_suffix(".sup")):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    try:
+        flight_dir(home, kernel_id).rmdir()
+    except OSError:
+        pass
+
+
+def supervise(args: Sequence[str], command: list[str]) -> None:
+    """Run ``command`` (the ipykernel child) under a supervisor for the connection file in ``args``."""
+    Supervisor(command, connection_file_from_argv(args)).run()
