@@ -1,0 +1,138 @@
+"""The watchdog thread, and how its interrupt reaches the running cell (and only the running cell).
+
+Every ``poll_interval`` (10 ms) the thread calls ``Guard.tick()``: a few ``pread`` calls and a
+``setrlimit`` when the fence moves (~30 us, 0.3% of one core). When a cell's usage crosses its threshold
+the guard sends ``signal.pthread_kill(main, SIGINT)``: unlike ``_thread.interrupt_main`` it also wakes
+sleeps, lock waits (``thread.join()``) and pipe reads (FACTS.md).
+
+The SIGINT handler installed for the cell (``SigintRouter``) decides what the signal means:
+- sent by the guard, while the cell's own code runs: raise ``GuardInterrupt`` (a ``KeyboardInterrupt``,
+  so ``except Exception`` in user code does not swallow it); the extension turns it into
+  ``MemoryBudgetError``;
+- sent by the guard, but arriving outside the cell's code (IPython's own bookkeeping, after the cell):
+  dropped; the watchdog sends another in 0.1 s if the cell still grows. So the guard never raises
+  inside IPython or ipykernel, where an exception could break the kernel;
+- sent by anyone else (the user's interrupt button): handed to the handler that was there before.
+
+The thread never dies of its own errors: a ``MemoryError`` (it also lives under the fence) skips one
+tick; three other errors in a row make it say so once, give the user's RLIMIT_DATA back and step aside.
+A C call that holds the GIL stalls the thread; the fence, set at the last tick, still stands meanwhile,
+and the next tick simply reads again (``max_tick_gap_seconds`` in ``status()`` shows the longest stall).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+MAX_ERRORS = 3
+
+
+class GuardInterrupt(KeyboardInterrupt):
+    """The guard stopped the running cell because memory use crossed its threshold."""
+
+
+class Watchdog(threading.Thread):
+    """Daemon thread that runs ``guard.tick()`` every ``interval`` seconds until ``stop()``."""
+
+    def __init__(self, guard: Any, interval: float) -> None:
+        super().__init__(name="kernel-sentinel-watchdog", daemon=True)
+        self.guard = guard
+        self.interval = interval
+        self._stop_event = threading.Event()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop_event.set()
+        if self is not threading.current_thread():
+            self.join(timeout)
+
+    def run(self) -> None:
+        errors = 0
+        last = time.monotonic()
+        wait = self._stop_event.wait
+        guard = self.guard
+        while not wait(self.interval):
+            now = time.monotonic()
+            gap = now - last
+            last = now
+            try:
+                if gap > guard.max_tick_gap:
+                    guard.max_tick_gap = gap
+                guard.tick(now)
+                errors = 0
+            except MemoryError:
+                continue  # the watchdog lives under the fence too; the fence holds, try again next tick
+            except Exception as exc:  # noqa: BLE001 - the watchdog must outlive anything a tick does
+                errors += 1
+                if errors >= MAX_ERRORS:
+                    self._step_aside(exc)
+                    return
+
+    def _step_aside(self, exc: BaseException) -> None:
+        reason = f"watchdog stopped after repeated errors ({type(exc).__name__}: {exc})"
+        try:
+            self.guard.step_aside(reason)
+        except Exception:
+            pass
+        try:
+            print(f"kernel-sentinel: {reason}; the memory guard is off in this kernel.", file=sys.stderr)
+        except Exception:
+            pass
+
+
+def _run_code_code() -> Any:
+    try:
+        from IPython.core.interactiveshell import InteractiveShell
+
+        return InteractiveShell.run_code.__code__
+    except Exception:  # pragma: no cover - IPython is always there in a kernel
+        return None
+
+
+class SigintRouter:
+    """The SIGINT handler of a guarded cell: guard interrupts become ``GuardInterrupt``, others pass on."""
+
+    def __init__(self, guard: Any) -> None:
+        self.guard = guard
+        self.previous: Any = signal.default_int_handler
+        self._handler = self.handle  # one bound method, so ``getsignal() is`` works
+        self._run_code = _run_code_code()
+
+    def install(self) -> None:
+        """Install for the cell that starts now (main thread only); remembers the handler it replaces."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGINT)
+        if current is self._handler:
+            return
+        self.previous = current
+        signal.signal(signal.SIGINT, self._handler)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        guard = self.guard
+        if guard.consume_interrupt():
+            if guard.cell_running and self._in_cell_code(frame):
+                raise GuardInterrupt("memory use crossed the guard's threshold")
+            return  # late or early: the watchdog resends while the cell still grows
+        previous = self.previous
+        if previous is self._handler or previous is None or previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+        if previous == signal.SIG_IGN:
+            return
+        previous(signum, frame)
+
+    def _in_cell_code(self, frame: FrameType | None) -> bool:
+        """Return True when ``frame`` runs inside IPython's ``run_code`` (the cell's own code)."""
+        if self._run_code is None:
+            return True
+        depth = 0
+        while frame is not None and depth < 400:
+            if frame.f_code is self._run_code:
+                return frame is not None and depth > 0
+            frame = frame.f_back
+            depth += 1
+        return False
