@@ -72,6 +72,42 @@ def _available(ev: dict[str, Any]) -> int | None:
     return None
 
 
+def _room(ev: dict[str, Any]) -> int | None:
+    """Return how much more the cell could have used before the guard steps in (its interrupt level)."""
+    usage = _usage(ev)
+    level = ev.get("interrupt_at_bytes")
+    budget = ev.get("budget_bytes")
+    if not isinstance(level, int) and isinstance(budget, int):
+        level = int(budget * 0.9)
+    if isinstance(level, int) and usage is not None:
+        return max(level - usage, 0)
+    return _available(ev)
+
+
+def _peak(ev: dict[str, Any]) -> int | None:
+    for key in ("usage_at_interrupt_bytes", "peak_usage_bytes"):
+        value = ev.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return _usage(ev)
+
+
+def short_source(source: str | None) -> str:
+    """Return the budget's source for a ten-second read: a cgroup's long path cut to its last part."""
+    if not source:
+        return "unknown"
+    if source.startswith("cgroup") and source.count("/") > 2:
+        head, _, path = source.partition(" /")
+        head = head if head.startswith("cgroup v") else source.split(" /")[0]
+        return f"the memory cgroup's limit ({head} .../{path.rstrip('/').rsplit('/', 1)[-1]})"
+    if source.startswith("cgroup"):
+        return f"the memory cgroup's limit ({source})"
+    return source
+
+
+_HOLDS = {"Out": "old outputs", "_ / __ / ___": "the last outputs", "last traceback": "a failed cell's locals"}
+
+
 def _mentions(code: str, name: str) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(name)}\b", code) is not None
 
@@ -81,7 +117,7 @@ def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, st
     code = ev.get("code") or ""
     budget = ev.get("budget_bytes") if isinstance(ev.get("budget_bytes"), int) else None
     requested = ev.get("requested_bytes") if isinstance(ev.get("requested_bytes"), int) else None
-    available = _available(ev)
+    available = _room(ev)
     need = requested - available if requested is not None and available is not None else None
     bigger_than_budget = requested is not None and budget is not None and requested > budget
     hidden_free = report.hidden_exclusive_bytes if report else 0
@@ -94,11 +130,12 @@ def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, st
             "`dtype={'col': 'float32'}`."
         )
     if hidden_free >= floor and not bigger_than_budget:
-        holders = [h for h in (report.hidden if report else ()) if h.exclusive_bytes >= _NOTABLE]
-        what = " and ".join(h.name for h in holders[:2]) or "hidden references"
+        holders = [h for h in (report.hidden if report else ()) if h.exclusive_bytes >= _NOTABLE][:2]
+        what = " and ".join(f"{h.name} ({_HOLDS.get(h.name, 'hidden')})" for h in holders) or "hidden references"
+        verb = "holds" if len(holders) == 1 else "hold"
         return "free_hidden", (
-            f"Run `%sentinel free`: {what} hold {format_bytes(hidden_free)} that no variable of yours "
-            "uses (old outputs, the last traceback). Then run the cell again."
+            f"Run `%sentinel free`: {what} {verb} {format_bytes(hidden_free)} that no variable of yours "
+            "uses. Then run the cell again."
         )
     if _MERGE.search(code):
         return "merge_keys", (
@@ -143,6 +180,11 @@ def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, st
             f"Run `%sentinel free` to drop {format_bytes(hidden_free)} of old outputs and tracebacks, "
             "then process the data in smaller pieces."
         )
+    if ev.get("background"):
+        return "background", (
+            "A background thread is growing memory: stop it or bound its queue/buffer; "
+            "its next allocation fails with MemoryError until memory is freed."
+        )
     if _GROWTH.search(code):
         return "bounded_growth", (
             "This cell's data grows without bound: write results to disk in batches "
@@ -165,30 +207,36 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
     source = ev.get("budget_source") or None
     requested = ev.get("requested_bytes") if isinstance(ev.get("requested_bytes"), int) else None
     usage = _usage(ev)
-    available = _available(ev)
     who = _cell_name(cell)
     budget_txt = format_bytes(budget) if budget is not None else "its"
 
-    if requested is not None and available is not None:
+    if ev.get("background"):
         headline = (
-            f"{who} needed {format_bytes(requested)} at once, but only {format_bytes(available)} "
-            f"of the {budget_txt} memory budget was free."
+            f"Memory grew to {format_bytes(_peak(ev))} of the {budget_txt} budget while no cell was running "
+            "(a background thread?); its allocations now fail instead of the kernel being killed."
+        )
+    elif requested is not None and usage is not None:
+        headline = (
+            f"{who} needed {format_bytes(requested)} at once, with {format_bytes(usage)} of the "
+            f"{budget_txt} memory budget already in use."
         )
     elif requested is not None:
         headline = f"{who} needed {format_bytes(requested)} at once: more than the {budget_txt} memory budget allows."
-    elif ev.get("trigger") == "watchdog" and usage is not None:
+    elif ev.get("trigger") == "watchdog" and _peak(ev) is not None:
         headline = (
-            f"{who} grew memory use to {format_bytes(usage)} of the {budget_txt} budget "
+            f"{who} grew memory use to {format_bytes(_peak(ev))} of the {budget_txt} budget "
             "and was stopped before the kernel could be killed."
         )
+    elif ev.get("trigger") == "fence":
+        headline = f"{who} asked for more memory than is left of the {budget_txt} budget; the kernel was kept alive."
     else:
         headline = f"{who} ran out of the {budget_txt} memory budget; the kernel was kept alive."
 
     facts = []
     if budget is not None:
-        facts.append(f"Budget: {format_bytes(budget)}, set by {source or 'unknown'}.")
+        facts.append(f"Budget: {format_bytes(budget)}, set by {short_source(source)}.")
     if usage is not None:
-        line = f"In use: {format_bytes(usage)}"
+        line = f"In use now: {format_bytes(usage)}"
         rss = ev.get("rss_bytes")
         if isinstance(rss, int) and abs(rss - usage) > 16 * _MiB:
             line += f" (the kernel process itself: {format_bytes(rss)})"
@@ -196,7 +244,7 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
     facts.append("The kernel and your other variables are intact.")
 
     top = [v for v in (report.variables if report else ()) if v.nbytes >= _NOTABLE][:_SHOWN_VARIABLES]
-    hidden = [h for h in (report.hidden if report else ()) if h.nbytes >= _NOTABLE]
+    hidden = [h for h in (report.hidden if report else ()) if h.exclusive_bytes >= _NOTABLE]
     kind, remedy = _remedy(ev, report)
     notes = list(report.notes) if report else []
     return MemoryExplanation(
