@@ -172,27 +172,27 @@ def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, st
                 )
     if requested is not None and bigger_than_budget:
         return "split", (
-            f"It asked for {format_bytes(requested)} at once, more than the whole budget: build it in "
-            "pieces, or keep it on disk (a file, `np.memmap`, Parquet)."
+            f"Build it in pieces: {format_bytes(requested)} at once is more than the whole budget; "
+            "or keep it on disk (a file, `np.memmap`, Parquet)."
         )
     if hidden_free >= 16 * _MiB:
         return "free_hidden", (
-            f"Run `%sentinel free` to drop {format_bytes(hidden_free)} of old outputs and tracebacks, "
+            f"Run `%sentinel free`: it drops {format_bytes(hidden_free)} of old outputs and tracebacks; "
             "then process the data in smaller pieces."
         )
     if ev.get("background"):
         return "background", (
-            "A background thread is growing memory: stop it or bound its queue/buffer; "
-            "its next allocation fails with MemoryError until memory is freed."
+            "Stop or bound the background thread: it keeps growing memory, and its allocations fail with "
+            "MemoryError until memory is freed."
         )
     if _GROWTH.search(code):
         return "bounded_growth", (
-            "This cell's data grows without bound: write results to disk in batches "
+            "Bound the growth: this cell's data grows without limit; write results to disk in batches "
             "(e.g. every 100,000 items) or keep running totals instead of every item."
         )
     return "generic", (
-        "Process the data in smaller pieces (chunks, or a sample first); `%sentinel` shows what holds "
-        "memory now."
+        "Work in smaller pieces: process the data in chunks, or a sample first; `%sentinel` shows what "
+        "holds memory now."
     )
 
 

@@ -14,9 +14,22 @@ from ..sizes import format_bytes
 _REMEDY_MARK = "->"
 
 
+def _remedy_gist(remedy: str) -> str:
+    """Return the remedy's lead ("Keep it on disk"), the part before its first colon or full stop."""
+    for mark in (": ", ". "):
+        head, sep, _ = remedy.partition(mark)
+        if sep and len(head) <= 70:
+            return head.rstrip(".")
+    return remedy.rstrip(".")
+
+
 def error_message(explanation: Any) -> str:
-    """Return the exception's one-line message: the headline and the remedy, so a bare traceback still helps."""
-    text = f"{explanation.headline} {explanation.remedy}"
+    """Return the exception's one-line message: the headline and the gist of the remedy.
+
+    The full explanation is displayed above the traceback; this line is what survives where only the
+    error is kept (nbclient's CellExecutionError, logs), so it names the remedy too.
+    """
+    text = f"{explanation.headline} Try: {_remedy_gist(explanation.remedy)}."
     return " ".join(text.split())  # one line, whatever the parts contain
 
 
