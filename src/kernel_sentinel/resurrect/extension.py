@@ -1,0 +1,64 @@
+"""Load and unload checkpoints in an IPython shell: ``load(ip)`` is what the sentinel extension calls.
+
+``KERNEL_SENTINEL_CHECKPOINT=on|off`` (e.g. in a kernelspec's ``env``) decides whether checkpoints start
+on; ``%sentinel checkpoint on|off`` changes it later. ``%sentinel restore`` works either way.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .checkpoint import Checkpointer, parse_switch
+
+DEFAULT_ON = True  # bench/bench_checkpoint.py: ~5-15 ms per cell when only small objects change
+
+_ATTR = "_kernel_sentinel_checkpointer"
+
+
+def checkpointer(ip: Any) -> Checkpointer | None:
+    """Return the shell's checkpointer, or None when not loaded."""
+    return getattr(ip, _ATTR, None)
+
+
+def load(ip: Any) -> Checkpointer | None:
+    """Attach a checkpointer to ``ip`` (once) and register its hooks and magics; return it.
+
+    A bad setting prints one line and leaves checkpoints off rather than breaking the kernel's start.
+    """
+    existing = checkpointer(ip)
+    if existing is not None:
+        return existing
+    try:
+        enabled = parse_switch(os.environ.get("KERNEL_SENTINEL_CHECKPOINT"), DEFAULT_ON)
+    except ValueError as exc:
+        print(f"[kernel-sentinel] {exc}; checkpoints are off")
+        enabled = False
+    history = getattr(getattr(ip, "history_manager", None), "input_hist_parsed", None)
+    cp = Checkpointer(
+        ip.user_ns,
+        enabled=enabled,
+        hidden=set(getattr(ip, "user_ns_hidden", {}) or {}),
+        history=(lambda: list(history)) if history is not None else (lambda: None),
+    )
+    setattr(ip, _ATTR, cp)
+    ip.events.register("pre_run_cell", cp.pre_run_cell)
+    ip.events.register("post_run_cell", cp.post_run_cell)
+    from .magics import install
+
+    install(ip)
+    return cp
+
+
+def unload(ip: Any) -> None:
+    """Unregister the hooks and wait for a checkpoint in flight."""
+    cp = checkpointer(ip)
+    if cp is None:
+        return
+    for event, fn in (("pre_run_cell", cp.pre_run_cell), ("post_run_cell", cp.post_run_cell)):
+        try:
+            ip.events.unregister(event, fn)
+        except ValueError:
+            pass
+    cp.wait()
+    delattr(ip, _ATTR)
