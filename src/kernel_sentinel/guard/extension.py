@@ -15,12 +15,14 @@ The handler, in this order (each step may fail on its own without hiding the err
    the error (the error path itself needs memory: FACTS.md); returns the evidence dict.
 2. Replaces the original exception in IPython's ``ExecutionResult`` by the ``MemoryBudgetError`` (which
    has no traceback): the original's traceback holds the failed cell's frames and their locals.
-3. ``kernel_sentinel.guard.reclaim.release_after_failure(ip, etype, value, tb)`` (UX side).
+3. ``kernel_sentinel.guard.reclaim.release_after_failure(ip, etype, value, tb)`` (UX side), first, so
+   the rest has memory to work with (the cell line for the short traceback is read before).
 4. ``kernel_sentinel.guard.namespace.namespace_report(ip)``,
    ``kernel_sentinel.guard.explain.explain_memory_error(evidence, namespace_report)``,
-   ``kernel_sentinel.report.memory_error.render(explanation) -> {"text/plain", "text/html"}``: displayed.
-   Until those modules exist (or when one fails), a short built-in text is shown instead.
-5. A SHORT traceback: the error line and the cell line it came from (IPython's ultratb walks every frame
+   ``kernel_sentinel.report.memory_error.render(explanation) -> {"text/plain", "text/html"}``: displayed;
+   the exception's message is ``kernel_sentinel.report.memory_error.error_message(explanation)``.
+   Without those modules (or when one fails), a short built-in text and message are used instead.
+5. A SHORT traceback: the cell line it came from and the error line (IPython's ultratb walks every frame
    and needs memory the kernel may not have).
 
 Evidence keys (plain data, no references to frames or objects): ``trigger`` ("fence" | "watchdog"),
@@ -150,14 +152,17 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         line = _cell_line(shell, tb)
         if line is not None:
             evidence["line"] = line[0]
-        err = MemoryBudgetError(_message(evidence))
-        err.evidence = evidence  # type: ignore[attr-defined]
         result = getattr(shell.displayhook, "exec_result", None)
         if result is not None:
-            result.error_in_exec = err  # the original's traceback holds the failed cell's frames
+            result.error_in_exec = None  # the original's traceback holds the failed cell's frames
         _release(shell, etype, value, tb)
         value = tb = None  # type: ignore[assignment]
-        _show_explanation(shell, evidence)
+        explanation, bundle = _explain(shell, evidence)
+        err = MemoryBudgetError(_message(evidence, explanation))
+        err.evidence = evidence  # type: ignore[attr-defined]
+        if result is not None:
+            result.error_in_exec = err
+        _display(bundle or {"text/plain": _fallback_text(evidence)})
         shell._showtraceback(MemoryBudgetError, err, _short_traceback(err, evidence, line))
     except BaseException as exc:  # noqa: BLE001 - even a second interrupt must not unregister us
         try:
@@ -184,8 +189,15 @@ def _standard(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset:
             pass
 
 
-def _message(ev: dict[str, Any]) -> str:
-    """Return the error's one-line message: what happened, the budget and its source, the usage."""
+def _message(ev: dict[str, Any], explanation: Any = None) -> str:
+    """Return the error's one-line message: the UX side's when there is one, else a short built-in one."""
+    if explanation is not None:
+        try:
+            from ..report.memory_error import error_message
+
+            return error_message(explanation)
+        except Exception:
+            pass
     budget = f"the kernel's budget is {format_bytes(ev.get('budget_bytes'))} ({ev.get('budget_source')})"
     used = ev.get("usage_at_interrupt_bytes") or ev.get("usage_bytes")
     if ev.get("trigger") == "watchdog":
@@ -236,22 +248,27 @@ def _release(shell: Any, etype: type, value: Any, tb: Any) -> None:
         _say(f"kernel-sentinel: releasing memory after the failure failed: {exc}")
 
 
-def _show_explanation(shell: Any, evidence: dict[str, Any]) -> None:
-    """Display the UX side's explanation (text/plain + text/html), or a short built-in one."""
-    bundle = None
+def _explain(shell: Any, evidence: dict[str, Any]) -> tuple[Any, dict[str, str] | None]:
+    """Return the UX side's explanation and its text/plain + text/html bundle (None, None without it)."""
     try:
         from ..report.memory_error import render
         from .explain import explain_memory_error
         from .namespace import namespace_report
-
-        bundle = render(explain_memory_error(evidence, namespace_report(shell)))
     except ImportError:
-        bundle = None
+        return None, None
+    try:
+        explanation = explain_memory_error(evidence, namespace_report(shell))
     except Exception as exc:
         _say(f"kernel-sentinel: could not explain the memory error: {type(exc).__name__}: {exc}")
-        bundle = None
-    if not bundle:
-        bundle = {"text/plain": _fallback_text(evidence)}
+        return None, None
+    try:
+        return explanation, render(explanation)
+    except Exception as exc:
+        _say(f"kernel-sentinel: could not render the memory error: {type(exc).__name__}: {exc}")
+        return explanation, None
+
+
+def _display(bundle: dict[str, str]) -> None:
     try:
         from IPython.display import display
 

@@ -1,0 +1,191 @@
+"""Acceptance: a guarded kernel in a real 1 GiB cgroup survives every way of running out of memory.
+
+Each scenario is a real cell in a real ipykernel started through jupyter_client with the sentinel
+kernelspec. After each one: the kernel is alive, the variable set before it is intact, the cgroup's
+OOM-kill counter has not moved, and the cell's error is ``MemoryBudgetError``. The control at the end
+(``KERNEL_SENTINEL_GUARD=0``) shows the same cell gets the kernel OOM-killed without the guard, i.e.
+these tests can fail.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from conftest import GiB, MiB
+
+pytestmark = pytest.mark.cgroup
+
+GUARDED = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "sentinel",
+    "language": "python",
+}
+GUARD = "__import__('kernel_sentinel.guard', fromlist=['get_guard']).get_guard()"
+SENTINEL = "sentinel_value = 'still here'\nimport numpy as np\nimport pandas as pd"
+
+
+def guarded(kernel, **env):
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=env)
+    assert k.confinement == "cgroup"
+    res = k.run(SENTINEL)
+    assert res.ok, res.text()
+    assert k.value(f"{GUARD}.enabled") is True
+    return k
+
+
+def assert_survived(k, res, before: int) -> None:
+    """The cell failed with MemoryBudgetError; the kernel, its variables and the OOM counter are as before."""
+    assert res.status == "error", (res.status, res.text()[:2000])
+    assert res.ename == "MemoryBudgetError", res.text()[:2000]
+    assert k.alive
+    assert k.oom_kills() == before
+    assert k.value("sentinel_value") == "still here"
+
+
+def test_one_huge_allocations_fail_in_the_cell(kernel):
+    k = guarded(kernel)
+    before = k.oom_kills()
+
+    res = k.run("a = np.ones((20000, 20000))")  # 3.0 GiB at once
+    assert_survived(k, res, before)
+    evidence = k.value(f"{GUARD}.last_failure")
+    assert evidence["trigger"] == "fence"
+    assert evidence["requested_bytes"] == 20000 * 20000 * 8
+    assert evidence["budget_bytes"] == GiB
+    assert evidence["budget_source"].startswith("cgroup v1 ") or evidence["budget_source"].startswith("cgroup v2 ")
+    assert "MemoryBudgetError" in res.text()
+    assert k.value("'a' in dir()") is False
+
+    res = k.run("z = np.zeros(int(4e8))\nz[:] = 1")  # lazily zeroed, then touched
+    assert_survived(k, res, before)
+
+    res = k.run("import ctypes\nbuf = ctypes.create_string_buffer(int(3e9))")
+    assert_survived(k, res, before)
+
+    res = k.run(
+        "left = pd.DataFrame({'k': np.zeros(20000, dtype=np.int64), 'a': np.arange(20000)})\n"
+        "right = pd.DataFrame({'k': np.zeros(20000, dtype=np.int64), 'b': np.arange(20000)})\n"
+        "m = left.merge(right, on='k')"  # 4e8 rows
+    )
+    assert_survived(k, res, before)
+    assert k.value("len(left)") == 20000  # variables made earlier in the failing cell itself survive too
+
+    # The kernel is not just alive but usable: real work still runs.
+    res = k.run("b = np.ones(10**7); float(b.sum())")
+    assert res.ok and res.outputs[0]["data"]["text/plain"] == "10000000.0"
+
+
+def test_gradual_growth_is_interrupted(kernel):
+    k = guarded(kernel)
+    before = k.oom_kills()
+
+    res = k.run("x = []\nwhile True:\n    x.append(' ' * 64 + str(len(x)))")
+    assert_survived(k, res, before)
+    # The loop's list is a global: it is still there, and deleting it gives its memory back.
+    assert k.value("len(x) > 1_000_000") is True
+    assert k.run("del x").ok
+
+    res = k.run("arrays = []\nwhile True:\n    arrays.append(np.ones(1 << 20))")  # 8 MiB arrays
+    assert_survived(k, res, before)
+    assert k.run("del arrays").ok
+
+
+def test_background_thread_that_grows_without_bound(kernel):
+    k = guarded(kernel)
+    before = k.oom_kills()
+    res = k.run(
+        "import threading\n"
+        "def grow():\n"
+        "    hog = []\n"
+        "    while True:\n"
+        "        hog.append(bytearray(8 << 20))\n"
+        "t = threading.Thread(target=grow, daemon=True)\n"
+        "t.start()\n"
+        "t.join()"
+    )
+    assert_survived(k, res, before)
+    # The thread itself ends with MemoryError at the fence (its allocations fail, not the kernel).
+    assert k.run("t.join(60)").ok
+    assert k.value("t.is_alive()") is False
+    assert k.alive and k.oom_kills() == before
+    assert k.run("c = np.ones(50 * 2**20 // 8); int(c.sum())").ok  # its memory came back
+
+
+def test_background_growth_while_no_cell_runs(kernel):
+    """No cell to interrupt: the fence stops the thread instead, and no stray interrupt hits a later cell."""
+    k = guarded(kernel)
+    before = k.oom_kills()
+    res = k.run(
+        "import threading\n"
+        "def grow():\n"
+        "    hog = []\n"
+        "    while True:\n"
+        "        hog.append(bytearray(8 << 20))\n"
+        "t = threading.Thread(target=grow, daemon=True)\n"
+        "t.start()"
+    )
+    assert res.ok
+    assert k.run("t.join(60)").status in ("ok", "error")
+    assert k.value("t.is_alive()") is False
+    assert k.alive and k.oom_kills() == before
+    assert k.value("sentinel_value") == "still here"
+    assert k.run("import time\ntime.sleep(0.5)\nd = 1").ok  # nothing stray interrupts a later cell
+
+
+def test_leak_across_cells(kernel):
+    k = guarded(kernel)
+    before = k.oom_kills()
+    assert k.run("big = []").ok
+    results = []
+    for _ in range(14):  # 14 x 100 MiB: more than the 1 GiB group holds
+        res = k.run("big.append(np.ones(100 * 2**20 // 8))")
+        results.append(res)
+        if not res.ok:
+            break
+    assert not results[-1].ok, "the budget never ran out"
+    assert_survived(k, results[-1], before)
+    assert k.value("len(big)") >= 5
+    # The user can still act in a full kernel: drop the data, and the next allocation works.
+    assert k.run("del big").ok
+    assert k.run("again = np.ones(300 * 2**20 // 8); again[:] = 2").ok
+
+
+def test_a_dozen_displayed_dataframes(kernel):
+    k = guarded(kernel)
+    before = k.oom_kills()
+    results = []
+    for _ in range(12):  # each Out[n] keeps a 128 MiB DataFrame alive
+        results.append(k.run("pd.DataFrame(np.ones((1 << 20, 16)))"))
+    failed = [r for r in results if not r.ok]
+    assert failed, "twelve 128 MiB outputs fit in 1 GiB?"
+    for res in failed:
+        assert_survived(k, res, before)
+    assert results[0].ok
+
+
+def test_control_without_the_guard_the_same_cell_is_oom_killed(kernel):
+    """KERNEL_SENTINEL_GUARD=0: the same kernelspec and cell get SIGKILLed by the OOM killer."""
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env={"KERNEL_SENTINEL_GUARD": "0"})
+    assert k.run(SENTINEL).ok
+    assert k.value(f"{GUARD}.enabled") is False
+    before = k.oom_kills()
+    res = k.run("a = np.ones((20000, 20000))")
+    assert res.status == "died"
+    k.wait_for_death()
+    assert k.oom_kills() == before + 1
+
+
+def test_fence_respects_a_user_rlimit_and_gives_it_back(kernel):
+    """Started under the user's own RLIMIT_DATA (no cgroup): that limit is the budget, and it comes back."""
+    k = kernel(limit_bytes=768 * MiB, kernelspec=GUARDED, confine="rlimit")
+    assert k.run(SENTINEL).ok
+    g = GUARD
+    assert k.value(f"{g}.budget_source") == "RLIMIT_DATA (set before the guard)"
+    assert k.value(f"{g}.budget_bytes") == 768 * MiB
+    fence = k.value("__import__('resource').getrlimit(__import__('resource').RLIMIT_DATA)[0]")
+    assert fence <= 768 * MiB
+    res = k.run("a = np.ones((20000, 20000))")
+    assert res.ename == "MemoryBudgetError" and k.alive
+    assert k.run(f"{g}.disable()").ok
+    assert k.value("__import__('resource').getrlimit(__import__('resource').RLIMIT_DATA)[0]") == 768 * MiB
