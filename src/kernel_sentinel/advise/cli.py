@@ -23,13 +23,16 @@ def _check(args: argparse.Namespace) -> int:
     if budget is None:
         print("kernel-sentinel check: no memory budget could be read here; give one with --budget 8G", file=sys.stderr)
         return EX_USAGE
-    findings, failed = [], False
+    findings, failed, checked = [], False, 0
     for path in args.paths:
         try:
             findings.extend(check_file(path, budget, source))
+            checked += 1
         except SourceError as exc:
             print(f"kernel-sentinel check: {exc}", file=sys.stderr)
             failed = True
+    if not checked:
+        return EX_USAGE
     if args.json:
         from ..report.findings_json import findings_json
 
@@ -39,7 +42,7 @@ def _check(args: argparse.Namespace) -> int:
 
         from ..report.findings_terminal import render_findings
 
-        Console(highlight=False, soft_wrap=True).print(render_findings(findings, budget, source, len(args.paths)))
+        Console(highlight=False, soft_wrap=True).print(render_findings(findings, budget, source, checked))
     if failed:  # findings of the readable files were printed; the unreadable ones make it a usage error
         return EX_USAGE
     return 1 if findings else 0
