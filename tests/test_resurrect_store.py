@@ -1,0 +1,229 @@
+"""Checkpoints and restore on small namespaces, in this process (tiny data: nothing here can exhaust memory).
+
+Real files, real pickling, real fork and thread writers; the faults (a truncated blob, a missing or
+corrupt manifest) are made by damaging the real files on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kernel_sentinel.resurrect.blobs import BlobStore, checkpoints_root
+from kernel_sentinel.resurrect.checkpoint import CellTracker, Checkpointer, parse_switch, scan_namespace
+from kernel_sentinel.resurrect.restore import list_checkpoints, load_checkpoint
+
+
+class _Result:
+    """What IPython passes to post_run_cell: the cell's source and number."""
+
+    def __init__(self, code: str, count: int) -> None:
+        self.info = type("Info", (), {"raw_cell": code})()
+        self.execution_count = count
+
+
+def _run(cp: Checkpointer, ns: dict, code: str, count: int) -> None:
+    cp.pre_run_cell(None)
+    exec(code, ns)
+    cp.post_run_cell(_Result(code, count))
+    cp.wait()
+
+
+def _checkpointer(ns: dict, kernel_id: str = "k-old", writer: str = "thread", **kw) -> Checkpointer:
+    return Checkpointer(ns, enabled=True, kernel_id=kernel_id, session_key=None, writer=writer, **kw)
+
+
+@pytest.mark.parametrize("writer", ["thread", "fork"])
+def test_round_trip_keeps_values_aliases_and_names_unpicklable_cell(writer: str, tmp_path: Path) -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns, writer=writer)
+    _run(cp, ns, "import numpy as np\na = np.arange(200_000, dtype='f8'); b = a", 1)
+    _run(cp, ns, "import pandas as pd\ndf = pd.DataFrame({'x': np.arange(50_000), 's': ['q'] * 50_000})", 2)
+    _run(cp, ns, "d = {'k': [1, 2]}\nalias = d\ng = lambda x: x * 3 + 1", 3)
+    _run(cp, ns, f"fh = open({str(tmp_path / 'f.txt')!r}, 'w')", 4)
+    assert cp.last_result["status"] == "written" and cp.last_result["writer"] == writer
+
+    fresh: dict = {}
+    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    assert fresh["b"] is fresh["a"] and fresh["alias"] is fresh["d"]
+    assert np.array_equal(fresh["a"], ns["a"]) and fresh["a"].flags.writeable
+    assert fresh["df"].equals(ns["df"])
+    assert fresh["d"] == {"k": [1, 2]} and fresh["g"](2) == 7
+    assert fresh["np"] is np and "fh" not in fresh
+    [missing] = report.not_saved
+    assert missing["names"] == ["fh"] and missing["cells"][0]["execution_count"] == 4
+    text = report.text()
+    assert "not restored: fh" in text and "cell [4]" in text and "open(" in text
+    ns["fh"].close()
+
+
+def test_only_changed_objects_are_written_and_unchanged_cells_write_nothing() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    _run(cp, ns, "import numpy as np\nbig = np.ones(500_000)\nsmall = [1, 2, 3]", 1)
+    first = cp.last_result
+    assert first["bytes_written"] >= big_bytes(ns)
+    _run(cp, ns, "small.append(4)", 2)
+    assert cp.last_result["status"] == "written" and cp.last_result["bytes_written"] < 1000
+    _run(cp, ns, "print('hello')", 3)
+    assert cp.last_result["status"] == "unchanged"
+    _run(cp, ns, "big[7] = 2.0", 4)
+    assert cp.last_result["bytes_written"] >= big_bytes(ns)
+
+
+def big_bytes(ns: dict) -> int:
+    return ns["big"].nbytes
+
+
+def test_truncated_blob_loses_only_its_variable(tmp_path: Path) -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    _run(cp, ns, "import numpy as np\nx = np.arange(100_000.0)\ny = np.ones(100_000)\nz = {'keep': 1}", 1)
+    manifest = json.loads(Path(cp.last_result["manifest"]).read_text())
+    [x_entry] = [o for o in manifest["objects"] if o["names"] == ["x"]]
+    blob = BlobStore(cp.store.dir).blob_path(x_entry["buffers"][0])
+    with open(blob, "r+b") as f:
+        f.truncate(blob.stat().st_size // 2)
+
+    fresh: dict = {}
+    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    assert "x" not in fresh and np.array_equal(fresh["y"], ns["y"]) and fresh["z"] == {"keep": 1}
+    [failed] = report.failed
+    assert failed["names"] == ["x"] and "truncated" in failed["reason"]
+    assert "could not load x" in report.text()
+
+
+def test_damaged_blob_is_caught_by_its_hash() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    _run(cp, ns, "import numpy as np\nx = np.arange(100_000.0)\nw = 5", 1)
+    manifest = json.loads(Path(cp.last_result["manifest"]).read_text())
+    [x_entry] = [o for o in manifest["objects"] if o["names"] == ["x"]]
+    blob = BlobStore(cp.store.dir).blob_path(x_entry["buffers"][0])
+    with open(blob, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff" * 8)
+    fresh: dict = {}
+    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    assert "x" not in fresh and fresh["w"] == 5
+    assert "damaged" in report.failed[0]["reason"]
+
+
+def test_missing_newest_manifest_falls_back_and_says_so() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    _run(cp, ns, "v = 1", 1)
+    _run(cp, ns, "v = 2", 2)
+    Path(cp.last_result["manifest"]).unlink()
+    fresh: dict = {}
+    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    assert fresh["v"] == 1
+    assert any("checkpoint 2" in n and "missing" in n for n in report.notes)
+    assert "missing" in report.text()
+
+
+def test_corrupt_newest_manifest_falls_back_and_says_so() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    _run(cp, ns, "v = 1", 1)
+    _run(cp, ns, "v = 2", 2)
+    Path(cp.last_result["manifest"]).write_text('{"objects": [')
+    fresh: dict = {}
+    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    assert fresh["v"] == 1
+    assert any("could not read manifest-00000002.json" in n for n in report.notes)
+
+
+def test_no_checkpoint_says_so() -> None:
+    report = load_checkpoint({}, exclude_kernel="nobody")
+    assert not report.found and "No checkpoint" in report.text()
+
+
+def test_restore_prefers_the_same_notebook_and_skips_own_kernel() -> None:
+    a: dict = {}
+    cp_a = Checkpointer(a, enabled=True, kernel_id="ka", session_key="/nb/one.ipynb", writer="thread")
+    _run(cp_a, a, "who = 'one'", 1)
+    b: dict = {}
+    cp_b = Checkpointer(b, enabled=True, kernel_id="kb", session_key="/nb/two.ipynb", writer="thread")
+    _run(cp_b, b, "who = 'two'", 1)
+    fresh: dict = {}
+    load_checkpoint(fresh, session_key="/nb/one.ipynb", exclude_kernel="kc")
+    assert fresh["who"] == "one"
+    fresh = {}
+    load_checkpoint(fresh, exclude_kernel="kb")  # no session: newest of any other kernel
+    assert fresh["who"] == "one"
+    fresh = {}
+    load_checkpoint(fresh, kernel_id="kb")
+    assert fresh["who"] == "two"
+    assert {r["kernel_id"] for r in list_checkpoints()} == {"ka", "kb"}
+
+
+def test_old_checkpoints_and_unreferenced_blobs_are_pruned() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns, keep=2)
+    for i in range(4):
+        _run(cp, ns, f"import numpy as np\nv = np.full(100_000, {i}.0)", i + 1)
+    store = BlobStore(cp.store.dir)
+    assert [r.seq for r in store.manifests("k-old")] == [3, 4]
+    store.sweep_blobs(grace_seconds=0)
+    big_blobs = [p for p in store.blobs.rglob("*") if p.is_file() and p.stat().st_size >= 800_000]
+    assert len(big_blobs) == 2  # the arrays of checkpoints 3 and 4 only
+
+
+def test_tight_memory_skips_with_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns, memory_available=lambda: 1 << 20)
+    _run(cp, ns, "v = 1", 1)
+    assert cp.last_result is None and cp.skipped == 1
+    assert "memory is tight" in capsys.readouterr().out
+    assert not checkpoints_root().joinpath("kernel-k-old", "kernels").exists()
+
+
+def test_fork_only_with_headroom_for_copy_on_write() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns, writer="auto", memory_available=lambda: 100 << 20)
+    _run(cp, ns, "import numpy as np\nbig = np.ones(8_000_000)", 1)  # 64 MB + 64 MiB reserve > 100 MiB
+    assert cp.last_result["writer"] == "thread"
+    cp2 = _checkpointer({}, kernel_id="k2", writer="auto", memory_available=lambda: 1 << 30)
+    ns2 = cp2.ns
+    _run(cp2, ns2, "import numpy as np\nbig = np.ones(8_000_000)", 1)
+    assert cp2.last_result["writer"] == "fork"
+
+
+def test_scan_groups_aliases_and_leaves_out_ipython_names() -> None:
+    arr = np.zeros(3)
+    ns = {"a": arr, "b": arr, "_": arr, "_i1": "x", "In": [], "Out": {}, "os": os, "n": 1, "hidden": 2}
+    groups, modules = scan_namespace(ns, hidden={"hidden"})
+    assert sorted(g.names for g in groups) == [["a", "b"], ["n"]]
+    assert modules == [{"names": ["os"], "module": "os"}]
+
+
+def test_cell_tracker_finds_the_binding_cell_in_history() -> None:
+    tracker = CellTracker()
+    history = ["", "import os", "fh = open('x')", "print(fh)"]
+    assert tracker.cells_for("fh", history)[0]["execution_count"] == 2
+    ns = {"fh": 1}
+    tracker.before({})
+    tracker.after(ns, 7, "fh = 1")
+    assert tracker.cells_for("fh", history) == [{"execution_count": 7, "code": "fh = 1"}]
+
+
+def test_switch_parsing() -> None:
+    assert parse_switch("on", False) and not parse_switch("OFF", True) and parse_switch(None, True)
+    with pytest.raises(ValueError, match="use on or off"):
+        parse_switch("maybe", True)
+
+
+def test_dataframe_buffers_go_out_of_band() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    _run(cp, ns, "import pandas as pd, numpy as np\ndf = pd.DataFrame({'a': np.arange(200_000.0), 'b': np.arange(200_000)})", 1)
+    manifest = json.loads(Path(cp.last_result["manifest"]).read_text())
+    [entry] = manifest["objects"]
+    assert entry["buffers"] and entry["nbytes"] >= 3_200_000
+    assert isinstance(ns["df"], pd.DataFrame)
