@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,8 +91,29 @@ class Store:
                 pass
             if create:
                 self._migrate()
+            else:
+                self._probe()
         except (OSError, sqlite3.Error) as exc:
+            self.close()
             raise StoreError(f"cannot open the store at {self.path}: {_reason(exc)}") from exc
+
+    def _probe(self) -> None:
+        """Make reading work in a read-only directory, where WAL cannot create its -shm file."""
+        try:
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            self._db.close()
+            # Nobody can write a read-only directory's database, so reading it as immutable is safe.
+            uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?immutable=1"
+            self._db = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the store at {self.path}: {_reason(exc)}") from exc
 
     def __enter__(self) -> Store:
         return self
@@ -101,7 +123,8 @@ class Store:
 
     def close(self) -> None:
         try:
-            self._db.close()
+            if hasattr(self, "_db"):
+                self._db.close()
         except Exception:
             pass
 
@@ -178,36 +201,39 @@ class Store:
             return int(row["id"]) if row else 0
 
     def has_death(self, kernel_id: str, pid: int) -> bool:
-        row = self._db.execute("SELECT 1 FROM deaths WHERE kernel_id = ? AND pid = ?", (kernel_id, pid)).fetchone()
-        return row is not None
+        return bool(self._query("SELECT 1 FROM deaths WHERE kernel_id = ? AND pid = ?", (kernel_id, pid)))
 
     def death(self, kernel_id: str | None = None) -> dict[str, Any] | None:
         """Return the newest death's stored row (of ``kernel_id``, or of any kernel), or None."""
         if kernel_id is None:
-            row = self._db.execute("SELECT * FROM deaths ORDER BY died_at DESC, id DESC LIMIT 1").fetchone()
+            row = _first(self._query("SELECT * FROM deaths ORDER BY died_at DESC, id DESC LIMIT 1"))
         else:
-            row = self._db.execute(
-                "SELECT * FROM deaths WHERE kernel_id = ? ORDER BY died_at DESC, id DESC LIMIT 1", (kernel_id,)
-            ).fetchone()
+            row = _first(
+                self._query(
+                    "SELECT * FROM deaths WHERE kernel_id = ? ORDER BY died_at DESC, id DESC LIMIT 1", (kernel_id,)
+                )
+            )
             if row is None:  # a unique prefix is enough, as with git hashes
-                rows = self._db.execute(
+                rows = self._query(
                     "SELECT * FROM deaths WHERE kernel_id LIKE ? ESCAPE '\\' ORDER BY died_at DESC, id DESC",
                     (_like_prefix(kernel_id),),
-                ).fetchall()
+                )
                 if len({r["kernel_id"] for r in rows}) == 1:
                     row = rows[0]
         return _death_row(row) if row is not None else None
 
     def deaths(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT * FROM deaths ORDER BY died_at DESC, id DESC LIMIT ?", (limit,)).fetchall()
+        rows = self._query("SELECT * FROM deaths ORDER BY died_at DESC, id DESC LIMIT ?", (limit,))
         return [_death_row(r) for r in rows]
 
     def unshown_death(self, kernel_id: str) -> dict[str, Any] | None:
         """Return the newest death of ``kernel_id`` not yet shown in its restarted kernel, or None."""
-        row = self._db.execute(
-            "SELECT * FROM deaths WHERE kernel_id = ? AND shown_at IS NULL ORDER BY died_at DESC, id DESC LIMIT 1",
-            (kernel_id,),
-        ).fetchone()
+        row = _first(
+            self._query(
+                "SELECT * FROM deaths WHERE kernel_id = ? AND shown_at IS NULL ORDER BY died_at DESC, id DESC LIMIT 1",
+                (kernel_id,),
+            )
+        )
         return _death_row(row) if row is not None else None
 
     def mark_shown(self, death_id: int) -> None:
@@ -220,6 +246,10 @@ def _death_row(row: sqlite3.Row) -> dict[str, Any]:
     data["report"] = json.loads(data["report"])
     data["evidence"] = json.loads(data["evidence"])
     return data
+
+
+def _first(rows: list[sqlite3.Row]) -> sqlite3.Row | None:
+    return rows[0] if rows else None
 
 
 def _like_prefix(text: str) -> str:

@@ -37,6 +37,7 @@ class Verdict:
     line: int | None = None
     line_source: str | None = None  # "faulthandler" | "sampled"
     native_module: str | None = None
+    native_library: str | None = None  # from the kernel log's fault line (e.g. "libc.so.6"), when there is one
     fault: dict[str, Any] | None = None
     proof: list[str] = field(default_factory=list)  # what the verdict rests on, for the report
 
@@ -69,6 +70,9 @@ def classify(ev: Evidence) -> Verdict:
         verdict.native_module = fault.get("native_module")
         if fault.get("line") is not None:
             verdict.line, verdict.line_source = fault["line"], "faulthandler"
+    log_fault = (ev.kernel_log or {}).get("fault")
+    if log_fault and verdict.cause in _FATAL.values():
+        verdict.native_library = log_fault.get("library")
     if verdict.line is None:
         verdict.line = _sampled_line(ev)
         verdict.line_source = "sampled" if verdict.line is not None else None

@@ -43,6 +43,8 @@ def explain(ev: Evidence, verdict: Verdict) -> dict[str, Any]:
         report["code"] = verdict.exit_code
     if verdict.native_module:
         report["native_module"] = verdict.native_module
+    if verdict.native_library:
+        report["native_library"] = verdict.native_library
     report["evidence"] = {
         "source": ev.source,
         "proof": verdict.proof,

@@ -71,8 +71,9 @@ _KILLED = re.compile(
     r"(?P<kind>Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?): "
     r"Killed process (?P<pid>\d+) \((?P<comm>[^)]*)\)(?P<rest>.*)"
 )
-_SEGV = re.compile(r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: segfault at (?P<addr>\S+) ip (?P<ip>\S+).*?(?: in (?P<lib>[^\[\s]+)\[)?")
-_TRAP = re.compile(r"^traps: (?P<comm>.+?)\[(?P<pid>\d+)\] (?P<what>.+?) ip:(?P<ip>\S+).*?(?: in (?P<lib>[^\[\s]+)\[)?")
+_SEGV = re.compile(r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: segfault at (?P<addr>\S+) ip (?P<ip>\S+)")
+_TRAP = re.compile(r"^traps: (?P<comm>.+?)\[(?P<pid>\d+)\] (?P<what>.+?) ip:(?P<ip>\S+)")
+_LIB = re.compile(r" in (?P<lib>[^\[\s]+)\[")
 _KB = re.compile(r"(?P<key>[a-z_-]+):(?P<kb>\d+)kB")
 
 
@@ -112,14 +113,19 @@ def kernel_log_evidence(
             continue
         m = _SEGV.search(text)
         if m and int(m.group("pid")) == pid:
-            out["fault"] = {"kind": "segfault", "address": m.group("addr"), "library": m.group("lib")}
+            out["fault"] = {"kind": "segfault", "address": m.group("addr"), "library": _library(text)}
             out["lines"].append(text)
             continue
         m = _TRAP.search(text)
         if m and int(m.group("pid")) == pid:
-            out["fault"] = {"kind": m.group("what").strip(), "library": m.group("lib")}
+            out["fault"] = {"kind": m.group("what").strip(), "library": _library(text)}
             out["lines"].append(text)
     return out
+
+
+def _library(text: str) -> str | None:
+    m = _LIB.search(text)
+    return m.group("lib") if m else None
 
 
 def _same_cgroup(logged: str | None, ours: str) -> bool:

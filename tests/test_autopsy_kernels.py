@@ -1,0 +1,258 @@
+"""The autopsy end to end: real kernels through jupyter_client, real deaths, real signals, real cgroups.
+
+Each test kills a sentinel kernel (guard off) one way and checks that the supervisor (or the sweep)
+recorded the right cause and the right cell, and that the supervisor exited exactly as the kernel did.
+Set ``KS_CAPTURE_SAMPLES=1`` to save each death's evidence under tests/samples/autopsy/ (how the samples
+the classifier tests use were captured).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import MiB
+
+from kernel_sentinel.autopsy import death_report
+from kernel_sentinel.autopsy.supervisor import kernel_id_from_connection_file
+from kernel_sentinel.store import Store
+
+SENTINEL_SPEC = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "sentinel",
+    "language": "python",
+    "env": {"KERNEL_SENTINEL_GUARD": "0"},
+}
+SAMPLES = Path(__file__).parent / "samples" / "autopsy"
+LIMIT = 512 * MiB
+
+
+def start(kernel, limit: int = LIMIT):
+    k = kernel(limit_bytes=limit, kernelspec=SENTINEL_SPEC)
+    assert k.run("x = 41 + 1").ok
+    return k
+
+
+def kid(k) -> str:
+    return kernel_id_from_connection_file(k.km.connection_file)
+
+
+def die(k, code: str) -> dict:
+    """Run a cell that kills the kernel; return the death's report, which must exist once the death is seen."""
+    res = k.run(code)
+    assert res.status == "died", (res.status, res.text())
+    k.wait_for_death()
+    report = death_report(kid(k))  # no waiting: the supervisor records before it exits
+    assert report is not None
+    return report
+
+
+def capture(name: str, k) -> None:
+    if os.environ.get("KS_CAPTURE_SAMPLES") != "1":
+        return
+    with Store() as store:
+        row = store.death(kid(k))
+    assert row is not None
+    SAMPLES.mkdir(parents=True, exist_ok=True)
+    (SAMPLES / f"{name}.json").write_text(json.dumps({"evidence": row["evidence"], "report": row["report"]}, indent=1))
+
+
+def why_json(kernel_id: str | None = None) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "kernel_sentinel", "why", *([kernel_id] if kernel_id else []), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_segfault_names_cell_line_and_module(kernel):
+    k = start(kernel)
+    report = die(k, "import ctypes\n\nctypes.string_at(0)")
+    assert k.exit_status == -signal.SIGSEGV  # the supervisor mirrors the kernel's end
+    assert report["cause"] == "segfault"
+    assert report["exit"] == {"signal": "SIGSEGV"}
+    assert report["cell"]["execution_count"] == 2
+    assert report["cell"]["line"] == 3
+    assert report["cell"]["code"] == "import ctypes\n\nctypes.string_at(0)"
+    assert report["native_module"] == "ctypes"
+    assert report["evidence"]["line_source"] == "faulthandler"
+    capture("segfault", k)
+    cli = why_json(kid(k))
+    for key in ("kernel_id", "cause", "summary", "exit", "cell", "memory", "remedy"):
+        assert key in cli
+    assert cli["cause"] == "segfault" and cli["kernel_id"] == kid(k)
+    assert {"budget_bytes", "peak_bytes", "source"} <= set(cli["memory"])
+    assert cli["memory"]["budget_bytes"] == LIMIT
+
+
+def test_abort(kernel):
+    k = start(kernel)
+    report = die(k, "import os\nos.abort()")
+    assert k.exit_status == -signal.SIGABRT
+    assert report["cause"] == "abort"
+    assert report["cell"]["execution_count"] == 2 and report["cell"]["line"] == 2
+    capture("abort", k)
+
+
+def test_exit_code(kernel):
+    k = start(kernel)
+    report = die(k, "import os\nprint('bye')\nos._exit(3)")
+    assert k.exit_status == 3
+    assert report["cause"] == "exit"
+    assert report["exit"] == {"code": 3}
+    assert report["code"] == 3
+    assert report["cell"]["execution_count"] == 2
+    capture("exit3", k)
+
+
+def test_oom_kill_with_guard_off(kernel):
+    k = start(kernel, limit=512 * MiB)
+    report = die(k, "import numpy as np\nkeep = []\nfor i in range(100):\n    keep.append(np.ones(16 * 2**20))")
+    assert k.exit_status == -signal.SIGKILL
+    assert k.oom_kills() >= 1
+    assert report["cause"] == "oom_kill"
+    assert report["scope"] == "cgroup"
+    assert report["exit"] == {"signal": "SIGKILL"}
+    assert report["cell"]["execution_count"] == 2
+    assert report["memory"]["budget_bytes"] == 512 * MiB
+    assert report["memory"]["peak_bytes"] > 256 * MiB
+    assert any("OOM-kill counter" in p for p in report["evidence"]["proof"])
+    if os.access("/dev/kmsg", os.R_OK):
+        assert any(f"pid={report['pid']}" in line for line in report["evidence"]["kernel_log"])
+    capture("oom_cgroup", k)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_signal_to_kernel_process_is_external_kill(kernel, signum):
+    k = start(kernel)
+    supervisor = psutil.Process(k.pid)
+    child = supervisor.children()[0]
+    msg = k.kc.execute("import time\ntime.sleep(60)")
+    _wait_until_running(k, msg)
+    os.kill(child.pid, signum)
+    k.wait_for_death()
+    assert k.exit_status == -signum
+    report = death_report(kid(k))
+    assert report is not None
+    assert report["cause"] == "external_kill"
+    assert report["signal"] == signal.Signals(signum).name
+    assert report["cell"]["execution_count"] == 2
+    assert report["cell"]["line"] == 2 and report["cell"]["running"]
+    assert report["evidence"]["oom_kills"] == {"before": 0, "after": 0}
+    capture(f"external_{signal.Signals(signum).name.lower()}_child", k)
+
+
+def test_sigterm_to_supervisor_is_forwarded_and_explained(kernel):
+    k = start(kernel)
+    msg = k.kc.execute("import time\ntime.sleep(60)")
+    _wait_until_running(k, msg)
+    k.signal(signal.SIGTERM, to_launcher=True)
+    k.wait_for_death()
+    assert k.exit_status == -signal.SIGTERM
+    report = death_report(kid(k))
+    assert report is not None and report["cause"] == "external_kill" and report["signal"] == "SIGTERM"
+    assert report["cell"]["execution_count"] == 2 and report["cell"]["line"] == 2
+
+
+def test_sigkill_to_supervisor_takes_kernel_along_and_is_found(kernel):
+    k = start(kernel)
+    child = psutil.Process(k.pid).children()[0]
+    msg = k.kc.execute("import time\ntime.sleep(60)")
+    _wait_until_running(k, msg)
+    k.signal(signal.SIGKILL, to_launcher=True)
+    k.wait_for_death()
+    assert k.exit_status == -signal.SIGKILL
+    child.wait(timeout=10)  # PDEATHSIG: no orphan
+    assert not child.is_running()
+    report = death_report(kid(k), wait=10)
+    assert report is not None
+    assert report["cause"] == "external_kill" and report["signal"] == "SIGKILL"
+    assert report["exit"] == {"signal": "SIGKILL", "inferred": True}
+    assert report["cell"]["execution_count"] == 2 and report["cell"]["line"] == 2
+    capture("external_sigkill_supervisor", k)
+
+
+def test_memmap_past_full_tmpfs_is_bus_error_disk_full(kernel, tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        k = start(kernel)
+        path = mnt / "big.dat"
+        report = die(
+            k,
+            f"import numpy as np\nm = np.memmap({str(path)!r}, dtype='uint8', mode='w+', shape=(64 * 2**20,))\nm[:] = 1",
+        )
+        assert k.exit_status == -signal.SIGBUS
+        assert report["cause"] == "bus_error"
+        assert report["disk_full"] is True
+        assert report["disk"]["mount"] == str(mnt)
+        assert report["cell"]["execution_count"] == 2 and report["cell"]["line"] == 3
+        capture("bus_error_disk_full", k)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_requested_restart_and_shutdown_record_no_death(kernel):
+    k = start(kernel)
+    k.km.restart_kernel()
+    k.kc.wait_for_ready(timeout=60)
+    assert k.run("y = 2").ok
+    k.km.shutdown_kernel()
+    assert death_report(kid(k)) is None
+    assert death_report() is None
+
+
+def test_interrupt_keeps_supervisor_and_kernel(kernel):
+    k = start(kernel)
+    msg = k.kc.execute("import time\ntime.sleep(60)")
+    _wait_until_running(k, msg)
+    k.km.interrupt_kernel()
+    reply = k.kc.get_shell_msg(timeout=30)
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    assert k.alive
+    assert k.run("print(x)").stdout.strip() == "42"
+    assert death_report(kid(k)) is None
+
+
+def test_explanation_shown_once_in_next_cell_after_restart(kernel):
+    k = start(kernel)
+    die(k, "import os\nos._exit(3)")
+    k.km.restart_kernel(now=False)
+    k._returncode = None  # the harness caches the old process's status
+    k.kc.wait_for_ready(timeout=60)
+    first = k.run("1 + 1")
+    assert first.ok
+    assert "the previous kernel died" in first.text()
+    assert "exited with code 3" in first.text()
+    assert "kernel-sentinel-death" in first.html() and "os._exit(3)" in first.html()
+    second = k.run("2 + 2")
+    assert "previous kernel died" not in second.text()
+    report = death_report(kid(k))
+    assert report is not None and report["shown"] is True
+
+
+def _wait_until_running(k, msg_id: str, timeout: float = 30) -> None:
+    """Return once the kernel has started the cell (its flight record shows it and it is busy)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = k.kc.get_iopub_msg(timeout=0.5)
+        except Exception:
+            continue
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+            time.sleep(0.6)  # let the sampler record the line the cell is on (it samples every 250 ms)
+            return
+    raise AssertionError("the cell never started")

@@ -1,0 +1,81 @@
+"""The SQLite store: many writers at once, a missing store, a read-only directory, schema version."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import subprocess
+
+import pytest
+
+from kernel_sentinel.store import SCHEMA_VERSION, Store, StoreError
+
+
+def _report(kernel_id: str, pid: int) -> dict:
+    return {"kernel_id": kernel_id, "cause": "exit", "summary": f"exit {pid}", "exit": {"code": 1}}
+
+
+def _writer(path: str, n: int, worker: int) -> None:
+    for i in range(n):
+        with Store(path) as store:
+            store.kernel_started(f"k{worker}", i)
+            store.add_death(_report(f"k{worker}", i), {"pid": i}, died_at=1000.0 + i)
+
+
+def test_many_processes_write_at_once(tmp_path):
+    path = str(tmp_path / "store.db")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, 15, w)) for w in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with Store(path) as store:
+        assert len(store.deaths(limit=1000)) == 90
+        assert store.death("k3")["report"]["summary"] == "exit 14"
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_same_death_twice_is_one_row_and_prefix_lookup(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        first = store.add_death(_report("abcdef-1", 5), {"pid": 5})
+        again = store.add_death(_report("abcdef-1", 5), {"pid": 5})
+        assert first == again
+        assert store.death("abc")["kernel_id"] == "abcdef-1"
+        store.add_death(_report("abczzz", 6), {"pid": 6})
+        assert store.death("abc") is None  # ambiguous prefix
+        assert store.unshown_death("abczzz")["pid"] == 6
+        store.mark_shown(store.unshown_death("abczzz")["id"])
+        assert store.unshown_death("abczzz") is None
+
+
+def test_missing_store_is_a_one_line_error(tmp_path):
+    with pytest.raises(StoreError, match="no store at"):
+        Store(tmp_path / "nope" / "store.db", create=False)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_read_only_directory(tmp_path):
+    home = tmp_path / "ro"
+    home.mkdir()
+    with Store(home / "store.db") as store:
+        store.add_death(_report("k", 1), {"pid": 1})
+    if subprocess.run(["mount", "--bind", str(home), str(home)], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here to make a read-only directory")
+    try:
+        assert subprocess.run(["mount", "-o", "remount,bind,ro", str(home)], capture_output=True).returncode == 0
+        with pytest.raises(StoreError, match="cannot"):
+            with Store(home / "other.db") as store:
+                pass
+        with Store(home / "store.db", create=False) as store:  # reading still works (immutable mode)
+            row = store.death("k")
+        assert row is not None and row["pid"] == 1
+        with pytest.raises(StoreError):
+            with Store(home / "store.db") as store:
+                store.add_death(_report("k", 2), {"pid": 2})
+    finally:
+        if subprocess.run(["umount", str(home)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(home)], capture_output=True)
