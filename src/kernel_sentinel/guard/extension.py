@@ -155,6 +155,8 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         result = getattr(shell.displayhook, "exec_result", None)
         if result is not None:
             result.error_in_exec = None  # the original's traceback holds the failed cell's frames
+            if isinstance(getattr(result, "execution_count", None), int):
+                evidence["cell"] = result.execution_count  # IPython 9 counts up before pre_run_cell
         _release(shell, etype, value, tb)
         value = tb = None  # type: ignore[assignment]
         explanation, bundle = _explain(shell, evidence)

@@ -1,0 +1,240 @@
+"""The guard's core parts on their own: the fence arithmetic, thresholds, settings, budget, children.
+
+Pure functions are tested directly; anything that changes process limits runs in a child process we
+start (never in the pytest process), and the budget is read from this machine for real.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import GiB, MiB
+
+from kernel_sentinel.guard.children import ChildAdjuster, read_oom_score_adj
+from kernel_sentinel.guard.config import SentinelGuard, resolve_settings
+from kernel_sentinel.guard.core import (
+    Candidate,
+    Reading,
+    candidates_from,
+    effective_margin,
+    interrupt_level,
+    requested_bytes,
+    tightest,
+)
+from kernel_sentinel.guard.fence import INFINITY, fence_limit
+from kernel_sentinel.memory import snapshot
+
+# -- the fence never creeps ----------------------------------------------------------------------------
+
+
+def test_a_loop_that_takes_all_the_fence_allows_stops_at_the_budget():
+    limit, margin = 1000 * MiB, 60 * MiB
+    vm, ws = 300 * MiB, 100 * MiB
+    for _ in range(1000):  # each tick: the fence is recomputed, the loop takes everything it allows
+        fence = fence_limit(vm, limit - ws, margin)
+        grab = fence - vm
+        vm += grab
+        ws += grab
+        assert ws <= limit - margin
+    assert ws == limit - margin
+    assert fence_limit(vm, limit - ws, margin) == vm  # no room left, and none appears by itself
+
+
+def test_untouched_address_space_does_not_open_the_fence():
+    # 500 MiB reserved but untouched (VmData up, working set not): the room stays the budget's room.
+    before = fence_limit(300 * MiB, 900 * MiB, 64 * MiB)
+    after = fence_limit(800 * MiB, 900 * MiB, 64 * MiB)
+    assert after - 800 * MiB == before - 300 * MiB == 836 * MiB
+
+
+def test_the_fence_is_never_above_the_users_own_limits():
+    assert fence_limit(100, 10_000, 10, original_soft=5_000) == 5_000
+    assert fence_limit(100, 10_000, 10, hard=4_000) == 4_000
+    assert fence_limit(100, 10_000, 10) == 100 + 9_990
+
+
+def test_a_ceiling_is_absolute_and_does_not_follow_vmdata():
+    ceiling = 500
+    assert fence_limit(400, 10_000, 0, ceiling=ceiling) == 500
+    assert fence_limit(499, 10_000, 0, ceiling=ceiling) == 500  # growth under it does not move it
+    assert fence_limit(600, 10_000, 0, ceiling=ceiling) == 500  # below VmData: nothing more
+
+
+def test_headroom_below_the_margin_allows_no_growth_at_all():
+    assert fence_limit(700 * MiB, 30 * MiB, 64 * MiB) == 700 * MiB
+    assert fence_limit(700 * MiB, -100 * MiB, 64 * MiB) == 700 * MiB
+
+
+def test_fence_apply_and_restore_in_a_child_process():
+    code = r"""
+import json, resource
+from kernel_sentinel.guard.fence import Fence
+f = Fence()
+orig = resource.getrlimit(resource.RLIMIT_DATA)
+set1 = f.apply(2 * 2**30)
+got1 = resource.getrlimit(resource.RLIMIT_DATA)
+same = f.apply(2 * 2**30 + 1000)  # raising by less than 1 MiB is not worth a syscall
+lower = f.apply(2**30)
+got2 = resource.getrlimit(resource.RLIMIT_DATA)
+f.restore()
+print(json.dumps([orig, got1, same, lower, got2, resource.getrlimit(resource.RLIMIT_DATA)]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    orig, got1, same, lower, got2, restored = json.loads(out)
+    assert got1 == [2 * GiB, orig[1]]  # soft set, hard untouched
+    assert same == 2 * GiB
+    assert lower == GiB and got2 == [GiB, orig[1]]
+    assert restored == orig
+
+
+# -- thresholds ----------------------------------------------------------------------------------------
+
+
+def test_the_interrupt_comes_before_the_fence():
+    for limit in (256 * MiB, GiB, 8 * GiB, 64 * GiB):
+        margin = effective_margin(limit, 64 * MiB, 0.9)
+        assert int(limit * 0.9) < limit - margin
+    assert effective_margin(GiB, 64 * MiB, 0.9) == int(GiB * 0.1 * 0.6)
+    assert effective_margin(16 * GiB, 64 * MiB, 0.9) == 64 * MiB
+
+
+def test_a_cell_that_starts_full_may_still_run_but_not_grow_much():
+    assert interrupt_level(1000, 0.9, 100) == 900
+    level = interrupt_level(1000 * MiB, 0.9, 950 * MiB)
+    assert 950 * MiB < level < 1000 * MiB
+
+
+# -- what was asked for ----------------------------------------------------------------------------------
+
+
+def test_requested_bytes_from_numpys_error():
+    from numpy._core._exceptions import _ArrayMemoryError
+
+    err = _ArrayMemoryError((20000, 20000), np.dtype("float64"))  # the object numpy raises; no allocation
+    assert requested_bytes(err) == 20000 * 20000 * 8
+    plain = MemoryError(str(err))  # e.g. re-raised by a library as a plain MemoryError
+    assert requested_bytes(plain) == 20000 * 20000 * 8
+    assert requested_bytes(MemoryError("Unable to allocate 1.50 GiB for something")) == int(1.5 * GiB)
+    assert requested_bytes(MemoryError()) is None
+    assert requested_bytes(None) is None
+
+
+# -- settings ------------------------------------------------------------------------------------------
+
+
+def test_settings_from_env_and_traitlets():
+    from traitlets.config import Config
+
+    s = resolve_settings(SentinelGuard(), env={})
+    assert s.enabled and s.memory_limits == () and s.poll_interval == 0.01 and not s.warnings
+
+    env = {"KERNEL_SENTINEL_MEMORY_LIMIT": "80%", "KERNEL_SENTINEL_POLL_INTERVAL": "0.02"}
+    s = resolve_settings(SentinelGuard(), env=env)
+    assert [m.source for m in s.memory_limits] == ["KERNEL_SENTINEL_MEMORY_LIMIT"]
+    assert s.memory_limits[0].resolve(GiB) == int(GiB * 0.8)
+    assert s.poll_interval == 0.02
+
+    cfg = Config()
+    cfg.SentinelGuard.memory_limit = "2G"
+    cfg.SentinelGuard.poll_interval = 0.05
+    s = resolve_settings(SentinelGuard(config=cfg), env=env)
+    assert {m.source for m in s.memory_limits} == {"KERNEL_SENTINEL_MEMORY_LIMIT", "SentinelGuard.memory_limit"}
+    assert s.poll_interval == 0.05  # traitlets config wins over the environment
+
+    s = resolve_settings(SentinelGuard(config=cfg), env={"KERNEL_SENTINEL_GUARD": "0"})
+    assert s.enabled is False
+
+
+def test_bad_settings_are_one_line_warnings_and_defaults():
+    s = resolve_settings(
+        SentinelGuard(),
+        env={
+            "KERNEL_SENTINEL_MEMORY_LIMIT": "lots",
+            "KERNEL_SENTINEL_INTERRUPT_AT": "1.5",
+            "KERNEL_SENTINEL_RESERVE": "12Q",
+            "KERNEL_SENTINEL_GUARD": "maybe",
+        },
+    )
+    assert s.memory_limits == () and s.interrupt_fraction == 0.9 and s.reserve_bytes == 64 * MiB
+    assert s.enabled is True
+    assert len(s.warnings) == 4 and all("\n" not in w for w in s.warnings)
+
+
+# -- the budget ------------------------------------------------------------------------------------------
+
+
+def test_budget_candidates_from_a_real_reading():
+    snap = snapshot(rlimits=False)
+    cands = candidates_from(snap, {}, [(512 * MiB, "KERNEL_SENTINEL_MEMORY_LIMIT")], INFINITY)
+    assert any(c.kind == "system RAM" for c in cands)
+    reading = Reading(vm_data=snap.process.vm_data_bytes or 0, rss=snap.process.rss_bytes or 0)
+    cand, usage, headroom = tightest(cands, reading)
+    assert cand.source == "KERNEL_SENTINEL_MEMORY_LIMIT"  # far below this machine's RAM
+    assert headroom == 512 * MiB - usage
+    with_rlimit = candidates_from(snap, {}, [], 300 * MiB)
+    assert tightest(with_rlimit, Reading(vm_data=100 * MiB, rss=50 * MiB))[0].kind == "rlimit"
+
+
+def test_tightest_is_the_least_headroom_not_the_smallest_limit():
+    a = Candidate(1000, "rss", "a", "configured")
+    b = Candidate(2000, "cgroup:/x", "b", "cgroup")
+    reading = Reading(vm_data=0, rss=100, cgroups={"/x": (1950, 1950)})
+    assert tightest([a, b], reading)[0] is b
+
+
+# -- children --------------------------------------------------------------------------------------------
+
+
+def test_children_are_made_oom_volunteers():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert read_oom_score_adj(child.pid) == read_oom_score_adj("self")
+        adjuster = ChildAdjuster(700)
+        assert adjuster.adjust_existing() >= 1
+        assert read_oom_score_adj(child.pid) == 700
+        # One-way: a lower value never overwrites a higher one.
+        assert ChildAdjuster(300).adjust_existing() >= 0
+        assert read_oom_score_adj(child.pid) == 700
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_forked_children_volunteer_and_drop_the_fence():
+    code = r"""
+import json, os, resource
+from kernel_sentinel.guard import children
+orig = resource.getrlimit(resource.RLIMIT_DATA)
+children.enable(800, orig)
+resource.setrlimit(resource.RLIMIT_DATA, (3 * 2**30, orig[1]))   # the kernel's fence
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    adj = open('/proc/self/oom_score_adj').read().strip()
+    os.write(w, json.dumps([int(adj), resource.getrlimit(resource.RLIMIT_DATA)[0]]).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+print(os.read(r, 200).decode())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    adj, soft = json.loads(out)
+    assert adj == 800
+    assert soft == resource.getrlimit(resource.RLIMIT_DATA)[0]  # the original (inherited from us)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_meters_read_this_process():
+    from kernel_sentinel.guard.core import Meters
+
+    m = Meters()
+    try:
+        r = m.read()
+        assert r.rss > 0 and r.vm_data > 0
+    finally:
+        m.close()
