@@ -90,6 +90,7 @@ class Obj:
     nbytes: int | None = None
     label: str = ""
     preexisting: bool = False  # lives in the kernel already (live check): already paid for
+    fatal: bool = False  # reported as not fitting at all: later checks assume the user fixes that line
     rows: int | None = None
 
     @property
@@ -1054,6 +1055,7 @@ class Analyzer:
         self._new(obj, node)
         if nbytes > LARGE_SHARE * self.budget:
             self._big_read(node, reader, p, est, nbytes)
+            obj.fatal = nbytes > self.usable
             self.stmt_allocs = [a for a in self.stmt_allocs if a.obj is not obj]  # reported here, not as an allocation
             self.alloc_log.append((self._pos(node), nbytes, obj))
         return obj
@@ -1076,12 +1078,19 @@ class Analyzer:
                          f"(each chunk about {format_bytes(cs * est.bytes_per_row)}; aggregate or filter it, keep only the result)")
         shrink_cols = [c for c in est.columns if c.suggestion]
         shrunk = est.shrunk_bytes
-        if shrink_cols and shrunk is not None and shrunk < nbytes * 0.8:
+        if shrink_cols and shrunk is not None and shrunk < nbytes * 0.9:
             shrunk_scaled = int(shrunk * nbytes / max(1, est.bytes))
-            dt = ", ".join(f"{c.name!r}: {c.suggestion!r}" for c in shrink_cols[:6])
-            details["dtype"] = {c.name: c.suggestion for c in shrink_cols}
+            dates = [c.name for c in shrink_cols if c.suggestion.startswith("datetime")]  # type: ignore[union-attr]
+            typed = [c for c in shrink_cols if not c.suggestion.startswith("datetime")]  # type: ignore[union-attr]
+            args = []
+            if typed:
+                args.append("dtype={" + ", ".join(f"{c.name!r}: {c.suggestion!r}" for c in typed[:8]) + "}")
+            if dates:
+                args.append(f"parse_dates={dates!r}")
+            details["dtype"] = {c.name: c.suggestion for c in typed}
+            details["parse_dates"] = dates
             details["shrunk_bytes"] = shrunk_scaled
-            lines.append(f"with `dtype={{{dt}}}` it needs about {format_bytes(shrunk_scaled)}")
+            lines.append(f"with `{', '.join(args)}` it needs about {format_bytes(shrunk_scaled)}")
         if est.columns:
             top = sorted(est.columns, key=lambda c: -c.bytes)[:3]
             share = ", ".join(f"{c.name!r} {format_bytes(c.bytes)}" for c in top)
@@ -1151,7 +1160,7 @@ class Analyzer:
         total, names = 0, []
         for name, b in self.bindings.items():
             o = b.obj
-            if id(o) in seen or id(o) in exclude or o.preexisting or not o.size:
+            if id(o) in seen or id(o) in exclude or o.preexisting or o.fatal or not o.size:
                 continue
             seen.add(id(o))
             if o.size >= LIVE_SHARE * self.budget:
@@ -1172,6 +1181,7 @@ class Analyzer:
         live, names = self._live_total({id(a.obj) for a in allocs})
         if big.size > self.usable:
             severity, verdict = "error", self._over_text()
+            big.obj.fatal = True
         elif big.size > LARGE_SHARE * self.budget:
             severity, verdict = "warning", f"over {int(LARGE_SHARE * 100)}% of the budget ({format_bytes(self.ctx.budget_bytes)}, {self.ctx.budget_source})"
         elif big.size >= LIVE_SHARE * self.budget and live + big.size > self.usable:
@@ -1190,6 +1200,13 @@ class Analyzer:
                   self._alloc_remedy(big, names), estimate=big.size, severity=severity,
                   basis="shape x itemsize" if o.shape else "sum of known parts")
 
+    def _np_alias(self) -> str:
+        """Return the name this notebook imported numpy as (``np`` if it did not)."""
+        for name, v in self.env.items():
+            if isinstance(v, Ref) and v.qual == "numpy":
+                return name
+        return "np"
+
     def _over_text(self) -> str:
         text = f"more than the budget ({format_bytes(self.ctx.budget_bytes)}, {self.ctx.budget_source})"
         if self.overhead:
@@ -1202,7 +1219,7 @@ class Analyzer:
         if big.size <= self.usable and live_names:
             tips.append(f"free what you no longer need first (`del {live_names[0].split('`')[1]}`)")
         if isinstance(node, ast.Call) and o.itemsize == 8 and o.dtype in ("float64", None) and o.kind == "array":
-            np_alias = ast.unparse(node.func).split(".")[0]
+            np_alias = self._np_alias()
             if isinstance(node.func, ast.Attribute) and self.qual(node.func) and self.qual(node.func).startswith("numpy"):  # type: ignore[union-attr]
                 call = ast.Call(func=node.func, args=node.args,
                                 keywords=[k for k in node.keywords if k.arg != "dtype"] +
@@ -1280,7 +1297,7 @@ class Analyzer:
             return
         fn = ast.unparse(call.func)
         iters = self.loop_iters[-1] if self.loop_iters else None
-        joiner = "pd.concat(parts)" if q == "pandas.concat" or meth == "append" else f"{fn.split('.')[0]}.concatenate(parts)"
+        joiner = f"{self._np_alias()}.concatenate(parts)" if q.startswith("numpy.") else "pd.concat(parts)"
         if q == "pandas.concat":
             joiner = f"{fn}(parts, ignore_index=True)" if any(k.arg == "ignore_index" for k in call.keywords) else f"{fn}(parts)"
         details = {"iterations": iters}
@@ -1343,10 +1360,10 @@ class Analyzer:
         events = self.bindings.items()
         for name, b in events:
             size = b.obj.size or 0
-            if size < HELD_SHARE * self.budget or b.obj.preexisting:
+            if size < HELD_SHARE * self.budget or b.obj.preexisting or b.obj.fatal:
                 continue
             later = [(pos, s, o) for pos, s, o in self.alloc_log
-                     if pos > b.last_use and o is not b.obj and s >= LIVE_SHARE * self.budget]
+                     if pos > b.last_use and o is not b.obj and not o.fatal and s >= LIVE_SHARE * self.budget]
             if not later:
                 continue
             peak = max(s for _, s, _ in later)
