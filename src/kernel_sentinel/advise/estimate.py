@@ -97,11 +97,10 @@ def column_footprint(values: Any) -> tuple[int, int, int]:
     import numpy as np
 
     arr = values
+    if str(getattr(arr, "dtype", "")) == "category":
+        b, u, ub = column_footprint(arr.cat.categories.to_series())
+        return int(arr.cat.codes.nbytes) + b, u, ub
     if hasattr(arr, "dtype") and getattr(arr.dtype, "kind", "O") not in "OUST" and str(arr.dtype) not in ("str", "string"):
-        if str(arr.dtype) == "category":
-            cats = arr.cat.categories
-            b, u, ub = column_footprint(cats.to_series())
-            return int(arr.cat.codes.nbytes) + b, u, ub
         return int(getattr(arr, "nbytes", 0) or np.asarray(arr).nbytes), 0, 0
     objs = np.asarray(arr, dtype=object)
     seen: set[int] = set()
