@@ -49,7 +49,7 @@ def test_round_trip_keeps_values_aliases_and_names_unpicklable_cell(writer: str,
     assert cp.last_result["status"] == "written" and cp.last_result["writer"] == writer
 
     fresh: dict = {}
-    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    report = load_checkpoint(fresh, exclude="k-new")
     assert fresh["b"] is fresh["a"] and fresh["alias"] is fresh["d"]
     assert np.array_equal(fresh["a"], ns["a"]) and fresh["a"].flags.writeable
     assert fresh["df"].equals(ns["df"])
@@ -91,7 +91,7 @@ def test_truncated_blob_loses_only_its_variable(tmp_path: Path) -> None:
         f.truncate(blob.stat().st_size // 2)
 
     fresh: dict = {}
-    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    report = load_checkpoint(fresh, exclude="k-new")
     assert "x" not in fresh and np.array_equal(fresh["y"], ns["y"]) and fresh["z"] == {"keep": 1}
     [failed] = report.failed
     assert failed["names"] == ["x"] and "truncated" in failed["reason"]
@@ -109,7 +109,7 @@ def test_damaged_blob_is_caught_by_its_hash() -> None:
         f.seek(1000)
         f.write(b"\xff" * 8)
     fresh: dict = {}
-    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    report = load_checkpoint(fresh, exclude="k-new")
     assert "x" not in fresh and fresh["w"] == 5
     assert "damaged" in report.failed[0]["reason"]
 
@@ -121,7 +121,7 @@ def test_missing_newest_manifest_falls_back_and_says_so() -> None:
     _run(cp, ns, "v = 2", 2)
     Path(cp.last_result["manifest"]).unlink()
     fresh: dict = {}
-    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    report = load_checkpoint(fresh, exclude="k-new")
     assert fresh["v"] == 1
     assert any("checkpoint 2" in n and "missing" in n for n in report.notes)
     assert "missing" in report.text()
@@ -134,13 +134,13 @@ def test_corrupt_newest_manifest_falls_back_and_says_so() -> None:
     _run(cp, ns, "v = 2", 2)
     Path(cp.last_result["manifest"]).write_text('{"objects": [')
     fresh: dict = {}
-    report = load_checkpoint(fresh, exclude_kernel="k-new")
+    report = load_checkpoint(fresh, exclude="k-new")
     assert fresh["v"] == 1
     assert any("could not read manifest-00000002.json" in n for n in report.notes)
 
 
 def test_no_checkpoint_says_so() -> None:
-    report = load_checkpoint({}, exclude_kernel="nobody")
+    report = load_checkpoint({}, exclude="nobody")
     assert not report.found and "No checkpoint" in report.text()
 
 
@@ -152,10 +152,10 @@ def test_restore_prefers_the_same_notebook_and_skips_own_kernel() -> None:
     cp_b = Checkpointer(b, enabled=True, kernel_id="kb", session_key="/nb/two.ipynb", writer="thread")
     _run(cp_b, b, "who = 'two'", 1)
     fresh: dict = {}
-    load_checkpoint(fresh, session_key="/nb/one.ipynb", exclude_kernel="kc")
+    load_checkpoint(fresh, session_key="/nb/one.ipynb", exclude="kc")
     assert fresh["who"] == "one"
     fresh = {}
-    load_checkpoint(fresh, exclude_kernel="kb")  # no session: newest of any other kernel
+    load_checkpoint(fresh, exclude="kb")  # no session: newest of any other kernel
     assert fresh["who"] == "one"
     fresh = {}
     load_checkpoint(fresh, kernel_id="kb")
@@ -169,7 +169,7 @@ def test_old_checkpoints_and_unreferenced_blobs_are_pruned() -> None:
     for i in range(4):
         _run(cp, ns, f"import numpy as np\nv = np.full(100_000, {i}.0)", i + 1)
     store = BlobStore(cp.store.dir)
-    assert [r.seq for r in store.manifests("k-old")] == [3, 4]
+    assert [r.seq for r in store.manifests(cp.incarnation)] == [3, 4]
     store.sweep_blobs(grace_seconds=0)
     big_blobs = [p for p in store.blobs.rglob("*") if p.is_file() and p.stat().st_size >= 800_000]
     assert len(big_blobs) == 2  # the arrays of checkpoints 3 and 4 only

@@ -3,10 +3,12 @@
 Layout under ``KERNEL_SENTINEL_HOME`` (default: Jupyter's data dir / kernel-sentinel)::
 
     checkpoints/<session>/blobs/<2 hex>/<xxh3_128>-<length>
-    checkpoints/<session>/kernels/<kernel id>/manifest-<seq 8 digits>.json
+    checkpoints/<session>/kernels/<kernel id>@<pid>/manifest-<seq 8 digits>.json
 
 ``<session>`` is a stable key (the notebook path when the server names it, else ``kernel-<id>``), so a new
-kernel after a death finds the previous kernel's checkpoints and shares its blobs. A blob is written to
+kernel after a death finds the previous kernel's checkpoints and shares its blobs. ``@<pid>`` tells the
+incarnations of one kernel id apart: Jupyter restarts a dead kernel under the same id, and the new
+process must neither restore its own (empty) checkpoints nor prune the dead one's. A blob is written to
 a temporary file, fsynced and renamed: it is either whole or absent, and its name says its length, so a
 truncated one is recognised without reading it. A manifest is written the same way and only after all
 its blobs: the newest manifest always names blobs that were complete when it was written.
@@ -60,7 +62,7 @@ def session_dirname(session_key: str | None, kernel_id: str) -> str:
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "x"
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", text).strip("._") or "x"
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,12 @@ class ManifestRef:
 
     path: Path
     session_dir: Path
-    kernel_id: str
+    incarnation: str  # "<kernel id>@<pid>": one kernel process
     seq: int
+
+    @property
+    def kernel_id(self) -> str:
+        return self.incarnation.rsplit("@", 1)[0]
 
     @property
     def mtime(self) -> float:
@@ -133,13 +139,13 @@ class BlobStore:
 
     # -- manifests ---------------------------------------------------------------------------------
 
-    def kernel_dir(self, kernel_id: str) -> Path:
-        return self.kernels / _safe(kernel_id)
+    def kernel_dir(self, incarnation: str) -> Path:
+        return self.kernels / _safe(incarnation)
 
-    def manifests(self, kernel_id: str | None = None) -> list[ManifestRef]:
-        """Return this session's manifests, oldest first (by time, then number)."""
+    def manifests(self, incarnation: str | None = None) -> list[ManifestRef]:
+        """Return this session's manifests (of one incarnation, or all), oldest first (by time, then number)."""
         refs: list[ManifestRef] = []
-        dirs = [self.kernel_dir(kernel_id)] if kernel_id else (
+        dirs = [self.kernel_dir(incarnation)] if incarnation else (
             sorted(self.kernels.iterdir()) if self.kernels.is_dir() else []
         )
         for kdir in dirs:

@@ -46,6 +46,7 @@ class Capture:
     """What a writer needs: references to the objects (no copies) and where to put the checkpoint."""
 
     kernel_id: str
+    incarnation: str  # "<kernel id>@<pid>"
     session_key: str | None
     execution_count: int | None
     groups: list[Group]
@@ -160,10 +161,11 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
                               f"the checkpoint needs {format_bytes(size)} more and "
                               f"{format_bytes(capture.disk_reserve)} stays free"]}
         written += store.write_blob(bid, data)
-    seq = store.next_seq(capture.kernel_id)
+    seq = store.next_seq(capture.incarnation)
     manifest = {
         "version": 1,
         "kernel_id": capture.kernel_id,
+        "pid": int(capture.incarnation.rsplit("@", 1)[1]),
         "session": capture.session_key,
         "seq": seq,
         "execution_count": capture.execution_count,
@@ -171,10 +173,10 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
         "hash": HASH_NAME,
         **state,
     }
-    path = store.write_manifest(capture.kernel_id, seq, manifest)
-    store.write_latest(capture.kernel_id, seq, capture.execution_count)
-    store.collect(capture.kernel_id, capture.keep)
-    notes.extend(enforce_disk_budget(store.dir.parent, capture.disk_budget, store, capture.kernel_id))
+    path = store.write_manifest(capture.incarnation, seq, manifest)
+    store.write_latest(capture.incarnation, seq, capture.execution_count)
+    store.collect(capture.incarnation, capture.keep)
+    notes.extend(enforce_disk_budget(store.dir.parent, capture.disk_budget, store, capture.incarnation))
     return {"status": "written", "manifest": str(path), "seq": seq, "bytes_written": written, "bytes_total": total,
             "objects": len(objects), "unpicklable": [u["names"] for u in unpicklable],
             "seconds": time.monotonic() - started, "notes": notes}
@@ -220,7 +222,13 @@ def parse_switch(text: str | None, default: bool) -> bool:
 
 
 def kernel_id_of_this_kernel() -> str:
-    """Return this kernel's id: ``<id>`` of ``kernel-<id>.json``, else the connection file's stem, else pid-N."""
+    """Return this kernel's id as the autopsy sees it (the supervisor's, else ``<id>`` of ``kernel-<id>.json``)."""
+    try:
+        from ..autopsy.recorder import kernel_identity
+
+        return kernel_identity(None)[0]
+    except Exception:
+        pass
     try:
         from ipykernel.connect import get_connection_file
 
@@ -257,6 +265,7 @@ class Checkpointer:
         self.ns = ns
         self.enabled = enabled
         self.kernel_id = kernel_id or kernel_id_of_this_kernel()
+        self.incarnation = f"{self.kernel_id}@{os.getpid()}"
         self.session_key = session_key if session_key is not None else session_key_of(ns)
         self.root = checkpoints_root(home if home is not None else home_dir())
         self.store = BlobStore(self.root / session_dirname(self.session_key, self.kernel_id))
@@ -284,6 +293,7 @@ class Checkpointer:
         self._in_cell = False
         self._pending: int | None = None
         self._watcher: threading.Thread | None = None
+        self.offer: Callable[[], str | None] | None = None  # the extension sets the after-a-death restore offer
 
     # -- hooks -------------------------------------------------------------------------------------
 
@@ -301,6 +311,14 @@ class Checkpointer:
         code = getattr(info, "raw_cell", "") or ""
         count = getattr(result, "execution_count", None)
         self.tracker.after(self.ns, count, code)
+        if self.offer is not None:
+            offer, self.offer = self.offer, None  # once, in the first cell after the kernel started
+            try:
+                text = None if _is_checkpoint_magic(code) else offer()
+            except Exception:
+                text = None
+            if text:
+                self.notes.append(text)
         with self._lock:
             self._in_cell = False
             self._absorb(self._fork.poll(), "fork")
@@ -382,7 +400,7 @@ class Checkpointer:
                     f"a checkpoint needs {format_bytes(MEMORY_RESERVE)} of headroom)")
             self.notes.append(note)
             return note
-        capture = Capture(self.kernel_id, self.session_key, execution_count, groups, modules, str(self.store.dir),
+        capture = Capture(self.kernel_id, self.incarnation, self.session_key, execution_count, groups, modules, str(self.store.dir),
                           self.keep, self.disk_budget, self.disk_reserve)
         previous = self.last_manifest
         writer = self._fork if kind == "fork" else self._thread
@@ -424,11 +442,15 @@ class Checkpointer:
                 self.last_manifest = None
 
     def wait(self) -> None:
-        """Block until the writer in flight, and a catch-up checkpoint it was holding back, have finished."""
+        """Block until the writer in flight, and the catch-up checkpoint it was holding back, have finished.
+
+        Called from a cell (``%sentinel checkpoint now``, a test), it takes the held-back checkpoint at
+        once: the namespace is then what the cells before it left.
+        """
         with self._lock:
             self._absorb(self._fork.wait(), "fork")
             self._absorb(self._thread.wait(), "thread")
-            if self._pending is not None and not self._in_cell and self.enabled:
+            if self._pending is not None and self.enabled:
                 count, self._pending = self._pending, None
                 self._checkpoint_locked(count)
                 self._absorb(self._fork.wait(), "fork")

@@ -41,6 +41,9 @@ def load(ip: Any) -> Checkpointer | None:
         hidden=set(getattr(ip, "user_ns_hidden", {}) or {}),
         history=(lambda: list(history)) if history is not None else (lambda: None),
     )
+    from .restore import restore_offer
+
+    cp.offer = lambda: restore_offer(own=cp.incarnation, kernel_id=cp.kernel_id, session_key=cp.session_key)
     setattr(ip, _ATTR, cp)
     ip.events.register("pre_run_cell", cp.pre_run_cell)
     ip.events.register("post_run_cell", cp.post_run_cell)

@@ -66,13 +66,13 @@ def restore_command(ip: Any, line: str) -> str:
     if "--rerun" in flags and not args and _last_report is not None and _last_report.found:
         return "\n".join(rerun_cells(ip, _last_report) or ["nothing to re-run"])
     kernel_id = args[0] if args else None
-    own = cp.kernel_id if cp is not None else None
+    own = cp.incarnation if cp is not None else None
     from .checkpoint import session_key_of
 
     if cp is not None:
         cp.wait()  # our own writer must not be halfway through while we read the folder
     report = load_checkpoint(ip.user_ns, kernel_id=kernel_id, session_key=session_key_of(ip.user_ns),
-                             exclude_kernel=own)
+                             exclude=own)
     _last_report = report
     text = report.text()
     if "--rerun" in flags and report.found:
@@ -86,17 +86,22 @@ def subcommands(ip: Any) -> dict[str, Callable[[str], str]]:
 
 
 def install(ip: Any) -> None:
-    """Offer the subcommands to the guard's ``%sentinel``; without it, register a minimal ``%sentinel``."""
-    try:
-        from ..guard import magics as guard_magics  # type: ignore[attr-defined]
+    """Add ``checkpoint`` and ``restore`` to the guard's ``%sentinel`` (registering that magic if the guard did not).
 
-        register = getattr(guard_magics, "register_subcommand", None)
-        if register is not None:
-            for name, handler in subcommands(ip).items():
-                register(name, handler)
-            return
+    Without the guard's module, a minimal ``%sentinel`` that knows only these two is registered instead.
+    """
+    try:
+        from ..guard.magics import SentinelMagics, register_subcommand
     except ImportError:
-        pass
+        SentinelMagics = register_subcommand = None  # noqa: N806
+    if register_subcommand is not None:
+        register_subcommand("checkpoint", lambda m, args: print(checkpoint_command(m.shell, " ".join(args))),
+                            "checkpoint on|off|status|now")
+        register_subcommand("restore", lambda m, args: print(restore_command(m.shell, shlex.join(args))),
+                            "restore [KERNEL_ID] [--list] [--rerun]")
+        if "sentinel" not in ip.magics_manager.magics.get("line", {}):
+            ip.register_magics(SentinelMagics)
+        return
     line_magics = ip.magics_manager.magics.get("line", {})
     if "sentinel" in line_magics and not getattr(line_magics["sentinel"], "_ks_resurrect", False):
         return  # somebody else's %sentinel, with no hook for us: leave it alone

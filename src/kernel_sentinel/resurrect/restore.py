@@ -83,15 +83,19 @@ def _first_line(code: str) -> str:
 
 
 def candidates(
-    root: Path, *, kernel_id: str | None = None, session_key: str | None = None, exclude_kernel: str | None = None
+    root: Path, *, kernel_id: str | None = None, session_key: str | None = None, exclude: str | None = None
 ) -> list[ManifestRef]:
-    """Return manifests to try, best first (pure listing; reads no manifest)."""
+    """Return manifests to try, best first (pure listing; reads no manifest).
+
+    ``exclude`` is the restoring kernel's own incarnation (``<kernel id>@<pid>``) or kernel id: its own
+    checkpoints are never what it wants back.
+    """
     stores = all_sessions(root)
     refs = [r for s in stores for r in s.manifests()]
+    if exclude:
+        refs = [r for r in refs if exclude not in (r.incarnation, r.kernel_id)]
     if kernel_id:
-        refs = [r for r in refs if r.kernel_id == kernel_id]
-    elif exclude_kernel:
-        refs = [r for r in refs if r.kernel_id != exclude_kernel]
+        refs = [r for r in refs if kernel_id in (r.kernel_id, r.incarnation)]
     refs.sort(key=lambda r: (r.mtime, r.seq), reverse=True)
     if session_key and not kernel_id:
         wanted = root / session_dirname(session_key, "")
@@ -108,14 +112,14 @@ def list_checkpoints(home: str | os.PathLike[str] | None = None) -> list[dict[st
     for store in all_sessions(root):
         by_kernel: dict[str, ManifestRef] = {}
         for ref in store.manifests():
-            by_kernel[ref.kernel_id] = ref  # oldest first: the last one wins
+            by_kernel[ref.incarnation] = ref  # oldest first: the last one wins
         for kid, ref in by_kernel.items():
             try:
                 m = json.loads(ref.path.read_text())
             except (OSError, ValueError):
                 m = {}
             rows.append({
-                "kernel_id": kid, "session": m.get("session"), "seq": ref.seq, "execution_count": m.get("execution_count"),
+                "kernel_id": ref.kernel_id, "pid": m.get("pid"), "session": m.get("session"), "seq": ref.seq, "execution_count": m.get("execution_count"),
                 "created": m.get("created", ref.mtime), "variables": sum(len(o["names"]) for o in m.get("objects", [])),
                 "bytes": sum(o.get("nbytes", 0) for o in m.get("objects", [])), "manifest": str(ref.path),
             })
@@ -140,21 +144,21 @@ def load_checkpoint(
     home: str | os.PathLike[str] | None = None,
     kernel_id: str | None = None,
     session_key: str | None = None,
-    exclude_kernel: str | None = None,
+    exclude: str | None = None,
     verify: bool = True,
 ) -> RestoreReport:
     """Restore the newest consistent checkpoint into ``ns``; return the report (never raises for bad data)."""
     started = time.monotonic()
     root = checkpoints_root(home) if home is not None else checkpoints_root()
     report = RestoreReport()
-    refs = candidates(root, kernel_id=kernel_id, session_key=session_key, exclude_kernel=exclude_kernel)
+    refs = candidates(root, kernel_id=kernel_id, session_key=session_key, exclude=exclude)
     if not refs:
         report.notes.append(f"no checkpoints under {root}" + (f" for kernel {kernel_id}" if kernel_id else ""))
         return report
     manifest, ref = None, None
     # a newest manifest named by latest.json but gone: say so (it was deleted or never reached the disk)
     newest = refs[0]
-    latest = BlobStore(newest.session_dir).latest(newest.kernel_id)
+    latest = BlobStore(newest.session_dir).latest(newest.incarnation)
     if latest and latest.get("seq", 0) > newest.seq:
         report.notes.append(f"checkpoint {latest['seq']} of kernel {newest.kernel_id} (after cell "
                             f"[{latest.get('execution_count')}]) is missing; using checkpoint {newest.seq}")
@@ -217,3 +221,42 @@ def rerun_cells(ip: Any, report: RestoreReport) -> list[str]:
         ok = getattr(result, "success", True)
         lines.append(f"re-ran cell [{cell.get('execution_count')}]: {'ok' if ok else 'failed: ' + repr(result.error_in_exec or result.error_before_exec)}")
     return lines
+
+
+def restore_offer(
+    *, own: str, kernel_id: str, session_key: str | None, home: str | os.PathLike[str] | None = None,
+    death_report: Any = None,
+) -> str | None:
+    """Return the line that offers a restore after a death, or None when there is nothing to offer.
+
+    Offered only when the autopsy recorded the death of the very process that wrote the newest checkpoint
+    of this kernel id or notebook: a kernel that was shut down or restarted on purpose is not nagged.
+    """
+    root = checkpoints_root(home) if home is not None else checkpoints_root()
+    session_dir = root / session_dirname(session_key, kernel_id)
+    refs = [r for r in candidates(root, session_key=session_key, exclude=own)
+            if r.kernel_id == kernel_id or r.session_dir == session_dir]
+    for ref in refs:
+        try:
+            manifest = json.loads(ref.path.read_text())
+        except (OSError, ValueError):
+            continue
+        if death_report is None:
+            try:
+                from ..autopsy import death_report as _death_report
+            except ImportError:
+                return None
+            death_report = _death_report
+        try:
+            report = death_report(ref.kernel_id)
+        except Exception:
+            return None
+        if not report or report.get("pid") != manifest.get("pid"):
+            return None
+        n = sum(len(o["names"]) for o in manifest.get("objects", []))
+        size = format_bytes(sum(o.get("nbytes", 0) for o in manifest.get("objects", [])))
+        lost = [" = ".join(u["names"]) for u in manifest.get("unpicklable", [])]
+        return (f"The variables of the kernel that died were checkpointed after cell [{manifest.get('execution_count')}] "
+                f"({n} variables, {size}): `%sentinel restore` brings them back"
+                + (f" (not saved: {', '.join(lost)})." if lost else "."))
+    return None
