@@ -17,6 +17,7 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from ..sizes import SizeError, format_bytes, parse_size
+from .explain import short_source
 
 Subcommand = Callable[["SentinelMagics", list[str]], Any]
 
@@ -86,7 +87,7 @@ def status_bundle(ip: Any, n: int = 5) -> dict[str, str]:
     working_set = snap.cgroup.working_set_bytes if snap.cgroup else None
     report = namespace_report(ip, n=n)
 
-    lines = [f"Guard: {state}. Budget: {format_bytes(budget)} ({source or 'unknown'})."]
+    lines = [f"Guard: {state}. Budget: {format_bytes(budget)}, set by {short_source(source)}."]
     usage = f"Kernel RSS: {format_bytes(rss)}"
     if working_set is not None:
         usage += f"; its memory cgroup uses {format_bytes(working_set)} (working set)"
@@ -96,6 +97,8 @@ def status_bundle(ip: Any, n: int = 5) -> dict[str, str]:
         approx = "" if v.exact else "~"
         rows.append((v.name, f"{approx}{format_bytes(v.nbytes)}", f"{v.type_name} {v.detail}".strip()))
     for h in report.hidden:
+        if h.nbytes < 1 << 20:
+            continue  # a bool in Out is not worth a line
         rows.append((f"{h.name} (hidden)", format_bytes(h.nbytes), f"{format_bytes(h.exclusive_bytes)} only there: {h.holds}"))
     tail = []
     if not rows:
@@ -134,13 +137,17 @@ def _status(self: SentinelMagics, args: list[str]) -> None:
 def _budget(self: SentinelMagics, args: list[str]) -> None:
     guard = _get_guard(self.shell)
     if len(args) > 1:
-        print("usage: %sentinel budget SIZE   (e.g. 4G, 512M, 80%)")
+        print("usage: %sentinel budget [SIZE | reset]   (SIZE like 4G, 512M, 80%)")
         return
     if guard is None:
         print(_NOT_LOADED)
         return
     if not args:
-        print(f"Budget: {format_bytes(guard.budget_bytes)} ({guard.budget_source}).")
+        print(f"Budget: {format_bytes(guard.budget_bytes)}, set by {short_source(guard.budget_source)}.")
+        return
+    if args[0] in ("reset", "default"):
+        guard.set_budget(None)
+        print(f"Budget: {format_bytes(guard.budget_bytes)}, set by {short_source(guard.budget_source)}.")
         return
     machine = machine_budget_bytes()
     try:
@@ -149,9 +156,9 @@ def _budget(self: SentinelMagics, args: list[str]) -> None:
         print(f"%sentinel budget: {exc}")
         return
     guard.set_budget(nbytes, f"%sentinel budget {args[0]}")
-    line = f"Budget: {format_bytes(guard.budget_bytes)} (set by %sentinel budget {args[0]})."
+    line = f"Budget: {format_bytes(guard.budget_bytes)}, set by {short_source(guard.budget_source)}."
     if machine is not None and nbytes > machine:
-        line += f" The machine allows only {format_bytes(machine)}: beyond that the OOM killer still acts."
+        line += f" ({args[0]} is more than the {format_bytes(machine)} the machine allows: that limit stays.)"
     print(line)
 
 
@@ -175,7 +182,7 @@ def _switch(on: bool) -> Subcommand:
             return
         if on:
             guard.enable()
-            print(f"Guard on. Budget: {format_bytes(guard.budget_bytes)} ({guard.budget_source}).")
+            print(f"Guard on. Budget: {format_bytes(guard.budget_bytes)}, set by {short_source(guard.budget_source)}.")
         else:
             guard.disable()
             print("Guard off: a cell that runs out of memory can get the kernel killed again. `%sentinel on` to undo.")
@@ -184,10 +191,11 @@ def _switch(on: bool) -> Subcommand:
 
 
 register_subcommand("", _status, "")
-register_subcommand("budget", _budget, "budget SIZE")
+register_subcommand("budget", _budget, "budget [SIZE|reset]")
 register_subcommand("free", _free, "free")
 register_subcommand("on", _switch(True), "on")
 register_subcommand("off", _switch(False), "off")
+register_subcommand("check", lambda self, args: __import__("kernel_sentinel.advise.live", fromlist=["_"]).magic_check(self, args), "check [PATH...]")  # the advisor
 
 
 @magics_class

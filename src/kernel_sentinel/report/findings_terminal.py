@@ -49,6 +49,6 @@ def render_plain(findings: Sequence[Finding], budget_bytes: int, budget_source: 
     from rich.console import Console
 
     buf = StringIO()
-    Console(file=buf, width=110, no_color=True, highlight=False).print(
+    Console(file=buf, width=110, no_color=True, highlight=False, force_jupyter=False, force_terminal=False).print(
         render_findings(findings, budget_bytes, budget_source, 1))
     return buf.getvalue()
