@@ -135,8 +135,8 @@ def test_oom_kill_with_guard_off(kernel):
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_signal_to_kernel_process_is_external_kill(kernel, signum):
     k = start(kernel)
-    supervisor = psutil.Process(k.pid)
-    child = supervisor.children()[0]
+    child = psutil.Process(k.kernel_pid)
+    assert child.ppid() == k.pid  # the supervisor is the kernel's parent
     msg = k.kc.execute("import time\ntime.sleep(60)")
     _wait_until_running(k, msg)
     os.kill(child.pid, signum)
@@ -166,7 +166,7 @@ def test_sigterm_to_supervisor_is_forwarded_and_explained(kernel):
 
 def test_sigkill_to_supervisor_takes_kernel_along_and_is_found(kernel):
     k = start(kernel)
-    child = psutil.Process(k.pid).children()[0]
+    child = psutil.Process(k.kernel_pid)
     msg = k.kc.execute("import time\ntime.sleep(60)")
     _wait_until_running(k, msg)
     k.signal(signal.SIGKILL, to_launcher=True)
@@ -178,6 +178,7 @@ def test_sigkill_to_supervisor_takes_kernel_along_and_is_found(kernel):
     assert report is not None
     assert report["cause"] == "external_kill" and report["signal"] == "SIGKILL"
     assert report["exit"] == {"signal": "SIGKILL", "inferred": True}
+    assert report["evidence"]["source"] == "witness"
     assert report["cell"]["execution_count"] == 2 and report["cell"]["line"] == 2
     capture("external_sigkill_supervisor", k)
 
@@ -210,8 +211,19 @@ def test_requested_restart_and_shutdown_record_no_death(kernel):
     k.km.restart_kernel()
     k.kc.wait_for_ready(timeout=60)
     assert k.run("y = 2").ok
+    k.km.restart_kernel(now=True)  # jupyter_client interrupts, then SIGKILLs the whole process group
+    k.kc.wait_for_ready(timeout=60)
+    assert k.run("z = 3").ok
     k.km.shutdown_kernel()
     assert death_report(kid(k)) is None
+    assert death_report() is None
+
+
+def test_harness_kill_after_the_test_is_not_a_death(kernel):
+    k = start(kernel)
+    msg = k.kc.execute("import time\ntime.sleep(60)")
+    _wait_until_running(k, msg)
+    k.close()  # shutdown_kernel(now=True): kill the process group, remove the connection file
     assert death_report() is None
 
 

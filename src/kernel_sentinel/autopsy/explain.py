@@ -139,7 +139,11 @@ def _summary(ev: Evidence, v: Verdict, memory: dict[str, Any], where: str) -> st
         tail = f" Peak memory of the kernel: {format_bytes(peak)}." if peak else ""
         return f"Out of memory: the OS's OOM killer ended the kernel (SIGKILL) {where}, because {what}.{tail}"
     if v.cause == "external_kill":
-        by = "" if ev.signal is not None else " (inferred: its supervisor vanished without a word, which only SIGKILL does)"
+        by = ""
+        if ev.signal is None and ev.source == "witness":
+            by = " (sent to its supervisor process, which took the kernel along)"
+        elif ev.signal is None:
+            by = " (inferred)"
         not_oom = " It was not the OOM killer." if v.signal == "SIGKILL" and ev.oom_kills_after is not None else ""
         return f"Something outside the kernel sent it {v.signal}{by} {where}.{not_oom}"
     native = f" in {v.native_module}" if v.native_module else ""

@@ -10,7 +10,8 @@ behaves as with a stock kernel.
 Signals: jupyter_client interrupts with ``killpg(SIGINT)``; the child is in our process group and gets it
 directly, so the supervisor only notes it and never dies of it. SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 sent to
 the supervisor are forwarded to the child. The child has ``PR_SET_PDEATHSIG(SIGKILL)``: a SIGKILLed
-supervisor takes it along, nothing is ever orphaned (that death is found later by the sweep).
+supervisor takes it along, nothing is ever orphaned; a small forked witness in the same process group
+records that death (a SIGKILL of the whole group is jupyter_client's own forced shutdown: not a death).
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def oom_kill_counter(directory: str | None, version: int | None) -> int | None:
     return None
 
 
+def _running(pid: int) -> bool:
+    """Return True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def _set_pdeathsig() -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -87,6 +97,7 @@ class Supervisor:
         self.kernel_id = kernel_id_from_connection_file(connection_file) or f"pid-{os.getpid()}"
         self.home = home_dir()
         self.child: int | None = None
+        self.pid = os.getpid()
         self.signals: list[dict[str, Any]] = []
         self._cgroup: tuple[str, int, str] | None = None  # (directory, version, path)
 
@@ -120,11 +131,11 @@ class Supervisor:
             finally:
                 os._exit(127)
         self.child = pid
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        self._quietly(self._note_signals_file)
         from .kmsg import boot_usec_of
 
         child_start = boot_usec_of(pid)
+        witness = self._start_witness(pid, oom_before, child_start, old_mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self._quietly(self._register)
         while True:
             try:
@@ -139,6 +150,12 @@ class Supervisor:
             self._record(pid, code, usage, died_at, oom_before, child_start)
         except Exception as exc:  # the exit status must be mirrored whatever happened above
             print(f"kernel-sentinel: could not record the kernel's end: {exc}", file=sys.stderr)
+        finally:
+            if witness is not None:
+                try:
+                    os.write(witness, b"D")  # "seen and recorded": the witness leaves quietly
+                except OSError:
+                    pass
         self._mirror(code)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -149,18 +166,74 @@ class Supervisor:
             except ProcessLookupError:
                 pass
 
-    def _note_signals_file(self) -> None:
-        """Append each caught signal's number to a file from the C handler (via the wakeup fd).
+    # -- the witness -------------------------------------------------------------------------------
 
-        A byte lands there within microseconds of delivery, even when a SIGKILL follows at once: that is how
-        a later sweep tells jupyter_client's own "interrupt, then kill the group" from a kill from outside.
+    def _start_witness(self, child: int, oom_before: int | None, child_start: int | None, mask: Any) -> int | None:
+        """Fork a tiny witness in our process group; return the pipe end that tells it "all is recorded".
+
+        jupyter_client's forced shutdown/restart SIGKILLs the whole process group: witness, supervisor and
+        kernel die together, and nothing is recorded (it was asked for). A SIGKILL sent to the supervisor's
+        pid alone leaves the witness alive: it sees the pipe close without the "recorded" byte, waits for the
+        kernel to follow (PDEATHSIG), and records the death itself.
         """
-        assert self.child is not None
-        path = record_paths(self.home, self.kernel_id, self.child)[0].with_suffix(".sup")
+        try:
+            r, w = os.pipe()  # not inherited by the kernel: Python's fds are close-on-exec
+            pid = os.fork()
+        except OSError as exc:
+            print(f"kernel-sentinel: no witness ({exc}); a SIGKILLed supervisor will go unrecorded", file=sys.stderr)
+            return None
+        if pid == 0:
+            try:
+                os.close(w)
+                for sig in HANDLED:
+                    signal.signal(sig, signal.SIG_IGN)  # interrupts are for the kernel
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                seen = b""
+                while True:
+                    chunk = os.read(r, 64)
+                    if not chunk:
+                        break
+                    seen += chunk
+                if b"D" not in seen:
+                    self._witness_record(child, oom_before, child_start)
+            except BaseException:
+                pass
+            finally:
+                os._exit(0)
+        os.close(r)
+        self._quietly(lambda: self._note_witness(child, pid))
+        return w
+
+    def _note_witness(self, child: int, witness: int) -> None:
+        """Leave the witness's pid beside the flight record, so that a sweep waits for it."""
+        path = record_paths(self.home, self.kernel_id, child)[0].with_suffix(".sup")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+        path.write_text(f"{os.getpid()} {witness}\n")
+
+    def _witness_record(self, child: int, oom_before: int | None, child_start: int | None) -> None:
+        from .evidence import Evidence
+
+        deadline = time.monotonic() + 10
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ev = Evidence(
+            kernel_id=self.kernel_id, pid=child, supervisor_pid=self.pid, source="witness", died_at=time.time()
+        )
+        ev.inferred_signal = signal.SIGKILL
+        ev.notes.append(
+            "the supervisor was SIGKILLed (sent to its pid alone, not to the process group as jupyter_client does); "
+            "the kernel went with it (PDEATHSIG)"
+        )
+        if self._cgroup:
+            ev.cgroup_path = self._cgroup[2]
+            ev.oom_kills_before = oom_before
+            ev.oom_kills_after = oom_kill_counter(*self._cgroup[:2])
+        gather_flight(ev, self.home)
+        if ev.shutdown_requested:
+            discard_flight(self.home, self.kernel_id, child)
+            return
+        gather_kernel_log(ev, child_start)
+        finish(ev, self.home)
 
     def _find_cgroup(self) -> None:
         from ..memory import locate_cgroup
@@ -180,7 +253,7 @@ class Supervisor:
     def _sweep_previous(self) -> None:
         from .sweep import sweep
 
-        sweep(self.home, self.kernel_id)
+        sweep(self.home)  # every kernel's leftovers, not only ours: a restart is a natural moment to look
 
     # -- after the death ---------------------------------------------------------------------------
 
@@ -238,7 +311,6 @@ class Supervisor:
             resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
         except (OSError, ValueError):
             pass
-        signal.set_wakeup_fd(-1)
         try:
             signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):  # SIGKILL/SIGSTOP cannot be caught anyway

@@ -1,27 +1,24 @@
-"""The sweep: deaths nobody saw happen, found afterwards from the flight records they left behind.
+"""The sweep: flight records nobody accounted for, found afterwards and settled.
 
-Two kinds: a kernel whose supervisor was SIGKILLed (the child follows through PDEATHSIG; nothing of ours
-survives to see the status; only SIGKILL ends a supervisor without a word, so that is the inferred signal),
-and a kernel that ran the recorder without a supervisor (``%load_ext kernel_sentinel`` in a stock kernel:
-no exit status at all, but the cell, the memory and the OOM counter/kernel log still tell a lot).
+A kernel that ran the recorder without a supervisor (``%load_ext kernel_sentinel`` in a stock kernel) has
+no witness of its end: its death is recorded from the record alone (no exit status, but the cell, the memory,
+and the OOM counter/kernel log still tell a lot).
 
-A record is NOT a death when the frontend asked for the shutdown (marked in the record), when the
-connection file is gone (jupyter_client removes it on a requested shutdown), or when the supervisor's last
-caught signal was an interrupt right before the end (jupyter_client's ``shutdown_kernel(now=True)`` and
-``restart_kernel(now=True)`` interrupt, then kill the whole process group).
-Run at supervisor start (same kernel id), at recorder load without a supervisor, and by ``why``.
+A supervised kernel's death is recorded by its supervisor, or by the supervisor's witness when the supervisor
+itself was SIGKILLed. A supervised record left with supervisor and witness both gone and no death stored is
+a SIGKILL of the whole process group: jupyter_client's forced shutdown/restart (``now=True``), which was
+asked for. It is dropped, as is every record marked as a requested shutdown, or whose connection file is
+gone (jupyter_client removes it on a requested shutdown).
+Run at supervisor start, at recorder load without a supervisor, and by ``why``/``deaths``/``death_report``.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
 from .flight import read_record
-
-JUPYTER_KILL_WINDOW = 0.6  # seconds between the last interrupt and the end that mean "jupyter_client's kill"
 
 
 def sweep(home: str | os.PathLike[str], kernel_id: str | None = None) -> list[dict[str, Any]]:
@@ -57,27 +54,23 @@ def _sweep_one(home: Path, rec: Path) -> dict[str, Any] | None:
     if _alive(pid, started, own=True):
         return None
     sup = meta.get("supervisor_pid")
-    if sup and _alive(sup, started, own=False):
-        return None  # the supervisor sees the status and records it itself
+    if sup and (_alive(sup, started, own=False) or _witness_alive(rec, started)):
+        return None  # the supervisor (or its witness) sees the end and records it itself
     if _already_recorded(home, kernel_id, pid):
+        discard_flight(home, kernel_id, pid)
+        return None
+    if sup:  # supervisor and witness gone, nothing recorded: the whole group was killed on request
         discard_flight(home, kernel_id, pid)
         return None
     ev = Evidence(kernel_id=kernel_id, pid=pid, supervisor_pid=sup, source="sweep")
     gather_flight(ev, home)
     conn = meta.get("connection_file")
-    if ev.shutdown_requested or (conn and not os.path.exists(conn)) or _killed_by_jupyter(rec, ev):
+    if ev.shutdown_requested or (conn and not os.path.exists(conn)):
         discard_flight(home, kernel_id, pid)
         return None
     memory = ev.flight.get("memory") or {}
     ev.died_at = memory.get("t") or (ev.flight.get("cell") or {}).get("started") or rec.stat().st_mtime
-    if sup:
-        ev.inferred_signal = signal.SIGKILL
-        ev.notes.append(
-            f"the supervisor (pid {sup}) vanished without recording: only SIGKILL does that; its kernel was "
-            "taken along by PDEATHSIG"
-        )
-    else:
-        ev.notes.append("no supervisor saw the exit status (kernel not started with the sentinel kernelspec)")
+    ev.notes.append("no supervisor saw the exit status (kernel not started with the sentinel kernelspec)")
     cg = memory.get("cgroup") or {}
     if cg.get("directory") and cg.get("oom_kills") is not None:
         ev.oom_kills_before = cg["oom_kills"]
@@ -85,8 +78,6 @@ def _sweep_one(home: Path, rec: Path) -> dict[str, Any] | None:
     if (ev.flight.get("state") or {}).get("state") == "exiting":
         ev.notes.append("the interpreter shut down normally (atexit ran) without a shutdown request")
     gather_kernel_log(ev, _boot_usec(started))
-    if ev.kernel_log and ev.kernel_log.get("fault"):
-        pass
     if ev.fault_text:
         gather_disk(ev)
     return finish(ev, home)
@@ -102,20 +93,12 @@ def _already_recorded(home: Path, kernel_id: str, pid: int) -> bool:
         return False
 
 
-def _killed_by_jupyter(rec: Path, ev: Any) -> bool:
-    """Return True when the supervisor's last caught signal was SIGINT just before the kernel's last sign of life."""
-    sup = rec.with_suffix(".sup")
+def _witness_alive(rec: Path, started: float | None) -> bool:
     try:
-        data = sup.read_bytes()
-        mtime = sup.stat().st_mtime
-    except OSError:
+        _sup, witness = (int(x) for x in rec.with_suffix(".sup").read_text().split()[:2])
+    except (OSError, ValueError):
         return False
-    first_line_end = data.find(b"\n") + 1
-    caught = data[first_line_end:]
-    if not caught or caught[-1] != signal.SIGINT:
-        return False
-    last_alive = (ev.flight.get("memory") or {}).get("t") or 0.0
-    return mtime >= last_alive - JUPYTER_KILL_WINDOW
+    return _alive(witness, started, own=False)
 
 
 def _alive(pid: int, started: float | None, *, own: bool) -> bool:
