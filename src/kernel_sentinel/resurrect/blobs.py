@@ -29,6 +29,7 @@ from .detect import blob_size
 
 MANIFEST_VERSION = 1
 _WRITE_CHUNK = 32 << 20  # fsync + drop from page cache every 32 MiB: dirty cache counts against the cgroup
+_MAP_MIN = 1 << 20  # blobs from 1 MiB up are mapped, not read
 _MANIFEST = re.compile(r"^manifest-(\d{8})\.json$")
 
 
@@ -120,13 +121,26 @@ class BlobStore:
         _atomic_write(path, view)
         return view.nbytes
 
-    def read_blob(self, bid: str) -> bytearray:
-        """Return the blob's bytes in a writable buffer (restored arrays stay writable); raise OSError/ValueError."""
+    def read_blob(self, bid: str) -> Any:
+        """Return the blob's bytes as a writable buffer; raise OSError (missing) or ValueError (truncated).
+
+        Big blobs are mapped copy-on-write (``MAP_PRIVATE``) rather than read: a restored array then
+        costs no copy and comes from the page cache at memory speed; writing to it never touches the
+        file. Blob files are only ever replaced whole or unlinked (never truncated in place), so the
+        mapping stays valid.
+        """
         path = self.blob_path(bid)
         size = blob_size(bid)
-        buf = bytearray(size)
-        view = memoryview(buf)
         with open(path, "rb", buffering=0) as f:
+            actual = os.fstat(f.fileno()).st_size
+            if actual != size:
+                raise ValueError(f"blob {bid[:12]}... is truncated: {actual} of {size} bytes")
+            if size >= _MAP_MIN:
+                import mmap
+
+                return mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            buf = bytearray(size)
+            view = memoryview(buf)
             got = 0
             while got < size:
                 n = f.readinto(view[got:])

@@ -198,7 +198,7 @@ def load_checkpoint(
                 if verify and blob_id(data) != bid:
                     raise ValueError(f"blob {bid[:12]}... is damaged (its hash does not match)")
                 parts.append(data)
-                report.bytes_read += len(data)
+                report.bytes_read += memoryview(data).nbytes
             value = deserialize(entry.get("method", "pickle5"), bytes(parts[0]), parts[1:])
         except Exception as exc:
             report.failed.append({"names": entry["names"], "type": entry.get("type", "?"),
