@@ -161,8 +161,16 @@ def _kishu(python: str) -> dict:
     nbformat.write(nbformat.v4.new_notebook(), nb)
     out: dict = {"engine": "kishu", "cells": {}}
     times: dict[str, dict[str, float]] = {"plain": {}, "kishu": {}}
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec_dir = os.path.join(work, "kernels", "kishu")
+    os.makedirs(spec_dir)
+    with open(os.path.join(spec_dir, "kernel.json"), "w") as f:
+        json.dump({"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                   "display_name": "kishu", "language": "python"}, f)
+    ksm = KernelSpecManager(kernel_dirs=[os.path.join(work, "kernels")], ensure_native_kernel=False)
     for mode in ("plain", "kishu"):
-        km = KernelManager(kernel_cmd=[python, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+        km = KernelManager(kernel_name="kishu", kernel_spec_manager=ksm)
         km.start_kernel(cwd=work, env={**os.environ, "HOME": work})
         kc = km.client()
         kc.start_channels()

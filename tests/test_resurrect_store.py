@@ -227,3 +227,57 @@ def test_dataframe_buffers_go_out_of_band() -> None:
     [entry] = manifest["objects"]
     assert entry["buffers"] and entry["nbytes"] >= 3_200_000
     assert isinstance(ns["df"], pd.DataFrame)
+
+
+def test_a_restarted_kernel_with_the_same_id_restores_its_dead_predecessor() -> None:
+    old: dict = {}
+    cp_old = _checkpointer(old, kernel_id="same")
+    cp_old.incarnation = "same@1"  # the process that died (Jupyter restarts it under the same kernel id)
+    _run(cp_old, old, "v = 'before the death'", 1)
+    new: dict = {}
+    cp_new = _checkpointer(new, kernel_id="same")
+    _run(cp_new, new, "w = 'new kernel, first cell'", 1)
+    for _ in range(4):  # more checkpoints than `keep` in the new process: the dead one's are not pruned
+        _run(cp_new, new, "w = w + '!'", 2)
+    fresh: dict = {}
+    report = load_checkpoint(fresh, exclude=cp_new.incarnation)
+    assert fresh == {"v": "before the death"} and report.kernel_id == "same"
+
+
+def test_restore_offer_only_after_a_recorded_death_of_that_process() -> None:
+    from kernel_sentinel.resurrect.restore import restore_offer
+
+    old: dict = {}
+    cp_old = _checkpointer(old, kernel_id="kx")
+    cp_old.incarnation = "kx@4242"
+    _run(cp_old, old, f"v = 1\nfh = open({os.devnull!r})", 1)
+    deaths = {"kx": {"pid": 4242, "cause": "external_kill"}}
+    text = restore_offer(own="kx@99", kernel_id="kx", session_key=None, death_report=deaths.get)
+    assert text and "%sentinel restore" in text and "cell [1]" in text and "not saved: fh" in text
+    assert restore_offer(own="kx@99", kernel_id="kx", session_key=None, death_report={"kx": {"pid": 1}}.get) is None
+    assert restore_offer(own="kx@99", kernel_id="kx", session_key=None, death_report={}.get) is None
+    old["fh"].close()
+
+
+def test_nearly_full_disk_stops_checkpoints_and_says_so_once(capsys: pytest.CaptureFixture[str]) -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    cp.disk_reserve = 1 << 60  # as if the filesystem had less free space than must stay free
+    _run(cp, ns, "v = 1", 1)
+    first = capsys.readouterr().out
+    assert "checkpoints stopped" in first and "must stay free" in first
+    _run(cp, ns, "v = 2", 2)
+    assert capsys.readouterr().out == ""
+    assert "stopped" in cp.status()
+
+
+def test_disk_budget_deletes_other_kernels_checkpoints_first() -> None:
+    other: dict = {}
+    cp_other = _checkpointer(other, kernel_id="other")
+    _run(cp_other, other, "import numpy as np\nold = np.ones(200_000)", 1)
+    ns: dict = {}
+    cp = _checkpointer(ns, kernel_id="me", disk_budget=1)
+    _run(cp, ns, "import numpy as np\nmine = np.zeros(200_000)", 1)
+    assert BlobStore(cp_other.store.dir).manifests() == []
+    assert len(BlobStore(cp.store.dir).manifests()) == 1  # the newest of the running kernel stays
+    assert any("disk budget" in n for n in cp.last_result["notes"])

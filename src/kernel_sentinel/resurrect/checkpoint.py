@@ -157,9 +157,9 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
         free = _free_bytes(store.dir)
         if free is not None and free - size < capture.disk_reserve:
             return {"status": "disk_full", "bytes_written": written, "seconds": time.monotonic() - started,
-                    "notes": [f"checkpointing stopped: {format_bytes(free)} free on the disk of {store.dir}, "
+                    "notes": [f"checkpoints stopped: {format_bytes(free)} free on the disk of {store.dir}, "
                               f"the checkpoint needs {format_bytes(size)} more and "
-                              f"{format_bytes(capture.disk_reserve)} stays free"]}
+                              f"{format_bytes(capture.disk_reserve)} must stay free"]}
         written += store.write_blob(bid, data)
     seq = store.next_seq(capture.incarnation)
     manifest = {
@@ -387,11 +387,9 @@ class Checkpointer:
             group.cells = self.tracker.cells_for(group.names[-1], history)
         big = sum(g.big_bytes for g in groups)
         free = _free_bytes(self.root)
-        if free is not None and free - big < self.disk_reserve and big > 0:
-            # enough for the small objects? the writer re-checks per blob; here we only refuse the hopeless case
-            if free < self.disk_reserve:
-                return self._stop(f"only {format_bytes(free)} free on the disk of {self.root}; "
-                                  f"{format_bytes(self.disk_reserve)} must stay free")
+        if free is not None and free - big < self.disk_reserve:
+            return self._stop(f"{format_bytes(free)} free on the disk of {self.root}, "
+                              f"{format_bytes(self.disk_reserve)} must stay free and the variables hold {format_bytes(big)}")
         available = self._memory_available()
         kind = self._choose_writer(big, available)
         if kind is None:

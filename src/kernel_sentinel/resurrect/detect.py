@@ -9,6 +9,7 @@ not changed and is not written again.
 
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,9 @@ def serialize(obj: Any) -> Parts:
     local functions) and for anything that refers to ``__main__``: a function or class defined in the
     notebook pickles by reference, which a fresh kernel could not resolve.
     """
+    if isinstance(obj, io.IOBase):  # cloudpickle would save a read-mode file's contents as if they were the file
+        raise Unpicklable(f"an open file{' ' + repr(getattr(obj, 'name', '')) if getattr(obj, 'name', None) else ''}: "
+                          "a file handle cannot be saved")
     try:
         inband, buffers = _dumps(pickle.dumps, obj)
         if b"__main__" not in inband:
