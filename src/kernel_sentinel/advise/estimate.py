@@ -51,7 +51,7 @@ def nice_floor(n: float) -> int:
     if n < 1:
         return 1
     magnitude = 10 ** int(math.floor(math.log10(n)))
-    for step in (5, 2.5, 2, 1.5, 1):
+    for step in (8, 6, 5, 4, 3, 2.5, 2, 1.5, 1):
         if n >= step * magnitude:
             return int(step * magnitude)
     return int(magnitude)
@@ -322,7 +322,8 @@ def estimate_npy(path: Path) -> tuple[tuple[int, ...], str, int] | None:
 
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            shape, _, dtype = np.lib.format._read_array_header(f, version)  # public API needs version dispatch
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
         return tuple(shape), str(dtype), int(math.prod(shape) * dtype.itemsize)
     except Exception:
         return None

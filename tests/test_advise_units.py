@@ -1,0 +1,115 @@
+"""The advisor's pure parts: IPython syntax, constant propagation, sizes, and the cases that must stay silent."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernel_sentinel.advise import Context, analyze
+from kernel_sentinel.advise.estimate import estimate_read, fitting_chunksize, nice_floor
+from kernel_sentinel.advise.source import Cell, python_source
+
+GiB = 1 << 30
+
+
+def run(cells: list[str], tmp_path: Path, budget: int = 1 * GiB, notebook: bool = True) -> list:
+    cs = [Cell(index=i, source=python_source(c), original=c) for i, c in enumerate(cells)]
+    ctx = Context(path="nb.ipynb", base_dir=tmp_path, budget_bytes=budget, notebook=notebook)
+    return analyze(cs, ctx)
+
+
+def kinds(found) -> list[tuple[str, int | None, int]]:
+    return [(f.kind, f.cell, f.line) for f in found]
+
+
+def test_ipython_syntax_keeps_line_numbers() -> None:
+    src = "%matplotlib inline\nfiles = !ls data\nx = 1\n  %time y = 2\nobj?"
+    out = python_source(src)
+    assert out.split("\n") == ["pass", "files = None", "x = 1", "  pass", "pass"]
+    assert python_source("%%bash\nls -l\n") == "\n\n"  # not Python at all
+    assert python_source("%%time\nz = 3").split("\n") == ["", "z = 3"]
+
+
+def test_constants_flow_across_cells_and_into_shapes(tmp_path: Path) -> None:
+    found = run(["import numpy as np\nROWS = 50_000\nCOLS = ROWS // 2",
+                 "shape = (ROWS, COLS)\ngrid = np.empty(shape, dtype='float32')"], tmp_path)
+    assert kinds(found) == [("big_allocation", 1, 2)]
+    assert found[0].estimate_bytes == 50_000 * 25_000 * 4
+
+
+def test_names_changed_in_a_loop_are_unknown_after_it(tmp_path: Path) -> None:
+    found = run(["import numpy as np\nn = 10\nfor i in range(5):\n    n = n * 100\nbuf = np.zeros((n, n))"], tmp_path)
+    assert found == []  # n is not 10 any more, and not known: no guess
+
+
+@pytest.mark.parametrize("code", [
+    "total = 0\nfor x in range(1000):\n    total += x",  # numeric accumulator
+    "import numpy as np\nacc = np.zeros(10)\nfor i in range(100):\n    acc += np.ones(10)",  # in place
+    "import numpy as np\nparts = []\nfor i in range(10):\n    parts.append(np.zeros(1000))\nall_ = np.concatenate(parts)",
+    "items = []\nwhile True:\n    items.append(1)\n    if len(items) > 10:\n        break",
+    "import pandas as pd\ndf = pd.read_csv('https://example.org/data.csv')",  # a URL: not ours to check
+    "import pandas as pd\nimport glob\nframes = [pd.read_csv(p) for p in glob.glob('data/*.csv')]",
+    "import numpy as np\na = np.ones((1000, 1000))\na",  # 8 MB shown: fine
+    "import pandas as pd\ndf = pd.DataFrame({'a': [1, 2]})\ndf.to_csv('made.csv')\nback = pd.read_csv('made.csv')",
+])
+def test_silent_on_ordinary_code(code: str, tmp_path: Path) -> None:
+    assert run([code], tmp_path) == []
+
+
+def test_displayed_variable_then_del_frees_nothing(tmp_path: Path) -> None:
+    found = run(["import numpy as np\nbig = np.ones((8_000, 4_000))", "big", "del big"], tmp_path)
+    out = [f for f in found if f.kind == "kept_by_out"]
+    assert [(f.cell, f.line) for f in out] == [(1, 1)]
+    assert "big.head()" in out[0].remedy or "`big;`" in out[0].remedy
+    assert run(["import numpy as np\nbig = np.ones((8_000, 4_000))", "big", "del big"], tmp_path, notebook=False) == []
+
+
+def test_list_collecting_known_pieces_in_a_loop(tmp_path: Path) -> None:
+    found = run(["import numpy as np\nframes = []\nfor i in range(200):\n    frames.append(np.random.rand(1_000, 1_000))"], tmp_path)
+    assert kinds(found) == [("grows_in_loop", 0, 4)] and found[0].estimate_bytes == 200 * 8_000_000
+
+
+def test_npy_header_gives_exact_size_and_mmap_is_free(tmp_path: Path) -> None:
+    arr = np.lib.format.open_memmap(tmp_path / "emb.npy", mode="w+", dtype=np.float32, shape=(40_000, 10_000))
+    del arr  # a sparse 1.6 GB file: the header is what matters
+    found = run(["import numpy as np\nemb = np.load('emb.npy')"], tmp_path)
+    assert kinds(found) == [("big_allocation", 0, 2)] and found[0].estimate_bytes == 40_000 * 10_000 * 4
+    assert run(["import numpy as np\nemb = np.load('emb.npy', mmap_mode='r')"], tmp_path) == []
+
+
+def test_missing_reads_of_all_kinds(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sales_2023.parquet").write_bytes(b"PAR1")
+    found = run(["import numpy as np\nimport pandas as pd\nimport os\nBASE = 'data'",
+                 "s = pd.read_parquet(os.path.join(BASE, 'sales_2024.parquet'))",
+                 "m = np.memmap(f'{BASE}/cache.dat', dtype='float32', mode='r', shape=(10,))",
+                 "with open('notes.txt') as fh:\n    text = fh.read()"], tmp_path)
+    assert kinds(found) == [("missing_file", 1, 1), ("missing_file", 2, 1), ("missing_file", 3, 1)]
+    assert "sales_2023.parquet" in found[0].remedy
+
+
+def test_chunk_arithmetic() -> None:
+    assert [nice_floor(x) for x in (1, 7, 13, 26, 180, 2_600, 412_000)] == [1, 6, 10, 25, 150, 2_500, 400_000]
+    assert fitting_chunksize(250.0, 256 << 20) == 100_000
+    assert fitting_chunksize(250.0, 1 << 20) == 1_000  # never absurdly small
+
+
+def test_gzip_and_json_lines_estimates(tmp_path: Path) -> None:
+    import pandas as pd
+
+    n = 200_000
+    df = pd.DataFrame({"id": np.arange(n), "v": np.random.default_rng(0).random(n), "tag": ["a", "b"] * (n // 2)})
+    with gzip.open(tmp_path / "t.csv.gz", "wt") as f:
+        df.to_csv(f, index=False)
+    est = estimate_read("read_csv", tmp_path / "t.csv.gz", {})
+    assert est is not None and "gzip trailer" in est.basis and abs(est.rows - n) < 0.05 * n
+    df.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
+    est = estimate_read("read_json", tmp_path / "t.jsonl", {"lines": True})
+    assert est is not None and est.bytes and abs(est.rows - n) < 0.05 * n
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"a,b\n1,2,3,4\n\x00\x00")
+    est = estimate_read("read_csv", bad, {"engine": "c"})
+    assert est is not None  # an estimate or a reason, never an exception
