@@ -166,7 +166,11 @@ def _kishu(python: str) -> dict:
     spec_dir = os.path.join(work, "kernels", "kishu")
     os.makedirs(spec_dir)
     with open(os.path.join(spec_dir, "kernel.json"), "w") as f:
-        json.dump({"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        from kernel_sentinel.confine import confined_command
+
+        # bounded (~600 MB plus Kishu's copies), still kept under RLIMIT_DATA like the other engines
+        argv = confined_command([python, "-m", "ipykernel_launcher", "-f", "{connection_file}"], rlimit_data=3 << 30)
+        json.dump({"argv": argv,
                    "display_name": "kishu", "language": "python"}, f)
     ksm = KernelSpecManager(kernel_dirs=[os.path.join(work, "kernels")], ensure_native_kernel=False)
     for mode in ("plain", "kishu"):
@@ -188,9 +192,9 @@ def _kishu(python: str) -> dict:
             if mode == "kishu":
                 run(
                     "from pathlib import Path\nfrom kishu.jupyterint import KishuForJupyter\n"
-                    "from kishu.notebook_id import NotebookId\nfrom kishu.jupyter.runtime import JupyterRuntimeEnv\n"
-                    f"_nid = NotebookId(key='bench', path=Path({nb!r}), kernel_id=JupyterRuntimeEnv.enclosing_kernel_id())\n"
-                    "_kishu = KishuForJupyter(_nid, ip=get_ipython())\n_kishu.install_kishu_hooks()"
+                    "from kishu.notebook_id import NotebookId\n"
+                    f"_nid = NotebookId(key='bench', path=Path({nb!r}), kernel_id='bench')\n"
+                    "_kx = KishuForJupyter(_nid, ip=get_ipython())\n_kx.install_kishu_hooks()"
                 )
             times[mode]["first"] = run(SETUP)
             for label, code in CELLS:

@@ -281,3 +281,15 @@ def test_disk_budget_deletes_other_kernels_checkpoints_first() -> None:
     assert BlobStore(cp_other.store.dir).manifests() == []
     assert len(BlobStore(cp.store.dir).manifests()) == 1  # the newest of the running kernel stays
     assert any("disk budget" in n for n in cp.last_result["notes"])
+
+
+def test_big_python_objects_stream_to_disk_and_come_back() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    _run(cp, ns, "rows = [(i, str(i)) for i in range(600_000)]", 1)  # in-band pickle > 8 MiB: spilled
+    manifest = json.loads(Path(cp.last_result["manifest"]).read_text())
+    assert manifest["objects"][0]["nbytes"] > 8 << 20
+    assert not any((cp.store.dir / "tmp").iterdir())  # the spilled pickle became the blob
+    fresh: dict = {}
+    load_checkpoint(fresh, exclude="k-new")
+    assert fresh["rows"] == ns["rows"]

@@ -112,11 +112,23 @@ class BlobStore:
             return False
 
     def write_blob(self, bid: str, data: Any) -> int:
-        """Write ``data`` under its id unless already there; return the bytes written (0 if present)."""
+        """Write ``data`` (a buffer, or a spilled temp file's Path, moved) under its id unless already there.
+
+        Returns the bytes written (0 if the blob was already there).
+        """
         if self.has_blob(bid):
             return 0
         path = self.blob_path(bid)
         path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, Path):
+            fd = os.open(data, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                _drop_cache(fd, 0, 0)
+            finally:
+                os.close(fd)
+            os.replace(data, path)
+            return blob_size(bid)
         view = memoryview(data).cast("B")
         _atomic_write(path, view)
         return view.nbytes

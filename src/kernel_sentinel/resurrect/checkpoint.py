@@ -17,11 +17,12 @@ import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..sizes import format_bytes, parse_size
 from .blobs import BlobStore, checkpoints_root, enforce_disk_budget, home_dir, session_dirname
-from .detect import HASH_NAME, Unpicklable, big_buffer_bytes, blob_id, serialize
+from .detect import HASH_NAME, Unpicklable, big_buffer_bytes, blob_id, blob_size, serialize
 from .writer import ForkWriter, ThreadWriter
 
 EXCLUDED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
@@ -132,30 +133,33 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
     pending: list[tuple[str, Any]] = []
     for group in capture.groups:
         try:
-            parts = serialize(group.obj)
+            parts = serialize(group.obj, spill_dir=str(store.dir / "tmp"))
         except Unpicklable as exc:
             unpicklable.append({"names": group.names, "type": group.type_name, "reason": str(exc), "cells": group.cells})
             continue
         except RecursionError:
             unpicklable.append({"names": group.names, "type": group.type_name, "reason": "too deeply nested to pickle", "cells": group.cells})
             continue
-        inband = blob_id(parts.inband)
+        inband = parts.inband_id
         buffers = [blob_id(b) for b in parts.buffers]
-        pending.append((inband, parts.inband))
+        pending.append((inband, parts.inband if parts.inband is not None else Path(parts.inband_path)))
         pending.extend(zip(buffers, parts.buffers))
         total += parts.nbytes
         objects.append({"names": group.names, "type": group.type_name, "method": parts.method, "inband": inband,
                         "buffers": buffers, "nbytes": parts.nbytes, "cells": group.cells})
     state = {"objects": objects, "modules": capture.modules, "unpicklable": unpicklable}
     if previous is not None and _same_state(previous, state) and all(store.has_blob(b) for b, _ in pending):
+        _discard_spilled(pending)
         return {"status": "unchanged", "bytes_written": 0, "bytes_total": total, "seconds": time.monotonic() - started,
                 "notes": notes}
-    for bid, data in pending:
+    for i, (bid, data) in enumerate(pending):
         if store.has_blob(bid):
+            _discard_spilled([(bid, data)])
             continue
-        size = memoryview(data).nbytes
+        size = blob_size(bid)
         free = _free_bytes(store.dir)
         if free is not None and free - size < capture.disk_reserve:
+            _discard_spilled(pending[i:])
             return {"status": "disk_full", "bytes_written": written, "seconds": time.monotonic() - started,
                     "notes": [f"checkpoints stopped: {format_bytes(free)} free on the disk of {store.dir}, "
                               f"the checkpoint needs {format_bytes(size)} more and "
@@ -180,6 +184,15 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
     return {"status": "written", "manifest": str(path), "seq": seq, "bytes_written": written, "bytes_total": total,
             "objects": len(objects), "unpicklable": [u["names"] for u in unpicklable],
             "seconds": time.monotonic() - started, "notes": notes}
+
+
+def _discard_spilled(pending: list[tuple[str, Any]]) -> None:
+    for _bid, data in pending:
+        if isinstance(data, Path):
+            try:
+                data.unlink()
+            except OSError:
+                pass
 
 
 def _same_state(previous: dict[str, Any], state: dict[str, Any]) -> bool:

@@ -10,7 +10,9 @@ not changed and is not written again.
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,12 +22,16 @@ try:  # xxh3 runs at ~5 GB/s here, blake2b at ~0.4 GB/s (FACTS.md; bench/bench_c
     def _digest(data: Any) -> str:
         return xxhash.xxh3_128(data).hexdigest()
 
+    _hasher = xxhash.xxh3_128
     HASH_NAME = "xxh3_128"
 except ImportError:  # pragma: no cover - xxhash is a dependency; keep working without it
     import hashlib
 
     def _digest(data: Any) -> str:
         return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+    def _hasher() -> Any:
+        return hashlib.blake2b(digest_size=16)
 
     HASH_NAME = "blake2b_128"
 
@@ -39,15 +45,84 @@ OUT_OF_BAND_MIN = 64 * 1024  # smaller buffers stay in-band: thousands of tiny b
 
 @dataclass
 class Parts:
-    """One object ready to store: the in-band pickle, its out-of-band buffers, how it was pickled."""
+    """One object ready to store: the in-band pickle (bytes, or a spilled temp file), its buffers, the method."""
 
     method: str  # "pickle5" | "cloudpickle"
-    inband: bytes
+    inband_id: str
+    inband: bytes | None  # None when spilled to ``inband_path``
+    inband_path: str | None = None
     buffers: list[memoryview] = field(default_factory=list)
 
     @property
     def nbytes(self) -> int:
-        return len(self.inband) + sum(b.nbytes for b in self.buffers)
+        return blob_size(self.inband_id) + sum(b.nbytes for b in self.buffers)
+
+    def discard(self) -> None:
+        """Remove a spilled temp file that was not used."""
+        if self.inband_path:
+            try:
+                os.unlink(self.inband_path)
+            except OSError:
+                pass
+
+
+SPILL_BYTES = 8 << 20  # an in-band pickle bigger than this goes to a temp file as it is made: memory stays flat
+
+
+class _Sink:
+    """The pickler's file: hashes as it goes, keeps small pickles in memory, spills big ones to disk."""
+
+    def __init__(self, spill_dir: str | None) -> None:
+        self.spill_dir = spill_dir
+        self.hasher = _hasher()
+        self.size = 0
+        self.buf = bytearray()
+        self.fd: int | None = None
+        self.path: str | None = None
+        self.tail = b""
+        self.mentions_main = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        self.hasher.update(view)
+        self.size += n
+        if not self.mentions_main:  # scanned in 1 MiB slices: a huge in-band bytes object is not copied whole
+            self.mentions_main = b"__main__" in self.tail + bytes(view[:8])
+            for start in range(0, n, 1 << 20):
+                if self.mentions_main or b"__main__" in bytes(view[start:start + (1 << 20) + 8]):
+                    self.mentions_main = True
+                    break
+            self.tail = bytes(view[-8:])
+        if self.fd is None:
+            self.buf += view
+            if len(self.buf) > SPILL_BYTES and self.spill_dir is not None:
+                os.makedirs(self.spill_dir, exist_ok=True)
+                self.fd, self.path = tempfile.mkstemp(prefix=".inband-", dir=self.spill_dir)
+                _write_all(self.fd, memoryview(self.buf))
+                self.buf = bytearray()
+        else:
+            _write_all(self.fd, view)
+        return n
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def abandon(self) -> None:
+        self.close()
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    done = 0
+    while done < view.nbytes:
+        done += os.write(fd, view[done:])
 
 
 class Unpicklable(Exception):
@@ -65,7 +140,7 @@ def blob_size(bid: str) -> int:
     return int(bid.rsplit("-", 1)[1])
 
 
-def _dumps(dumps: Any, obj: Any) -> tuple[bytes, list[memoryview]]:
+def _dump(pickler_class: Any, obj: Any, spill_dir: str | None) -> tuple[_Sink, list[memoryview]]:
     buffers: list[memoryview] = []
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
@@ -79,32 +154,48 @@ def _dumps(dumps: Any, obj: Any) -> tuple[bytes, list[memoryview]]:
         buffers.append(raw)
         return False
 
-    inband = dumps(obj, protocol=5, buffer_callback=out_of_band)
-    return inband, buffers
+    sink = _Sink(spill_dir)
+    try:
+        pickler_class(sink, protocol=5, buffer_callback=out_of_band).dump(obj)
+    except BaseException:
+        sink.abandon()
+        raise
+    sink.close()
+    return sink, buffers
 
 
-def serialize(obj: Any) -> Parts:
+def _parts(method: str, sink: _Sink, buffers: list[memoryview]) -> Parts:
+    bid = f"{sink.hasher.hexdigest()}-{sink.size}"
+    if sink.path:
+        return Parts(method, bid, None, sink.path, buffers)
+    return Parts(method, bid, bytes(sink.buf), None, buffers)
+
+
+def serialize(obj: Any, spill_dir: str | None = None) -> Parts:
     """Return ``obj`` as ``Parts``; raise ``Unpicklable`` with a one-line reason when it cannot be saved.
 
     Plain pickle first (fastest); cloudpickle, when installed, for what plain pickle refuses (lambdas,
     local functions) and for anything that refers to ``__main__``: a function or class defined in the
-    notebook pickles by reference, which a fresh kernel could not resolve.
+    notebook pickles by reference, which a fresh kernel could not resolve. The pickle streams through a
+    hash into memory, or into a temp file under ``spill_dir`` once it passes 8 MiB: pickling a big
+    Python object never needs a second copy of it in memory.
     """
     if isinstance(obj, io.IOBase):  # cloudpickle would save a read-mode file's contents as if they were the file
         raise Unpicklable(f"an open file{' ' + repr(getattr(obj, 'name', '')) if getattr(obj, 'name', None) else ''}: "
                           "a file handle cannot be saved")
     try:
-        inband, buffers = _dumps(pickle.dumps, obj)
-        if b"__main__" not in inband:
-            return Parts("pickle5", inband, buffers)
+        sink, buffers = _dump(pickle.Pickler, obj, spill_dir)
+        if not sink.mentions_main:
+            return _parts("pickle5", sink, buffers)
+        sink.abandon()
         first_error = "refers to objects defined in the notebook (__main__)"
     except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
         first_error = _one_line(exc)
     if _cloudpickle is None:
         raise Unpicklable(f"{first_error} (install cloudpickle to save functions and lambdas)")
     try:
-        inband, buffers = _dumps(_cloudpickle.dumps, obj)
-        return Parts("cloudpickle", inband, buffers)
+        sink, buffers = _dump(_cloudpickle.Pickler, obj, spill_dir)
+        return _parts("cloudpickle", sink, buffers)
     except Exception as exc:
         raise Unpicklable(_one_line(exc)) from None
 
