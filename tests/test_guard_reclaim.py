@@ -7,6 +7,7 @@ do not depend on the guard's core being loaded.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import pytest
@@ -110,3 +111,45 @@ def test_free_hidden_frees_what_an_old_traceback_holds(kernel) -> None:
     res = k.run("from kernel_sentinel.guard.reclaim import free_hidden\nprint(free_hidden(get_ipython()).text())")
     assert "last traceback" in res.stdout, res.stdout
     assert rss(k.kernel_pid) <= before * 1.10
+
+
+# --- with the real guard (the sentinel kernelspec) -------------------------------------------------------
+
+GUARDED = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "Python 3 (sentinel)",
+    "language": "python",
+}
+
+GUARDED_FAILURES = {
+    # The watchdog stops a function that grows a local list of arrays: the frames held ~900 MB.
+    "watchdog_local_growth": "def grow():\n    out = []\n    while True:\n        out.append(np.ones(1_000_000))\ngrow()",
+    # An exploding merge: pandas' own frames hold the big intermediate arrays when the fence refuses.
+    "merge_explosion": "left.merge(right, on='k')",
+    # Small Python objects (malloc'ed, not mmap'ed): only malloc_trim gives them back.
+    "small_objects": "def build():\n    rows = [bytes(1000) + bytes([i % 256]) for i in range(2_000_000)]\n    return len(rows)\nbuild()",
+}
+
+
+@pytest.mark.parametrize("case", sorted(GUARDED_FAILURES))
+def test_rss_returns_after_a_memory_budget_error(kernel, case: str) -> None:
+    k = kernel(limit_bytes=1024 * MiB, kernelspec=GUARDED)
+    setup = (
+        "import numpy as np, pandas as pd\n"
+        "left = pd.DataFrame({'k': np.zeros(20_000, dtype=int), 'a': np.arange(20_000)})\n"
+        "right = pd.DataFrame({'k': np.zeros(20_000, dtype=int), 'b': np.arange(20_000)})\n"
+        "kept = np.arange(1_000_000)"
+    )
+    assert k.run(setup).ok
+    before = rss(k.kernel_pid)
+    res = k.run(GUARDED_FAILURES[case])
+    assert res.status == "error" and res.ename == "MemoryBudgetError", res.text()
+    after = rss(k.kernel_pid)
+    assert k.alive and k.oom_kills() == 0
+    assert k.value("int(kept[-1])") == 999_999
+    # Measured: in about one run in four, 16-17 MiB more stays resident after the watchdog case although no
+    # object holds it (no array alive, malloc_trim(0) run again in a later cell): allocator retention, not
+    # the cell's memory. That much slack is allowed on top of the 10%; the held memory itself was ~900 MB.
+    slack = 20 * MiB
+    assert after <= before * 1.10 + slack, f"{case}: RSS {before / MiB:.0f} MiB before, {after / MiB:.0f} MiB after"
+    print(f"{case}: RSS {before / MiB:.0f} MiB before the cell, {after / MiB:.0f} MiB after the error")
