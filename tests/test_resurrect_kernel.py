@@ -18,7 +18,8 @@ SENTINEL_SPEC = {
     "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
     "display_name": "sentinel",
     "language": "python",
-    "env": ENV,
+    # jupyter_server names the notebook in JPY_SESSION_NAME: the key that joins the dead and the new kernel
+    "env": {**ENV, "JPY_SESSION_NAME": "/home/user/analysis.ipynb"},
 }
 
 CHECKSUMS = """
@@ -62,7 +63,8 @@ def test_sigkilled_kernel_comes_back_in_a_new_kernel(kernel) -> None:
     assert old.wait_for_death() == -signal.SIGKILL
 
     new = kernel(limit_bytes=GiB, kernelspec=SENTINEL_SPEC)
-    assert new.run(LOAD).ok
+    offered = new.run(LOAD)  # the first cell after a recorded death offers the restore
+    assert offered.ok and "%sentinel restore" in offered.stdout and "not saved: log" in offered.stdout, offered.text()
     restored = new.run("%sentinel restore")
     assert restored.ok, restored.text()
     text = restored.stdout

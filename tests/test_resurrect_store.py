@@ -293,3 +293,13 @@ def test_big_python_objects_stream_to_disk_and_come_back() -> None:
     fresh: dict = {}
     load_checkpoint(fresh, exclude="k-new")
     assert fresh["rows"] == ns["rows"]
+
+
+def test_restore_leaves_out_what_does_not_fit_in_memory() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    _run(cp, ns, "import numpy as np\nhuge = np.ones(1_000_000)\nsmall = {'a': 1}", 1)
+    fresh: dict = {}
+    report = load_checkpoint(fresh, exclude="k-new", available=(64 << 20) + 4096)
+    assert fresh["small"] == {"a": 1} and "huge" not in fresh
+    assert "memory budget" in report.failed[0]["reason"] and report.failed[0]["names"] == ["huge"]

@@ -71,8 +71,9 @@ def restore_command(ip: Any, line: str) -> str:
 
     if cp is not None:
         cp.wait()  # our own writer must not be halfway through while we read the folder
+    available = cp._memory_available() if cp is not None else None
     report = load_checkpoint(ip.user_ns, kernel_id=kernel_id, session_key=session_key_of(ip.user_ns),
-                             exclude=own)
+                             exclude=own, available=available)
     _last_report = report
     text = report.text()
     if "--rerun" in flags and report.found:

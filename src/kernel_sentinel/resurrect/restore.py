@@ -20,6 +20,8 @@ from ..sizes import format_bytes
 from .blobs import BlobStore, ManifestRef, all_sessions, checkpoints_root, session_dirname
 from .detect import blob_id, deserialize
 
+RESTORE_RESERVE = 64 << 20  # what must stay free under the budget after a restore
+
 
 @dataclass
 class RestoreReport:
@@ -146,8 +148,13 @@ def load_checkpoint(
     session_key: str | None = None,
     exclude: str | None = None,
     verify: bool = True,
+    available: int | None = None,
 ) -> RestoreReport:
-    """Restore the newest consistent checkpoint into ``ns``; return the report (never raises for bad data)."""
+    """Restore the newest consistent checkpoint into ``ns``; return the report (never raises for bad data).
+
+    ``available``: bytes left under the kernel's memory budget. What would not fit is left out (the
+    biggest first) and reported, rather than restored into an out-of-memory kill.
+    """
     started = time.monotonic()
     root = checkpoints_root(home) if home is not None else checkpoints_root()
     report = RestoreReport()
@@ -186,7 +193,18 @@ def load_checkpoint(
                 ns[name] = value
         except Exception as exc:
             report.failed.append({"names": mod["names"], "type": "module", "reason": f"import {mod['module']} failed: {exc}", "cells": []})
-    for entry in manifest.get("objects", []):
+    entries = list(manifest.get("objects", []))
+    if available is not None:
+        room = available - RESTORE_RESERVE
+        for entry in sorted(entries, key=lambda e: e.get("nbytes", 0)):
+            if entry.get("nbytes", 0) <= room:
+                room -= entry.get("nbytes", 0)
+                continue
+            entries.remove(entry)
+            report.failed.append({"names": entry["names"], "type": entry.get("type", "?"), "cells": entry.get("cells", []),
+                                  "reason": f"needs {format_bytes(entry.get('nbytes', 0))}, more than the memory budget "
+                                            f"has left ({format_bytes(max(0, room))})"})
+    for entry in entries:
         try:
             ids = [entry["inband"], *entry.get("buffers", [])]
             parts = []
