@@ -14,8 +14,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
+# The same notebook under a 1 GiB limit: stock Jupyter (OOM-killed) next to `kernel-sentinel run`.
 demo: $(VENV)/.installed
 	$(BIN)/kernel-sentinel budget
+	$(BIN)/python examples/demo.py
 
 # The HTML report's test opens the page in a real headless browser. Installed once (CI runs as root on a
 # fresh Debian); where it cannot be installed the test skips and says why.

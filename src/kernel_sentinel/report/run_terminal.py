@@ -92,12 +92,16 @@ def render_summary(report: dict[str, Any]) -> Group:
     parts: list[Text] = []
     outcome, totals = report["outcome"], report["totals"]
     head = Text()
+    failed = next((c for c in report["cells"] if c["status"] in ("error", "died")), None)
+    where = ""
+    if failed:
+        where = f"cell {failed['index'] + 1}" + (f" (In [{failed['execution_count']}])" if failed["execution_count"] else "")
     if outcome == "ok":
         head.append("All cells ran", style="bold green")
     elif outcome == "error":
-        head.append(f"Cell {report['failed_cell'] + 1} raised", style="bold red")
+        head.append(f"{where[0].upper()}{where[1:]} raised", style="bold red")
     elif outcome == "died":
-        head.append(f"The kernel died in cell {report['failed_cell'] + 1}", style="bold red")
+        head.append(f"The kernel died in {where}", style="bold red")
     else:
         head.append("Interrupted", style="bold yellow")
     head.append(
@@ -105,7 +109,6 @@ def render_summary(report: dict[str, Any]) -> Group:
         f"{totals['seconds']:.1f} s; peak {format_bytes(totals['peak_bytes'])})"
     )
     parts.append(head)
-    failed = next((c for c in report["cells"] if c["status"] in ("error", "died")), None)
     if failed and failed["status"] == "error" and failed.get("error"):
         parts.append(Text(f"  {failed['error']['ename']}: {failed['error']['evalue']}", style="red"))
     death = report.get("death")

@@ -70,7 +70,22 @@ def runner_death(
 
 
 def death_output(death: dict[str, Any]) -> dict[str, Any]:
-    """Return a display_data output (text/plain + text/html) explaining the death, for the failed cell."""
+    """Return a display_data output (text/plain + text/html) explaining the death, for the failed cell.
+
+    An autopsy report is rendered by the autopsy's own notebook renderer (the same text users see after
+    a restart in JupyterLab); the runner's note, or an autopsy without that renderer, by the code below.
+    """
+    if death.get("source") == "autopsy":
+        try:
+            from ..report.death_notebook import render_death_html, render_death_text
+
+            return {
+                "output_type": "display_data",
+                "data": {"text/plain": render_death_text(death), "text/html": render_death_html(death)},
+                "metadata": {"kernel_sentinel": {"death": True}},
+            }
+        except Exception:  # not landed, or it failed on this report: our own rendering below
+            pass
     summary = str(death.get("summary") or "kernel died")
     cause = death.get("cause")
     remedy = death.get("remedy")

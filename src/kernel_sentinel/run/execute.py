@@ -319,7 +319,8 @@ def run_notebook(opts: RunOptions, progress: Progress | None = None) -> RunResul
                         peak_bytes=rec.peak_bytes,
                         cell_execution_count=count,
                     )
-                    death.setdefault("kernel_log_tail", _tail(os.path.join(folder, "kernel.log")))
+                    if death.get("source") == "runner":
+                        death["kernel_log_tail"] = _tail(os.path.join(folder, "kernel.log"))
                     rec.error = {"ename": "DeadKernelError", "evalue": str(death.get("summary"))}
                     cell.outputs.append(nbformat.from_dict(death_output(death)))
                     outcome, exit_code, failed = "died", EXIT_DIED, index
