@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,46 @@ def test_error_message_is_one_line_with_headline_and_remedy() -> None:
     msg = error_message(e)
     assert "\n" not in msg
     assert msg.startswith(e.headline) and "join keys" in msg
+
+
+# --- in a real guarded kernel -----------------------------------------------------------------------------
+
+GUARDED = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "Python 3 (sentinel)",
+    "language": "python",
+}
+
+
+def test_rendered_error_names_budget_source_largest_variable_and_remedy(kernel) -> None:
+    k = kernel(limit_bytes=1024 * MiB, kernelspec=GUARDED)
+    assert k.run("import numpy as np, pandas as pd\nsales = pd.DataFrame(np.ones((3_000_000, 10)))").ok
+    res = k.run("grid = np.zeros((20000, 20000))")
+    assert res.ename == "MemoryBudgetError", res.text()
+    text = res.text()
+    print(text)
+    assert "MemoryBudgetError: Cell [2] needed 3.0 GiB at once" in text
+    assert "Budget: 1.0 GiB, set by the memory cgroup's limit (cgroup v1 .../ks-test-" in text
+    assert "Largest variables: sales 229 MiB (DataFrame, 3,000,000 rows x 10 columns)" in text
+    assert "-> Keep it on disk: `np.memmap(" in text
+    html = res.html()
+    assert "kernel-sentinel-memory-error" in html and "sales" in html and "<code>np.memmap(" in html
+    assert "Try: Keep it on disk." in res.evalue and "\n" not in res.evalue
+    assert k.alive and k.oom_kills() == 0 and k.value("sales.shape[0]") == 3_000_000
+
+
+def test_outputs_filling_the_budget_lead_to_sentinel_free_which_works(kernel) -> None:
+    k = kernel(limit_bytes=1024 * MiB, kernelspec=GUARDED)
+    assert k.run("import numpy as np, pandas as pd").ok
+    for seed in range(5):  # 5 x 128 MB displayed frames: Out keeps them all
+        assert k.run(f"pd.DataFrame(np.full((2_000_000, 8), {seed}.0))").ok
+    code = "result = pd.DataFrame(np.ones((4_000_000, 8)))"  # 256 MB more does not fit
+    res = k.run(code)
+    assert res.ename == "MemoryBudgetError", res.text()
+    text = res.text()
+    assert "Hidden: Out holds" in text and "-> Run `%sentinel free`" in text, text
+    freed = k.run("%sentinel free")
+    assert freed.stdout.startswith("Dropped: Out (5 results"), freed.text()
+    again = k.run(code)
+    assert again.ok, again.text()
+    assert k.oom_kills() == 0
