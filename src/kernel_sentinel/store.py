@@ -87,6 +87,8 @@ class Store:
             self._db.execute("PRAGMA busy_timeout = 10000")
             try:
                 self._db.execute("PRAGMA journal_mode = WAL")
+                # WAL + NORMAL: a commit survives a crash of any process (not a power cut) without an fsync.
+                self._db.execute("PRAGMA synchronous = NORMAL")
             except sqlite3.OperationalError:  # read-only directory: WAL needs a -wal file; plain reads still work
                 pass
             if create:

@@ -26,6 +26,7 @@ def explain(ev: Evidence, verdict: Verdict) -> dict[str, Any]:
         "died_at_iso": _iso(ev.died_at),
         "cause": verdict.cause,
         "summary": _summary(ev, verdict, memory, where),
+        "headline": _headline(verdict, memory),
         "exit": _exit(ev, verdict),
         "cell": cell,
         "memory": memory,
@@ -146,7 +147,7 @@ def _summary(ev: Evidence, v: Verdict, memory: dict[str, Any], where: str) -> st
             by = " (inferred)"
         not_oom = " It was not the OOM killer." if v.signal == "SIGKILL" and ev.oom_kills_after is not None else ""
         return f"Something outside the kernel sent it {v.signal}{by} {where}.{not_oom}"
-    native = f" in {v.native_module}" if v.native_module else ""
+    native = f" ({v.native_module})" if v.native_module else ""
     if v.cause == "segfault":
         return f"The kernel crashed with a segmentation fault (SIGSEGV) in native code{native} {where}."
     if v.cause == "abort":
@@ -167,6 +168,22 @@ def _summary(ev: Evidence, v: Verdict, memory: dict[str, Any], where: str) -> st
     if v.cause == "exit":
         return f"The kernel process exited with code {v.exit_code} {where}: something called exit (os._exit, or a library)."
     return f"The kernel died {where}, but no exit status was seen, so the cause is unknown."
+
+
+def _headline(v: Verdict, memory: dict[str, Any]) -> str:
+    """Return a few words for tables: the cause and its one qualifier."""
+    mod = f" in {v.native_module}" if v.native_module else ""
+    if v.cause == "oom_kill":
+        limit = (memory.get("cgroup") or {}).get("limit_bytes") if v.scope == "cgroup" else None
+        return f"OOM kill ({v.scope}{', limit ' + format_bytes(limit) if limit else ''})"
+    if v.cause == "external_kill":
+        return f"{v.signal} from outside"
+    if v.cause == "bus_error":
+        return "bus error: memmap's filesystem full" if v.disk_full else f"bus error{mod}"
+    if v.cause == "exit":
+        return f"exit code {v.exit_code}"
+    names = {"segfault": "segfault", "abort": "abort", "illegal_instruction": "illegal instruction", "fpe": "arithmetic fault"}
+    return names.get(v.cause, v.cause) + mod
 
 
 def _remedy(v: Verdict, memory: dict[str, Any]) -> str:

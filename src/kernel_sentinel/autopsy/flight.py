@@ -31,6 +31,7 @@ _HEAD = struct.Struct("<4sQII")  # magic, sequence, payload length, crc32
 REGIONS: dict[str, int] = {"meta": 4096, "state": 1024, "memory": 8192, "maps": 8192, "cell": 65536}
 CODE_LIMIT = 48 * 1024  # code beyond this is cut: the cell region must hold the whole record
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # one encoder: json.dumps(**kw) builds one per call
 _OFFSETS: dict[str, int] = {}
 _pos = 0
 for _name, _size in REGIONS.items():
@@ -67,7 +68,7 @@ class FlightWriter:
 
     def write(self, region: str, data: dict[str, Any]) -> bool:
         """Write ``data`` as the newest record of ``region``; return False if it did not fit or failed."""
-        payload = json.dumps(data, separators=(",", ":"), default=str).encode("utf-8", "replace")
+        payload = _ENCODER.encode(data).encode("utf-8", "replace")
         size = REGIONS[region]
         if len(payload) + _HEAD.size > size:
             return False

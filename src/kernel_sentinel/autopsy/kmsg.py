@@ -23,28 +23,67 @@ class KmsgRecord:
     text: str
 
 
+class KmsgCursor:
+    """/dev/kmsg opened now and positioned at its end: ``read()`` later returns only what came after.
+
+    The supervisor opens one when the kernel starts, so that at its death it reads a handful of new
+    records instead of the whole ring buffer.
+    """
+
+    def __init__(self, path: str = "/dev/kmsg") -> None:
+        self.problem: str | None = None
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            os.lseek(self._fd, 0, os.SEEK_END)
+        except OSError as exc:
+            self.problem = f"kernel log {path} not readable ({exc.strerror or exc}; needs root or CAP_SYSLOG)"
+            self.close()
+
+    def read(self) -> tuple[list[str], str | None]:
+        """Return (the records written since the cursor was made, or why there are none)."""
+        if self._fd is None:
+            return [], self.problem or "kernel log closed"
+        try:
+            return _drain(self._fd, 20000)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
+
 def read_kmsg(path: str = "/dev/kmsg", max_records: int = 20000) -> tuple[list[str], str | None]:
     """Return (raw records in the kernel's ring buffer, None) or ([], why it could not be read)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         return [], f"kernel log {path} not readable ({exc.strerror or exc}; needs root or CAP_SYSLOG)"
-    records: list[str] = []
     try:
-        while len(records) < max_records:
-            try:
-                chunk = os.read(fd, 8192)  # one record per read()
-            except BlockingIOError:
-                break
-            except BrokenPipeError:  # the ring buffer overwrote what we were about to read: go on
-                continue
-            except OSError as exc:
-                return records, f"kernel log read failed: {exc.strerror or exc}"
-            if not chunk:
-                break
-            records.append(chunk.decode("utf-8", "replace"))
+        return _drain(fd, max_records)
     finally:
         os.close(fd)
+
+
+def _drain(fd: int, max_records: int) -> tuple[list[str], str | None]:
+    records: list[str] = []
+    while len(records) < max_records:
+        try:
+            chunk = os.read(fd, 8192)  # one record per read()
+        except BlockingIOError:
+            break
+        except BrokenPipeError:  # the ring buffer overwrote what we were about to read: go on
+            continue
+        except OSError as exc:
+            return records, f"kernel log read failed: {exc.strerror or exc}"
+        if not chunk:
+            break
+        records.append(chunk.decode("utf-8", "replace"))
     return records, None
 
 

@@ -28,6 +28,7 @@ from .flight import CODE_LIMIT, FlightWriter, record_paths
 
 SAMPLE_SECONDS = 0.25
 MAPS_EVERY = 4  # ticks: /proc/self/maps is the costliest read, once a second is enough
+SNAPSHOT_EVERY = 8  # ticks: limits and cgroup details every 2 s; RSS and headroom every tick
 KEEP_SAMPLES = 40  # ten seconds of history
 DEEP = 200  # frames: recursion deeper than this is reported
 WALK_LIMIT = 20000  # frames walked per tick at most: a runaway recursion must not stall the sampler
@@ -92,7 +93,6 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._main_ident = threading.get_ident()
         self._cell: dict[str, Any] | None = None
-        self._cell_file: str | None = None
         self._line: int | None = None
         self._ec_offset: int | None = None  # IPython 9 counts the cell before pre_run_cell, older ones after
         self._pending: dict[str, Any] | None = None
@@ -100,6 +100,9 @@ class Recorder:
         self._orig_shutdown: Any = None
         self._samples: list[list[Any]] = []
         self._reader: Any = None
+        self._details: dict[str, Any] = {}
+        self._maps_vm_size: int | None = -1
+        self._cell_prefixes = _cell_prefixes()
         self._state = "running"
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -201,7 +204,6 @@ class Recorder:
             if getattr(info, "store_history", False):
                 offset = self._ec_offset if self._ec_offset is not None else _default_offset()
                 count += offset
-            self._cell_file = _cell_file(self.ip, raw, count)
             self._line = None
             self._cell = {
                 "execution_count": count,
@@ -209,7 +211,6 @@ class Recorder:
                 "truncated": len(raw) > CODE_LIMIT,
                 "started": time.time(),
                 "finished": None,
-                "file": self._cell_file,
                 "cell_id": getattr(info, "cell_id", None),
             }
             self.writer.write("cell", self._cell)
@@ -303,24 +304,12 @@ class Recorder:
         if self._cell is not None:
             data["execution_count"] = self._cell.get("execution_count")
         if self._reader is not None:
-            snap = self._reader.snapshot()
-            cg = snap.cgroup
-            self._samples.append(
-                [
-                    round(now, 3),
-                    snap.process.rss_bytes,
-                    cg.usage_bytes if cg else None,
-                    cg.working_set_bytes if cg else None,
-                    snap.available_bytes,
-                ]
-            )
-            del self._samples[:-KEEP_SAMPLES]
-            data.update(
-                {
+            if tick % SNAPSHOT_EVERY == 0:  # the full picture (limits, cgroup) now and then; cheap reads between
+                snap = self._reader.snapshot()
+                cg = snap.cgroup
+                self._details = {
                     "budget_bytes": snap.budget_bytes,
-                    "available_bytes": snap.available_bytes,
                     "source": snap.source,
-                    "rss_bytes": snap.process.rss_bytes,
                     "peak_rss_bytes": snap.process.peak_rss_bytes,
                     "cgroup": None
                     if cg is None
@@ -333,26 +322,39 @@ class Recorder:
                         "peak_bytes": cg.peak_bytes,
                         "oom_kills": cg.oom_kills,
                     },
-                    "samples": self._samples,
                 }
+            quick = self._reader.quick()
+            self._samples.append([round(now, 3), quick.rss_bytes, quick.available_bytes])
+            del self._samples[:-KEEP_SAMPLES]
+            data.update(self._details)
+            data.update(
+                {"rss_bytes": quick.rss_bytes, "available_bytes": quick.available_bytes, "samples": self._samples}
             )
         if not self.writer.write("memory", data):
             data["samples"] = self._samples[-8:]
             self.writer.write("memory", data)
         if tick % MAPS_EVERY == 0:
-            maps = shared_file_maps()
-            if maps is not None:
-                self.writer.write("maps", {"t": now, "files": maps[:40]})
+            size = _vm_size()
+            if size != self._maps_vm_size:  # no new mapping can have appeared while the address space stood still
+                self._maps_vm_size = size
+                maps = shared_file_maps()
+                if maps is not None:
+                    self.writer.write("maps", {"t": now, "files": maps[:40]})
 
     def _main_stack(self) -> tuple[int, int | None]:
-        """Return (frames on the main thread's stack, capped; the line it runs in the current cell)."""
+        """Return (frames on the main thread's stack, capped; the line it runs in the current cell).
+
+        The cell's line is that of the outermost frame compiled from a cell (ipykernel names them
+        ``<tmp>/ipykernel_<pid>/<hash>.py``, IPython ``<ipython-input-N-...>``): functions from earlier cells
+        are called from it, so they are further in.
+        """
         frame = sys._current_frames().get(self._main_ident)
         depth = 0
         line = None
-        cell_file = self._cell_file
+        prefixes = self._cell_prefixes
         while frame is not None and depth < WALK_LIMIT:
-            if cell_file is not None and frame.f_code.co_filename == cell_file:
-                line = frame.f_lineno  # keep going: the outermost frame of the cell is the cell's line
+            if frame.f_code.co_filename.startswith(prefixes):
+                line = frame.f_lineno
             depth += 1
             frame = frame.f_back
         if depth >= WALK_LIMIT:
@@ -364,25 +366,32 @@ def shared_file_maps(path: str = "/proc/self/maps") -> list[dict[str, Any]] | No
     """Return the writable shared file mappings of this process (memmaps), with their sizes; None off Linux."""
     try:
         with open(path) as f:
-            lines = f.readlines()
+            text = f.read()
     except OSError:
         return None
     seen: dict[str, int] = {}
-    for line in lines:
+    for line in text.split("\n"):
+        sp = line.find(" ")
+        if line[sp + 4 : sp + 5] != "s" or line[sp + 2 : sp + 3] != "w":  # perms "rw-s": shared and writable
+            continue
         parts = line.split(None, 5)
-        if len(parts) < 6 or len(parts[1]) < 4:
+        if len(parts) < 6 or not parts[5].startswith("/") or parts[5].startswith("/dev/"):
             continue
-        perms, name = parts[1], parts[5].strip()
-        if perms[3] != "s" or "w" not in perms or not name.startswith("/") or name.startswith("/dev/"):
-            continue
-        if name.endswith(" (deleted)"):
-            name = name[: -len(" (deleted)")]
+        name = parts[5].removesuffix(" (deleted)")
         start, _, end = parts[0].partition("-")
         try:
             seen[name] = seen.get(name, 0) + int(end, 16) - int(start, 16)
         except ValueError:
             continue
     return [{"path": p, "mapped_bytes": n} for p, n in seen.items()]
+
+
+def _vm_size() -> int | None:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split(None, 1)[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _guard_on() -> bool:
@@ -398,8 +407,13 @@ def _default_offset() -> int:
         return 0
 
 
-def _cell_file(ip: Any, raw: str, count: int) -> str | None:
+def _cell_prefixes() -> tuple[str, ...]:
+    """Return how the file names of code compiled from cells start in this kernel."""
+    prefixes = ["<ipython-input-"]
     try:
-        return ip.compile.get_code_name(raw, raw, count)
+        from ipykernel.compiler import get_tmp_directory
+
+        prefixes.append(get_tmp_directory() + os.sep)
     except Exception:
-        return None
+        pass
+    return tuple(prefixes)

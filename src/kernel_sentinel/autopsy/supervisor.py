@@ -69,6 +69,12 @@ def oom_kill_counter(directory: str | None, version: int | None) -> int | None:
     return None
 
 
+def _preload() -> None:
+    """Import what recording a death needs now, while the kernel runs, not after it died."""
+    from .. import store  # noqa: F401
+    from . import classify, evidence, explain  # noqa: F401
+
+
 def _running(pid: int) -> bool:
     """Return True while ``pid`` exists and is not a zombie."""
     try:
@@ -100,6 +106,7 @@ class Supervisor:
         self.pid = os.getpid()
         self.signals: list[dict[str, Any]] = []
         self._cgroup: tuple[str, int, str] | None = None  # (directory, version, path)
+        self._kmsg: Any = None
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -131,9 +138,11 @@ class Supervisor:
             finally:
                 os._exit(127)
         self.child = pid
-        from .kmsg import boot_usec_of
+        from .kmsg import KmsgCursor, boot_usec_of
 
         child_start = boot_usec_of(pid)
+        self._kmsg = KmsgCursor()
+        self._quietly(_preload)
         witness = self._start_witness(pid, oom_before, child_start, old_mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         self._quietly(self._register)
@@ -232,7 +241,7 @@ class Supervisor:
         if ev.shutdown_requested:
             discard_flight(self.home, self.kernel_id, child)
             return
-        gather_kernel_log(ev, child_start)
+        gather_kernel_log(ev, child_start, self._kmsg)
         finish(ev, self.home)
 
     def _find_cgroup(self) -> None:
@@ -284,7 +293,7 @@ class Supervisor:
             discard_flight(self.home, self.kernel_id, pid)
             return
         if ev.signal is not None:
-            gather_kernel_log(ev, child_start)
+            gather_kernel_log(ev, child_start, self._kmsg)
         if ev.signal == signal.SIGBUS:
             gather_disk(ev)
         report = finish(ev, self.home)
@@ -342,11 +351,11 @@ def gather_flight(ev: Any, home: Path) -> None:
         ev.cgroup_path = (flight.get("meta") or {}).get("cgroup_path")
 
 
-def gather_kernel_log(ev: Any, since_usec: int | None) -> None:
+def gather_kernel_log(ev: Any, since_usec: int | None, cursor: Any = None) -> None:
     """Add what the kernel log says about ``ev.pid`` in its memcg (or why it could not be read)."""
     from .kmsg import kernel_log_evidence, parse_kmsg, read_kmsg
 
-    raw, problem = read_kmsg()
+    raw, problem = cursor.read() if cursor is not None else read_kmsg()
     if problem:
         ev.notes.append(problem)
         return

@@ -56,9 +56,14 @@ def render_death(report: dict[str, Any]) -> Panel:
 
 def render_deaths(rows: list[dict[str, Any]]) -> Table:
     """Return a table of recent deaths, newest first."""
-    table = Table(title="Recent kernel deaths", show_lines=False)
-    for col in ("when (UTC)", "kernel", "cause", "exit", "cell", "peak", "summary"):
-        table.add_column(col, overflow="fold" if col == "summary" else "ellipsis", no_wrap=col != "summary")
+    table = Table(title="Recent kernel deaths")
+    table.add_column("when (UTC)", no_wrap=True)
+    table.add_column("kernel", no_wrap=True, max_width=14)
+    table.add_column("what", overflow="fold")
+    table.add_column("exit", no_wrap=True)
+    table.add_column("cell", no_wrap=True)
+    table.add_column("running", overflow="ellipsis", no_wrap=True, max_width=40)
+    table.add_column("peak", no_wrap=True, justify="right")
     for row in rows:
         report = row["report"]
         exit_ = report.get("exit") or {}
@@ -66,11 +71,22 @@ def render_deaths(rows: list[dict[str, Any]]) -> Table:
         when = _dt.datetime.fromtimestamp(row["died_at"], tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(
             when,
-            str(report.get("kernel_id"))[:13],
-            str(report.get("cause")),
+            str(report.get("kernel_id")),
+            str(report.get("headline") or report.get("cause")),
             exit_.get("signal") or (f"code {exit_['code']}" if "code" in exit_ else "?"),
-            f"[{cell.get('execution_count')}]" + (f":{cell['line']}" if cell.get("line") else "") if cell else "-",
+            (f"[{cell.get('execution_count')}]" + (f":{cell['line']}" if cell.get("line") else "")) if cell else "-",
+            _code_line(cell),
             format_bytes((report.get("memory") or {}).get("peak_bytes")),
-            str(report.get("summary")),
         )
     return table
+
+
+def _code_line(cell: dict[str, Any]) -> str:
+    """Return the line of code the cell was on (its first line when the line is unknown)."""
+    lines = (cell.get("code") or "").splitlines()
+    if not lines:
+        return ""
+    line = cell.get("line")
+    if line and 0 < line <= len(lines):
+        return lines[line - 1].strip()
+    return lines[0].strip() + (" …" if len(lines) > 1 else "")  # the line is not known: say which cell
