@@ -303,3 +303,15 @@ def test_restore_leaves_out_what_does_not_fit_in_memory() -> None:
     report = load_checkpoint(fresh, exclude="k-new", available=(64 << 20) + 4096)
     assert fresh["small"] == {"a": 1} and "huge" not in fresh
     assert "memory budget" in report.failed[0]["reason"] and report.failed[0]["names"] == ["huge"]
+
+
+def test_cli_lists_checkpoints(capsys: pytest.CaptureFixture[str]) -> None:
+    from kernel_sentinel.cli import main
+
+    assert main(["checkpoints"]) == 0 and "No checkpoints." in capsys.readouterr().out
+    ns: dict = {}
+    cp = _checkpointer(ns, kernel_id="listed")
+    _run(cp, ns, "v = [1, 2]\nw = v", 3)
+    assert main(["checkpoints", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["kernel_id"] == "listed" and row["execution_count"] == 3 and row["variables"] == 2

@@ -315,7 +315,13 @@ class Checkpointer:
         with self._lock:  # a catch-up checkpoint being started from the watcher finishes first
             self._in_cell = True
         if self._thread.busy:
-            self._absorb(self._thread.wait(), "thread")
+            result = self._thread.wait(timeout=2.0)
+            if result is None and self._thread.busy:
+                # why say it: the cell seems to hang otherwise (the thread writer is used when memory is too tight to fork)
+                print("[kernel-sentinel] waiting for the previous cell's checkpoint to be written "
+                      "(memory is too tight for a background copy); `%sentinel checkpoint off` skips them")
+                result = self._thread.wait()
+            self._absorb(result, "thread")
         self.tracker.before(self.ns)
 
     def post_run_cell(self, result: Any = None) -> None:
