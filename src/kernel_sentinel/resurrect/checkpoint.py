@@ -130,7 +130,8 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
     unpicklable: list[dict[str, Any]] = []
     notes: list[str] = []
     written = total = 0
-    pending: list[tuple[str, Any]] = []
+    # one object at a time: serialize, write what the store lacks, let go. Memory stays at one in-band
+    # pickle (at most 8 MiB, bigger ones are spilled to disk as they are made) whatever the namespace holds.
     for group in capture.groups:
         try:
             parts = serialize(group.obj, spill_dir=str(store.dir / "tmp"))
@@ -140,31 +141,30 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
         except RecursionError:
             unpicklable.append({"names": group.names, "type": group.type_name, "reason": "too deeply nested to pickle", "cells": group.cells})
             continue
-        inband = parts.inband_id
         buffers = [blob_id(b) for b in parts.buffers]
-        pending.append((inband, parts.inband if parts.inband is not None else Path(parts.inband_path)))
+        pending: list[tuple[str, Any]] = [(parts.inband_id, parts.inband if parts.inband is not None else Path(parts.inband_path))]
         pending.extend(zip(buffers, parts.buffers))
+        for i, (bid, data) in enumerate(pending):
+            if store.has_blob(bid):
+                _discard_spilled([(bid, data)])
+                continue
+            size = blob_size(bid)
+            free = _free_bytes(store.dir)
+            if free is not None and free - size < capture.disk_reserve:
+                _discard_spilled(pending[i:])
+                return {"status": "disk_full", "bytes_written": written, "seconds": time.monotonic() - started,
+                        "notes": [f"checkpoints stopped: {format_bytes(free)} free on the disk of {store.dir}, "
+                                  f"the checkpoint needs {format_bytes(size)} more and "
+                                  f"{format_bytes(capture.disk_reserve)} must stay free"]}
+            written += store.write_blob(bid, data)
         total += parts.nbytes
-        objects.append({"names": group.names, "type": group.type_name, "method": parts.method, "inband": inband,
+        objects.append({"names": group.names, "type": group.type_name, "method": parts.method, "inband": parts.inband_id,
                         "buffers": buffers, "nbytes": parts.nbytes, "cells": group.cells})
+        del parts, pending
     state = {"objects": objects, "modules": capture.modules, "unpicklable": unpicklable}
-    if previous is not None and _same_state(previous, state) and all(store.has_blob(b) for b, _ in pending):
-        _discard_spilled(pending)
-        return {"status": "unchanged", "bytes_written": 0, "bytes_total": total, "seconds": time.monotonic() - started,
+    if previous is not None and _same_state(previous, state):
+        return {"status": "unchanged", "bytes_written": written, "bytes_total": total, "seconds": time.monotonic() - started,
                 "notes": notes}
-    for i, (bid, data) in enumerate(pending):
-        if store.has_blob(bid):
-            _discard_spilled([(bid, data)])
-            continue
-        size = blob_size(bid)
-        free = _free_bytes(store.dir)
-        if free is not None and free - size < capture.disk_reserve:
-            _discard_spilled(pending[i:])
-            return {"status": "disk_full", "bytes_written": written, "seconds": time.monotonic() - started,
-                    "notes": [f"checkpoints stopped: {format_bytes(free)} free on the disk of {store.dir}, "
-                              f"the checkpoint needs {format_bytes(size)} more and "
-                              f"{format_bytes(capture.disk_reserve)} must stay free"]}
-        written += store.write_blob(bid, data)
     seq = store.next_seq(capture.incarnation)
     manifest = {
         "version": 1,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 Job = Callable[[], dict[str, Any]]
+CHILD_TIMEOUT_SECONDS = 900
 
 
 class ThreadWriter:
@@ -79,6 +80,14 @@ class ForkWriter:
             code = 1
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt of the kernel's group is not for us
+                # a writer stuck for good (a user object's __reduce__ waiting on a lock some other thread of
+                # the kernel held at fork time) must not block checkpoints forever: SIGALRM ends it
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.alarm(CHILD_TIMEOUT_SECONDS)
+                # ipykernel's stdout/stderr talk to threads that do not exist in the child
+                import sys
+
+                sys.stdout = sys.stderr = open(os.devnull, "w")
                 _volunteer_to_die_first()
                 try:
                     os.nice(10)
