@@ -156,3 +156,10 @@ def test_parse_fault_picks_the_current_thread_and_the_outermost_cell_frame():
     fault = parse_fault(text)
     assert fault["line"] == 5 and fault["native_module"] == "numpy"
     assert module_of("/root/.pyenv/versions/3.11.7/lib/python3.11/ctypes/__init__.py") == "ctypes"
+
+
+def test_oom_seen_only_by_the_sweep_has_no_exit_status():
+    report = report_of(sample("oom_cgroup_no_supervisor"))
+    assert report["cause"] == "oom_kill" and report["exit"] is None
+    assert report["cell"]["execution_count"] == 3
+    assert any("OOM-kill counter" in p for p in report["evidence"]["proof"])

@@ -268,3 +268,34 @@ def _wait_until_running(k, msg_id: str, timeout: float = 30) -> None:
             time.sleep(0.6)  # let the sampler record the line the cell is on (it samples every 250 ms)
             return
     raise AssertionError("the cell never started")
+
+
+def test_recorder_without_supervisor_still_explains_an_oom_kill(kernel):
+    """``%load_ext kernel_sentinel`` in a stock kernel: no exit status, but the record and the OOM counter."""
+    k = kernel(limit_bytes=256 * MiB, env={"KERNEL_SENTINEL_GUARD": "0"})
+    assert k.run("%load_ext kernel_sentinel").ok
+    assert k.run("x = 1").ok
+    res = k.run("import numpy as np\nblocks = [np.ones(2**24) for _ in range(40)]")
+    assert res.status == "died"
+    k.wait_for_death()
+    assert k.exit_status == -signal.SIGKILL and k.oom_kills() == 1
+    report = death_report(kid(k), wait=10)  # found by the sweep: nobody saw the exit status
+    assert report is not None
+    assert report["cause"] == "oom_kill" and report["scope"] == "cgroup"
+    assert report["exit"] is None  # not seen, not invented
+    assert report["evidence"]["source"] == "sweep"
+    assert report["cell"]["execution_count"] == 3
+    capture("oom_cgroup_no_supervisor", k)
+
+
+def test_crash_of_a_forked_child_is_not_the_kernels(kernel):
+    k = start(kernel)
+    res = k.run(
+        "import os, ctypes\npid = os.fork()\nif pid == 0:\n    ctypes.string_at(0)\n"
+        "print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))"
+    )
+    assert res.ok and res.stdout.strip() == str(-signal.SIGSEGV)
+    report = die(k, "import os\nos._exit(2)")
+    assert report["cause"] == "exit" and report["exit"] == {"code": 2}
+    assert report["evidence"]["faulthandler"] == []  # the child's crash did not land in the kernel's record
+    assert report["cell"]["execution_count"] == 3

@@ -49,7 +49,7 @@ class Evidence:
     def shutdown_requested(self) -> bool:
         """Return True when the frontend asked this kernel to shut down or restart: no death then."""
         state = (self.flight.get("state") or {}).get("state")
-        return state in ("shutdown_requested", "unloaded") or (
+        return state == "shutdown_requested" or (
             state == "exiting" and (self.flight.get("state") or {}).get("previous") == "shutdown_requested"
         )
 

@@ -104,6 +104,7 @@ class Recorder:
         self._maps_vm_size: int | None = -1
         self._cell_prefixes = _cell_prefixes()
         self._state = "running"
+        self._forked = False
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -117,6 +118,8 @@ class Recorder:
         events.register("post_run_cell", self._post_run_cell)
         self._hook_shutdown()
         atexit.register(self._at_exit)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
         self._thread = threading.Thread(target=self._sample_loop, name="kernel-sentinel-recorder", daemon=True)
         self._thread.start()
         self._find_pending()
@@ -191,7 +194,17 @@ class Recorder:
         self._orig_shutdown = original
         kernel.do_shutdown = do_shutdown
 
+    def _after_fork_in_child(self) -> None:
+        """A process forked from the kernel (multiprocessing, os.fork) is not the kernel: stay out of its way."""
+        self._forked = True
+        try:
+            faulthandler.disable()  # its crash must not land in the kernel's file and be taken for the kernel's
+        except Exception:
+            pass
+
     def _at_exit(self) -> None:
+        if self._forked or os.getpid() != self.pid:
+            return
         self.writer.write("state", {"state": "exiting", "t": time.time(), "previous": self._state})
 
     # -- cells -------------------------------------------------------------------------------------

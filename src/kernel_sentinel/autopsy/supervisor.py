@@ -107,6 +107,7 @@ class Supervisor:
         self.signals: list[dict[str, Any]] = []
         self._cgroup: tuple[str, int, str] | None = None  # (directory, version, path)
         self._kmsg: Any = None
+        self._witness_pid = 0
 
     # -- running -----------------------------------------------------------------------------------
 
@@ -163,7 +164,9 @@ class Supervisor:
             if witness is not None:
                 try:
                     os.write(witness, b"D")  # "seen and recorded": the witness leaves quietly
-                except OSError:
+                    os.close(witness)
+                    os.waitpid(self._witness_pid, 0)  # and is reaped here, not left to init
+                except (OSError, ChildProcessError):
                     pass
         self._mirror(code)
 
@@ -210,6 +213,7 @@ class Supervisor:
             finally:
                 os._exit(0)
         os.close(r)
+        self._witness_pid = pid
         self._quietly(lambda: self._note_witness(child, pid))
         return w
 
@@ -344,6 +348,10 @@ def gather_flight(ev: Any, home: Path) -> None:
     """Add the flight record and faulthandler output of ``ev.pid`` to the evidence (notes when missing)."""
     rec, fault = record_paths(home, ev.kernel_id, ev.pid)
     flight, notes = read_record(rec)
+    if (flight.get("state") or {}).get("state") == "unloaded":
+        # %unload_ext: what the record says about cells and memory is stale; keep only who the kernel was.
+        flight = {k: v for k, v in flight.items() if k in ("meta", "state")}
+        notes.append("the flight recorder had been unloaded (%unload_ext): the cell and memory are not known")
     ev.flight = flight
     ev.notes.extend(notes)
     ev.fault_text = read_fault(fault)
