@@ -48,6 +48,23 @@ def write_orders_csv(path: Path, rows: int = 900_000, block: int = 100_000, seed
     return {"rows": written, "quantity": total_qty, "revenue": total_rev}
 
 
+def write_numeric_csv(path: Path, rows: int = 2_000_000, block: int = 250_000, seed: int = 11) -> None:
+    """Write a numbers-only CSV (ids, measurements, small codes): the case where parser leftovers dominate."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as f:
+        for i in range(0, rows, block):
+            n = min(block, rows - i)
+            pd.DataFrame({
+                "sensor": rng.integers(0, 1_000_000, n),
+                "reading": rng.random(n),
+                "celsius": np.round(rng.normal(20, 5, n), 3),
+                "status": rng.integers(0, 5, n),
+            }).to_csv(f, header=(i == 0), index=False)
+
+
 def copy_sample(name: str, dest: Path) -> Path:
     """Copy a sample notebook (and the data folder beside it) into ``dest`` and return the notebook's path."""
     target = dest / name

@@ -57,13 +57,17 @@ def nice_floor(n: float) -> int:
     return int(magnitude)
 
 
-# After ``read_csv`` returns, the process holds more than the DataFrame: the C parser builds each column
-# chunk by chunk and concatenates them, and the freed pieces stay in the heap between the strings it
-# made (fragmentation; ``malloc_trim`` gives back almost nothing). On the mixed CSV of the tests RSS
-# grew 1.40x the frame's own footprint (1.26x with pymalloc's size classes counted), so the estimate
-# adds 15% for what the parse leaves behind. It is the memory *after* the read; the peak during it was
-# another ~15% higher.
-PARSE_LEFTOVER = 1.15
+# After ``read_csv`` returns, the process holds more than the DataFrame. The C parser builds every
+# column chunk by chunk and concatenates the chunks at the end. Whether the freed chunk arrays go back
+# to the OS depends on the allocator's history: glibc returns them while its mmap threshold is still
+# at 128 KiB (a fresh process), and keeps them in the heap once any big block has been freed (it then
+# raises the threshold to up to 32 MiB: any kernel that has done some work). Measured RSS growth across
+# ``read_csv`` in a real kernel against the frame's own footprint: 69 MB numeric CSV: 74 MB fresh, 139 MB used, 64 MB
+# footprint; 77 MB mixed CSV: 264 MB fresh, 274 MB used, 197 MB footprint (strings fragment the heap
+# either way). So each fixed-width array (a numeric column, or a text column's pointer array) is
+# counted 1.6 times: between the two allocator states, within 1.4x of both on these files. The peak
+# during the read is higher still; chunk sizes leave room for it (CHUNK_SHARE).
+ARRAY_LEFTOVER = 0.6
 
 # A chunk of read_csv needs more than the rows it returns: the tokenizer's buffers and the column
 # arrays being built exist at once. Measured on mixed numeric/string CSVs the peak was ~2-3x the
@@ -265,11 +269,17 @@ def _estimate_text(path: Path, reader: str, kwargs: dict[str, Any]) -> ReadEstim
         b, uniq, uniq_bytes = column_footprint(df[name])
         if uniq:  # object column: pointers scale with rows; distinct strings with how distinct they are
             grow = max(1.0, scale * uniq / max(1, rows_sample))
-            col_bytes = int(POINTER * rows + uniq_bytes * grow)
+            array_bytes = POINTER * rows
+            col_bytes = int(array_bytes + uniq_bytes * grow)
         else:
-            col_bytes = int(b * scale)
+            col_bytes = array_bytes = int(b * scale)
         sugg = _shrink_suggestion(df[name], rows_sample)
-        columns.append(ColumnEstimate(str(name), str(df[name].dtype), col_bytes, _shrunk_bytes(col_bytes, rows, sugg), sugg))
+        shrunk = _shrunk_bytes(col_bytes, rows, sugg)
+        if rows_sample < rows:  # the parser's leftover chunk arrays (see ARRAY_LEFTOVER)
+            extra = int(array_bytes * ARRAY_LEFTOVER)
+            shrunk += int(extra * min(1.0, shrunk / max(1, col_bytes)))
+            col_bytes += extra
+        columns.append(ColumnEstimate(str(name), str(df[name].dtype), col_bytes, shrunk, sugg))
         total += col_bytes
     if whole:
         basis = f"read the whole file ({file_bytes:,} bytes) with pandas{basis_extra}"
@@ -278,10 +288,8 @@ def _estimate_text(path: Path, reader: str, kwargs: dict[str, Any]) -> ReadEstim
             f"pandas read of the first {len(sample):,} bytes ({rows_sample:,} rows, {frame_footprint(df):,} bytes "
             f"in memory) scaled to the file's {total_text:,} bytes{basis_extra}"
         )
-    basis += f"; x{PARSE_LEFTOVER} for what the parser leaves in the heap"
-    total = int(total * PARSE_LEFTOVER)
-    for c in columns:
-        c.bytes, c.shrunk_bytes = int(c.bytes * PARSE_LEFTOVER), int(c.shrunk_bytes * PARSE_LEFTOVER)
+    if not whole:
+        basis += f"; numeric and pointer arrays x{1 + ARRAY_LEFTOVER} for the parser's chunks left in the heap"
     return ReadEstimate(
         total, rows, total / max(1, rows), basis, columns, file_bytes=file_bytes, exact=whole
     )
