@@ -75,6 +75,15 @@ def why_json(kernel_id: str | None = None) -> dict:
     return json.loads(out.stdout)
 
 
+def test_segfault_with_the_guard_on(kernel):
+    spec = {**SENTINEL_SPEC, "env": {}}
+    k = kernel(limit_bytes=LIMIT, kernelspec=spec)
+    assert k.run("x = 1").ok
+    report = die(k, "import ctypes\nctypes.string_at(0)")
+    assert report["cause"] == "segfault" and report["cell"]["line"] == 2
+    assert report["native_module"] == "ctypes"
+
+
 def test_segfault_names_cell_line_and_module(kernel):
     k = start(kernel)
     report = die(k, "import ctypes\n\nctypes.string_at(0)")
@@ -239,10 +248,11 @@ def test_interrupt_keeps_supervisor_and_kernel(kernel):
     assert death_report(kid(k)) is None
 
 
-def test_explanation_shown_once_in_next_cell_after_restart(kernel):
+@pytest.mark.parametrize("now", [False, True], ids=["restart", "restarter-style-now"])
+def test_explanation_shown_once_in_next_cell_after_restart(kernel, now):
     k = start(kernel)
     die(k, "import os\nos._exit(3)")
-    k.km.restart_kernel(now=False)
+    k.km.restart_kernel(now=now)  # now=True is what jupyter_client's restarter does after a death
     k._returncode = None  # the harness caches the old process's status
     k.kc.wait_for_ready(timeout=60)
     first = k.run("1 + 1")

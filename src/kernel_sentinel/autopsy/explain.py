@@ -30,7 +30,7 @@ def explain(ev: Evidence, verdict: Verdict) -> dict[str, Any]:
         "exit": _exit(ev, verdict),
         "cell": cell,
         "memory": memory,
-        "remedy": _remedy(verdict, memory),
+        "remedy": _remedy(verdict, memory, guard=(ev.flight.get("meta") or {}).get("guard")),
     }
     if verdict.scope:
         report["scope"] = verdict.scope
@@ -186,10 +186,15 @@ def _headline(v: Verdict, memory: dict[str, Any]) -> str:
     return names.get(v.cause, v.cause) + mod
 
 
-def _remedy(v: Verdict, memory: dict[str, Any]) -> str:
+def _remedy(v: Verdict, memory: dict[str, Any], guard: bool | None = None) -> str:
     budget = memory.get("budget_bytes")
     b = f" (the budget was {format_bytes(budget)}, set by {memory.get('source')})" if budget else ""
     mod = v.native_module or "the extension module"
+    if v.cause == "oom_kill" and guard:
+        return (
+            "The guard was on but could not stop this allocation (one large C call, or memory used outside the "
+            f"kernel's own process): split the work into smaller steps or chunks{b}."
+        )
     if v.cause == "oom_kill":
         return (
             "Keep the guard on (do not set KERNEL_SENTINEL_GUARD=0) so such a cell raises MemoryError instead of "

@@ -37,10 +37,13 @@ def _facts(report: dict[str, Any]) -> list[tuple[str, str]]:
         facts.append(("exit", exit_["signal"] + (" (inferred)" if exit_.get("inferred") else "")))
     elif "code" in exit_:
         facts.append(("exit", f"code {exit_['code']}"))
+    fault = (report.get("evidence") or {}).get("faulthandler") or []
+    if len(fault) > 1 and report.get("native_module"):
+        facts.append(("native", f"{report['native_module']}: {fault[1].strip()}"))
     mem = report.get("memory") or {}
     if mem.get("peak_bytes") or mem.get("budget_bytes"):
         facts.append(
-            ("memory", f"peak {format_bytes(mem.get('peak_bytes'))} of a {format_bytes(mem.get('budget_bytes'))} budget ({mem.get('source')})")
+            ("memory", f"peak RSS {format_bytes(mem.get('peak_bytes'))}; budget {format_bytes(mem.get('budget_bytes'))} ({mem.get('source')})")
         )
     return facts
 
