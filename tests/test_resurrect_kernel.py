@@ -98,3 +98,23 @@ def test_checkpoint_switch_and_status_in_a_kernel(kernel) -> None:
     assert "usage:" in k.run("%sentinel restore --bogus").stdout
     listing = k.run("%sentinel restore --list").stdout
     assert "Checkpoints (newest first)" in listing and "after cell [" in listing, listing
+
+
+def test_rewriting_a_big_array_while_the_fork_writer_saves_it_stays_in_budget(kernel) -> None:
+    """Copy-on-write: pages the kernel rewrites while the forked writer still holds them are copied.
+
+    The fork is taken only with that much headroom; otherwise the thread writer is used. Either way the
+    kernel survives, nothing is OOM-killed, and the checkpoint holds the array as the cell left it.
+    """
+    k = kernel(limit_bytes=GiB, kernelspec=SENTINEL_SPEC)
+    assert k.run(LOAD).ok
+    assert k.run("import numpy as np\nbig = np.ones(50_000_000)  # 400 MB").ok
+    for value in (2, 3):
+        res = k.run(f"big[:] = {value}")  # runs while the previous cell's checkpoint is being written
+        assert res.ok, res.text()
+    out = k.run("_c = checkpointer(get_ipython()); _c.wait(); print(_c.describe_last(), _c.last_writer)")
+    assert out.ok and ("written" in out.stdout or "nothing changed" in out.stdout), out.text()
+    assert k.alive and k.oom_kills() == 0
+    fresh = k.run("from kernel_sentinel.resurrect.restore import load_checkpoint\n_ns = {}\n"
+                  "_r = load_checkpoint(_ns, kernel_id=_c.kernel_id)\nprint(float(_ns['big'][0]), float(_ns['big'][-1]))")
+    assert fresh.ok and fresh.stdout.split() == ["3.0", "3.0"], fresh.text()

@@ -511,7 +511,7 @@ def _is_checkpoint_magic(code: str) -> bool:
 
 
 def _memory_reader() -> Callable[[], int | None]:
-    """Return a function giving the bytes left under the memory budget (None when unknown)."""
+    """Return a function giving the bytes a checkpoint may use: headroom below 90% of the budget (None: unknown)."""
     try:
         from ..memory import MemoryReader
 
@@ -526,6 +526,9 @@ def _memory_reader() -> Callable[[], int | None]:
         except Exception:
             return None
         avail = snap.available_bytes
+        if avail is not None and snap.budget_bytes:
+            # the guard interrupts a cell at 90% of the budget: a checkpoint's copies must stay below that line
+            avail -= snap.budget_bytes // 10
         if limit_text and snap.process.rss_bytes is not None:
             try:
                 extra = parse_size(limit_text, of=snap.budget_bytes) - snap.process.rss_bytes
