@@ -7,6 +7,7 @@ on; ``%sentinel checkpoint on|off`` changes it later. ``%sentinel restore`` work
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from .checkpoint import Checkpointer, parse_switch
@@ -22,13 +23,24 @@ def checkpointer(ip: Any) -> Checkpointer | None:
 
 
 def load(ip: Any) -> Checkpointer | None:
-    """Attach a checkpointer to ``ip`` (once) and register its hooks and magics; return it.
+    """Attach a checkpointer to ``ip`` (once) and register its hooks and magics; return it (None on failure).
 
-    A bad setting prints one line and leaves checkpoints off rather than breaking the kernel's start.
+    Never raises: a bad setting prints one line and leaves checkpoints off, any other failure prints one
+    line and leaves the kernel as it was. The kernel matters more than its checkpoints.
     """
+    if ip is None:
+        return None
     existing = checkpointer(ip)
     if existing is not None:
         return existing
+    try:
+        return _load(ip)
+    except Exception as exc:
+        print(f"kernel-sentinel: checkpoints off: {type(exc).__name__}: {exc}", file=sys.__stderr__)
+        return None
+
+
+def _load(ip: Any) -> Checkpointer:
     try:
         enabled = parse_switch(os.environ.get("KERNEL_SENTINEL_CHECKPOINT"), DEFAULT_ON)
     except ValueError as exc:
@@ -44,9 +56,9 @@ def load(ip: Any) -> Checkpointer | None:
     from .restore import restore_offer
 
     cp.offer = lambda: restore_offer(own=cp.incarnation, kernel_id=cp.kernel_id, session_key=cp.session_key)
-    setattr(ip, _ATTR, cp)
     ip.events.register("pre_run_cell", cp.pre_run_cell)
     ip.events.register("post_run_cell", cp.post_run_cell)
+    setattr(ip, _ATTR, cp)
     from .magics import install
 
     install(ip)
