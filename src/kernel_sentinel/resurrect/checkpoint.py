@@ -401,7 +401,8 @@ class Checkpointer:
         if self.stopped_reason:
             return f"checkpoints are stopped: {self.stopped_reason}"
         groups, modules = scan_namespace(self.ns, self.hidden)
-        history = self.history()
+        untracked = any(g.names[-1] not in self.tracker.cells for g in groups)
+        history = self.history() if untracked else None  # only names bound before we were loaded need it
         for group in groups:
             group.cells = self.tracker.cells_for(group.names[-1], history)
         big = sum(g.big_bytes for g in groups)
