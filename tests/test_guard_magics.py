@@ -60,6 +60,7 @@ def test_bad_input_is_one_line_never_a_traceback(kernel) -> None:
         ("%sentinel budget 12Q", "%sentinel budget: unknown unit 'Q' in '12Q'"),
         ("%sentinel budget 0", "%sentinel budget: size must be positive"),
         ("%sentinel budget 4G 5G", "usage: %sentinel budget"),
+        ("%sentinel budget 1M", "%sentinel budget: 1M is less than the "),  # below current usage
         ("%sentinel free now", "usage: %sentinel free"),
     ]:
         res = k.run(line)

@@ -155,6 +155,15 @@ def _budget(self: SentinelMagics, args: list[str]) -> None:
     except SizeError as exc:
         print(f"%sentinel budget: {exc}")
         return
+    usage = getattr(guard, "usage_bytes", None)
+    if isinstance(usage, int) and nbytes <= usage:
+        # Below what is already in use, the fence would refuse every allocation, in every thread (even
+        # the one that sends output): refuse instead, and say what to do.
+        print(
+            f"%sentinel budget: {args[0]} is less than the {format_bytes(usage)} this kernel already uses; "
+            "free memory first (`%sentinel free`, `del` a big variable)."
+        )
+        return
     guard.set_budget(nbytes, f"%sentinel budget {args[0]}")
     line = f"Budget: {format_bytes(guard.budget_bytes)}, set by {short_source(guard.budget_source)}."
     if machine is not None and nbytes > machine:
