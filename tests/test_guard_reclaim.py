@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import sys
 import textwrap
+import traceback
+import weakref
 
 import pytest
 from conftest import MiB
+
+from kernel_sentinel.guard.reclaim import clear_traceback
 
 HANDLER = textwrap.dedent(
     """
@@ -47,6 +51,35 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
+
+
+class _Block:
+    pass
+
+
+def _fail_with_local(store: list) -> None:
+    block = _Block()
+    store.append(weakref.ref(block))
+    raise ValueError("fails with a local alive")
+
+
+@pytest.mark.parametrize("formatter_read_locals", [False, True])
+def test_clear_traceback_frees_locals_even_after_f_locals_was_read(formatter_read_locals: bool) -> None:
+    """3.11: once a formatter read ``frame.f_locals``, ``traceback.clear_frames`` leaves that snapshot alive."""
+    refs: list = []
+    try:
+        _fail_with_local(refs)
+    except ValueError as exc:
+        tb = exc.__traceback__
+    if formatter_read_locals:
+        tb.tb_next.tb_frame.f_locals  # what IPython's verbose traceback (stack_data) does
+    traceback.clear_frames(tb)
+    if formatter_read_locals and sys.version_info < (3, 12):
+        assert refs[0]() is not None  # the stdlib alone is not enough here: what clear_traceback is for
+    clear_traceback(tb)
+    assert refs[0]() is None
+    module_globals = globals()
+    assert module_globals["_Block"] is _Block  # module-level frames' f_locals (globals) are never cleared
 
 
 @pytest.mark.parametrize("ename", sorted(FAILURES))
