@@ -102,3 +102,15 @@ def test_uninstall_of_a_missing_kernelspec_is_one_line(tmp_path: Path) -> None:
     res = run_cli("uninstall", "--prefix", str(tmp_path))
     assert res.returncode == 1
     assert res.stderr == f"kernel-sentinel uninstall: no kernelspec named 'python3-sentinel' in {spec_dir(tmp_path).parent}\n"
+
+
+def test_user_install_goes_to_the_jupyter_data_dir(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "data")}
+    res = subprocess.run([*CLI, "install", "--user"], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "data" / "kernels" / "python3-sentinel" / "kernel.json").exists()
+    res = subprocess.run([*CLI, "uninstall", "--user"], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "data" / "kernels" / "python3-sentinel").exists()
