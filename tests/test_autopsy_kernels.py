@@ -309,3 +309,38 @@ def test_crash_of_a_forked_child_is_not_the_kernels(kernel):
     assert report["cause"] == "exit" and report["exit"] == {"code": 2}
     assert report["evidence"]["faulthandler"] == []  # the child's crash did not land in the kernel's record
     assert report["cell"]["execution_count"] == 3
+
+
+PROVISIONED_SPEC = {
+    "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--ext=kernel_sentinel"],
+    "display_name": "provisioned",
+    "language": "python",
+    "env": {"KERNEL_SENTINEL_GUARD": "0"},
+    "metadata": {"kernel_provisioner": {"provisioner_name": "sentinel-provisioner"}},
+}
+
+
+def test_provisioner_records_death_from_the_return_code(kernel):
+    k = kernel(limit_bytes=LIMIT, kernelspec=PROVISIONED_SPEC)
+    assert type(k.km.provisioner).__name__ == "SentinelProvisioner"
+    assert k.run("x = 1").ok
+    res = k.run("import os\nos.abort()")
+    assert res.status == "died"
+    k.wait_for_death()
+    assert k.exit_status == -signal.SIGABRT
+    assert not k.km.is_alive()  # what jupyter_client's restarter asks: the provisioner's poll sees the code
+    report = death_report(kid(k))
+    assert report is not None
+    assert report["cause"] == "abort" and report["exit"] == {"signal": "SIGABRT"}
+    assert report["evidence"]["source"] == "provisioner"
+    assert report["cell"]["execution_count"] == 2 and report["cell"]["line"] == 2
+
+
+def test_provisioner_requested_shutdown_is_not_a_death(kernel):
+    k = kernel(limit_bytes=LIMIT, kernelspec=PROVISIONED_SPEC)
+    assert k.run("x = 1").ok
+    k.km.restart_kernel()
+    k.kc.wait_for_ready(timeout=60)
+    assert k.run("y = 1").ok
+    k.km.shutdown_kernel()
+    assert death_report() is None
