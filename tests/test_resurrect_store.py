@@ -315,3 +315,14 @@ def test_cli_lists_checkpoints(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["checkpoints", "--json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     assert row["kernel_id"] == "listed" and row["execution_count"] == 3 and row["variables"] == 2
+
+
+def test_session_key_from_server_env_or_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kernel_sentinel.resurrect.checkpoint import session_key_of
+
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert session_key_of({}) is None
+    assert session_key_of({"__vsc_ipynb_file__": "/w/a.ipynb"}) == "/w/a.ipynb"
+    assert session_key_of({"__session__": "/w/b.ipynb", "__vsc_ipynb_file__": "/w/a.ipynb"}) == "/w/b.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", "/w/c.ipynb")
+    assert session_key_of({"__session__": "/w/b.ipynb"}) == "/w/c.ipynb"

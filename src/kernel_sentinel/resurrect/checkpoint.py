@@ -253,8 +253,15 @@ def kernel_id_of_this_kernel() -> str:
 
 
 def session_key_of(ns: dict[str, Any]) -> str | None:
-    """Return a key that survives a kernel restart: the notebook path jupyter_server gives, if any."""
-    return os.environ.get("JPY_SESSION_NAME") or (ns.get("__session__") if isinstance(ns.get("__session__"), str) else None)
+    """Return a key that survives a kernel restart: the notebook path the frontend gives, if any.
+
+    jupyter_server sets ``JPY_SESSION_NAME`` (ipykernel copies it to ``__session__``); VS Code puts
+    ``__vsc_ipynb_file__`` in the namespace.
+    """
+    for value in (os.environ.get("JPY_SESSION_NAME"), ns.get("__session__"), ns.get("__vsc_ipynb_file__")):
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 class Checkpointer:
