@@ -113,3 +113,17 @@ def test_gzip_and_json_lines_estimates(tmp_path: Path) -> None:
     bad.write_bytes(b"a,b\n1,2,3,4\n\x00\x00")
     est = estimate_read("read_csv", bad, {"engine": "c"})
     assert est is not None  # an estimate or a reason, never an exception
+
+
+@pytest.mark.parametrize("code", [
+    "rows = []\nit = iter(range(10))\nwhile True:\n    rows.append(next(it))",  # ends with StopIteration
+    "rows = []\ntry:\n    while True:\n        rows.append(read())\nexcept EOFError:\n    pass",
+    "counter = 0\nwhile True:\n    counter += 1\n    time.sleep(1)",  # a counter, not growth
+])
+def test_loops_that_end_by_exception_or_do_not_grow(code: str, tmp_path: Path) -> None:
+    assert run([code], tmp_path) == []
+
+
+def test_string_built_in_endless_loop_is_unbounded(tmp_path: Path) -> None:
+    found = run(["log = ''\nwhile True:\n    log += poll()"], tmp_path)
+    assert ("unbounded_growth", 0, 3) in kinds(found)

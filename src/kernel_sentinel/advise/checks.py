@@ -20,6 +20,7 @@ import ast
 import difflib
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +195,7 @@ class Analyzer:
         self.stmt_allocs: list[Alloc] = []
         self.in_function = 0
         self.cells_by_index: dict[int | None, Cell] = {}
+        self.catching: list[set[str]] = []  # exception names caught by the enclosing try statements
         if ctx.namespace:
             self._seed(ctx.namespace)
 
@@ -234,7 +236,7 @@ class Analyzer:
         except (RecursionError, ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
                 ZeroDivisionError, AssertionError):
             self.stmt_allocs = []
-            self.loops, self.loop_iters, self.in_function = [], [], 0
+            self.loops, self.loop_iters, self.in_function, self.catching = [], [], 0, []
 
     def _seed(self, ns: dict[str, Any]) -> None:
         """Turn a live namespace into abstract values: modules, constants, arrays and frames with sizes."""
@@ -310,7 +312,12 @@ class Analyzer:
             for s in node.body:
                 self.stmt(s)
         elif isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
-            for s in node.body + [h for hd in node.handlers for h in hd.body] + node.orelse + node.finalbody:
+            caught = {ast.unparse(h.type) if h.type is not None else "" for h in node.handlers}
+            self.catching.append(caught)
+            for s in node.body:
+                self.stmt(s)
+            self.catching.pop()
+            for s in [h for hd in node.handlers for h in hd.body] + node.orelse + node.finalbody:
                 self.stmt(s)
         elif isinstance(node, ast.Delete):
             for t in node.targets:
@@ -1336,18 +1343,26 @@ class Analyzer:
         test = node.test
         if not (isinstance(test, ast.Constant) and bool(test.value)):
             return
+        ends_by_exception = {"", "StopIteration", "EOFError", "Exception", "BaseException", "KeyboardInterrupt"}
+        if any(caught_text == "" or set(re.findall(r"\w+", caught_text)) & ends_by_exception
+               for caught in self.catching for caught_text in caught):
+            return  # a `while True` inside try/except StopIteration (or broader) ends by that exception
         for n in _walk_same_loop(node):
             if isinstance(n, (ast.Break, ast.Return, ast.Raise)):
                 return
             if isinstance(n, ast.Call) and self.qual(n.func) in ("sys.exit", "builtins.exit", "os._exit"):
                 return
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "next" and len(n.args) == 1:
+                return  # next(it) without a default ends the loop with StopIteration
         for n in _walk_same_loop(node):
             grow = None
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in ("append", "extend", "add", "update") \
                     and isinstance(n.func.value, (ast.Name, ast.Attribute)):
                 grow = ast.unparse(n.func.value)
             elif isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add) and isinstance(n.target, ast.Name):
-                grow = n.target.id
+                cur = self.env.get(n.target.id)
+                if isinstance(cur, Const) and isinstance(cur.value, (str, bytes, list)):
+                    grow = n.target.id  # a counter (`n += 1`) does not grow memory
             if grow:
                 self._add(None, n.lineno, F.UNBOUNDED_GROWTH,
                           f"`{grow}` grows on every turn of `while True:` (line {node.lineno}) and nothing in the loop ever "
