@@ -98,8 +98,9 @@ def test_read_that_fits_is_not_reported_and_huge_one_suggests_out_of_core(tmp_pa
     assert tiny["details"].get("out_of_core") and "duckdb.sql" in tiny["remedy"] and "pl.scan_csv" in tiny["remedy"]
 
 
-def test_clean_notebook_has_no_findings(tmp_path: Path) -> None:
-    nb = copy_sample("clean_sales_report.ipynb", tmp_path)
+@pytest.mark.parametrize("name", ["clean_sales_report.ipynb", "clean_churn_model.ipynb"])
+def test_clean_notebook_has_no_findings(name: str, tmp_path: Path) -> None:
+    nb = copy_sample(name, tmp_path)
     assert findings(nb, "--budget", "2G") == []
     assert findings(nb, "--budget", "256M") == []
     proc = run_check(nb)  # the machine's own budget, terminal output
