@@ -147,6 +147,9 @@ def _pandas_size(obj: Any, clock: _Clock) -> tuple[int, bool, str]:
         shallow = int(obj.memory_usage(index=True, deep=False).sum())
         extra, exact = 0, True
         for _, col in obj.items():
+            if clock.out():  # thousands of object columns: the rest stay shallow
+                exact = False
+                break
             # Python-object columns (object dtype, and string dtype with python storage): sampled.
             if col.dtype == object or (str(col.dtype) in ("string", "str") and "python" in repr(col.dtype)):
                 extra += _pandas_object_bytes(col.array, clock)
