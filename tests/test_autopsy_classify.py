@@ -163,3 +163,10 @@ def test_oom_seen_only_by_the_sweep_has_no_exit_status():
     assert report["cause"] == "oom_kill" and report["exit"] is None
     assert report["cell"]["execution_count"] == 3
     assert any("OOM-kill counter" in p for p in report["evidence"]["proof"])
+
+
+def test_runaway_recursion_is_named_in_an_oom_kill():
+    report = report_of(sample("oom_recursion"))
+    assert report["cause"] == "oom_kill"
+    assert report["memory"]["recursion_depth_at_least"] is True
+    assert report["cell"]["line"] == 4 and "runaway recursion" in report["summary"]

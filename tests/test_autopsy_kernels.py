@@ -344,3 +344,14 @@ def test_provisioner_requested_shutdown_is_not_a_death(kernel):
     assert k.run("y = 1").ok
     k.km.shutdown_kernel()
     assert death_report() is None
+
+
+def test_runaway_recursion_reports_its_depth(kernel):
+    k = start(kernel, limit=256 * MiB)
+    report = die(k, "import sys\nsys.setrecursionlimit(10**8)\ndef down(n):\n    return down(n + 1)\ndown(0)")
+    assert report["cause"] == "oom_kill"
+    assert report["memory"]["recursion_depth"] >= 200  # the sampler saw the stack grow
+    assert report["cell"]["execution_count"] == 2
+    assert report["cell"]["line"] in (4, 5)  # the recursive call, or the call that started it
+    assert "recursion" in report["summary"] and "base case" in report["remedy"]
+    capture("oom_recursion", k)

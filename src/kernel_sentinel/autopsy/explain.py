@@ -12,6 +12,7 @@ from typing import Any
 from ..sizes import format_bytes
 from .classify import Verdict
 from .evidence import Evidence, signal_name
+from .recorder import WALK_LIMIT
 
 
 def explain(ev: Evidence, verdict: Verdict) -> dict[str, Any]:
@@ -114,6 +115,7 @@ def _memory(ev: Evidence) -> dict[str, Any]:
         out["cgroup"] = {k: cg.get(k) for k in ("path", "limit_bytes", "usage_bytes", "peak_bytes")}
     if mem.get("depth"):
         out["recursion_depth"] = mem["depth"]
+        out["recursion_depth_at_least"] = mem["depth"] >= WALK_LIMIT  # the sampler stops counting there
     return out
 
 
@@ -138,6 +140,9 @@ def _summary(ev: Evidence, v: Verdict, memory: dict[str, Any], where: str) -> st
         else:
             what = "the whole machine ran out of memory"
         tail = f" Peak memory of the kernel: {format_bytes(peak)}." if peak else ""
+        if memory.get("recursion_depth"):
+            more = "at least " if memory.get("recursion_depth_at_least") else ""
+            tail += f" The main thread was {more}{memory['recursion_depth']} calls deep: a runaway recursion."
         return f"Out of memory: the OS's OOM killer ended the kernel (SIGKILL) {where}, because {what}.{tail}"
     if v.cause == "external_kill":
         by = ""
@@ -190,6 +195,8 @@ def _remedy(v: Verdict, memory: dict[str, Any], guard: bool | None = None) -> st
     budget = memory.get("budget_bytes")
     b = f" (the budget was {format_bytes(budget)}, set by {memory.get('source')})" if budget else ""
     mod = v.native_module or "the extension module"
+    if v.cause == "oom_kill" and memory.get("recursion_depth_at_least"):
+        return "Give the recursion a base case that is reached (or make it a loop); a raised sys.setrecursionlimit lets it eat all memory."
     if v.cause == "oom_kill" and guard:
         return (
             "The guard was on but could not stop this allocation (one large C call, or memory used outside the "

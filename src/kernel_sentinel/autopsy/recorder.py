@@ -364,14 +364,21 @@ class Recorder:
         frame = sys._current_frames().get(self._main_ident)
         depth = 0
         line = None
+        inner: list[int] = []  # the two innermost lines in cell code
         prefixes = self._cell_prefixes
         while frame is not None and depth < WALK_LIMIT:
             if frame.f_code.co_filename.startswith(prefixes):
                 line = frame.f_lineno
+                if len(inner) < 2:
+                    inner.append(line)
             depth += 1
             frame = frame.f_back
+        # A frame just entered reports its ``def`` line; its caller's line is the recursive call itself.
+        innermost = inner[-1] if inner else None
         if depth >= WALK_LIMIT:
-            line = None  # the cell's own frame is below what we walked; keep the last line we knew
+            # The cell's own frame is below what we walked: a runaway recursion. Its innermost line in cell
+            # code (the recursive call) is what the user needs to see, unless we already knew a line.
+            line = self._line if self._line is not None else innermost
         return depth, line
 
 
