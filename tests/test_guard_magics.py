@@ -109,3 +109,15 @@ def test_other_parts_can_register_a_subcommand(kernel) -> None:
     assert k.run(code).ok
     assert k.run("%sentinel hello world").stdout == "hello world\n"
     assert "hello [NAME]" in k.run("%sentinel nope").stdout
+
+
+def test_without_the_guard_status_still_works_and_controls_say_how_to_load_it(kernel) -> None:
+    k = kernel(limit_bytes=512 * MiB)  # a stock ipykernel
+    assert k.run("from kernel_sentinel.guard.magics import SentinelMagics\nget_ipython().register_magics(SentinelMagics)").ok
+    res = k.run("%sentinel")
+    assert res.ok and res.text().startswith("Guard: not loaded. Budget: 512 MiB"), res.text()
+    for line in ("%sentinel off", "%sentinel budget 100M"):
+        res = k.run(line)
+        assert res.stdout == "The guard is not loaded in this kernel: run `%load_ext kernel_sentinel` first.\n"
+    assert k.run("%load_ext kernel_sentinel").ok
+    assert k.run("%sentinel").text().startswith("Guard: on. Budget: 512 MiB")
