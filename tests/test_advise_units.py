@@ -127,3 +127,29 @@ def test_loops_that_end_by_exception_or_do_not_grow(code: str, tmp_path: Path) -
 def test_string_built_in_endless_loop_is_unbounded(tmp_path: Path) -> None:
     found = run(["log = ''\nwhile True:\n    log += poll()"], tmp_path)
     assert ("unbounded_growth", 0, 3) in kinds(found)
+
+
+def test_file_backed_writes_against_free_space(tmp_path: Path) -> None:
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    rows = free // (4 * 1_000) * 2  # twice the free space, in float32 rows of 1,000
+    found = run([f"from numpy.lib.format import open_memmap\nimport numpy as np\nROWS = {rows}",
+                 "out = open_memmap('features.npy', mode='w+', dtype=np.float32, shape=(ROWS, 1_000))",
+                 "ok = np.memmap('small.dat', dtype='uint8', mode='w+', shape=(1_000,))"], tmp_path)
+    assert kinds(found) == [("memmap_exceeds_disk", 1, 1)]
+    assert found[0].estimate_bytes == rows * 1_000 * 4 and found[0].details["free_bytes"] <= free * 1.01
+    assert "SIGBUS" in found[0].message
+
+
+def test_memmap_on_tmpfs_is_memory(tmp_path: Path) -> None:
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm here")
+    from kernel_sentinel.advise.estimate import fs_free
+
+    free, _, fstype = fs_free(Path("/dev/shm"))
+    if fstype != "tmpfs" or free is None or free < 2 * GiB:
+        pytest.skip(f"/dev/shm is {fstype} with {free} free")
+    found = run(["import numpy as np\nm = np.memmap('/dev/shm/cache.dat', dtype=np.float64, mode='w+', shape=(100_000, 1_000))"],
+                tmp_path, budget=1 * GiB)
+    assert kinds(found) == [("big_allocation", 0, 2)] and "tmpfs" in found[0].message
