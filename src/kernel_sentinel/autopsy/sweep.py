@@ -18,14 +18,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .flight import read_record
+from .flight import flight_dir, read_record
 
 
 def sweep(home: str | os.PathLike[str], kernel_id: str | None = None) -> list[dict[str, Any]]:
     """Record the unseen deaths among the flight records (of ``kernel_id``, or all); return their reports."""
     home = Path(home)
     base = home / "flight"
-    folders = [base / kernel_id] if kernel_id else (list(base.iterdir()) if base.is_dir() else [])
+    folders = [flight_dir(home, kernel_id)] if kernel_id else (list(base.iterdir()) if base.is_dir() else [])
     reports = []
     for folder in folders:
         if not folder.is_dir():
