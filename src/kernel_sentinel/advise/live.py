@@ -143,4 +143,5 @@ def magic_check(magics: Any, args: list[str]) -> None:
             ctx = _Ctx(path=arg, base_dir=p.resolve().parent, budget_bytes=budget[0], budget_source=budget[1],
                        notebook=p.suffix == ".ipynb")
             found.extend(analyze(cells, ctx))
-    print(render_plain(found, budget[0], budget[1]).rstrip())
+    scope = "this session" if not args else len(args)
+    print(render_plain(found, budget[0], budget[1], scope).rstrip())

@@ -11,8 +11,11 @@ from ..advise.findings import Finding
 from ..sizes import format_bytes
 
 
-def render_findings(findings: Sequence[Finding], budget_bytes: int, budget_source: str, files: int) -> Group:
-    """Return a renderable: one block per finding, then a one-line summary."""
+def render_findings(findings: Sequence[Finding], budget_bytes: int, budget_source: str, files: int | str) -> Group:
+    """Return a renderable: one block per finding, then a one-line summary.
+
+    ``files`` is how many files were checked, or a phrase for what was (``"this session"``).
+    """
     parts: list[Text] = []
     for f in findings:
         head = Text()
@@ -37,12 +40,13 @@ def render_findings(findings: Sequence[Finding], budget_bytes: int, budget_sourc
                        f"{'s' if len(findings) - n_err != 1 else ''}) ")
     else:
         summary.append("No kernel killers found ", style="bold green")
-    summary.append(f"in {files} file{'s' if files != 1 else ''}; budget {format_bytes(budget_bytes)} ({budget_source}).")
+    scope = files if isinstance(files, str) else f"{files} file{'s' if files != 1 else ''}"
+    summary.append(f"in {scope}; budget {format_bytes(budget_bytes)} ({budget_source}).")
     parts.append(summary)
     return Group(*parts)
 
 
-def render_plain(findings: Sequence[Finding], budget_bytes: int, budget_source: str) -> str:
+def render_plain(findings: Sequence[Finding], budget_bytes: int, budget_source: str, scope: int | str = 1) -> str:
     """Return the same report as plain text (for a notebook's text/plain output)."""
     from io import StringIO
 
@@ -50,5 +54,5 @@ def render_plain(findings: Sequence[Finding], budget_bytes: int, budget_source: 
 
     buf = StringIO()
     Console(file=buf, width=110, no_color=True, highlight=False, force_jupyter=False, force_terminal=False).print(
-        render_findings(findings, budget_bytes, budget_source, 1))
+        render_findings(findings, budget_bytes, budget_source, scope))
     return buf.getvalue()
