@@ -97,8 +97,8 @@ def status_bundle(ip: Any, n: int = 5) -> dict[str, str]:
         approx = "" if v.exact else "~"
         rows.append((v.name, f"{approx}{format_bytes(v.nbytes)}", f"{v.type_name} {v.detail}".strip()))
     for h in report.hidden:
-        if h.nbytes < 1 << 20:
-            continue  # a bool in Out is not worth a line
+        if h.exclusive_bytes < 1 << 20:
+            continue  # a bool in Out, or objects a variable (or Out itself) holds anyway: not worth a line
         rows.append((f"{h.name} (hidden)", format_bytes(h.nbytes), f"{format_bytes(h.exclusive_bytes)} only there: {h.holds}"))
     tail = []
     if not rows:
