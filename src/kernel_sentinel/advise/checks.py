@@ -22,7 +22,7 @@ import math
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -374,8 +374,6 @@ class Analyzer:
     def _bind(self, target: ast.expr, value: Any, node: ast.stmt) -> None:
         if isinstance(target, ast.Name):
             self._end_binding(target.id, self._pos(node), "rebind")
-            if self.loops and isinstance(value, Const) and target.id in self._loop_assigned():
-                value = value  # plain constants in loops stay: each iteration assigns the same
             self.env[target.id] = value
             if isinstance(value, Obj) and not self.in_function and value.size and value.kind != "memmap":
                 self.bindings[target.id] = Binding(target.id, value, self._pos(node), self.cell.index if self.cell else None,
@@ -406,14 +404,6 @@ class Analyzer:
                           f"{verb} later (cell {self.cell.index if self.cell else '?'}, line {pos[1]}) frees nothing",
                           f"end this cell with `{name}.head()` or a `;` (`{name};`) instead of `{name}`, or run "
                           f"`%reset -f out` after {verb}", estimate=size, severity="warning", cell_index=cell_i)
-
-    def _loop_assigned(self) -> set[str]:
-        names: set[str] = set()
-        for loop in self.loops:
-            for n in ast.walk(loop):
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
-                    names.add(n.id)
-        return names
 
     def _augassign(self, node: ast.AugAssign) -> None:
         self.stmt_allocs = []
@@ -519,7 +509,7 @@ class Analyzer:
             vals = [self.ev(e) for e in node.elts]
             if all(isinstance(v, Const) for v in vals):
                 return Const(tuple(v.value for v in vals) if isinstance(node, ast.Tuple) else [v.value for v in vals])
-            return vals if isinstance(node, ast.Tuple) else Obj("list", label=ast.unparse(node)) if False else vals
+            return vals  # a mix of known and unknown parts (a shape like (n, m) with m unknown)
         if isinstance(node, ast.JoinedStr):
             parts = []
             for v in node.values:
@@ -1183,8 +1173,6 @@ class Analyzer:
         big = max(allocs, key=lambda a: a.size)
         for a in allocs:
             self.alloc_log.append((self._pos(node), a.size, a.obj))
-        if self.in_function and self.loops:
-            pass
         live, names = self._live_total({id(a.obj) for a in allocs})
         if big.size > self.usable:
             severity, verdict = "error", self._over_text()
