@@ -246,6 +246,8 @@ def _table(results: list[dict]) -> str:
         c = r["cells"]
         first, un, sm, bg = c["first"], c["unchanged"], c["small"], c["big"]
         rs = r.get("restore")
+        if rs is None and r.get("restore_checkout_s") is not None:  # Kishu: in-place checkout, no bytes count
+            rs = {"warm_s": r["restore_checkout_s"], "warm_gb_s": None, "cold_s": None, "cold_gb_s": None}
         rows.append(
             f"| {r['engine']} | {f(first['critical_ms'], '.0f')} / {f(first['background_s'], '.2f')} / {f(first['written_mb'], '.0f')} "
             f"| {f(un['critical_ms'], '.1f')} / {f(un['background_s'], '.2f')} | {f(sm['critical_ms'], '.1f')} / {f(sm['background_s'], '.2f')} "
