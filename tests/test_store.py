@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import subprocess
+import time
 
 import pytest
 
@@ -48,8 +49,13 @@ def test_same_death_twice_is_one_row_and_prefix_lookup(tmp_path):
         store.add_death(_report("abczzz", 6), {"pid": 6})
         assert store.death("abc") is None  # ambiguous prefix
         assert store.unshown_death("abczzz")["pid"] == 6
-        store.mark_shown(store.unshown_death("abczzz")["id"])
-        assert store.unshown_death("abczzz") is None
+        store.add_death(_report("abczzz", 7), {"pid": 7}, died_at=time.time() + 10)
+        store.add_death(_report("other", 8), {"pid": 8})
+        newest = store.unshown_death("abczzz")
+        assert newest["pid"] == 7
+        store.mark_shown(newest["id"])
+        assert store.unshown_death("abczzz") is None  # the older one is covered by the newest
+        assert store.unshown_death("other")["pid"] == 8  # another kernel's is not
 
 
 def test_missing_store_is_a_one_line_error(tmp_path):

@@ -239,8 +239,14 @@ class Store:
         return _death_row(row) if row is not None else None
 
     def mark_shown(self, death_id: int) -> None:
+        """Mark a death, and the same kernel's older ones never shown, as shown (the newest speaks for all)."""
         with self._tx() as db:
-            db.execute("UPDATE deaths SET shown_at = ? WHERE id = ?", (time.time(), death_id))
+            db.execute(
+                "UPDATE deaths SET shown_at = ? WHERE shown_at IS NULL"
+                " AND kernel_id = (SELECT kernel_id FROM deaths WHERE id = ?)"
+                " AND died_at <= (SELECT died_at FROM deaths WHERE id = ?)",
+                (time.time(), death_id, death_id),
+            )
 
 
 def _death_row(row: sqlite3.Row) -> dict[str, Any]:
