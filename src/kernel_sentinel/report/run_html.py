@@ -97,7 +97,7 @@ body{font:14px/1.4 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color
 h1{font-size:20px;margin:0 0 4px} .meta{color:#616161;margin:2px 0}
 .outcome-ok{color:#2e7d32} .outcome-error,.outcome-died{color:#c62828} .outcome-interrupted{color:#ef6c00}
 table{border-collapse:collapse;margin-top:12px;width:100%} th,td{padding:4px 8px;border-bottom:1px solid #eee;
-text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
+text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.error td,tr.died td{background:#fdecea} tr.not_run td{color:#9e9e9e}
 .death{border-left:4px solid #c62828;background:#fdecea;padding:6px 10px;margin:10px 0}
 code{font-size:12px}

@@ -282,6 +282,8 @@ def run_notebook(opts: RunOptions, progress: Progress | None = None) -> RunResul
                 if outcome != "ok":
                     mark_not_run(cell)
                     records.append(CellRun(index=index, execution_count=None, status="not_run", source=_head(cell)))
+                    if progress:
+                        progress.cell_finished(number, len(runnable), records[-1])
                     continue
                 count += 1
                 rec = CellRun(index=index, execution_count=count, status="ok", source=_head(cell))
@@ -301,6 +303,7 @@ def run_notebook(opts: RunOptions, progress: Progress | None = None) -> RunResul
                 except KeyboardInterrupt:
                     rec.status, rec.error = "error", {"ename": "KeyboardInterrupt", "evalue": "run interrupted"}
                     outcome, exit_code = "interrupted", EXIT_INTERRUPTED
+                    _quiet_abandoned_tasks()
                 rec.seconds = round(time.monotonic() - t0, 4)
                 mem = sampler.end_cell()
                 rec.end = round(sampler.elapsed(), 4)
@@ -414,6 +417,16 @@ def _cell_meta(rec: CellRun) -> dict[str, Any]:
     if rec.error:
         meta["error"] = rec.error
     return meta
+
+
+def _quiet_abandoned_tasks() -> None:
+    """Silence nbclient's tasks left mid-cell by Ctrl-C: their "exception never retrieved" is not news."""
+    try:
+        from jupyter_core.utils import ensure_event_loop
+
+        ensure_event_loop().set_exception_handler(lambda loop, context: None)
+    except Exception:
+        pass
 
 
 def _exit_status(km: Any) -> int | None:
