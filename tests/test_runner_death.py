@@ -73,3 +73,22 @@ def test_oom_kill_without_the_guard_exits_2_and_names_the_oom_killer(tmp_path: P
     died = data["cells"][1]
     assert died["status"] == "died" and died["peak_bytes"] > 0.9 * GiB  # it did reach the limit
     assert [c["status"] for c in data["cells"]] == ["ok", "died", "not_run"]
+
+
+def test_a_kernel_that_cannot_start_exits_2_with_its_last_words(tmp_path: Path):
+    # A broken environment: ipykernel's launcher exits at once (what a bad install or a missing module does).
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "ipykernel_launcher.py").write_text(
+        "import sys\nprint('ipykernel is broken in this environment', file=sys.stderr)\nsys.exit(3)\n"
+    )
+    nb = write_notebook(tmp_path / "nb.ipynb", ["print(1)", "print(2)"])
+    report = tmp_path / "r.json"
+    proc = run_cli(str(nb), "--json", str(report), env={"PYTHONPATH": str(broken)})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "did not start" in proc.stderr
+    data = read_json(report)
+    assert [c["status"] for c in data["cells"]] == ["not_run", "not_run"]
+    assert data["kernel_exit"] == 3
+    assert "did not start" in data["death"]["summary"]
+    assert "ipykernel is broken in this environment" in "\n".join(data["death"]["kernel_log_tail"])

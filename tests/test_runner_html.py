@@ -72,3 +72,20 @@ def test_html_report_plot_renders_in_a_headless_browser(tmp_path: Path):
     assert dom.count('class="cell-boundary"') == len(ran) == 4
     assert dom.count('class="failed-cell"') == 1
     assert "ZeroDivisionError" in dom and "not_run" in dom  # the table of cells
+
+
+def test_downsampling_keeps_every_peak_and_bounds_the_points():
+    from kernel_sentinel.report.run_json import downsample
+
+    n = 100_000
+    t = [i * 0.025 for i in range(n)]
+    b = [1000 + (i % 7) for i in range(n)]
+    for spike in (5, 31_337, 99_998):  # one-sample spikes: what a plot must not lose
+        b[spike] = 10**9 + spike
+    out = downsample(t, b, [0] * n, 3000)
+    assert len(out["t"]) <= 3000
+    for spike in (5, 31_337, 99_998):
+        assert 10**9 + spike in out["bytes"]
+        assert t[spike] in out["t"]
+    assert out["t"] == sorted(out["t"])
+    assert downsample(t[:10], b[:10], [0] * 10, 3000)["bytes"] == b[:10]

@@ -12,28 +12,9 @@ import json
 from typing import Any
 
 from ..sizes import format_bytes
-from .run_json import build_report
+from .run_json import build_report, downsample
 
 MAX_POINTS = 3000  # more samples than pixels only makes the page heavy
-
-
-def downsample(t: list[float], b: list[int], cell: list[int], limit: int = MAX_POINTS) -> dict[str, list]:
-    """Return at most ~``limit`` points, keeping each bucket's maximum so no peak disappears from the plot."""
-    n = len(t)
-    if n <= limit:
-        return {"t": list(t), "bytes": list(b), "cell": list(cell)}
-    step = n / limit
-    out: dict[str, list] = {"t": [], "bytes": [], "cell": []}
-    i = 0
-    while i < n:
-        j = min(n, int((len(out["t"]) + 1) * step))
-        j = max(j, i + 1)
-        k = max(range(i, j), key=lambda x: b[x])
-        out["t"].append(t[k])
-        out["bytes"].append(b[k])
-        out["cell"].append(cell[k])
-        i = j
-    return out
 
 
 _SCRIPT = r"""
@@ -113,7 +94,7 @@ def render_report_html(report: dict[str, Any]) -> str:
     """Return the self-contained HTML page for a run report dict (``run_json.build_report``)."""
     tl = report["timeline"]
     data = {
-        "timeline": downsample(tl["t"], tl["bytes"], tl["cell"]),
+        "timeline": downsample(tl["t"], tl["bytes"], tl["cell"], MAX_POINTS),
         "budget": (report.get("budget") or {}).get("bytes"),
         "seconds": report["totals"].get("seconds"),
         "cells": [

@@ -101,7 +101,7 @@ def render_summary(report: dict[str, Any]) -> Group:
     elif outcome == "error":
         head.append(f"{where[0].upper()}{where[1:]} raised", style="bold red")
     elif outcome == "died":
-        head.append(f"The kernel died in {where}", style="bold red")
+        head.append(f"The kernel died in {where}" if where else "The kernel died before running a cell", style="bold red")
     else:
         head.append("Interrupted", style="bold yellow")
     head.append(

@@ -266,7 +266,24 @@ def run_notebook(opts: RunOptions, progress: Progress | None = None) -> RunResul
         oom_before = cgroup.oom_kills() if cgroup else None
         # The kernel's own stdout/stderr (startup warnings, C-level crash messages) go to a log, not our terminal.
         kernel_log = open(os.path.join(folder, "kernel.log"), "wb")
-        with client.setup_kernel(env=env, cwd=cwd, cleanup_kc=False, stdout=kernel_log, stderr=kernel_log):
+        startup_error = None
+        try:
+            client.start_new_kernel(env=env, cwd=cwd, stdout=kernel_log, stderr=kernel_log)
+            client.start_new_kernel_client()
+        except Exception as exc:  # a kernel that cannot start died before its first cell: exit 2, explained
+            startup_error = f"{type(exc).__name__}: {exc}".strip()
+        if startup_error is not None:
+            kernel_exit = _exit_status(km)
+            death = _autopsy_report(kernel_id, opts.autopsy_wait if autopsy else 0.0) or runner_death(
+                kernel_exit, oom_kills=None, limit_bytes=limit, peak_bytes=None, cell_execution_count=None
+            )
+            death["summary"] = f"the kernel did not start ({startup_error}); {death.get('summary')}"
+            death["kernel_log_tail"] = _tail(os.path.join(folder, "kernel.log"))
+            outcome, exit_code = "died", EXIT_DIED
+            for index in runnable:
+                mark_not_run(nb.cells[index])
+                records.append(CellRun(index=index, execution_count=None, status="not_run", source=_head(nb.cells[index])))
+        if startup_error is None:
             sampler = MemorySampler(km.provisioner.pid, cgroup, interval=opts.interval).start()
             if progress:
                 progress.started(len(runnable), confinement)
