@@ -326,3 +326,23 @@ def test_session_key_from_server_env_or_namespace(monkeypatch: pytest.MonkeyPatc
     assert session_key_of({"__session__": "/w/b.ipynb", "__vsc_ipynb_file__": "/w/a.ipynb"}) == "/w/b.ipynb"
     monkeypatch.setenv("JPY_SESSION_NAME", "/w/c.ipynb")
     assert session_key_of({"__session__": "/w/b.ipynb"}) == "/w/c.ipynb"
+
+
+def test_big_variables_inside_other_variables_are_stored_once_and_stay_shared() -> None:
+    ns: dict = {}
+    cp = _checkpointer(ns)
+    _run(cp, ns, "import numpy as np\nweights = np.ones(300_000)\nmodel = {'w': weights, 'name': 'm'}\nruns = [weights, weights]", 1)
+    manifest = json.loads(Path(cp.last_result["manifest"]).read_text())
+    by_name = {o["names"][0]: o for o in manifest["objects"]}
+    assert by_name["model"]["refs"] == ["weights"] and not by_name["model"]["buffers"]
+    fresh: dict = {}
+    report = load_checkpoint(fresh, exclude="k-new")
+    assert fresh["model"]["w"] is fresh["weights"] and fresh["runs"][1] is fresh["weights"]
+    assert not report.failed
+    # the held variable lost: the holder says why instead of coming back without it
+    blob = BlobStore(cp.store.dir).blob_path(by_name["weights"]["buffers"][0])
+    blob.unlink()
+    fresh = {}
+    report = load_checkpoint(fresh, exclude="k-new")
+    reasons = {f["names"][0]: f["reason"] for f in report.failed}
+    assert "missing" in reasons["weights"] and "holds weights" in reasons["model"] and "runs" in reasons

@@ -26,6 +26,7 @@ from .detect import HASH_NAME, Unpicklable, big_buffer_bytes, blob_id, blob_size
 from .writer import ForkWriter, ThreadWriter
 
 EXCLUDED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+REF_MIN_BYTES = 1 << 20  # variables this big are stored once even when other variables hold them too
 MEMORY_RESERVE = 64 << 20  # never checkpoint into the last 64 MiB of the budget
 DEFAULT_KEEP = 3
 DISK_RESERVE_MIN = 1 << 30  # stop before the filesystem has less than max(1 GiB, 5%) free
@@ -130,11 +131,13 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
     unpicklable: list[dict[str, Any]] = []
     notes: list[str] = []
     written = total = 0
+    # big variables (arrays, frames) held inside other variables are stored once, by reference
+    refs = {id(g.obj): g.names[0] for g in capture.groups if g.big_bytes >= REF_MIN_BYTES}
     # one object at a time: serialize, write what the store lacks, let go. Memory stays at one in-band
     # pickle (at most 8 MiB, bigger ones are spilled to disk as they are made) whatever the namespace holds.
     for group in capture.groups:
         try:
-            parts = serialize(group.obj, spill_dir=str(store.dir / "tmp"))
+            parts = serialize(group.obj, spill_dir=str(store.dir / "tmp"), refs=refs)
         except Unpicklable as exc:
             unpicklable.append({"names": group.names, "type": group.type_name, "reason": str(exc), "cells": group.cells})
             continue
@@ -159,7 +162,8 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
             written += store.write_blob(bid, data)
         total += parts.nbytes
         objects.append({"names": group.names, "type": group.type_name, "method": parts.method, "inband": parts.inband_id,
-                        "buffers": buffers, "nbytes": parts.nbytes, "cells": group.cells})
+                        "buffers": buffers, "nbytes": parts.nbytes, "cells": group.cells,
+                        **({"refs": parts.refs} if parts.refs else {})})
         del parts, pending
     state = {"objects": objects, "modules": capture.modules, "unpicklable": unpicklable}
     if previous is not None and _same_state(previous, state):
@@ -198,7 +202,8 @@ def _discard_spilled(pending: list[tuple[str, Any]]) -> None:
 def _same_state(previous: dict[str, Any], state: dict[str, Any]) -> bool:
     def key(m: dict[str, Any]) -> Any:
         return (
-            sorted((tuple(o["names"]), o["inband"], tuple(o["buffers"]), o["method"]) for o in m.get("objects", [])),
+            sorted((tuple(o["names"]), o["inband"], tuple(o["buffers"]), o["method"], tuple(o.get("refs", [])))
+                   for o in m.get("objects", [])),
             sorted((tuple(x["names"]), x["module"]) for x in m.get("modules", [])),
             sorted((tuple(u["names"]), u["type"]) for u in m.get("unpicklable", [])),
         )

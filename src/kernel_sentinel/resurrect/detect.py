@@ -52,6 +52,7 @@ class Parts:
     inband: bytes | None  # None when spilled to ``inband_path``
     inband_path: str | None = None
     buffers: list[memoryview] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)  # other variables this object holds (stored by reference)
 
     @property
     def nbytes(self) -> int:
@@ -140,7 +141,9 @@ def blob_size(bid: str) -> int:
     return int(bid.rsplit("-", 1)[1])
 
 
-def _dump(pickler_class: Any, obj: Any, spill_dir: str | None) -> tuple[_Sink, list[memoryview]]:
+def _dump(
+    pickler_class: Any, obj: Any, spill_dir: str | None, refs: dict[int, str] | None = None, used: set[str] | None = None
+) -> tuple[_Sink, list[memoryview]]:
     buffers: list[memoryview] = []
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
@@ -155,8 +158,22 @@ def _dump(pickler_class: Any, obj: Any, spill_dir: str | None) -> tuple[_Sink, l
         return False
 
     sink = _Sink(spill_dir)
+    pickler = pickler_class(sink, protocol=5, buffer_callback=out_of_band)
+    if refs:
+        own = id(obj)
+
+        def persistent_id(o: Any) -> Any:
+            # a big variable held inside another one is stored once and restored as the same object
+            key = refs.get(id(o))
+            if key is None or id(o) == own:
+                return None
+            if used is not None:
+                used.add(key)
+            return ("ks-ref", key)
+
+        pickler.persistent_id = persistent_id
     try:
-        pickler_class(sink, protocol=5, buffer_callback=out_of_band).dump(obj)
+        pickler.dump(obj)
     except BaseException:
         sink.abandon()
         raise
@@ -164,29 +181,31 @@ def _dump(pickler_class: Any, obj: Any, spill_dir: str | None) -> tuple[_Sink, l
     return sink, buffers
 
 
-def _parts(method: str, sink: _Sink, buffers: list[memoryview]) -> Parts:
+def _parts(method: str, sink: _Sink, buffers: list[memoryview], used: set[str]) -> Parts:
     bid = f"{sink.hasher.hexdigest()}-{sink.size}"
     if sink.path:
-        return Parts(method, bid, None, sink.path, buffers)
-    return Parts(method, bid, bytes(sink.buf), None, buffers)
+        return Parts(method, bid, None, sink.path, buffers, sorted(used))
+    return Parts(method, bid, bytes(sink.buf), None, buffers, sorted(used))
 
 
-def serialize(obj: Any, spill_dir: str | None = None) -> Parts:
+def serialize(obj: Any, spill_dir: str | None = None, refs: dict[int, str] | None = None) -> Parts:
     """Return ``obj`` as ``Parts``; raise ``Unpicklable`` with a one-line reason when it cannot be saved.
 
     Plain pickle first (fastest); cloudpickle, when installed, for what plain pickle refuses (lambdas,
     local functions) and for anything that refers to ``__main__``: a function or class defined in the
     notebook pickles by reference, which a fresh kernel could not resolve. The pickle streams through a
     hash into memory, or into a temp file under ``spill_dir`` once it passes 8 MiB: pickling a big
-    Python object never needs a second copy of it in memory.
+    Python object never needs a second copy of it in memory. ``refs`` maps ``id()`` of big variables to
+    their names: inside another object they are stored as references (``Parts.refs``), not again.
     """
     if isinstance(obj, io.IOBase):  # cloudpickle would save a read-mode file's contents as if they were the file
         raise Unpicklable(f"an open file{' ' + repr(getattr(obj, 'name', '')) if getattr(obj, 'name', None) else ''}: "
                           "a file handle cannot be saved")
     try:
-        sink, buffers = _dump(pickle.Pickler, obj, spill_dir)
+        used: set[str] = set()
+        sink, buffers = _dump(pickle.Pickler, obj, spill_dir, refs, used)
         if not sink.mentions_main:
-            return _parts("pickle5", sink, buffers)
+            return _parts("pickle5", sink, buffers, used)
         sink.abandon()
         first_error = "refers to objects defined in the notebook (__main__)"
     except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
@@ -194,17 +213,24 @@ def serialize(obj: Any, spill_dir: str | None = None) -> Parts:
     if _cloudpickle is None:
         raise Unpicklable(f"{first_error} (install cloudpickle to save functions and lambdas)")
     try:
-        sink, buffers = _dump(_cloudpickle.Pickler, obj, spill_dir)
-        return _parts("cloudpickle", sink, buffers)
+        used = set()
+        sink, buffers = _dump(_cloudpickle.Pickler, obj, spill_dir, refs, used)
+        return _parts("cloudpickle", sink, buffers, used)
     except Exception as exc:
         raise Unpicklable(_one_line(exc)) from None
 
 
-def deserialize(method: str, inband: bytes, buffers: list[Any]) -> Any:
-    """Return the object stored as ``inband`` + ``buffers`` (cloudpickle output loads with plain pickle)."""
+def deserialize(method: str, inband: bytes, buffers: list[Any], resolve: Any = None) -> Any:
+    """Return the object stored as ``inband`` + ``buffers``; ``resolve(name)`` supplies referenced variables.
+
+    cloudpickle's output loads with plain pickle (cloudpickle must be importable for what it pickled).
+    """
     if method == "cloudpickle" and _cloudpickle is None:
         raise Unpicklable("this object was saved with cloudpickle, which is not installed here")
-    return pickle.loads(inband, buffers=buffers)
+    unpickler = pickle.Unpickler(io.BytesIO(inband), buffers=buffers)
+    if resolve is not None:
+        unpickler.persistent_load = lambda pid: resolve(pid[1])
+    return unpickler.load()
 
 
 def _one_line(exc: BaseException) -> str:

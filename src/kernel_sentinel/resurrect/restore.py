@@ -204,7 +204,15 @@ def load_checkpoint(
             report.failed.append({"names": entry["names"], "type": entry.get("type", "?"), "cells": entry.get("cells", []),
                                   "reason": f"needs {format_bytes(entry.get('nbytes', 0))}, more than the memory budget "
                                             f"has left ({format_bytes(max(0, room))})"})
-    for entry in entries:
+    loaded: dict[str, Any] = {}  # first name -> object, for variables held inside others (refs)
+    lost: set[str] = set()
+    for entry in _dependency_order(entries):
+        missing = [r for r in entry.get("refs", []) if r not in loaded]
+        if missing:
+            lost.update(entry["names"][:1])
+            report.failed.append({"names": entry["names"], "type": entry.get("type", "?"), "cells": entry.get("cells", []),
+                                  "reason": f"it holds {', '.join(missing)}, which could not be restored"})
+            continue
         try:
             ids = [entry["inband"], *entry.get("buffers", [])]
             parts = []
@@ -217,18 +225,36 @@ def load_checkpoint(
                     raise ValueError(f"blob {bid[:12]}... is damaged (its hash does not match)")
                 parts.append(data)
                 report.bytes_read += memoryview(data).nbytes
-            value = deserialize(entry.get("method", "pickle5"), bytes(parts[0]), parts[1:])
+            value = deserialize(entry.get("method", "pickle5"), bytes(parts[0]), parts[1:], resolve=loaded.__getitem__)
         except Exception as exc:
             report.failed.append({"names": entry["names"], "type": entry.get("type", "?"),
                                   "reason": str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}",
                                   "cells": entry.get("cells", [])})
             continue
+        loaded[entry["names"][0]] = value
         for name in entry["names"]:  # one object, every alias: `b is a` holds again
             ns[name] = value
         report.restored.append({"names": entry["names"], "type": entry.get("type", "?"), "nbytes": entry.get("nbytes", 0)})
     report.not_saved = list(manifest.get("unpicklable", []))
     report.seconds = time.monotonic() - started
     return report
+
+
+def _dependency_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return entries so that a variable held inside another is restored before it (cycles: as stored)."""
+    done: set[str] = set()
+    order: list[dict[str, Any]] = []
+    waiting = list(entries)
+    while waiting:
+        ready = [e for e in waiting if all(r in done for r in e.get("refs", []))]
+        if not ready:  # a cycle or a reference to something not stored: the loader reports it
+            order.extend(waiting)
+            break
+        for e in ready:
+            order.append(e)
+            done.add(e["names"][0])
+            waiting.remove(e)
+    return order
 
 
 def rerun_cells(ip: Any, report: RestoreReport) -> list[str]:
