@@ -7,8 +7,7 @@ import signal
 import sys
 from typing import Any
 
-from .execute import EXIT_INTERRUPTED, EXIT_USAGE, RunOptions, run_notebook
-from .notebook import RunUsageError
+EXIT_USAGE, EXIT_INTERRUPTED = 64, 130
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -21,6 +20,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..report.run_json import build_report
     from ..report.run_terminal import RunProgress, render_summary
+    from .execute import RunOptions, run_notebook  # here, not at the top: nbformat costs ~0.3 s at CLI start
+    from .notebook import RunUsageError
 
     opts = RunOptions(
         notebook=args.notebook,
