@@ -38,7 +38,10 @@ _SCRIPT = r"""
   var t = data.timeline.t, b = data.timeline.bytes;
   var ends = data.cells.map(function (c) { return c.end_s || 0; });
   var tmax = Math.max.apply(null, ends.concat([t.length ? t[t.length - 1] : 0, 1e-3]));
-  var ymax = Math.max.apply(null, b.concat([data.budget || 0, 1])) * 1.08;
+  var peak = Math.max.apply(null, b.concat([1]));
+  // A machine-wide budget (say 22 GiB) would flatten a 300 MiB run into the floor: draw it only when near.
+  var showBudget = data.budget && data.budget <= 4 * peak;
+  var ymax = Math.max(peak, showBudget ? data.budget : 0) * 1.08;
   function X(s) { return L + (W - L - R) * s / tmax; }
   function Y(v) { return H - B - (H - T - B) * v / ymax; }
   el('rect', {x: L, y: T, width: W - L - R, height: H - T - B, fill: '#fafafa', stroke: '#ccc'});
@@ -59,7 +62,11 @@ _SCRIPT = r"""
                 'stroke-dasharray': '2,3', 'class': 'cell-boundary', 'data-cell': c.index});
     el('text', {x: X(c.start_s) + 3, y: T + 12, 'font-size': 10, fill: '#616161'}, '' + (c.index + 1));
   });
-  if (data.budget) {
+  if (data.budget && !showBudget) {
+    el('text', {x: W - R - 4, y: T + 14, 'text-anchor': 'end', 'font-size': 11, fill: '#c62828', id: 'budget-note'},
+       'budget ' + fmt(data.budget) + ' (far above the plot)');
+  }
+  if (showBudget) {
     el('line', {x1: L, x2: W - R, y1: Y(data.budget), y2: Y(data.budget), stroke: '#c62828',
                 'stroke-width': 2, 'stroke-dasharray': '8,4', id: 'budget-line'});
     el('text', {x: W - R - 4, y: Y(data.budget) - 6, 'text-anchor': 'end', 'font-size': 11, fill: '#c62828'},
