@@ -147,7 +147,7 @@ class BlobStore:
             actual = os.fstat(f.fileno()).st_size
             if actual != size:
                 raise ValueError(f"blob {bid[:12]}... is truncated: {actual} of {size} bytes")
-            if size >= _MAP_MIN:
+            if size >= _MAP_MIN and os.name == "posix":  # Windows' mmap has no MAP_PRIVATE: read instead
                 import mmap
 
                 return mmap.mmap(f.fileno(), size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
