@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -149,3 +150,39 @@ def test_parameter_values_are_read_like_papermill(text, value):
 def test_defined_names_of_a_parameters_cell():
     assert defined_names("a = 1\nb: int = 2\nc, (d, e) = 1, (2, 3)\nf += 1\nif x:\n    g = 1") == set("abcdef")
     assert defined_names("%matplotlib inline\nalpha = 0.1") == {"alpha"}  # magics: fall back to lines
+
+
+def test_progress_per_cell_on_a_terminal_and_quiet_otherwise(tmp_path: Path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    nb = write_notebook(tmp_path / "prog.ipynb", ["x = 1", "print(x)", "1/0", "x"])
+    piped = run_cli(str(nb))
+    assert piped.returncode == 1
+    assert "(1/4)" not in piped.stderr  # no per-cell progress in a log
+    assert "ZeroDivisionError" in piped.stderr  # but the summary says what failed
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kernel_sentinel", "run", str(nb)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=300) == 1
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    for line in ("cell 1 (1/4)", "cell 2 (2/4)", "cell 3 (3/4)", "cell 4 (4/4)  not run"):
+        assert line in screen, screen
+    assert re.search(r"cell 3 \(3/4\)\s+[\d.]+ s\s+peak\s+[\d.]+ MiB", screen), screen  # time and memory
