@@ -108,9 +108,10 @@ def test_user_install_goes_to_the_jupyter_data_dir(tmp_path: Path) -> None:
     import os
 
     env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "data")}
-    res = subprocess.run([*CLI, "install", "--user"], capture_output=True, text=True, timeout=120, env=env)
-    assert res.returncode == 0, res.stderr
-    assert (tmp_path / "data" / "kernels" / "python3-sentinel" / "kernel.json").exists()
+    for where in (["--user"], []):  # --user is also where install goes without a location
+        res = subprocess.run([*CLI, "install", *where], capture_output=True, text=True, timeout=120, env=env)
+        assert res.returncode == 0, res.stderr
+        assert (tmp_path / "data" / "kernels" / "python3-sentinel" / "kernel.json").exists()
     res = subprocess.run([*CLI, "uninstall", "--user"], capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 0, res.stderr
     assert not (tmp_path / "data" / "kernels" / "python3-sentinel").exists()

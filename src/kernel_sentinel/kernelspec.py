@@ -95,12 +95,15 @@ def install(
 ) -> str:
     """Write the guarded kernelspec and return the folder it went to.
 
+    Without ``user``, ``sys_prefix`` or ``prefix`` it goes to the user's Jupyter data folder.
     ``replace`` installs it as ``python3``, the kernel frontends pick by default. Raises ``SizeError`` for a
     bad ``memory_limit`` and ``KernelspecError`` for anything else, each with a one-line message.
     """
     from jupyter_client.kernelspec import KernelSpecManager
 
     as_user, where = _where(user, sys_prefix, prefix)
+    if not as_user and where is None:
+        as_user = True  # no location given: the user's own folder, which needs no root and every frontend reads
     if replace and name not in (None, REPLACED_NAME):
         raise KernelspecError("--replace installs as 'python3'; leave out --name", usage=True)
     name = REPLACED_NAME if replace else (name or DEFAULT_NAME)
@@ -171,7 +174,7 @@ def uninstall(
 
 def _add_location(p: argparse.ArgumentParser) -> None:
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--user", action="store_true", help="the current user's Jupyter data folder")
+    where.add_argument("--user", action="store_true", help="the current user's Jupyter data folder (install's default)")
     where.add_argument("--sys-prefix", action="store_true", help="this Python environment (sys.prefix)")
     where.add_argument("--prefix", metavar="DIR", help="PREFIX/share/jupyter/kernels")
 
