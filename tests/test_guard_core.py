@@ -46,11 +46,37 @@ def test_a_loop_that_takes_all_the_fence_allows_stops_at_the_budget():
     assert fence_limit(vm, limit - ws, margin) == vm  # no room left, and none appears by itself
 
 
-def test_untouched_address_space_does_not_open_the_fence():
-    # 500 MiB reserved but untouched (VmData up, working set not): the room stays the budget's room.
-    before = fence_limit(300 * MiB, 900 * MiB, 64 * MiB)
-    after = fence_limit(800 * MiB, 900 * MiB, 64 * MiB)
-    assert after - 800 * MiB == before - 300 * MiB == 836 * MiB
+def test_untouched_address_space_counts_for_the_fence_not_for_the_interrupt():
+    # np.empty(500 MiB): VmData up 500 MiB, resident memory not (yet). Touching it later must fit too.
+    cand = Candidate(1000 * MiB, "cgroup:/g", "cgroup v1 /g", "cgroup")
+    reading = Reading(vm_data=800 * MiB, rss=150 * MiB, cgroups={"/g": (200 * MiB, 200 * MiB)}, untouched=500 * MiB)
+    assert tightest([cand], reading)[2] == 800 * MiB  # the watchdog: 200 MiB in use
+    headroom = tightest([cand], reading, committed=True)[2]
+    assert headroom == 300 * MiB  # the fence: 700 MiB will be in use once touched
+    assert fence_limit(reading.vm_data, headroom, 64 * MiB) == 800 * MiB + 236 * MiB
+    # A second np.empty of the same size in the next tick is refused; the first, touched, still fits.
+    assert 500 * MiB > fence_limit(reading.vm_data, headroom, 64 * MiB) - reading.vm_data
+
+
+def test_meters_count_untouched_allocations():
+    code = r"""
+import json, mmap
+from kernel_sentinel.guard.core import Meters
+m = Meters()
+m.rebase()
+before = m.read().untouched
+buf = mmap.mmap(-1, 256 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # reserved, untouched
+mid = m.read().untouched
+for i in range(0, 128 * 2**20, 4096):
+    buf[i] = 1  # touch half
+after = m.read().untouched
+print(json.dumps([before, mid, after]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, mid, after = json.loads(out)
+    assert before < 8 * MiB
+    assert 250 * MiB <= mid - before <= 262 * MiB
+    assert 122 * MiB <= after - before <= 134 * MiB
 
 
 def test_the_fence_is_never_above_the_users_own_limits():

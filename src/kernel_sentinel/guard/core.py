@@ -3,7 +3,9 @@
 Measure -> decide -> act. ``Guard.tick()`` (run every ~10 ms by the watchdog) reads a handful of
 numbers with ``pread`` (VmData and RSS from /proc/self/statm, the budget cgroup's usage and
 inactive_file), works out the tightest budget and its headroom, re-sets the fence, and interrupts the
-running cell when usage crosses the interrupt threshold. The full budget picture (``MemoryReader``
+running cell when usage crosses the interrupt threshold. The fence counts address space the cell took
+but has not touched yet (``np.empty``, calloc'd zeros: VmData up, resident memory not) as used; the
+watchdog's threshold counts only memory really in use. The full budget picture (``MemoryReader``
 with ``rlimits=False``, so the guard never mistakes its own fence for the budget) is re-read twice a
 second; that is also when the kernel's children are made OOM volunteers.
 
@@ -37,6 +39,8 @@ REFRESH_SECONDS = 0.5  # full budget re-read
 CHILDREN_SECONDS = 1.0  # children scan
 RESEND_SECONDS = 0.1  # a cell that keeps growing after an interrupt gets another one
 TIGHT_SLACK = 8 * MiB  # room left when the watchdog freezes growth, so the interrupt itself can unwind
+NO_ROOM_SECONDS = 2.0  # a cell that has had no room under the fence this long is interrupted
+GAP_NOISE = 4 * MiB  # untouched address space moving by less than this is not "someone allocating"
 IDLE_GROWTH = 32 * MiB  # growth with no cell running before the fence freezes (a background thread)
 
 
@@ -60,6 +64,7 @@ class Reading:
     vm_data: int
     rss: int
     cgroups: dict[str, tuple[int, int]] = field(default_factory=dict)  # directory -> (usage, working set)
+    untouched: int = 0  # address space taken since the cell started but not yet resident (np.empty, calloc)
 
     def meter(self, name: str) -> int | None:
         """Return the usage ``name`` measures (None when it could not be read)."""
@@ -71,6 +76,17 @@ class Reading:
             got = self.cgroups.get(name[7:])
             return got[1] if got else None
         return None
+
+    def committed(self, name: str) -> int | None:
+        """Return the usage plus what is already allocated but not yet touched: usage once it is touched.
+
+        The fence must count it: otherwise ``np.empty`` of most of the headroom, twice in two ticks (or in
+        two threads), passes the fence both times and the touching that follows meets the OOM killer.
+        """
+        usage = self.meter(name)
+        if usage is None or name == "vmdata":
+            return usage
+        return usage + self.untouched
 
 
 def candidates_from(
@@ -103,11 +119,17 @@ def candidates_from(
     return out
 
 
-def tightest(candidates: list[Candidate], reading: Reading) -> tuple[Candidate, int, int] | None:
-    """Return (candidate, usage, headroom) for the limit with the least headroom; None with no limit."""
+def tightest(
+    candidates: list[Candidate], reading: Reading, *, committed: bool = False
+) -> tuple[Candidate, int, int] | None:
+    """Return (candidate, usage, headroom) for the limit with the least headroom; None with no limit.
+
+    ``committed=True`` counts allocated-but-untouched memory as used (what the fence needs); the
+    watchdog's threshold is about memory really in use and uses the plain meters.
+    """
     best: tuple[Candidate, int, int] | None = None
     for cand in candidates:
-        usage = reading.meter(cand.meter)
+        usage = reading.committed(cand.meter) if committed else reading.meter(cand.meter)
         if usage is None:
             continue
         headroom = cand.limit_bytes - usage
@@ -180,6 +202,9 @@ class Meters:
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         self._groups: dict[str, tuple[int, int, bytes]] = {}  # dir -> (usage fd, stat fd, inactive key)
         self.stack_bytes = 0  # statm's data counts the stack too; RLIMIT_DATA does not
+        self.untouched_base: int | None = None  # VmData minus resident anonymous memory at the cell's start
+        self._last_gap = 0
+        self.gap_rose_at = 0.0  # when untouched address space last grew (someone is allocating now)
 
     def watch(self, directories: list[str], version: int) -> None:
         """Read these cgroup directories from now on (closing those no longer needed)."""
@@ -203,6 +228,13 @@ class Meters:
         fields = os.pread(self._statm, 256, 0).split()
         rss = int(fields[1]) * PAGE
         vm_data = max(0, int(fields[5]) * PAGE - self.stack_bytes)
+        gap = vm_data - (rss - int(fields[2]) * PAGE)  # VmData - resident anonymous (RSS - file/shmem)
+        if self.untouched_base is None or gap < self.untouched_base:
+            self.untouched_base = gap  # freed or touched below the base: the base follows it down
+        if gap > self._last_gap + GAP_NOISE:
+            self.gap_rose_at = time.monotonic()
+        self._last_gap = gap
+        untouched = gap - self.untouched_base
         groups = {}
         for d, (ufd, sfd, key) in self._groups.items():
             try:
@@ -220,7 +252,37 @@ class Meters:
                 end = stat.find(b"\n", start)
                 inactive = int(stat[start : end if end >= 0 else None])
             groups[d] = (usage, max(0, usage - inactive))
-        return Reading(vm_data, rss, groups)
+        return Reading(vm_data, rss, groups, untouched)
+
+    @property
+    def last_gap(self) -> int:
+        return self._last_gap
+
+    def forget_released(self, gap_before: int) -> None:
+        """After malloc_trim(): the pages it gave back (RSS down, VmData not) are not new untouched memory.
+
+        malloc reuses them for small and medium allocations without the fence seeing it; the watchdog
+        sees that growth in the working set instead.
+        """
+        self.read()
+        released = self._last_gap - gap_before
+        if released > 0 and self.untouched_base is not None:
+            self.untouched_base += released
+
+    def rebase(self, quiet_seconds: float = 1.0) -> bool:
+        """Forget untouched address space taken so far (at a cell's start), unless it is still growing.
+
+        Without this, memory that malloc_trim() gives back while VmData stays (FACTS.md) would shrink the
+        budget for good. But while something allocates untouched memory right now (a thread left running
+        by an interrupted cell), forgetting it would let that thread touch it all past the budget.
+        Returns True when it rebased.
+        """
+        self.read()
+        if time.monotonic() - self.gap_rose_at < quiet_seconds:
+            return False
+        self.untouched_base = None
+        self.read()
+        return True
 
     def close(self) -> None:
         for ufd, sfd, _ in self._groups.values():
@@ -250,6 +312,7 @@ class CellState:
     started: float
     interrupts: int = 0
     code: str | None = None
+    no_room_seen: bool = False
 
 
 class Guard:
@@ -283,6 +346,11 @@ class Guard:
         self._sent = False  # a SIGINT from the guard is on its way
         self._handling = False  # the error path of this cell runs (or ran): no more interrupts
         self._sent_at = 0.0
+        self._trimmed_at = 0.0
+        self._no_room_since: float | None = None
+        self._next_stuck_check = 0.0
+        self._prev_usage = 0
+        self._start_wait_since: float | None = None
         self._next_refresh = 0.0
         self._next_children = 0.0
         self._children = children.ChildAdjuster(self.settings.child_oom_score_adj)
@@ -466,13 +534,42 @@ class Guard:
         cand, usage, headroom = best
         self._state = (cand, usage, headroom, reading)
         margin = self._margin(cand.limit_bytes)
+        committed = tightest(self._candidates, reading, committed=True)
+        fence_headroom = committed[2] if committed else headroom
         with self._lock:
             if not self.enabled:
                 return
             cell = self._cell
             if cell is not None:
                 cell.peak = max(cell.peak, usage)
-                if usage >= cell.level:
+                # No room left under the fence for a while: something in the cell waits on memory it
+                # cannot get (even Thread.start() can hang when its new thread cannot allocate).
+                if fence_headroom - margin > 0:
+                    self._no_room_since = None
+                elif self._no_room_since is None:
+                    self._no_room_since = now
+                if self._no_room_since is not None:
+                    cell.no_room_seen = True
+                stuck = self._no_room_since is not None and now - self._no_room_since >= NO_ROOM_SECONDS
+                if not stuck and cell.no_room_seen and now >= self._next_stuck_check:
+                    self._next_stuck_check = now + 0.5
+                    stuck = self._thread_start_hangs(now)
+                # Growing fast while ticks stall (a thread holding the GIL between allocations): judge by
+                # where usage will be at the next tick, but never earlier than the fence's own distance
+                # from the threshold, so one big legitimate allocation is not taken for a runaway loop.
+                lead = min(max(usage - self._prev_usage, 0), max(0, cand.limit_bytes - margin - cell.level))
+                self._prev_usage = usage
+                over = usage + lead >= cell.level or stuck
+                if over and self._ceiling is None and self._trim_first(now):
+                    # malloc gave its cache of freed memory back to the OS: judge again, at once
+                    reading = self._meters.read()
+                    best = tightest(self._candidates, reading) or best
+                    cand, usage, headroom = best
+                    self._state = (cand, usage, headroom, reading)
+                    committed = tightest(self._candidates, reading, committed=True)
+                    fence_headroom = committed[2] if committed else headroom
+                    over = usage >= cell.level or stuck
+                if over:
                     if self._ceiling is None:
                         self._ceiling = reading.vm_data + TIGHT_SLACK
                         self._pending = self._evidence("watchdog", reading=reading, best=best)
@@ -482,6 +579,8 @@ class Guard:
                 idle_level = int(cand.limit_bytes * self.settings.interrupt_fraction)
                 base = self._idle_base if self._idle_base is not None else usage
                 if usage >= idle_level and usage > base + IDLE_GROWTH:
+                    if self._ceiling is None and self._trim_first(now):
+                        return
                     if self._ceiling is None:
                         # Memory grows with no cell running: a background thread. Interrupting the idle
                         # main thread would stop nothing, so growth is frozen instead: the thread's next
@@ -491,7 +590,66 @@ class Guard:
                 elif self._ceiling is not None and usage < idle_level:
                     self._ceiling = None
             ceiling = self._hold if self._hold is not None else self._ceiling
-            self._fence.apply(self._fence.compute(reading.vm_data, headroom, margin, ceiling))
+            self._fence.apply(self._fence.compute(reading.vm_data, fence_headroom, margin, ceiling))
+
+    def _thread_start_hangs(self, now: float) -> bool:
+        """Return True when the main thread has waited over a second in ``Thread.start()``.
+
+        CPython (3.11/3.12) waits forever in ``Thread.start()`` when the new thread hits MemoryError
+        before it signals that it started, which happens when the fence had no room. Only asked after
+        the fence had no room during this cell; the interrupt turns the hang into MemoryBudgetError.
+        """
+        frame = sys._current_frames().get(self.main_ident)  # type: ignore[arg-type]
+        inside = False
+        depth = 0
+        while frame is not None and depth < 12:
+            if frame.f_code is _THREAD_START:
+                inside = True
+                break
+            frame = frame.f_back
+            depth += 1
+        del frame
+        if not inside:
+            self._start_wait_since = None
+            return False
+        if self._start_wait_since is None:
+            self._start_wait_since = now
+        return now - self._start_wait_since >= 1.0
+
+    def _trim_first(self, now: float, force: bool = False) -> bool:
+        """Return True when it asked malloc to give freed memory back (at most once a second).
+
+        glibc keeps freed memory of its arenas resident (threads that allocated and freed arrays leave
+        hundreds of MB counted as used): before interrupting anyone for usage that is only malloc's cache,
+        ``malloc_trim(0)`` returns it, and the next tick judges again.
+        """
+        if (not force and now - self._trimmed_at < 1.0) or _malloc_trim is None:
+            return False
+        self._trimmed_at = now
+        try:
+            self._meters.read()
+            before = self._meters.last_gap
+            _malloc_trim(0)
+            self._meters.forget_released(before)
+        except Exception:
+            return False
+        return True
+
+    def thread_failed(self, thread_name: str, exc: BaseException | None) -> None:
+        """A thread other than the main one died of MemoryError (at the fence): stop the running cell too.
+
+        Ticks stall while a thread holds the GIL between big allocations, so such a thread can reach the
+        fence before the watchdog's threshold; its death is the evidence. The cell that waits for it
+        (``t.join()``) then fails with MemoryBudgetError instead of ending as if nothing happened.
+        """
+        with self._lock:
+            if not self.enabled or self._cell is None or self._handling:
+                return
+            evidence = self._evidence("fence", exc=exc)
+            evidence["thread"] = thread_name
+            evidence["background"] = True
+            self._pending = evidence
+            self._interrupt_main(time.monotonic())
 
     def _interrupt_main(self, now: float) -> None:
         import signal
@@ -525,8 +683,14 @@ class Guard:
     def cell_started(self, execution_count: int | None, code: str | None = None) -> None:
         """A cell starts on the main thread: its interrupt threshold is fixed now."""
         state = self._current() if not self.enabled else None
+        self._meters.rebase()
         reading = self._meters.read()
         best = tightest(self._candidates, reading) or (state[:3] if state else None)
+        if best and best[1] >= best[0].limit_bytes * self.settings.interrupt_fraction and self._trim_first(
+            time.monotonic(), force=True
+        ):
+            reading = self._meters.read()  # what is left once malloc's cache of freed memory is returned
+            best = tightest(self._candidates, reading) or best
         usage = best[1] if best else 0
         limit = best[0].limit_bytes if best else 0
         with self._lock:
@@ -543,6 +707,7 @@ class Guard:
             self._pending = None
             self._sent = False
             self._handling = False
+            self._no_room_since = None
 
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; growth is free again."""
@@ -556,6 +721,16 @@ class Guard:
                 self._idle_base = self._meters.read().meter(self._state[0].meter) if self._state else None
             except Exception:
                 self._idle_base = None
+            state = self._state
+        if state is not None and self._idle_base is not None:
+            if self._idle_base >= state[0].limit_bytes * self.settings.interrupt_fraction:
+                # A full kernel after the cell: give malloc's cache of freed memory back now, so the next
+                # cell (and ipykernel's own threads) do not start at the fence.
+                if self._trim_first(time.monotonic(), force=True):
+                    try:
+                        self._idle_base = self._meters.read().meter(state[0].meter)
+                    except Exception:
+                        pass
         if self._reserve is None and self.enabled:
             self._retake_reserve_if_room()
 
@@ -595,6 +770,12 @@ class Guard:
             evidence["usage_at_interrupt_bytes"] = pending.get("usage_bytes")
             if pending.get("background"):
                 evidence["background"] = True
+            if pending.get("thread"):
+                # A thread died at the fence and the cell was stopped for it: the fence refused.
+                evidence["thread"] = pending["thread"]
+                evidence["trigger"] = "fence"
+                evidence["exception"] = pending.get("exception")
+                evidence["requested_bytes"] = pending.get("requested_bytes")
         self.interventions += 1
         self.last_failure = evidence
         return evidence
@@ -665,6 +846,24 @@ class Guard:
         cand, _usage, headroom, _reading = state
         if headroom > self._margin(cand.limit_bytes) + 2 * self.settings.error_reserve_bytes:
             self._take_reserve()
+
+
+def _load_malloc_trim() -> Any:
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+        return trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+_malloc_trim = _load_malloc_trim() if sys.platform.startswith("linux") else None
+_THREAD_START = threading.Thread.start.__code__
 
 
 def _rl(value: int) -> int | None:

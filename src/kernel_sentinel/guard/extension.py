@@ -5,6 +5,8 @@ the sentinel kernelspec). ``%load_ext kernel_sentinel.guard.extension`` loads th
 
 - ``pre_run_cell`` / ``post_run_cell`` tell the guard when a cell runs on the main thread: the watchdog
   interrupts only then, with a threshold fixed when the cell starts.
+- ``threading.excepthook`` is wrapped: a thread that dies of MemoryError while a cell runs interrupts
+  that cell too (evidence ``thread``), since a thread holding the GIL can outrun the watchdog.
 - ``ip.set_custom_exc((MemoryError, KeyboardInterrupt), handler)``: while the guard is on, any
   ``MemoryError`` (the fence refused an allocation) and any ``GuardInterrupt`` (the watchdog stopped the
   cell) become a ``kernel_sentinel.MemoryBudgetError``, which is the cell's error (ename) and carries
@@ -30,7 +32,8 @@ Evidence keys (plain data, no references to frames or objects): ``trigger`` ("fe
 ``budget_kind``, ``usage_bytes``, ``rss_bytes``, ``working_set_bytes``, ``vm_data_bytes``,
 ``fence_bytes``, ``interrupt_at_bytes``, ``cell`` (execution count), ``code`` (the cell's source), ``line`` (line in the cell),
 ``usage_at_cell_start_bytes``, ``peak_usage_bytes``, ``exception`` (the original, as text),
-``watchdog_fired``, ``background`` (growth while no cell ran), ``time``.
+``watchdog_fired``, ``background`` (growth in another thread, or while no cell ran), ``thread`` (the
+name of a thread that died of MemoryError), ``usage_at_interrupt_bytes``, ``time``.
 
 The UX side's magics class ``kernel_sentinel.guard.magics.SentinelMagics`` is registered when it exists;
 it reaches the guard with ``kernel_sentinel.guard.get_guard(ip)``.
@@ -81,6 +84,23 @@ def load(ip: Any) -> Guard | None:
         if guard.cell_running:
             guard.cell_finished()
 
+    previous_hook = threading.excepthook
+
+    def thread_excepthook(args: Any) -> None:
+        # A thread that dies of MemoryError under the guard stops the cell that waits for it, too.
+        try:
+            if (
+                guard.enabled
+                and isinstance(args.exc_value, MemoryError)
+                and args.thread is not threading.main_thread()
+            ):
+                guard.thread_failed(getattr(args.thread, "name", "?"), args.exc_value)
+        except Exception:
+            pass
+        previous_hook(args)
+
+    thread_excepthook.previous = previous_hook  # type: ignore[attr-defined]
+    threading.excepthook = thread_excepthook
     ip.events.register("pre_run_cell", pre_run_cell)
     ip.events.register("post_run_cell", post_run_cell)
     setattr(ip, _HOOKS, (pre_run_cell, post_run_cell))
@@ -107,6 +127,9 @@ def unload(ip: Any) -> None:
             except ValueError:
                 pass
         delattr(ip, _HOOKS)
+    previous_hook = getattr(threading.excepthook, "previous", None)
+    if previous_hook is not None:
+        threading.excepthook = previous_hook
     if tuple(getattr(ip, "custom_exceptions", ())) == (MemoryError, KeyboardInterrupt):
         ip.set_custom_exc((), None)
     guard.close()

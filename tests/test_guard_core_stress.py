@@ -1,0 +1,86 @@
+"""The guard never kills the kernel itself: a minute of random allocations across threads, zero deaths.
+
+Four threads per cell allocate arrays of random sizes (4 KiB .. 400 MiB, touched), keep a few, drop
+others, and catch MemoryError as ordinary code would; the main thread waits for them. Cells run back to
+back for a minute of wall time in a 1 GiB group. Every cell ends either fine or with MemoryBudgetError;
+the kernel never dies and the OOM killer never acts. Then the kernel still does real work.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+from conftest import GiB
+
+pytestmark = pytest.mark.cgroup
+
+GUARDED = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "sentinel",
+    "language": "python",
+}
+
+STRESS = r"""
+import random, threading, numpy as np
+stop.set()
+for t in workers:
+    if t.ident is not None:  # a cell interrupted while starting them leaves some never started
+        t.join()
+stop = threading.Event()
+def work(seed):
+    rng = random.Random(seed)
+    kept = []
+    while not stop.is_set():
+        n = int(2 ** rng.uniform(12, 28.6))  # 4 KiB .. ~400 MiB, log-uniform
+        try:
+            a = np.empty(n, dtype=np.uint8)
+            a[:: 4096] = 1  # touch every page
+            kept.append(a)
+        except MemoryError:
+            stats['memory_errors'] += 1
+            kept.clear()
+        if len(kept) > rng.randint(1, 4):
+            kept.pop(rng.randrange(len(kept)))
+        stats['allocations'] += 1
+workers = [threading.Thread(target=work, args=(seed + i,), daemon=True) for i in range(4)]
+for t in workers:
+    t.start()
+stop.wait(SECONDS)
+stop.set()
+for t in workers:
+    t.join()
+seed += 4
+"""
+
+
+def test_a_minute_of_random_allocations_across_threads_kills_nothing(kernel):
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED)
+    before = k.oom_kills()
+    setup = "import threading\nstop = threading.Event()\nworkers = []\nseed = 0\nstats = {'allocations': 0, 'memory_errors': 0}\nkeep = list(range(1000))"
+    assert k.run(setup).ok
+    outcomes: dict[str, int] = {}
+    end = time.monotonic() + 60
+    cells = 0
+    while time.monotonic() < end:
+        res = k.run(STRESS.replace("SECONDS", "8"), timeout=180)
+        cells += 1
+        key = res.status if res.ok else f"{res.status}:{res.ename}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+        assert res.status in ("ok", "error"), (res.status, res.text()[-2000:])
+        assert res.ok or res.ename == "MemoryBudgetError", res.text()[-2000:]
+        assert k.alive
+    for _ in range(5):  # the workers of an interrupted cell may still be growing: stopping them can be too
+        last = k.run("stop.set()\nfor t in workers:\n    if t.ident is not None:\n        t.join()")
+        assert last.ok or last.ename == "MemoryBudgetError", last.text()[-2000:]
+        if last.ok:
+            break
+    assert last.ok
+    stats = k.value("stats")
+    interventions = k.value("__import__('kernel_sentinel.guard', fromlist=['x']).get_guard().interventions")
+    print(f"{cells} cells: {outcomes}; {stats}; {interventions} interventions")
+    assert stats["allocations"] > 100
+    assert k.alive and k.oom_kills() == before
+    assert k.value("sum(keep)") == 499500
+    assert k.run("import numpy as np\nz = np.ones(300 * 2**20 // 8); z[:] = 2; del z").ok
