@@ -1,7 +1,8 @@
 """The IPython extension: what ``%load_ext kernel_sentinel`` and the sentinel kernelspec turn on.
 
 The one place where the in-kernel parts meet. The flight recorder loads first, so that a death while
-the guard is still loading is recorded too; each part steps aside on its own if it cannot work.
+the guard is still loading is recorded too; then the guard, then checkpoints (which ask the guard's
+budget before they fork). Each part steps aside on its own if it cannot work.
 """
 
 from __future__ import annotations
@@ -10,19 +11,24 @@ from typing import Any
 
 
 def load_ipython_extension(ip: Any) -> None:
-    """Turn on the autopsy's flight recorder and the memory guard in this IPython shell."""
+    """Turn on the autopsy's flight recorder, the memory guard and checkpoints in this IPython shell."""
     from .autopsy.recorder import load as load_recorder
 
     load_recorder(ip)  # first, and before the guard is even imported: a guard that fails to load is no excuse
     from .guard.extension import load as load_guard
 
     load_guard(ip)
+    from .resurrect.extension import load as load_checkpoints
+
+    load_checkpoints(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
-    """Turn both off again (``%unload_ext kernel_sentinel``)."""
+    """Turn all three off again (``%unload_ext kernel_sentinel``)."""
     from .autopsy.recorder import unload as unload_recorder
     from .guard.extension import unload as unload_guard
+    from .resurrect.extension import unload as unload_checkpoints
 
+    unload_checkpoints(ip)
     unload_guard(ip)
     unload_recorder(ip)
