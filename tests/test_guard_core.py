@@ -130,6 +130,15 @@ def test_the_interrupt_comes_before_the_fence():
     assert effective_margin(16 * GiB, 64 * MiB, 0.9) == 64 * MiB
 
 
+def test_the_watchdog_polls_fastest_near_the_threshold():
+    from kernel_sentinel.guard.core import poll_factor
+
+    assert poll_factor(GiB, 100 * MiB, 0.9) == 10
+    assert poll_factor(GiB, 700 * MiB, 0.9) == 2
+    assert poll_factor(GiB, 800 * MiB, 0.9) == 1
+    assert poll_factor(GiB, 2 * GiB, 0.9) == 1
+
+
 def test_a_cell_that_starts_full_may_still_run_but_not_grow_much():
     assert interrupt_level(1000, 0.9, 100) == 900
     level = interrupt_level(1000 * MiB, 0.9, 950 * MiB)

@@ -14,12 +14,13 @@ pytestmark = pytest.mark.cgroup
 LAUNCH = [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"]
 GUARDED = {"argv": LAUNCH, "display_name": "sentinel", "language": "python"}
 GUARD = "__import__('kernel_sentinel.guard', fromlist=['get_guard']).get_guard()"
+ISOLATE = {"KERNEL_SENTINEL_CHECKPOINT": "0"}  # the guard alone (see test_guard_survival.py)
 RLIMIT_DATA = "__import__('resource').getrlimit(__import__('resource').RLIMIT_DATA)"
 
 
 def test_memory_limit_from_the_kernelspec_argv(kernel):
     spec = {**GUARDED, "argv": [*LAUNCH, "--SentinelGuard.memory_limit=400M"]}
-    k = kernel(limit_bytes=GiB, kernelspec=spec)
+    k = kernel(limit_bytes=GiB, kernelspec=spec, env=ISOLATE)
     assert k.run("import numpy as np").ok
     assert k.value(f"{GUARD}.budget_bytes") == 400 * MiB
     assert k.value(f"{GUARD}.budget_source") == "SentinelGuard.memory_limit"
@@ -30,7 +31,7 @@ def test_memory_limit_from_the_kernelspec_argv(kernel):
 
 
 def test_memory_limit_from_the_environment_as_a_share(kernel):
-    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env={"KERNEL_SENTINEL_MEMORY_LIMIT": "50%"})
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env={**ISOLATE, "KERNEL_SENTINEL_MEMORY_LIMIT": "50%"})
     assert k.value(f"{GUARD}.budget_bytes") == GiB // 2
     assert k.value(f"{GUARD}.budget_source") == "KERNEL_SENTINEL_MEMORY_LIMIT"
     # set_budget (what `%sentinel budget` calls) replaces it, and None goes back to it.
@@ -45,7 +46,7 @@ def test_memory_limit_from_the_environment_as_a_share(kernel):
 
 
 def test_legitimate_work_is_left_alone(kernel, tmp_path):
-    k = kernel(limit_bytes=GiB, kernelspec=GUARDED)
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=ISOLATE)
     before = k.oom_kills()
     assert k.run("import numpy as np\nimport hashlib").ok
     # 70% of the budget, allocated and used.
@@ -76,7 +77,7 @@ def test_legitimate_work_is_left_alone(kernel, tmp_path):
 
 
 def test_the_users_interrupt_stays_a_keyboard_interrupt(kernel):
-    k = kernel(limit_bytes=GiB, kernelspec=GUARDED)
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=ISOLATE)
     assert k.run("import time").ok
     msg_id = k.kc.execute("print('started', flush=True)\ntime.sleep(60)")
     started = False
@@ -96,7 +97,7 @@ def test_the_users_interrupt_stays_a_keyboard_interrupt(kernel):
 
 
 def test_children_volunteer_to_die_first(kernel):
-    k = kernel(limit_bytes=GiB, kernelspec=GUARDED)
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=ISOLATE)
     # A forked child (multiprocessing's default here) volunteers at once and does not inherit the fence.
     res = k.run(
         "import multiprocessing as mp, resource\n"
@@ -126,7 +127,7 @@ def test_children_volunteer_to_die_first(kernel):
 
 
 def test_off_on_and_unload_give_the_rlimit_back(kernel):
-    k = kernel(limit_bytes=GiB, kernelspec=GUARDED)
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=ISOLATE)
     original = k.value(f"{GUARD}.status()['original_rlimit_data']")
     fence = k.value(RLIMIT_DATA)
     assert fence[0] < GiB * 4  # the fence is on (in a 1 GiB group it is far below infinity)

@@ -56,7 +56,7 @@ seed += 4
 
 
 def test_a_minute_of_random_allocations_across_threads_kills_nothing(kernel):
-    k = kernel(limit_bytes=GiB, kernelspec=GUARDED)
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env={"KERNEL_SENTINEL_CHECKPOINT": "0"})
     before = k.oom_kills()
     setup = "import threading\nstop = threading.Event()\nworkers = []\nseed = 0\nstats = {'allocations': 0, 'memory_errors': 0}\nkeep = list(range(1000))"
     assert k.run(setup).ok

@@ -6,8 +6,8 @@ inactive_file), works out the tightest budget and its headroom, re-sets the fenc
 running cell when usage crosses the interrupt threshold. The fence counts address space the cell took
 but has not touched yet (``np.empty``, calloc'd zeros: VmData up, resident memory not) as used; the
 watchdog's threshold counts only memory really in use. The full budget picture (``MemoryReader``
-with ``rlimits=False``, so the guard never mistakes its own fence for the budget) is re-read twice a
-second; that is also when the kernel's children are made OOM volunteers.
+with ``rlimits=False``, so the guard never mistakes its own fence for the budget) is re-read every two
+seconds; that is also when the kernel's children are made OOM volunteers.
 
 The budget is the tightest of: every cgroup limit on the way to the root (measured against that group's
 working set), system RAM (the kernel's RSS plus MemAvailable), a configured limit
@@ -24,6 +24,7 @@ import resource
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,8 @@ from .fence import INFINITY, Fence
 
 MiB = 1 << 20
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-REFRESH_SECONDS = 0.5  # full budget re-read
-CHILDREN_SECONDS = 1.0  # children scan
+REFRESH_SECONDS = 2.0  # full budget re-read (limits, MemAvailable): ~0.2-0.7 ms, so not at every tick
+CHILDREN_SECONDS = 2.0  # children scan
 RESEND_SECONDS = 0.1  # a cell that keeps growing after an interrupt gets another one
 TIGHT_SLACK = 8 * MiB  # room left when the watchdog freezes growth, so the interrupt itself can unwind
 NO_ROOM_SECONDS = 2.0  # a cell that has had no room under the fence this long is interrupted
@@ -159,6 +160,25 @@ def interrupt_level(limit: int, fraction: float, start_usage: int) -> int:
     return start_usage + max(8 * MiB, (limit - start_usage) // 2)
 
 
+def poll_factor(limit: int, usage: int, fraction: float) -> int:
+    """Return how many poll intervals the watchdog may wait before its next reading.
+
+    Each wake-up costs the watchdog 0.2-0.7 ms of CPU on a busy machine (cold caches, GIL hand-off),
+    whatever it then reads. Far below the threshold nothing can cross it in one longer interval (even
+    4 GB/s of allocation moves 400 MB in 100 ms, under half of a 1 GiB budget), so it wakes up to 10x
+    less often there; the fence, re-set at every reading, still stops any single allocation too big
+    for the budget.
+    """
+    distance = int(limit * fraction) - usage
+    if distance > limit * 0.5:
+        return 10
+    if distance > limit * 0.3:
+        return 5
+    if distance > limit * 0.15:
+        return 2
+    return 1
+
+
 _NUMPY_MSG = re.compile(r"shape \(([\d,\s]*)\) and data type (\w+)")
 _SIZE_MSG = re.compile(r"Unable to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB|PiB)")
 _UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40, "PiB": 1 << 50}
@@ -201,6 +221,7 @@ class Meters:
     def __init__(self) -> None:
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         self._groups: dict[str, tuple[int, int, bytes]] = {}  # dir -> (usage fd, stat fd, inactive key)
+        self._others: dict[str, deque[int]] = {}  # dir -> recent (working set - our RSS)
         self.stack_bytes = 0  # statm's data counts the stack too; RLIMIT_DATA does not
         self.untouched_base: int | None = None  # VmData minus resident anonymous memory at the cell's start
         self._last_gap = 0
@@ -251,7 +272,13 @@ class Meters:
             if start >= 0:
                 end = stat.find(b"\n", start)
                 inactive = int(stat[start : end if end >= 0 else None])
-            groups[d] = (usage, max(0, usage - inactive))
+            ws = max(0, usage - inactive)
+            # The group's counters lag our own frees by up to a second (a 700 MB ``del`` showed in RSS at
+            # once, in memory.usage_in_bytes only later): the rest of the group (ws - our RSS) is taken
+            # as its lowest over the last readings, so a lag is not mistaken for someone else's growth.
+            others = self._others.setdefault(d, deque(maxlen=8))
+            others.append(ws - rss)
+            groups[d] = (usage, max(0, min(ws, rss + min(others))))
         return Reading(vm_data, rss, groups, untouched)
 
     @property
@@ -358,6 +385,8 @@ class Guard:
         self.main_ident = threading.main_thread().ident
         self.ticks = 0
         self.max_tick_gap = 0.0
+        self.watchdog_cpu_seconds = 0.0  # CPU time the watchdog thread itself has used
+        self.interval_factor = 1  # the watchdog waits this many poll intervals (5 far from the budget)
 
     # -- public API ------------------------------------------------------------------------------
 
@@ -461,6 +490,7 @@ class Guard:
             "watchdog_alive": bool(self._watchdog and self._watchdog.is_alive()),
             "ticks": self.ticks,
             "max_tick_gap_seconds": round(self.max_tick_gap, 4),
+            "watchdog_cpu_seconds": round(self.watchdog_cpu_seconds, 4),
             "interventions": self.interventions,
             "reserve_held": self._reserve is not None,
             "stepped_aside": self.stepped_aside,
@@ -474,7 +504,7 @@ class Guard:
     # -- measuring -------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Re-read the full budget picture (twice a second): limits, configured budgets, stack size."""
+        """Re-read the full budget picture (every 2 s): limits, configured budgets, stack size."""
         snap = self.snapshot()
         machine = snap.budget.limit_bytes if snap.budget else None
         configured: list[tuple[int, str]] = []
@@ -534,6 +564,7 @@ class Guard:
         cand, usage, headroom = best
         self._state = (cand, usage, headroom, reading)
         margin = self._margin(cand.limit_bytes)
+        self.interval_factor = poll_factor(cand.limit_bytes, usage, self.settings.interrupt_fraction)
         committed = tightest(self._candidates, reading, committed=True)
         fence_headroom = committed[2] if committed else headroom
         with self._lock:
@@ -708,6 +739,11 @@ class Guard:
             self._sent = False
             self._handling = False
             self._no_room_since = None
+        if self.enabled:
+            try:
+                self.tick()  # the fence as of now, not as of the last tick (memory may just have been freed)
+            except Exception:
+                pass
 
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; growth is free again."""

@@ -73,12 +73,13 @@ def load(ip: Any) -> Guard | None:
     guard = Guard(settings)
     setattr(ip, _ATTR, guard)
     router = SigintRouter(guard)
+    router.protected.add(_custom_exc.__code__)
 
     def pre_run_cell(info: Any = None) -> None:
         if not guard.enabled or threading.current_thread() is not threading.main_thread():
             return
+        router.install()  # first: cell_started() may already interrupt, and only the router may receive it
         guard.cell_started(getattr(ip, "execution_count", None), getattr(info, "raw_cell", None))
-        router.install()
 
     def post_run_cell(result: Any = None) -> None:
         if guard.cell_running:
@@ -192,6 +193,10 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
     except BaseException as exc:  # noqa: BLE001 - even a second interrupt must not unregister us
         try:
             err = MemoryBudgetError(_message(evidence) if evidence else "memory budget exhausted")
+            err.evidence = evidence  # type: ignore[attr-defined]
+            result = getattr(shell.displayhook, "exec_result", None)
+            if result is not None:
+                result.error_in_exec = err  # the cell failed, whatever failed in explaining it
             shell._showtraceback(
                 MemoryBudgetError, err, [f"MemoryBudgetError: {err}", f"(while explaining: {type(exc).__name__})"]
             )

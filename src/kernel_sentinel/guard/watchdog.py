@@ -1,7 +1,8 @@
 """The watchdog thread, and how its interrupt reaches the running cell (and only the running cell).
 
 Every ``poll_interval`` (10 ms) the thread calls ``Guard.tick()``: a few ``pread`` calls and a
-``setrlimit`` when the fence moves (~30 us, 0.3% of one core). When a cell's usage crosses its threshold
+``setrlimit`` when the fence moves. Far below the threshold it reads up to 5x less often
+(``core.poll_factor``): each wake-up also costs GIL hand-offs with the busy main thread. When a cell's usage crosses its threshold
 the guard sends ``signal.pthread_kill(main, SIGINT)``: unlike ``_thread.interrupt_main`` it also wakes
 sleeps, lock waits (``thread.join()``) and pipe reads (FACTS.md).
 
@@ -55,7 +56,9 @@ class Watchdog(threading.Thread):
         last = time.monotonic()
         wait = self._stop_event.wait
         guard = self.guard
-        while not wait(self.interval):
+        cpu_start = time.thread_time()
+        while not wait(self.interval * guard.interval_factor):
+            guard.watchdog_cpu_seconds = time.thread_time() - cpu_start
             now = time.monotonic()
             gap = now - last
             last = now
@@ -101,6 +104,7 @@ class SigintRouter:
         self.previous: Any = signal.default_int_handler
         self._handler = self.handle  # one bound method, so ``getsignal() is`` works
         self._run_code = _run_code_code()
+        self.protected: set[Any] = set()  # code objects (the guard's error handler) never interrupted
 
     def install(self) -> None:
         """Install for the cell that starts now (main thread only); remembers the handler it replaces."""
@@ -131,8 +135,10 @@ class SigintRouter:
             return True
         depth = 0
         while frame is not None and depth < 400:
+            if frame.f_code in self.protected:
+                return False  # the guard's own error path: a second interrupt there would hide the first
             if frame.f_code is self._run_code:
-                return frame is not None and depth > 0
+                return depth > 0
             frame = frame.f_back
             depth += 1
         return False
