@@ -24,7 +24,6 @@ import resource
 import sys
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,7 +220,7 @@ class Meters:
     def __init__(self) -> None:
         self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         self._groups: dict[str, tuple[int, int, bytes]] = {}  # dir -> (usage fd, stat fd, inactive key)
-        self._others: dict[str, deque[int]] = {}  # dir -> recent (working set - our RSS)
+        self._lag: dict[str, tuple[int, int, int, float]] = {}  # dir -> (rss, ws, credit, since)
         self.stack_bytes = 0  # statm's data counts the stack too; RLIMIT_DATA does not
         self.untouched_base: int | None = None  # VmData minus resident anonymous memory at the cell's start
         self._last_gap = 0
@@ -273,12 +272,7 @@ class Meters:
                 end = stat.find(b"\n", start)
                 inactive = int(stat[start : end if end >= 0 else None])
             ws = max(0, usage - inactive)
-            # The group's counters lag our own frees by up to a second (a 700 MB ``del`` showed in RSS at
-            # once, in memory.usage_in_bytes only later): the rest of the group (ws - our RSS) is taken
-            # as its lowest over the last readings, so a lag is not mistaken for someone else's growth.
-            others = self._others.setdefault(d, deque(maxlen=8))
-            others.append(ws - rss)
-            groups[d] = (usage, max(0, min(ws, rss + min(others))))
+            groups[d] = (usage, max(0, ws - self._lag_credit(d, rss, ws)))
         return Reading(vm_data, rss, groups, untouched)
 
     @property
@@ -305,11 +299,35 @@ class Meters:
         Returns True when it rebased.
         """
         self.read()
-        if time.monotonic() - self.gap_rose_at < quiet_seconds:
+        if quiet_seconds > 0 and time.monotonic() - self.gap_rose_at < quiet_seconds:
             return False
         self.untouched_base = None
         self.read()
         return True
+
+    def _lag_credit(self, directory: str, rss: int, ws: int) -> int:
+        """Return how much of the group's working set is memory we freed that it has not uncharged yet.
+
+        The group's counters lag our own frees (a 700 MB ``del`` showed in RSS at once, in
+        memory.usage_in_bytes only some readings later); without this the fence stays shut right after
+        the user freed memory. Only what our own RSS dropped counts, for at most a second, and the credit
+        shrinks as the group's counter catches up, so nobody else's growth can hide behind it.
+        """
+        now = time.monotonic()
+        prev = self._lag.get(directory)
+        credit, since = 0, 0.0
+        if prev is not None:
+            prev_rss, prev_ws, credit, since = prev
+            if credit and now - since > 1.0:
+                credit = 0
+            ws_drop = max(0, prev_ws - ws)
+            credit = max(0, credit - ws_drop)
+            rss_drop = prev_rss - rss
+            if rss_drop > GAP_NOISE and rss_drop > ws_drop:
+                credit += rss_drop - ws_drop
+                since = now
+        self._lag[directory] = (rss, ws, credit, since)
+        return min(credit, ws)
 
     def close(self) -> None:
         for ufd, sfd, _ in self._groups.values():
@@ -386,6 +404,7 @@ class Guard:
         self.ticks = 0
         self.max_tick_gap = 0.0
         self.watchdog_cpu_seconds = 0.0  # CPU time the watchdog thread itself has used
+        self._baseline_threads = threading.active_count()
         self.interval_factor = 1  # the watchdog waits this many poll intervals (5 far from the budget)
 
     # -- public API ------------------------------------------------------------------------------
@@ -405,6 +424,7 @@ class Guard:
             self.tick()
             self._watchdog = Watchdog(self, self.settings.poll_interval)
             self._watchdog.start()
+            self._baseline_threads = threading.active_count()  # ipykernel's own threads and the watchdog
 
     def disable(self) -> None:
         """Stop the watchdog, give the user's RLIMIT_DATA back, release the reserve."""
@@ -714,7 +734,9 @@ class Guard:
     def cell_started(self, execution_count: int | None, code: str | None = None) -> None:
         """A cell starts on the main thread: its interrupt threshold is fixed now."""
         state = self._current() if not self.enabled else None
-        self._meters.rebase()
+        # Untouched address space from earlier cells is forgotten at a cell's start once it has stopped
+        # growing for a second (a thread left running by an interrupted cell may still be taking it).
+        self._meters.rebase(quiet_seconds=1.0)
         reading = self._meters.read()
         best = tightest(self._candidates, reading) or (state[:3] if state else None)
         if best and best[1] >= best[0].limit_bytes * self.settings.interrupt_fraction and self._trim_first(
