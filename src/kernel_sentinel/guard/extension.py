@@ -70,7 +70,11 @@ def load(ip: Any) -> Guard | None:
     settings = resolve_settings(config)
     for warning in settings.warnings:
         _say(f"kernel-sentinel: {warning}")
-    guard = Guard(settings)
+    try:
+        guard = Guard(settings)
+    except Exception as exc:  # e.g. no /proc (macOS): the kernel runs, unguarded, and says why once
+        _say(f"kernel-sentinel: the memory guard is not available here: {exc}")
+        return None
     setattr(ip, _ATTR, guard)
     router = SigintRouter(guard)
     router.protected.add(_custom_exc.__code__)
