@@ -304,7 +304,7 @@ class Checkpointer:
         self.hidden = hidden
         self.history = history
         self.tracker = CellTracker()
-        self._fork = ForkWriter()
+        self._fork = ForkWriter(tmp_root=str(self.store.dir))
         self._thread = ThreadWriter()
         self._memory_available = memory_available or _memory_reader()
         self.last_result: dict[str, Any] | None = None
@@ -440,10 +440,17 @@ class Checkpointer:
         return f"checkpoint started ({kind} writer)"
 
     def _choose_writer(self, big: int, available: int | None) -> str | None:
-        """Return "fork", "thread" or None (skip): fork only with headroom for its copy-on-write pages."""
+        """Return "fork", "thread" or None (skip): fork only with headroom for its copy-on-write pages.
+
+        The worst case is the whole process, not only its arrays: pickling in the child touches the
+        reference count of every Python object it walks, so every page holding one is copied, while the
+        kernel may rewrite its arrays meanwhile. Forking on array bytes alone let a child holding a
+        million copied list pages push a nearly full group to the OOM killer.
+        """
         if available is not None and available < MEMORY_RESERVE:
             return None
-        fork_ok = hasattr(os, "fork") and (available is None or available >= big + MEMORY_RESERVE)
+        worst = max(big, _own_rss())
+        fork_ok = hasattr(os, "fork") and (available is None or available >= worst + MEMORY_RESERVE)
         if self.writer_choice == "thread" or (self.writer_choice == "auto" and not fork_ok):
             return "thread"
         if self.writer_choice == "fork" and not fork_ok:
@@ -516,6 +523,20 @@ class Checkpointer:
             f"started {self.count}, skipped {self.skipped}; {self.describe_last()}",
         ]
         return "\n".join(lines)
+
+
+def _own_rss() -> int:
+    """Return this process's resident size in bytes (0 when unknown)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        try:
+            import psutil
+
+            return psutil.Process().memory_info().rss
+        except Exception:
+            return 0
 
 
 def _is_checkpoint_magic(code: str) -> bool:

@@ -20,6 +20,10 @@ from typing import Any
 
 Job = Callable[[], dict[str, Any]]
 CHILD_TIMEOUT_SECONDS = 900
+# The forked writer leaves (abandoning that checkpoint) when the headroom under the budget falls below
+# this share of it: before the guard's 90% line, and long before the OOM killer would pick it.
+CHILD_LEAVE_BELOW = 0.15
+CHILD_POLL_SECONDS = 0.01
 
 
 class ThreadWriter:
@@ -66,10 +70,11 @@ class ForkWriter:
 
     kind = "fork"
 
-    def __init__(self) -> None:
+    def __init__(self, tmp_root: str | None = None) -> None:
         self.pid: int | None = None
         self._result_path: str | None = None
         self.started_at = 0.0
+        self.tmp_root = tmp_root  # where the child's half-written blobs would be left if it must leave
 
     def start(self, job: Job) -> None:
         fd, self._result_path = tempfile.mkstemp(prefix="ks-checkpoint-", suffix=".json")
@@ -89,6 +94,7 @@ class ForkWriter:
 
                 sys.stdout = sys.stderr = open(os.devnull, "w")
                 _volunteer_to_die_first()
+                _leave_when_memory_is_tight(self._result_path, self.tmp_root)
                 try:
                     os.nice(10)
                 except OSError:
@@ -155,6 +161,56 @@ class ForkWriter:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def _leave_when_memory_is_tight(result_path: str | None, tmp_root: str | None) -> None:
+    """Start a thread in the forked writer that abandons the checkpoint before the memory group fills up.
+
+    The child's copied pages are charged to the kernel's group. Were it to stay while the kernel grows,
+    the OOM killer would end it (it volunteers) and the group's OOM-kill counter would move; leaving on its
+    own costs only this one checkpoint, which the next cell takes again.
+    """
+    try:
+        from ..memory import MemoryReader
+
+        reader = MemoryReader(rlimits=False)
+        budget = reader.snapshot().budget_bytes
+    except Exception:
+        return
+    if not budget:
+        return
+    floor = int(budget * CHILD_LEAVE_BELOW)
+
+    def watch() -> None:
+        while True:
+            try:
+                available = reader.quick().available_bytes
+            except Exception:
+                available = None
+            if available is not None and available < floor:
+                _abandon(result_path, tmp_root, available)
+            time.sleep(CHILD_POLL_SECONDS)
+
+    threading.Thread(target=watch, name="sentinel-checkpoint-memory", daemon=True).start()
+
+
+def _abandon(result_path: str | None, tmp_root: str | None, available: int) -> None:
+    """Report why, remove this child's half-written blobs, and exit at once."""
+    from ..sizes import format_bytes
+
+    try:
+        if result_path:
+            with open(result_path, "w") as f:
+                note = f"checkpoint abandoned: memory is tight ({format_bytes(available)} left under the budget)"
+                json.dump({"status": "failed", "notes": [note]}, f)
+        if tmp_root:
+            import glob
+
+            for path in glob.glob(os.path.join(glob.escape(tmp_root), "**", f".*.{os.getpid()}.tmp"), recursive=True):
+                os.unlink(path)
+    except BaseException:
+        pass
+    os._exit(3)
 
 
 def _volunteer_to_die_first() -> None:
