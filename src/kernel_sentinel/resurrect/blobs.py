@@ -25,25 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..store import home_dir
 from .detect import blob_size
 
 MANIFEST_VERSION = 1
 _WRITE_CHUNK = 32 << 20  # fsync + drop from page cache every 32 MiB: dirty cache counts against the cgroup
 _MAP_MIN = 1 << 20  # blobs from 1 MiB up are mapped, not read
 _MANIFEST = re.compile(r"^manifest-(\d{8})\.json$")
-
-
-def home_dir() -> Path:
-    """Return KERNEL_SENTINEL_HOME, else Jupyter's data dir / kernel-sentinel (same rule as the store)."""
-    explicit = os.environ.get("KERNEL_SENTINEL_HOME")
-    if explicit:
-        return Path(explicit)
-    try:
-        from jupyter_core.paths import jupyter_data_dir
-
-        return Path(jupyter_data_dir()) / "kernel-sentinel"
-    except Exception:
-        return Path.home() / ".local" / "share" / "kernel-sentinel"
 
 
 def checkpoints_root(home: str | os.PathLike[str] | None = None) -> Path:
