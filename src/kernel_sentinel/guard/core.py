@@ -272,23 +272,18 @@ class Meters:
                 end = stat.find(b"\n", start)
                 inactive = int(stat[start : end if end >= 0 else None])
             ws = max(0, usage - inactive)
-            groups[d] = (usage, max(0, ws - self._lag_credit(d, rss, ws)))
+            # RSS read again after the group's counters: a free that falls between the two reads must not
+            # look like a lag (the credit would then hide real usage); the higher RSS is the safe one.
+            try:
+                rss_after = int(os.pread(self._statm, 256, 0).split()[1]) * PAGE
+            except (OSError, ValueError, IndexError):
+                rss_after = rss
+            groups[d] = (usage, max(0, ws - self._lag_credit(d, max(rss, rss_after), ws)))
         return Reading(vm_data, rss, groups, untouched)
 
     @property
     def last_gap(self) -> int:
         return self._last_gap
-
-    def forget_released(self, gap_before: int) -> None:
-        """After malloc_trim(): the pages it gave back (RSS down, VmData not) are not new untouched memory.
-
-        malloc reuses them for small and medium allocations without the fence seeing it; the watchdog
-        sees that growth in the working set instead.
-        """
-        self.read()
-        released = self._last_gap - gap_before
-        if released > 0 and self.untouched_base is not None:
-            self.untouched_base += released
 
     def rebase(self, quiet_seconds: float = 1.0) -> bool:
         """Forget untouched address space taken so far (at a cell's start), unless it is still growing.
@@ -678,10 +673,10 @@ class Guard:
             return False
         self._trimmed_at = now
         try:
-            self._meters.read()
-            before = self._meters.last_gap
+            # What malloc_trim() gives back (RSS down, VmData not) stays counted as untouched: malloc hands
+            # those pages out again without VmData growing, i.e. without the fence seeing it, so the fence
+            # must keep room for them (forgetting them let a stress test of four threads reach the OOM).
             _malloc_trim(0)
-            self._meters.forget_released(before)
         except Exception:
             return False
         return True
