@@ -25,6 +25,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from kernel_sentinel.confine import ConfineError, MemoryCgroup, confined_command
 
+_VALUE = "@@kernel-harness-value@@ "
 STOCK_ARGV = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
@@ -243,10 +244,12 @@ class KernelHarness:
 
     def value(self, expression: str) -> Any:
         """Return the value of a JSON-able expression evaluated in the kernel."""
-        res = self.run(f"import json as _j; print(_j.dumps({expression}))")
+        res = self.run(f"import json as _j; print('{_VALUE}' + _j.dumps({expression}))")
         if not res.ok:
             raise AssertionError(f"{expression!r} failed in the kernel: {res.ename}: {res.evalue}")
-        return json.loads(res.stdout.strip().splitlines()[-1])
+        # Other lines may follow (the extension's notes after a cell): take ours by its marker.
+        line = next(line for line in reversed(res.stdout.splitlines()) if line.startswith(_VALUE))
+        return json.loads(line[len(_VALUE) :])
 
 
 def kill_signal_name(status: int | None) -> str | None:

@@ -186,10 +186,11 @@ def test_tight_memory_skips_with_a_note(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_fork_only_with_headroom_for_copy_on_write() -> None:
     ns: dict = {}
-    cp = _checkpointer(ns, writer="auto", memory_available=lambda: 100 << 20)
-    _run(cp, ns, "import numpy as np\nbig = np.ones(8_000_000)", 1)  # 64 MB + 64 MiB reserve > 100 MiB
+    rss = lambda: 100 << 20  # noqa: E731 - a kernel holding the 64 MB array and 36 MB of objects
+    cp = _checkpointer(ns, writer="auto", memory_available=lambda: 100 << 20, process_rss=rss)
+    _run(cp, ns, "import numpy as np\nbig = np.ones(8_000_000)", 1)  # 100 MB + 64 MiB reserve > 100 MiB
     assert cp.last_result["writer"] == "thread"
-    cp2 = _checkpointer({}, kernel_id="k2", writer="auto", memory_available=lambda: 1 << 30)
+    cp2 = _checkpointer({}, kernel_id="k2", writer="auto", memory_available=lambda: 1 << 30, process_rss=rss)
     ns2 = cp2.ns
     _run(cp2, ns2, "import numpy as np\nbig = np.ones(8_000_000)", 1)
     assert cp2.last_result["writer"] == "fork"

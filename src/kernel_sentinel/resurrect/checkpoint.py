@@ -286,6 +286,7 @@ class Checkpointer:
         hidden: set[str] | frozenset[str] = frozenset(),
         history: Callable[[], list[str] | None] = lambda: None,
         memory_available: Callable[[], int | None] | None = None,
+        process_rss: Callable[[], int] | None = None,
     ) -> None:
         self.ns = ns
         self.enabled = enabled
@@ -307,6 +308,7 @@ class Checkpointer:
         self._fork = ForkWriter(tmp_root=str(self.store.dir))
         self._thread = ThreadWriter()
         self._memory_available = memory_available or _memory_reader()
+        self._process_rss = process_rss or _own_rss
         self.last_result: dict[str, Any] | None = None
         self.last_manifest: dict[str, Any] | None = None
         self.last_writer: str | None = None
@@ -354,7 +356,14 @@ class Checkpointer:
             self._in_cell = False
             self._absorb(self._fork.poll(), "fork")
             self._absorb(self._thread.poll(), "thread")
-            if self.enabled and code.strip() and not _is_checkpoint_magic(code):
+            ran_out = isinstance(getattr(result, "error_in_exec", None), MemoryError)
+            if self.enabled and ran_out:
+                # The cell just hit the memory budget: whatever is left is too little to copy or pickle
+                # the namespace (a pickler's memo alone costs ~100 bytes per object). The next cell that
+                # ends normally checkpoints again.
+                self.skipped += 1
+                self.notes.append("checkpoint skipped: this cell ran out of memory")
+            elif self.enabled and code.strip() and not _is_checkpoint_magic(code):
                 if self._fork.busy or self._thread.busy:
                     # the previous checkpoint is still being written: take this one as soon as it is done,
                     # provided no cell is running then (the namespace is the same as now)
@@ -449,7 +458,7 @@ class Checkpointer:
         """
         if available is not None and available < MEMORY_RESERVE:
             return None
-        worst = max(big, _own_rss())
+        worst = max(big, self._process_rss())
         fork_ok = hasattr(os, "fork") and (available is None or available >= worst + MEMORY_RESERVE)
         if self.writer_choice == "thread" or (self.writer_choice == "auto" and not fork_ok):
             return "thread"
