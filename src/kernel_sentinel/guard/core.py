@@ -218,7 +218,7 @@ class Meters:
     """Reads the fast meters with pread on descriptors opened once: a few microseconds each."""
 
     def __init__(self) -> None:
-        self._statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        self._statm_fd = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         self._groups: dict[str, tuple[int, int, bytes]] = {}  # dir -> (usage fd, stat fd, inactive key)
         self._lag: dict[str, tuple[int, int, int, float]] = {}  # dir -> (rss, ws, credit, since)
         self.stack_bytes = 0  # statm's data counts the stack too; RLIMIT_DATA does not
@@ -244,18 +244,30 @@ class Meters:
                 continue
             self._groups[d] = (ufd, sfd, key)
 
-    def read(self) -> Reading:
-        fields = os.pread(self._statm, 256, 0).split()
+    def _statm(self) -> tuple[int, int, int]:
+        """Return (RSS, VmData, untouched gap = VmData - resident anonymous) from one read of statm."""
+        fields = os.pread(self._statm_fd, 256, 0).split()
         rss = int(fields[1]) * PAGE
         vm_data = max(0, int(fields[5]) * PAGE - self.stack_bytes)
-        gap = vm_data - (rss - int(fields[2]) * PAGE)  # VmData - resident anonymous (RSS - file/shmem)
-        if self.untouched_base is None or gap < self.untouched_base:
-            self.untouched_base = gap  # freed or touched below the base: the base follows it down
-        if gap > self._last_gap + GAP_NOISE:
-            self.gap_rose_at = time.monotonic()
-        self._last_gap = gap
-        untouched = gap - self.untouched_base
-        groups = {}
+        return rss, vm_data, vm_data - (rss - int(fields[2]) * PAGE)  # RSS - file/shmem = resident anonymous
+
+    def read(self) -> Reading:
+        """Return one reading whose VmData, untouched space and working sets are safe to combine.
+
+        The fence is VmData + limit - (working set + untouched) - margin, and untouched = VmData - resident
+        anonymous - base, so it is in effect "VmData may reach limit + base - margin + (resident anonymous -
+        working set)": the process's own figures and the group's must describe the same moment. They are read
+        one after the other, and between the reads the watchdog can wait on the GIL for a long C call (a
+        thread touching a 300 MB array) while another thread frees an array: its RSS read before the free
+        and the group's working set read after it raised the fence by the whole freed size (also while a
+        munmap is under way: pages are uncharged long before VmData drops), and threads mapped that much past
+        the budget before the next tick (OOM kills in the four-thread stress test). So statm is read again
+        after the group's counters and the safe side of each figure is kept: the lowest VmData and the highest
+        untouched gap (a mapping or a free in between then lowers the fence, never raises it).
+        """
+        rss, vm_data, gap = self._statm()
+        rss_low = rss
+        groups: dict[str, tuple[int, int]] = {}
         for d, (ufd, sfd, key) in self._groups.items():
             try:
                 usage = int(os.pread(ufd, 64, 0))
@@ -272,14 +284,21 @@ class Meters:
                 end = stat.find(b"\n", start)
                 inactive = int(stat[start : end if end >= 0 else None])
             ws = max(0, usage - inactive)
-            # RSS read again after the group's counters: a free that falls between the two reads must not
-            # look like a lag (the credit would then hide real usage); the higher RSS is the safe one.
+            rss_before = rss_low
             try:
-                rss_after = int(os.pread(self._statm, 256, 0).split()[1]) * PAGE
+                rss_after, vm_after, gap_after = self._statm()
+                vm_data = min(vm_data, vm_after)
+                gap = max(gap, gap_after)
+                rss_low = min(rss_low, rss_after)
             except (OSError, ValueError, IndexError):
-                rss_after = rss
-            groups[d] = (usage, max(0, ws - self._lag_credit(d, max(rss, rss_after), ws)))
-        return Reading(vm_data, rss, groups, untouched)
+                pass
+            groups[d] = (usage, max(0, ws - self._lag_credit(d, rss_before, rss_low, ws)))
+        if self.untouched_base is None or gap < self.untouched_base:
+            self.untouched_base = gap  # freed or touched below the base: the base follows it down
+        if gap > self._last_gap + GAP_NOISE:
+            self.gap_rose_at = time.monotonic()
+        self._last_gap = gap
+        return Reading(vm_data, rss, groups, gap - self.untouched_base)
 
     @property
     def last_gap(self) -> int:
@@ -300,13 +319,16 @@ class Meters:
         self.read()
         return True
 
-    def _lag_credit(self, directory: str, rss: int, ws: int) -> int:
+    def _lag_credit(self, directory: str, rss_before: int, rss_low: int, ws: int) -> int:
         """Return how much of the group's working set is memory we freed that it has not uncharged yet.
 
         The group's counters lag our own frees (a 700 MB ``del`` showed in RSS at once, in
         memory.usage_in_bytes only some readings later); without this the fence stays shut right after
         the user freed memory. Only what our own RSS dropped counts, for at most a second, and the credit
-        shrinks as the group's counter catches up, so nobody else's growth can hide behind it.
+        shrinks as the group's counter catches up, so nobody else's growth can hide behind it; it is never
+        more than the working set exceeds our lowest RSS (the lag itself, as far as it is visible). The drop
+        is measured from the lowest RSS of the previous reading (read after its working set too) to the
+        RSS read before this working set: a free that the previous working set already showed is no lag.
         """
         now = time.monotonic()
         prev = self._lag.get(directory)
@@ -317,12 +339,15 @@ class Meters:
                 credit = 0
             ws_drop = max(0, prev_ws - ws)
             credit = max(0, credit - ws_drop)
-            rss_drop = prev_rss - rss
+            rss_drop = prev_rss - rss_before
             if rss_drop > GAP_NOISE and rss_drop > ws_drop:
                 credit += rss_drop - ws_drop
                 since = now
-        self._lag[directory] = (rss, ws, credit, since)
-        return min(credit, ws)
+        # A lag shows as a working set above our RSS; once the counter has caught up (while new growth kept
+        # the working set from dropping) no credit is left, or it would raise the fence over real usage.
+        credit = min(credit, max(0, ws - rss_low))
+        self._lag[directory] = (rss_low, ws, credit, since)
+        return credit
 
     def close(self) -> None:
         for ufd, sfd, _ in self._groups.values():
@@ -333,7 +358,7 @@ class Meters:
                     pass
         self._groups.clear()
         try:
-            os.close(self._statm)
+            os.close(self._statm_fd)
         except OSError:
             pass
 
@@ -536,7 +561,7 @@ class Guard:
         if self._location is not None:
             self._meters.watch(dirs, self._location.version)
         try:
-            fields = os.pread(self._meters._statm, 256, 0).split()
+            fields = os.pread(self._meters._statm_fd, 256, 0).split()
             statm_data = int(fields[5]) * PAGE
             if snap.process.vm_data_bytes is not None:
                 self._meters.stack_bytes = max(0, statm_data - snap.process.vm_data_bytes)
