@@ -19,8 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .memory import locate_cgroup
-from .memory.parse import parse_keyed
+from .memory import locate_cgroup, oom_kill_counter
 
 _counter = itertools.count()
 
@@ -84,10 +83,11 @@ class MemoryCgroup:
             return []
 
     def oom_kills(self) -> int:
-        """Return the group's OOM-kill counter (0 when the kernel keeps none)."""
-        name = "memory.oom_control" if self.version == 1 else "memory.events"
-        with open(os.path.join(self.directory, name)) as f:
-            return parse_keyed(f.read()).get("oom_kill", 0)
+        """Return the group's OOM-kill counter; raises when it cannot be read (a test must not see 0)."""
+        count = oom_kill_counter(self.directory, self.version)
+        if count is None:
+            raise OSError(f"cannot read the OOM-kill counter of {self.directory}")
+        return count
 
     def usage_bytes(self) -> int:
         name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"

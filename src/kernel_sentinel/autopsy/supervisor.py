@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..memory import oom_kill_counter
 from .flight import flight_dir, read_fault, read_record, record_paths
 
 PR_SET_PDEATHSIG = 1
@@ -50,22 +51,6 @@ def connection_file_from_argv(args: Sequence[str]) -> str | None:
         for prefix in ("-f=", "--f="):
             if arg.startswith(prefix):
                 return arg[len(prefix) :]
-    return None
-
-
-def oom_kill_counter(directory: str | None, version: int | None) -> int | None:
-    """Return the memory cgroup's OOM-kill counter, or None when it cannot be read."""
-    if not directory:
-        return None
-    name = "memory.oom_control" if version == 1 else "memory.events"
-    try:
-        with open(os.path.join(directory, name)) as f:
-            for line in f:
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-    except (OSError, ValueError):
-        return None
     return None
 
 

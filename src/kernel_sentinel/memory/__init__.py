@@ -5,7 +5,7 @@
 """
 
 from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory, QuickReading
-from .reader import MemoryReader, locate_cgroup, snapshot
+from .reader import MemoryReader, locate_cgroup, oom_kill_counter, snapshot
 
 __all__ = [
     "CgroupMemory",
@@ -16,5 +16,6 @@ __all__ = [
     "ProcessMemory",
     "QuickReading",
     "locate_cgroup",
+    "oom_kill_counter",
     "snapshot",
 ]

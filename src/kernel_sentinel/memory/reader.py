@@ -439,6 +439,20 @@ class MemoryReader:
         return MemorySnapshot(self.pid, sys.platform, process, None, limits, None, tuple(notes))
 
 
+def oom_kill_counter(directory: str | None, version: int | None) -> int | None:
+    """Return a memory cgroup's OOM-kill counter, or None when it cannot be read.
+
+    v1 keeps it in ``memory.oom_control`` (this group only), v2 in ``memory.events`` (with descendants).
+    """
+    if not directory:
+        return None
+    name = "memory.oom_control" if version == 1 else "memory.events"
+    try:
+        return parse.parse_keyed(_read_text(os.path.join(directory, name))).get("oom_kill")
+    except (OSError, ValueError):
+        return None
+
+
 def snapshot(pid: int | None = None, *, rlimits: bool = True) -> MemorySnapshot:
     """Return the memory picture of ``pid`` (this process by default), read once."""
     reader = MemoryReader(pid, rlimits=rlimits)
