@@ -32,6 +32,7 @@ from ..memory.reader import CgroupLocation
 from . import children
 from .config import GuardSettings
 from .fence import INFINITY, Fence
+from .reclaim import malloc_trim
 
 MiB = 1 << 20
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -694,17 +695,13 @@ class Guard:
         hundreds of MB counted as used): before interrupting anyone for usage that is only malloc's cache,
         ``malloc_trim(0)`` returns it, and the next tick judges again.
         """
-        if (not force and now - self._trimmed_at < 1.0) or _malloc_trim is None:
+        if not force and now - self._trimmed_at < 1.0:
             return False
         self._trimmed_at = now
-        try:
-            # What malloc_trim() gives back (RSS down, VmData not) stays counted as untouched: malloc hands
-            # those pages out again without VmData growing, i.e. without the fence seeing it, so the fence
-            # must keep room for them (forgetting them let a stress test of four threads reach the OOM).
-            _malloc_trim(0)
-        except Exception:
-            return False
-        return True
+        # What malloc_trim() gives back (RSS down, VmData not) stays counted as untouched: malloc hands
+        # those pages out again without VmData growing, i.e. without the fence seeing it, so the fence
+        # must keep room for them (forgetting them let a stress test of four threads reach the OOM).
+        return malloc_trim()
 
     def thread_failed(self, thread_name: str, exc: BaseException | None) -> None:
         """A thread other than the main one died of MemoryError (at the fence): stop the running cell too.
@@ -926,21 +923,6 @@ class Guard:
             self._take_reserve()
 
 
-def _load_malloc_trim() -> Any:
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-        trim.argtypes = [ctypes.c_size_t]
-        trim.restype = ctypes.c_int
-        return trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        return None
-
-
-_malloc_trim = _load_malloc_trim() if sys.platform.startswith("linux") else None
 _THREAD_START = threading.Thread.start.__code__
 
 

@@ -65,23 +65,29 @@ def rss_bytes() -> int | None:
             return None
 
 
-_libc: Any = None
+def _load_malloc_trim() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+        return trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        return None
+
+
+# Loaded once at import: the guard's watchdog calls it from its tick, where a library lookup does not belong.
+_malloc_trim = _load_malloc_trim() if sys.platform.startswith("linux") else None
 
 
 def malloc_trim() -> bool:
     """Ask glibc to return freed heap memory to the OS; return whether it could be asked (glibc only)."""
-    global _libc
-    if not sys.platform.startswith("linux"):
+    if _malloc_trim is None:
         return False
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = getattr(_libc, "malloc_trim", None)
-        if trim is None:  # musl has none
-            return False
-        trim(0)
+        _malloc_trim(0)
         return True
-    except OSError:
+    except Exception:
         return False
 
 
