@@ -20,8 +20,11 @@ from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory,
 _READ_SIZE = 16384
 
 
-class _Files:
-    """Open-once files re-read with ``pread``; reopened after a fork, since /proc/self moves with it."""
+class PreadFiles:
+    """Open-once files re-read with ``pread``; reopened after a fork, since /proc/self moves with it.
+
+    ``read(path)`` raises OSError (and forgets the descriptor) when the file cannot be read.
+    """
 
     def __init__(self) -> None:
         self._fds: dict[str, int] = {}
@@ -152,7 +155,7 @@ class MemoryReader:
         self._proc = proc
         self._key: int | str = "self" if self._own else self.pid
         self._rlimits = rlimits
-        self._files = _Files()
+        self._files = PreadFiles()
         self._linux = sys.platform.startswith("linux") and os.path.isdir(f"{proc}/{self._key}")
         self._notes: list[str] = []
         self.location: CgroupLocation | None = None

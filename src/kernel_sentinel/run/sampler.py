@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..confine import MemoryCgroup
+from ..memory.reader import PreadFiles
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -41,29 +42,6 @@ class Timeline:
     cell: list[int] = field(default_factory=list)
 
 
-class _Pread:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def read(self) -> str | None:
-        try:
-            if self.fd is None:
-                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            return os.pread(self.fd, 4096, 0).decode()
-        except OSError:
-            self.close()
-            return None
-
-    def close(self) -> None:
-        if self.fd is not None:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = None
-
-
 class MemorySampler:
     """A daemon thread sampling the kernel's memory; ``begin_cell``/``end_cell`` bracket each cell."""
 
@@ -75,8 +53,9 @@ class MemorySampler:
             f"cgroup v{cgroup.version} usage of {cgroup.path}" if cgroup else f"RSS of kernel process {pid} and children"
         )
         self.timeline = Timeline()
+        self._files = PreadFiles()
         self._usage = (
-            _Pread(os.path.join(cgroup.directory, "memory.usage_in_bytes" if cgroup.version == 1 else "memory.current"))
+            os.path.join(cgroup.directory, "memory.usage_in_bytes" if cgroup.version == 1 else "memory.current")
             if cgroup
             else None
         )
@@ -85,7 +64,6 @@ class MemorySampler:
         )
         self._pids: list[int] = [pid]
         self._pids_checked = 0.0
-        self._statm: dict[int, _Pread] = {}
         self._lock = threading.Lock()
         self._cell = -1
         self._current = CellMemory()
@@ -110,14 +88,17 @@ class MemorySampler:
                 pass
         return self._pids
 
+    def _read(self, path: str) -> str | None:
+        try:
+            return self._files.read(path)
+        except OSError:  # a process that exited, a group being removed
+            return None
+
     def rss_bytes(self) -> int | None:
         """Return the summed RSS of the kernel's processes (None once they are all gone)."""
         total, seen = 0, False
         for pid in self._tree():
-            reader = self._statm.get(pid)
-            if reader is None:
-                reader = self._statm[pid] = _Pread(f"/proc/{pid}/statm")
-            text = reader.read()
+            text = self._read(f"/proc/{pid}/statm")
             if text:
                 parts = text.split()
                 if len(parts) > 1:
@@ -128,7 +109,7 @@ class MemorySampler:
     def usage_bytes(self) -> int | None:
         """Return the budgeted usage now: cgroup usage, else RSS of the kernel's processes."""
         if self._usage is not None:
-            text = self._usage.read()
+            text = self._read(self._usage)
             return int(text) if text else None
         return self.rss_bytes()
 
@@ -183,10 +164,7 @@ class MemorySampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        if self._usage is not None:
-            self._usage.close()
-        for reader in self._statm.values():
-            reader.close()
+        self._files.close()
 
     def elapsed(self) -> float:
         return time.monotonic() - self._start
