@@ -30,7 +30,8 @@ def test_install_into_a_prefix_writes_a_guarded_kernelspec(tmp_path: Path) -> No
     assert spec["argv"] == [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"]
     assert spec["display_name"] == "Python 3 (sentinel)"
     assert spec["language"] == "python"
-    assert spec["env"] == {"KERNEL_SENTINEL_MEMORY_LIMIT": "300M"}
+    # The guard's budget, and the kernel's own memory group's limit (the supervisor makes the group).
+    assert spec["env"] == {"KERNEL_SENTINEL_MEMORY_LIMIT": "300M", "KERNEL_SENTINEL_GROUP_LIMIT": "300M"}
     assert spec["metadata"]["kernel_sentinel"]["memory_limit"] == "300M"
     assert {"logo-32x32.png", "logo-64x64.png"} <= {p.name for p in spec_dir(tmp_path).iterdir()}
 

@@ -2,7 +2,9 @@
 
 A kernelspec's ``argv`` is honoured by JupyterLab, Notebook 7, VS Code, nbclient and papermill alike, so
 protection is a kernel.json away: it runs ``python -m kernel_sentinel.launch -f {connection_file}`` with the
-interpreter that installed it, and carries ``KERNEL_SENTINEL_MEMORY_LIMIT`` in ``env`` when a limit is given.
+interpreter that installed it. A limit given with ``--memory-limit`` goes in ``env`` twice:
+``KERNEL_SENTINEL_GROUP_LIMIT`` asks the supervisor for a memory group of the kernel's own with that limit
+(``autopsy/kernel_group.py``), ``KERNEL_SENTINEL_MEMORY_LIMIT`` is the guard's budget where no group can be made.
 Written through jupyter_client's ``KernelSpecManager.install_kernel_spec``, so it lands where Jupyter looks.
 """
 
@@ -48,7 +50,9 @@ def kernelspec_dict(display_name: str = DEFAULT_DISPLAY_NAME, memory_limit: str 
         },
     }
     if memory_limit:
-        spec["env"] = {"KERNEL_SENTINEL_MEMORY_LIMIT": memory_limit}
+        from .autopsy.kernel_group import ENV_LIMIT
+
+        spec["env"] = {"KERNEL_SENTINEL_MEMORY_LIMIT": memory_limit, ENV_LIMIT: memory_limit}
     return spec
 
 
@@ -223,7 +227,12 @@ def register_install(sub: argparse._SubParsersAction) -> None:
     _add_location(p)
     p.add_argument("--name", help=f"kernelspec name (default {DEFAULT_NAME})")
     p.add_argument("--display-name", metavar="TEXT", help=f"name shown in frontends (default {DEFAULT_DISPLAY_NAME!r})")
-    p.add_argument("--memory-limit", metavar="SIZE", help="guard budget, e.g. 4G, 512M or 80%% (of what the machine allows)")
+    p.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="each kernel's own memory limit (a memory group of its own where the machine allows, "
+        "else the guard's budget), e.g. 4G, 512M or 80%% (of what the machine allows)",
+    )
     p.add_argument("--replace", action="store_true", help="install as 'python3', the default kernel")
     p.set_defaults(func=_install_cmd)
 

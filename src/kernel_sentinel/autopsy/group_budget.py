@@ -1,0 +1,137 @@
+"""``%sentinel budget SIZE`` for a kernel in its own memory group: move the group's limit live, the guard along.
+
+The guard's budget then follows at once (``Guard.set_budget`` re-reads the limits; the guard also re-reads
+them on its own every refresh). Without a group of its own, ``%sentinel budget`` stays the guard's budget
+alone (``guard/magics.py``). Also here: the one line ``%sentinel`` shows about the kernel's group, and the
+hint a MemoryBudgetError adds when the machine could give this kernel more (``room_evidence`` measures,
+``more_room_fact`` is pure).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..sizes import SizeError, format_bytes, parse_size
+from .kernel_group import ENV_GROUP, GroupError, describe_source, move_limit, own_group, parent_room_bytes
+
+_GiB = 1 << 30
+_MiB = 1 << 20
+
+
+def group_line(env: dict[str, str] | None = None) -> str | None:
+    """Return what ``%sentinel`` says about the kernel's own memory group (None when none was asked for)."""
+    text = (os.environ if env is None else env).get(ENV_GROUP, "")
+    if not text:
+        return None
+    mechanism, _, detail = text.partition("|")
+    if mechanism == "none":
+        return f"Memory group: none of its own ({detail}); the guard's budget alone holds this kernel."
+    group = own_group()
+    if group is None:
+        return f"Memory group: {mechanism} {detail} was made for this kernel, but the kernel is not in it."
+    limit, usage = group.limit_bytes(), group.usage_bytes()
+    return (
+        f"Memory group: this kernel's own ({group.describe()}), limit {format_bytes(limit)}, "
+        f"holding {format_bytes(usage)}; `%sentinel budget SIZE` moves it."
+    )
+
+
+def parent_budget_bytes() -> int | None:
+    """Return what the machine allows above the kernel's own group: a percentage is a share of this."""
+    from ..memory import snapshot
+
+    limits = [lim.limit_bytes for lim in snapshot(rlimits=False).limits if not describe_source(lim.source)]
+    return min(limits) if limits else None
+
+
+def group_budget(magics: Any, args: list[str], guard: Any) -> bool:
+    """Handle ``%sentinel budget ...`` when the kernel has a group of its own; return False to leave it to the guard.
+
+    Going down, the guard's budget moves first (so its fence shrinks before the group does); going up, the
+    group first. A refusal (below what the kernel holds, more than the parent has free, the OS's EBUSY) is
+    one line and changes nothing.
+    """
+    group = own_group()
+    if group is None or len(args) != 1:
+        return False
+    word = args[0]
+    original = os.environ.get("KERNEL_SENTINEL_MEMORY_LIMIT", "")
+    if word in ("reset", "default"):
+        if not original.isdigit():
+            return False
+        requested, label = int(original), f"back to {format_bytes(int(original))}"
+    else:
+        try:
+            requested = parse_size(word, of=parent_budget_bytes())
+        except SizeError as exc:
+            print(f"%sentinel budget: {exc}")
+            return True
+        label = word
+    old = group.limit_bytes()
+    going_down = old is not None and requested < old
+    if going_down and guard is not None:
+        guard.set_budget(requested, f"%sentinel budget {word}")
+    try:
+        move_limit(group, requested)
+    except GroupError as exc:
+        if going_down and guard is not None:
+            guard.set_budget(old, "%sentinel budget (unchanged)")
+        print(f"%sentinel budget: {exc}.")
+        return True
+    if guard is not None:
+        # The guard takes the group's limit from the cgroup; its configured budget (the kernelspec's
+        # limit) must not stay below it, so it becomes the same number.
+        guard.set_budget(None if word in ("reset", "default") else requested, f"%sentinel budget {word}")
+    print(
+        f"Budget: {format_bytes(requested)} ({label}), set by {describe_source(group.describe())}; "
+        f"it was {format_bytes(old)}."
+    )
+    return True
+
+
+# -- the MemoryBudgetError's "the machine could give more" ----------------------------------------------
+
+
+def room_evidence() -> dict[str, Any]:
+    """Return what a MemoryBudgetError's explanation needs to offer more memory: {} outside a group of its own."""
+    group = own_group()
+    if group is None:
+        return {}
+    try:
+        from ..memory import snapshot
+
+        room, _ = parent_room_bytes()
+        machine = snapshot(rlimits=False)
+        ram = next((lim.available_bytes for lim in machine.limits if lim.kind == "system RAM"), None)
+    except Exception:
+        return {}
+    return {"group_limit_bytes": group.limit_bytes(), "group_room_bytes": room, "machine_available_bytes": ram}
+
+
+def nice_size(nbytes: int) -> str:
+    """Return a SIZE a user would type for at least ``nbytes``: whole GiB from 1 GiB up, else 256 MiB steps."""
+    if nbytes >= _GiB:
+        return f"{-(-nbytes // _GiB)}G"
+    return f"{-(-nbytes // (256 * _MiB)) * 256}M"
+
+
+def more_room_fact(ev: dict[str, Any]) -> str | None:
+    """Return "`%sentinel budget 3G` gives this kernel 2 GiB more; the machine has 9.1 GiB available", or None.
+
+    Pure. Offered only when the kernel has its own group and there is room above it for at least what the
+    cell asked for (or a quarter more, when the request is not known).
+    """
+    limit, room = ev.get("group_limit_bytes"), ev.get("group_room_bytes")
+    if not isinstance(limit, int) or not isinstance(room, int) or room < 64 * _MiB:
+        return None
+    requested = ev.get("requested_bytes")
+    need = requested if isinstance(requested, int) and requested > 0 else limit // 4
+    target = nice_size(limit + max(need, 64 * _MiB))
+    new = parse_size(target)
+    if new - limit > room:
+        return None
+    machine = ev.get("machine_available_bytes")
+    tail = f"; the machine has {format_bytes(machine)} available" if isinstance(machine, int) else ""
+    return f"`%sentinel budget {target}` gives this kernel {format_bytes(new - limit)} more{tail}."
+

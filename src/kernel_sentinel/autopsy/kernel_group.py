@@ -1,0 +1,489 @@
+"""Each kernel's own memory group: where one can be made, making it, moving its limit, and sweeping leftovers.
+
+``kernel-sentinel install --memory-limit SIZE`` writes ``KERNEL_SENTINEL_GROUP_LIMIT=SIZE`` into the
+kernelspec; the supervisor then asks ``plan_group()`` where this machine lets it make a group of its own for
+the kernel, in this order:
+
+- cgroup v1 (a writable memory hierarchy): a child of the supervisor's own memory group;
+- cgroup v2, delegated subtree: a sibling of the supervisor's leaf under the nearest ancestor that is
+  writable and has ``memory`` in its ``cgroup.subtree_control`` (v2 forbids processes in inner groups, so a
+  child of our own leaf is not possible);
+- cgroup v2 with a systemd user manager: a transient scope, ``systemd-run --user --scope -p MemoryMax=N``,
+  which the kernel's command line is prefixed with (systemd removes the scope when the kernel is gone);
+- otherwise none: the guard's budget alone holds the kernel, which the supervisor says once.
+
+Groups are named ``ks-kernel-<supervisor pid>-<kernel id>`` so that a sweep recognises them as ours; the
+supervisor removes its group when the kernel has ended, and ``sweep_groups()`` (every supervisor start,
+``kernel-sentinel budget``) removes leftovers of a SIGKILLed supervisor: only groups with that name, with no
+process left in them, whose supervisor is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..memory import locate_cgroup
+from ..sizes import format_bytes
+
+PREFIX = "ks-kernel-"
+ENV_LIMIT = "KERNEL_SENTINEL_GROUP_LIMIT"  # kernelspec -> supervisor: give each kernel a group of this SIZE
+ENV_GROUP = "KERNEL_SENTINEL_KERNEL_GROUP"  # supervisor -> kernel: "<mechanism>|<directory>" or "none|<why>"
+_NAME = re.compile(re.escape(PREFIX) + r"(\d+)-[A-Za-z0-9_.-]*$")
+
+
+class GroupError(RuntimeError):
+    """A group could not be made or changed; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """Where a kernel's own group can be made: the mechanism and the parent folder, or why none can."""
+
+    mechanism: str  # "cgroup v1" | "cgroup v2" | "systemd scope" | "none"
+    parent: str | None  # the parent group's directory (None for a scope: systemd places it)
+    version: int | None
+    parent_path: str | None = None  # the parent's path inside the hierarchy, as /proc/PID/cgroup names it
+    reason: str = ""
+
+
+def group_name(supervisor_pid: int, kernel_id: str) -> str:
+    """Return the group's name: recognisably ours, with the pid of the supervisor that owns it."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", kernel_id)[:36] or "kernel"
+    return f"{PREFIX}{supervisor_pid}-{safe}"
+
+
+def owner_pid(name: str) -> int | None:
+    """Return the supervisor pid a group name carries, or None when the name is not one of ours."""
+    match = _NAME.match(name.removesuffix(".scope"))
+    return int(match.group(1)) if match else None
+
+
+def is_kernel_group(path: str | None) -> bool:
+    """Return True when a cgroup path (or a budget source naming one) ends in a group this module makes."""
+    if not path:
+        return False
+    return owner_pid(path.rstrip("/").rsplit("/", 1)[-1]) is not None
+
+
+def describe_source(source: str | None) -> str | None:
+    """Return "this kernel's own memory group (...)" for a budget source that is one, else None."""
+    if not source or not source.startswith("cgroup") or not is_kernel_group(source):
+        return None
+    head = source.split(" /", 1)[0]
+    return f"this kernel's own memory group ({head} .../{source.rstrip('/').rsplit('/', 1)[-1]})"
+
+
+# -- where ------------------------------------------------------------------------------------------------
+
+
+def plan_group(pid: int | str = "self", proc: str = "/proc") -> GroupPlan:
+    """Return where a group for a child of ``pid`` can be made on this machine (measure, then decide)."""
+    location, notes = locate_cgroup(pid, proc)
+    if location is None:
+        return GroupPlan("none", None, None, reason="; ".join(notes) or "no memory cgroup")
+    leaf = location.leaf
+    if location.version == 1:
+        if os.access(os.path.join(leaf.directory, "cgroup.procs"), os.W_OK) and os.access(leaf.directory, os.W_OK):
+            return GroupPlan("cgroup v1", leaf.directory, 1, leaf.path)
+        return GroupPlan("none", None, 1, reason=f"the memory group {leaf.path} is not writable")
+    for group in location.groups[1:]:  # v2: an ancestor that delegates memory to its children, and is ours
+        control = os.path.join(group.directory, "cgroup.subtree_control")
+        try:
+            with open(control) as f:
+                delegated = "memory" in f.read().split()
+        except OSError:
+            continue
+        if delegated and os.access(group.directory, os.W_OK):
+            return GroupPlan("cgroup v2", group.directory, 2, group.path)
+    if systemd_user_available():
+        return GroupPlan("systemd scope", None, 2)
+    return GroupPlan(
+        "none",
+        None,
+        2,
+        reason=f"cgroup v2 without a delegated subtree above {leaf.path} and without a systemd user manager",
+    )
+
+
+def systemd_user_available() -> bool:
+    """Return True when ``systemd-run --user`` can reach a user manager (its private socket exists)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    return shutil.which("systemd-run") is not None and os.path.exists(os.path.join(runtime, "systemd", "private"))
+
+
+# -- the group ------------------------------------------------------------------------------------------
+
+
+class KernelGroup:
+    """One kernel's memory group. The supervisor's main thread makes and removes it; the kernel moves its limit."""
+
+    def __init__(self, mechanism: str, directory: str | None, version: int, name: str, path: str | None) -> None:
+        self.mechanism = mechanism
+        self.directory = directory  # None for a scope until the kernel is in it (``locate``)
+        self.version = version
+        self.name = name
+        self.path = path
+
+    # making and removing (the supervisor)
+
+    @classmethod
+    def create(cls, plan: GroupPlan, name: str, limit_bytes: int, home: Path | None = None) -> KernelGroup:
+        """Return a new group with ``limit_bytes`` where ``plan`` says; raises ``GroupError`` in one line."""
+        if plan.mechanism == "systemd scope":
+            return cls("systemd scope", None, 2, name + ".scope", None)
+        if plan.parent is None or plan.version is None:
+            raise GroupError(f"no memory group of its own: {plan.reason}")
+        directory = os.path.join(plan.parent, name)
+        try:
+            os.mkdir(directory)
+        except OSError as exc:
+            raise GroupError(f"cannot make a memory group under {plan.parent}: {exc.strerror or exc}") from exc
+        group = cls(plan.mechanism, directory, plan.version, name, (plan.parent_path or "").rstrip("/") + "/" + name)
+        if home is not None:
+            _remember(home, group)
+        try:
+            group.set_limit(limit_bytes)
+        except OSError as exc:
+            group.remove()
+            raise GroupError(f"cannot set a memory limit in {directory}: {exc.strerror or exc}") from exc
+        return group
+
+    def command(self, argv: list[str], limit_bytes: int) -> list[str]:
+        """Return the kernel's command line: prefixed by ``systemd-run`` for a scope, else unchanged."""
+        if self.mechanism != "systemd scope":
+            return argv
+        return [
+            "systemd-run", "--user", "--scope", "--quiet", "--collect", f"--unit={self.name}",
+            "-p", f"MemoryMax={limit_bytes}", "-p", "MemorySwapMax=0", "--", *argv,
+        ]  # fmt: skip
+
+    def enter(self) -> None:
+        """Move the calling process into the group (the forked kernel, before it execs)."""
+        if self.directory is not None and self.mechanism != "systemd scope":
+            _write(os.path.join(self.directory, "cgroup.procs"), str(os.getpid()))
+
+    def locate(self, pid: int, wait: float = 2.0) -> None:
+        """Find a scope's directory once ``pid`` is in it (systemd-run moves the kernel before it execs)."""
+        deadline = time.monotonic() + wait
+        while self.directory is None:
+            location, _ = locate_cgroup(pid)
+            if location is not None and location.leaf.path.endswith("/" + self.name):
+                self.directory, self.path = location.leaf.directory, location.leaf.path
+                return
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+
+    def pids(self) -> list[int]:
+        """Return the processes in the group now (empty when it is gone)."""
+        if self.directory is None:
+            return []
+        try:
+            with open(os.path.join(self.directory, "cgroup.procs")) as f:
+                return [int(line) for line in f if line.strip()]
+        except (OSError, ValueError):
+            return []
+
+    def remove(self, home: Path | None = None) -> bool:
+        """Remove the group if no process is left in it; return True when it is gone.
+
+        Never kills: a process the kernel started and left behind keeps the group (and its limit) until a
+        later sweep finds it empty. A scope is systemd's to remove (``--collect``).
+        """
+        if self.mechanism == "systemd scope" or self.directory is None:
+            return True
+        if self.pids():
+            return False
+        try:
+            os.rmdir(self.directory)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        if home is not None:
+            _forget(home, self.name)
+        return True
+
+    # reading and moving the limit (the kernel, or ``kernel-sentinel``)
+
+    def limit_bytes(self) -> int | None:
+        name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
+        text = _read(self.directory, name)
+        if text is None or text == "max":
+            return None
+        return int(text)
+
+    def usage_bytes(self) -> int | None:
+        """Return what the kernel holds: the group's usage minus the page cache the OS reclaims first."""
+        usage = _read(self.directory, "memory.usage_in_bytes" if self.version == 1 else "memory.current")
+        stat = _read(self.directory, "memory.stat")
+        if usage is None:
+            return None
+        inactive = 0
+        for line in (stat or "").splitlines():
+            key, _, value = line.partition(" ")
+            if key in ("total_inactive_file", "inactive_file"):
+                inactive = int(value)
+                break
+        return max(0, int(usage) - inactive)
+
+    def set_limit(self, limit_bytes: int) -> None:
+        """Write the limit (v1 also caps memory+swap, so the group cannot spill into swap instead)."""
+        if self.directory is None:
+            raise OSError("the group's directory is not known yet")
+        if self.version == 1:
+            memsw = os.path.join(self.directory, "memory.memsw.limit_in_bytes")
+            has_memsw = os.path.exists(memsw)
+            current = self.limit_bytes() or 0
+            # memsw must stay >= the memory limit: raise it first when going up, lower it last going down.
+            if has_memsw and limit_bytes > current:
+                _write(memsw, str(limit_bytes))
+            _write(os.path.join(self.directory, "memory.limit_in_bytes"), str(limit_bytes))
+            if has_memsw and limit_bytes <= current:
+                _write(memsw, str(limit_bytes))
+        else:
+            _write(os.path.join(self.directory, "memory.max"), str(limit_bytes))
+            if os.path.exists(os.path.join(self.directory, "memory.swap.max")):
+                _write(os.path.join(self.directory, "memory.swap.max"), "0")
+
+    def describe(self) -> str:
+        return f"cgroup v{self.version} {self.path or self.directory}"
+
+
+def own_group(pid: int | str = "self", proc: str = "/proc") -> KernelGroup | None:
+    """Return the group kernel-sentinel made for process ``pid``, or None when it is not in one."""
+    location, _ = locate_cgroup(pid, proc)
+    if location is None or not is_kernel_group(location.leaf.path):
+        return None
+    leaf = location.leaf
+    name = leaf.path.rstrip("/").rsplit("/", 1)[-1]
+    mechanism = "systemd scope" if name.endswith(".scope") else f"cgroup v{location.version}"
+    return KernelGroup(mechanism, leaf.directory, location.version, name, leaf.path)
+
+
+def parent_room_bytes(pid: int | str = "self") -> tuple[int | None, str]:
+    """Return how much more memory the kernel's group could take from above it, and who says so.
+
+    The least of: every limited ancestor's limit minus its working set, and the machine's MemAvailable.
+    """
+    from ..memory import snapshot
+
+    snap = snapshot(None if pid == "self" else int(pid), rlimits=False)
+    best: tuple[int | None, str] = (None, "")
+    for lim in snap.limits:
+        if lim.kind.startswith("cgroup") and is_kernel_group(lim.source):
+            continue  # the kernel's own group: its room is what we are about to change
+        if best[0] is None or lim.available_bytes < best[0]:
+            best = (lim.available_bytes, lim.source)
+    return best
+
+
+def decide_limit(requested: int, current: int | None, usage: int | None, room: int | None) -> str | None:
+    """Return why ``requested`` cannot be the group's new limit (one line), or None when it can.
+
+    Pure: down never below what the kernel holds; up only by what the parent and the machine have free.
+    """
+    if usage is not None and requested <= usage:
+        return (
+            f"{format_bytes(requested)} is less than the {format_bytes(usage)} this kernel already holds; "
+            "free memory first (`%sentinel free`, `del` a big variable)"
+        )
+    if current is not None and room is not None and requested - current > room:
+        return (
+            f"{format_bytes(requested)} needs {format_bytes(requested - current)} more, but only "
+            f"{format_bytes(room)} is free above this kernel: at most {format_bytes(current + room)}"
+        )
+    return None
+
+
+def move_limit(group: KernelGroup, requested: int, pid: int | str = "self") -> int:
+    """Set the group's limit to ``requested`` if ``decide_limit`` allows it; return the old limit.
+
+    ``pid`` is a process in the group (the kernel itself by default), whose view of the limits above says
+    how much room there is.
+    Raises ``GroupError`` with one line when it must not or the OS refuses (v1 answers EBUSY when the kernel
+    cannot reclaim down to the new limit).
+    """
+    current = group.limit_bytes()
+    room, _ = parent_room_bytes(pid)
+    problem = decide_limit(requested, current, group.usage_bytes(), room)
+    if problem:
+        raise GroupError(problem)
+    try:
+        group.set_limit(requested)
+    except OSError as exc:
+        if current is not None:
+            try:
+                group.set_limit(current)
+            except OSError:
+                pass
+        raise GroupError(f"the system refused a limit of {format_bytes(requested)}: {exc.strerror or exc}") from exc
+    return current or 0
+
+
+def scope_set_limit(name: str, limit_bytes: int) -> None:
+    """Move a systemd scope's limit through systemd (where its memory.max is not writable directly)."""
+    subprocess.run(
+        ["systemctl", "--user", "set-property", "--runtime", name, f"MemoryMax={limit_bytes}"],
+        check=True, capture_output=True, timeout=10,
+    )  # fmt: skip
+
+
+# -- the supervisor's part ------------------------------------------------------------------------------
+
+
+@dataclass
+class KernelLimit:
+    """What the supervisor does about a per-kernel limit: the group (or None), the kernel's env, what to say."""
+
+    group: KernelGroup | None = None
+    limit_bytes: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    message: str | None = None  # one line for the log when the guard's budget alone holds the kernel
+
+    def command(self, argv: list[str]) -> list[str]:
+        """Return the kernel's command line (prefixed by ``systemd-run`` for a scope)."""
+        return self.group.command(argv, self.limit_bytes or 0) if self.group else argv
+
+    def enter(self) -> None:
+        """Move the calling process (the forked kernel, before exec) into the group; never raises."""
+        if self.group is None:
+            return
+        try:
+            self.group.enter()
+        except OSError as exc:
+            os.write(2, f"kernel-sentinel: the kernel could not enter its memory group: {exc}\n".encode())
+
+    def cgroup(self) -> tuple[str, int, str] | None:
+        """Return (directory, version, path) of the group, for the OOM-kill counter (v1's is not hierarchical)."""
+        g = self.group
+        return (g.directory, g.version, g.path or g.directory) if g is not None and g.directory else None
+
+    def finish(self, home: Path) -> None:
+        """Remove the group now that the kernel has ended (kept, for a later sweep, while processes remain)."""
+        if self.group is not None and not self.group.remove(home):
+            os.write(2, f"kernel-sentinel: {self.group.directory} still holds processes; a later start removes it\n".encode())
+
+
+def start_for_kernel(kernel_id: str, home: Path, env: Mapping[str, str] | None = None) -> KernelLimit:
+    """Return the kernel's own group with the limit the kernelspec asks for (``KERNEL_SENTINEL_GROUP_LIMIT``).
+
+    A percentage is of what the machine allows the supervisor now. The guard's budget is the same number
+    (``KERNEL_SENTINEL_MEMORY_LIMIT`` in bytes, so the guard does not take 80% of the 80% again). Where no
+    group can be made the guard's budget alone holds the kernel, and ``message`` says so.
+    """
+    from ..memory import snapshot
+    from ..sizes import SizeError, parse_size
+
+    env = os.environ if env is None else env
+    text = (env.get(ENV_LIMIT) or "").strip()
+    plan = plan_group()
+    try:
+        sweep_groups(home, also_under=plan.parent)
+    except OSError:
+        pass
+    if not text:
+        return KernelLimit()
+    try:
+        limit = parse_size(text, of=snapshot(rlimits=False).budget_bytes if text.endswith("%") else None)
+    except SizeError as exc:
+        return KernelLimit(message=f"{ENV_LIMIT}={text!r}: {exc}; no memory group for this kernel")
+    out = KernelLimit(limit_bytes=limit, env={"KERNEL_SENTINEL_MEMORY_LIMIT": str(limit)})
+    try:
+        out.group = KernelGroup.create(plan, group_name(os.getpid(), kernel_id), limit, home)
+    except GroupError as exc:
+        out.message = f"{exc}; the guard's budget of {format_bytes(limit)} alone holds kernel {kernel_id}"
+        out.env[ENV_GROUP] = f"none|{exc}"
+        return out
+    out.env[ENV_GROUP] = f"{out.group.mechanism}|{out.group.directory or out.group.name}"
+    return out
+
+
+# -- leftovers ------------------------------------------------------------------------------------------
+
+
+def sweep_groups(home: Path, also_under: str | None = None) -> list[str]:
+    """Remove groups we made whose supervisor is gone and which hold no process; return their directories.
+
+    Looks at the groups remembered under ``home`` and at ``also_under`` (the caller's own memory group,
+    where a supervisor with another home may have left one).
+    """
+    candidates: set[str] = set()
+    folder = home / "kernel-groups"
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            try:
+                candidates.add(entry.read_text().strip())
+            except OSError:
+                continue
+    if also_under and os.path.isdir(also_under):
+        try:
+            candidates.update(os.path.join(also_under, n) for n in os.listdir(also_under) if owner_pid(n) is not None)
+        except OSError:
+            pass
+    removed = []
+    for directory in sorted(candidates):
+        name = os.path.basename(directory)
+        owner = owner_pid(name)
+        if owner is None:
+            continue
+        if not os.path.isdir(directory):
+            _forget(home, name)
+            continue
+        if _supervisor_alive(owner):
+            continue
+        version = 1 if os.path.exists(os.path.join(directory, "memory.limit_in_bytes")) else 2
+        group = KernelGroup("leftover", directory, version, name, None)
+        if group.remove(home):
+            removed.append(directory)
+    return removed
+
+
+def _supervisor_alive(pid: int) -> bool:
+    """Return True while ``pid`` runs a kernel-sentinel supervisor (a reused pid running anything else is not)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"kernel_sentinel" in f.read()
+    except OSError:
+        return False
+
+
+def _remember(home: Path, group: KernelGroup) -> None:
+    folder = home / "kernel-groups"
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = folder / group.name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{group.directory}\n")
+    except OSError:
+        pass  # the sweep still finds it beside the next supervisor's own group
+
+
+def _forget(home: Path, name: str) -> None:
+    try:
+        (home / "kernel-groups" / name).unlink()
+    except OSError:
+        pass
+
+
+def _read(directory: str | None, name: str) -> str | None:
+    if directory is None:
+        return None
+    try:
+        with open(os.path.join(directory, name)) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value + "\n")
