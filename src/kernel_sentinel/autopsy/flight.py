@@ -13,6 +13,7 @@ Layout (``<home>/flight/<kernel_id>/<pid>.rec``; faulthandler writes beside it i
     memory       8 KiB       sampler thread     last samples, budget, peak, recursion depth, line
     maps         8 KiB       sampler thread     shared writable file mappings (memmaps)
     cell        64 KiB       pre/post_run_cell  execution count, code, start/end time, cell file
+    guard        4 KiB       the memory guard   its last refusals and the native libraries a cell calls
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 MAGIC = b"KSF1"
 _HEAD = struct.Struct("<4sQII")  # magic, sequence, payload length, crc32
-REGIONS: dict[str, int] = {"meta": 4096, "state": 1024, "memory": 8192, "maps": 8192, "cell": 65536}
+REGIONS: dict[str, int] = {"meta": 4096, "state": 1024, "memory": 8192, "maps": 8192, "cell": 65536, "guard": 4096}
 CODE_LIMIT = 48 * 1024  # code beyond this is cut: the cell region must hold the whole record
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # one encoder: json.dumps(**kw) builds one per call
