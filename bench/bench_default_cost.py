@@ -1,0 +1,245 @@
+"""What the default sentinel kernel costs against stock ipykernel, as a user gets it, alternated in one run.
+
+The sentinel kernel is the ``python3-sentinel`` kernelspec's argv (``python -m kernel_sentinel.launch``):
+supervisor, flight recorder, guard and checkpoints all on, nothing configured. Both kernels run at once
+and every measurement alternates (stock, sentinel, sentinel, stock, ...), so the shared machine's noise
+hits both alike; the figures are medians of per-pair ratios or differences.
+
+Measured from outside the kernel, from ``/proc`` (the kernel's own code never measures itself):
+- kernel CPU per round of realistic cells: ``utime + stime`` of the ipykernel process (every thread, the
+  guard's watchdog and the recorder's sampler included), and separately the CPU of the processes it forked
+  and reaped (the checkpoint writers: ``cutime + cstime``), and the kernel's minor page faults (the
+  copy-on-write faults a forked writer causes in the kernel show there);
+- added latency per cell (client round trip, execute request to idle), for each kind of cell;
+- the kernel's own RSS after ``import numpy, pandas`` (the ipykernel process, not the supervisor);
+- kernel ready time (start to ``kernel_info`` reply), graceful shutdown (``shutdown_kernel(now=False)``,
+  what nbclient and papermill do at the end), and graceful restart to ready again.
+
+    .venv/bin/python bench/bench_default_cost.py [--rounds 7] [--lifecycle 5] [--sentinel-env NAME=VALUE]
+
+Targets (issue 11): CPU ratio median <= 1.03, trivial cell <= +1 ms, ready/shutdown/restart <= +0.1 s, RSS
+<= +5 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from kernel_harness import STOCK_ARGV, KernelHarness  # noqa: E402
+
+SENTINEL_ARGV = [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"]
+SPECS = {
+    "stock": {"argv": STOCK_ARGV, "display_name": "stock", "language": "python"},
+    "sentinel": {"argv": SENTINEL_ARGV, "display_name": "Python 3 (sentinel)", "language": "python"},
+}
+THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SETUP = """
+import numpy as np, pandas as pd, time
+rng = np.random.default_rng(0)
+big = np.zeros(8_000_000)
+"""
+
+# One round: what a data-science notebook does again and again. (name, code)
+CELLS: list[tuple[str, str]] = [
+    ("dict_of_lists", "d = {i: [i, i + 1, str(i)] for i in range(200_000)}"),
+    ("frame_groupby", "df = pd.DataFrame({'k': rng.integers(0, 1000, 400_000), 'v': rng.random(400_000)})\n"
+                      "g = df.groupby('k')['v'].agg(['mean', 'sum', 'count'])"),
+    ("records", "recs = {f'r{i}': {'a': i, 'b': float(i), 'c': (i, 'x')} for i in range(50_000)}"),
+    ("array_in_place", "big[::7] += 1.0\nbig.sum()"),
+    ("matmul_listcomp", "m = rng.random((300, 300))\nfor _ in range(20):\n    m = (m @ m.T) / 300.0\n"
+                        "s = [x * 2 for x in range(300_000)]"),
+    ("long", "t = 0\nfor i in range(3_000_000):\n    t += i % 7"),
+    *[(f"trivial", "x = list(range(1000))")] * 15,
+]
+
+
+def proc_stat(pid: int) -> dict[str, float]:
+    """Return the CPU seconds (own, reaped children) and minor faults of ``pid`` from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is state (field 3): minflt is field 10, utime 14, stime 15, cutime 16, cstime 17
+    return {
+        "cpu": (int(fields[11]) + int(fields[12])) / CLK_TCK,
+        "children_cpu": (int(fields[13]) + int(fields[14])) / CLK_TCK,
+        "minflt": int(fields[7]),
+    }
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def wait_children_gone(pid: int, timeout: float = 30.0) -> None:
+    """Wait until ``pid`` has no child process left (a checkpoint writer still writing is not yet counted)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not psutil.Process(pid).children():
+                return
+        except psutil.Error:
+            return
+        time.sleep(0.05)
+
+
+def run_round(h: KernelHarness) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Run every cell once; return the kernel's /proc deltas and each cell kind's latencies (seconds)."""
+    pid = h.kernel_pid
+    wait_children_gone(pid)
+    before = proc_stat(pid)
+    latencies: dict[str, list[float]] = {}
+    for name, code in CELLS:
+        t0 = time.perf_counter()
+        res = h.run(code, timeout=600)
+        latencies.setdefault(name, []).append(time.perf_counter() - t0)
+        if not res.ok:
+            raise SystemExit(f"cell {name} failed: {res.text()}")
+        if res.stdout.strip() or res.stderr.strip():
+            print(f"  note: cell {name} printed: {(res.stdout + res.stderr).strip()[:200]}", flush=True)
+    after_cells = proc_stat(pid)
+    wait_children_gone(pid)
+    after = proc_stat(pid)
+    return {
+        "cpu": after_cells["cpu"] - before["cpu"],
+        "writer_cpu": after["children_cpu"] - before["children_cpu"],
+        "minflt": after_cells["minflt"] - before["minflt"],
+    }, latencies
+
+
+def lifecycle(h_factory, name: str) -> dict[str, float]:
+    """Start a kernel, time ready, graceful restart to ready, and graceful shutdown."""
+    h = h_factory(name)
+    t0 = time.perf_counter()
+    h.start()
+    ready = time.perf_counter() - t0
+    try:
+        res = h.run("import numpy, pandas")
+        assert res.ok, res.text()
+        t0 = time.perf_counter()
+        h.km.restart_kernel(now=False)
+        h.kc.wait_for_ready(timeout=60)
+        restart = time.perf_counter() - t0
+        res = h.run("import numpy, pandas\nx = 1")
+        assert res.ok, res.text()
+        h.kc.stop_channels()
+        h.kc = None
+        t0 = time.perf_counter()
+        h.km.shutdown_kernel(now=False)
+        shutdown = time.perf_counter() - t0
+    finally:
+        h.close()
+    return {"ready": ready, "restart": restart, "shutdown": shutdown}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--lifecycle", type=int, default=5, help="start/restart/shutdown pairs")
+    parser.add_argument("--sentinel-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the sentinel kernel (e.g. KERNEL_SENTINEL_CHECKPOINT=off)")
+    args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.sentinel_env)
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        envs = {
+            "stock": {**THREADS_ENV, "KERNEL_SENTINEL_HOME": str(home)},
+            "sentinel": {**THREADS_ENV, "KERNEL_SENTINEL_HOME": str(home), **extra},
+        }
+        count = [0]
+
+        def harness(name: str) -> KernelHarness:
+            count[0] += 1
+            workdir = Path(tmp) / f"{name}{count[0]}"
+            workdir.mkdir()
+            return KernelHarness(workdir, kernelspec=SPECS[name], env=envs[name])
+
+        print(f"sentinel kernel env: {extra or 'default (everything on)'}", flush=True)
+        # -- lifecycle: ready, restart, shutdown ----------------------------------------------------
+        life: dict[str, list[dict[str, float]]] = {"stock": [], "sentinel": []}
+        for i in range(args.lifecycle):
+            for name in (("stock", "sentinel") if i % 2 == 0 else ("sentinel", "stock")):
+                life[name].append(lifecycle(harness, name))
+            print(f"lifecycle {i + 1}: " + "  ".join(
+                f"{n} ready {life[n][-1]['ready']:.3f} restart {life[n][-1]['restart']:.3f} "
+                f"shutdown {life[n][-1]['shutdown']:.3f}" for n in life), flush=True)
+        # -- cells --------------------------------------------------------------------------------
+        kernels = {name: harness(name).start() for name in SPECS}
+        try:
+            rss: dict[str, int] = {}
+            for name, h in kernels.items():
+                res = h.run(SETUP)
+                assert res.ok, res.text()
+                rss[name] = rss_bytes(h.kernel_pid)
+            on = kernels["sentinel"].value(
+                "[bool(getattr(get_ipython(), '_kernel_sentinel_guard', None)), "
+                "bool(getattr(get_ipython(), '_kernel_sentinel_checkpointer', None)) and "
+                "get_ipython()._kernel_sentinel_checkpointer.enabled]")
+            print(f"sentinel kernel: guard {'on' if on[0] else 'off'}, checkpoints {'on' if on[1] else 'off'}; "
+                  f"ipykernel pid {kernels['sentinel'].kernel_pid} under launcher {kernels['sentinel'].pid}")
+            for h in kernels.values():
+                run_round(h)  # warm-up: caches, first checkpoint of everything
+            rounds: dict[str, list[dict[str, float]]] = {"stock": [], "sentinel": []}
+            lat: dict[str, dict[str, list[float]]] = {"stock": {}, "sentinel": {}}
+            for r in range(args.rounds):
+                for name in (("stock", "sentinel") if r % 2 == 0 else ("sentinel", "stock")):
+                    stats, latencies = run_round(kernels[name])
+                    rounds[name].append(stats)
+                    for cell, values in latencies.items():
+                        lat[name].setdefault(cell, []).append(statistics.median(values))
+                s, k = rounds["stock"][-1], rounds["sentinel"][-1]
+                print(f"round {r + 1}: cpu stock {s['cpu']:.2f} s sentinel {k['cpu']:.2f} s "
+                      f"(ratio {k['cpu'] / s['cpu']:.3f}); writers {k['writer_cpu']:.2f} s; "
+                      f"minor faults stock {s['minflt']} sentinel {k['minflt']}", flush=True)
+            for name, h in kernels.items():
+                rss[name + "_end"] = rss_bytes(h.kernel_pid)
+            status = kernels["sentinel"].run("%sentinel checkpoint status").stdout.strip()
+        finally:
+            for h in kernels.values():
+                h.close()
+    # -- summary ----------------------------------------------------------------------------------
+    med = statistics.median
+    ratios = [k["cpu"] / s["cpu"] for s, k in zip(rounds["stock"], rounds["sentinel"])]
+    print("\n== summary (medians over pairs) ==")
+    print(f"kernel CPU per round: stock {med(r['cpu'] for r in rounds['stock']):.3f} s, "
+          f"sentinel {med(r['cpu'] for r in rounds['sentinel']):.3f} s, ratio {med(ratios):.3f} "
+          f"(pairs {', '.join(f'{x:.3f}' for x in ratios)})  target <= 1.03")
+    writer = med(r["writer_cpu"] for r in rounds["sentinel"])
+    print(f"checkpoint writers' CPU per round (forked, outside the kernel): {writer:.3f} s "
+          f"= {writer / med(r['cpu'] for r in rounds['sentinel']):.1%} of the kernel's")
+    print(f"kernel minor faults per round: stock {med(r['minflt'] for r in rounds['stock']):.0f}, "
+          f"sentinel {med(r['minflt'] for r in rounds['sentinel']):.0f}, added "
+          f"{med(k['minflt'] - s['minflt'] for s, k in zip(rounds['stock'], rounds['sentinel'])):.0f}")
+    for cell in lat["stock"]:
+        diffs = [(k - s) * 1000 for s, k in zip(lat["stock"][cell], lat["sentinel"][cell])]
+        print(f"latency {cell:16s} stock {med(lat['stock'][cell]) * 1000:7.1f} ms  "
+              f"sentinel {med(lat['sentinel'][cell]) * 1000:7.1f} ms  added {med(diffs):+6.1f} ms"
+              + ("  target <= +1 ms" if cell == "trivial" else ""))
+    for what in ("ready", "restart", "shutdown"):
+        diffs = [k[what] - s[what] for s, k in zip(life["stock"], life["sentinel"])]
+        print(f"{what:8s} stock {med(x[what] for x in life['stock']):.3f} s  "
+              f"sentinel {med(x[what] for x in life['sentinel']):.3f} s  added {med(diffs):+.3f} s  target <= +0.1 s")
+    mib = 1 << 20
+    print(f"kernel RSS after import numpy, pandas: stock {rss['stock'] / mib:.1f} MiB, sentinel "
+          f"{rss['sentinel'] / mib:.1f} MiB, added {(rss['sentinel'] - rss['stock']) / mib:+.1f} MiB  target <= +5 MiB")
+    print(f"kernel RSS at the end: stock {rss['stock_end'] / mib:.1f} MiB, sentinel {rss['sentinel_end'] / mib:.1f} MiB")
+    print("\n%sentinel checkpoint status:\n" + status)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
