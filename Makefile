@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean browser
+.PHONY: demo test bench clean browser server-extension labextension
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,27 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "chromium could not be installed: the HTML report's browser test will be skipped"
 
-test: $(VENV)/.installed browser
+# The JupyterLab 4 / Notebook 7 extension (labextension/, TypeScript): npm installs the locked packages, tsc and
+# the JupyterLab builder (against the JupyterLab installed in the venv) build it, and it is copied where Lab finds
+# prebuilt extensions. Node.js comes from apt where it is missing (CI runs as root on a fresh Debian).
+LAB_EXT := $(VENV)/share/jupyter/labextensions/kernel-sentinel
+LAB_SOURCES := labextension/package.json labextension/package-lock.json labextension/tsconfig.json \
+	$(wildcard labextension/src/*.ts labextension/style/*)
+
+labextension: $(LAB_EXT)/package.json
+
+labextension/node_modules/.package-lock.json: labextension/package.json labextension/package-lock.json
+	@command -v npm >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
+	cd labextension && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(LAB_EXT)/package.json: $(LAB_SOURCES) labextension/node_modules/.package-lock.json | $(VENV)/.installed
+	cd labextension && npx tsc
+	cd labextension && PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/jupyter labextension build \
+		--core-path "$$($(abspath $(BIN))/python -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')" .
+	rm -rf $(LAB_EXT) && mkdir -p $(dir $(LAB_EXT)) && cp -r labextension/build/labextension $(LAB_EXT)
+
+test: $(VENV)/.installed browser labextension
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
