@@ -2,12 +2,26 @@
 
 The one place where the in-kernel parts meet. The flight recorder loads first, so that a death while
 the guard is still loading is recorded too; then the guard, then checkpoints (which ask the guard's
-budget before they fork). Each part steps aside on its own if it cannot work.
+budget before they fork). Each part steps aside on its own if it cannot work. ``%sentinel`` and its
+subcommand registry are in ``kernel_sentinel.magics``: each part registers its own subcommands there; the
+advisor's ``check`` is registered here, importing the advisor only when it is first used (~60 ms).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from .magics import install as install_magic
+from .magics import register_subcommand
+
+CHECK_USAGE = "check [PATH...]"
+
+
+def _check(magics: Any, args: list[str]) -> None:
+    """``%sentinel check``: the advisor, imported on first use rather than at every kernel start."""
+    from .advise.live import magic_check
+
+    magic_check(magics, args)
 
 
 def load_ipython_extension(ip: Any) -> None:
@@ -18,9 +32,11 @@ def load_ipython_extension(ip: Any) -> None:
     from .guard.extension import load as load_guard
 
     load_guard(ip)
+    register_subcommand("check", _check, CHECK_USAGE)  # after the guard's, before checkpoints': the usage line's order
     from .resurrect.extension import load as load_checkpoints
 
     load_checkpoints(ip)
+    install_magic(ip)  # already there when the guard or checkpoints loaded; here for when neither could
 
 
 def unload_ipython_extension(ip: Any) -> None:

@@ -7,7 +7,8 @@ available), and the sizes of existing arrays and DataFrames are read from the ob
 - ``check_cell_source(ip, code)``: findings for code about to run (the guard can call it before a cell);
 - ``check_history(ip)``: findings about the session so far: big results held only by ``Out``, big
   variables not used for several cells, and the checks over the cells already run;
-- ``magic_check(magics, args)``: ``%sentinel check [PATH...]``, registered in ``guard.magics``.
+- ``magic_check(magics, args)``: ``%sentinel check [PATH...]``, registered in ``kernel_sentinel.magics``
+  (on import here; lazily by ``kernel_sentinel.extension``).
 
 In these findings ``path`` is ``<cell>`` or ``<session>`` and ``cell`` is the execution count (``In[n]``).
 """
@@ -20,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..magics import register_subcommand
 from ..sizes import format_bytes
 from . import findings as F
 from .checks import HELD_SHARE, LIVE_SHARE, Context, analyze, live_obj
@@ -145,3 +147,6 @@ def magic_check(magics: Any, args: list[str]) -> None:
             found.extend(analyze(cells, ctx))
     scope = "this session" if not args else len(args)
     print(render_plain(found, budget[0], budget[1], scope).rstrip())
+
+
+register_subcommand("check", magic_check, "check [PATH...]")
