@@ -2,38 +2,18 @@
 
 ``%sentinel`` shows the budget, usage and what holds memory; ``%sentinel budget 4G|80%`` sets the budget;
 ``%sentinel free`` drops hidden references and returns memory to the OS; ``%sentinel off|on``.
-Subcommands live in one dispatch table, ``SUBCOMMANDS``: another part adds its own with
-``register_subcommand("check", func, "check [PATH]")``. Bad input prints one line of usage, never a
-traceback.
+These register in ``kernel_sentinel.magics``, the registry every part adds its subcommands to
+(``register_subcommand`` is re-exported here). Bad input prints one line of usage, never a traceback.
 """
 
 from __future__ import annotations
 
 import html
-import shlex
-from collections.abc import Callable
 from typing import Any
 
-from IPython.core.magic import Magics, line_magic, magics_class
-
+from ..magics import SUBCOMMANDS, SentinelMagics, Subcommand, register_subcommand, usage_line  # noqa: F401  (the registry; re-exported)
 from ..sizes import SizeError, format_bytes, parse_size
 from .explain import short_source
-
-Subcommand = Callable[["SentinelMagics", list[str]], Any]
-
-# name -> (function(magics, args), usage fragment). "" is the bare ``%sentinel``.
-SUBCOMMANDS: dict[str, tuple[Subcommand, str]] = {}
-
-
-def register_subcommand(name: str, func: Subcommand, usage: str) -> None:
-    """Add (or replace) ``%sentinel NAME ...``; ``func(magics, args)`` gets the words after NAME."""
-    SUBCOMMANDS[name] = (func, usage)
-
-
-def usage_line() -> str:
-    """Return the one-line usage message listing every registered subcommand."""
-    parts = [u for name, (_, u) in SUBCOMMANDS.items() if name]
-    return "usage: %sentinel [" + " | ".join(parts) + "]"
 
 
 def _get_guard(ip: Any) -> Any:
@@ -204,28 +184,3 @@ register_subcommand("budget", _budget, "budget [SIZE|reset]")
 register_subcommand("free", _free, "free")
 register_subcommand("on", _switch(True), "on")
 register_subcommand("off", _switch(False), "off")
-register_subcommand("check", lambda self, args: __import__("kernel_sentinel.advise.live", fromlist=["_"]).magic_check(self, args), "check [PATH...]")  # the advisor
-
-
-@magics_class
-class SentinelMagics(Magics):
-    """The ``%sentinel`` line magic; the guard's extension registers it with ``ip.register_magics``."""
-
-    @line_magic
-    def sentinel(self, line: str = "") -> None:
-        """%sentinel [budget SIZE | free | on | off]: the memory guard's status and controls."""
-        try:
-            words = shlex.split(line)
-        except ValueError:
-            words = line.split()
-        name, args = (words[0], words[1:]) if words else ("", [])
-        entry = SUBCOMMANDS.get(name)
-        if entry is None:
-            print(usage_line())
-            return
-        try:
-            entry[0](self, args)
-        except MemoryError:
-            raise  # the guard's own error, rendered by its handler
-        except Exception as exc:  # a subcommand's bug must not become a traceback in the user's notebook
-            print(f"%sentinel {name}: {type(exc).__name__}: {exc}".replace("  ", " "))
