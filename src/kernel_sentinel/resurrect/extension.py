@@ -61,7 +61,7 @@ def _load(ip: Any) -> Checkpointer:
     setattr(ip, _ATTR, cp)
     from .magics import install
 
-    install(ip)
+    install(ip, checkpointer)
     return cp
 
 

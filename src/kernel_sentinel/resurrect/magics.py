@@ -1,8 +1,8 @@
 """``%sentinel checkpoint on|off|status|now`` and ``%sentinel restore [KERNEL_ID] [--list] [--rerun]``.
 
-The guard owns the ``%sentinel`` magic; ``subcommands(ip)`` returns the two handlers for its dispatch
-table. Until the guard's magic exists, ``install`` registers a minimal ``%sentinel`` that knows only these
-two (the guard's, registered later, replaces it and takes them over through ``subcommands``).
+``install(ip, find)`` registers both in ``kernel_sentinel.magics`` (the registry every in-kernel part uses)
+and makes sure ``%sentinel`` exists; ``find(ip)`` returns the shell's checkpointer, so this module does not
+import the extension that loads it.
 """
 
 from __future__ import annotations
@@ -19,17 +19,10 @@ USAGE_RESTORE = "usage: %sentinel restore [KERNEL_ID] [--list] [--rerun]"
 _last_report: RestoreReport | None = None
 
 
-def _checkpointer(ip: Any) -> Any:
-    from .extension import checkpointer
-
-    return checkpointer(ip)
-
-
-def checkpoint_command(ip: Any, line: str) -> str:
-    """Return the text for ``%sentinel checkpoint ...`` after acting on it."""
+def checkpoint_command(ip: Any, cp: Any, line: str) -> str:
+    """Return the text for ``%sentinel checkpoint ...`` after acting on ``cp`` (the shell's checkpointer or None)."""
     words = line.split()
     action = words[0].lower() if words else "status"
-    cp = _checkpointer(ip)
     if cp is None:
         return "checkpoints are not loaded in this kernel: %load_ext kernel_sentinel"
     if action == "on":
@@ -47,7 +40,7 @@ def checkpoint_command(ip: Any, line: str) -> str:
     return USAGE_CHECKPOINT
 
 
-def restore_command(ip: Any, line: str) -> str:
+def restore_command(ip: Any, cp: Any, line: str) -> str:
     """Return the text for ``%sentinel restore ...`` after restoring (and re-running, if asked)."""
     global _last_report
     try:
@@ -59,7 +52,6 @@ def restore_command(ip: Any, line: str) -> str:
     unknown = flags - {"--list", "--rerun"}
     if unknown or len(args) > 1:
         return USAGE_RESTORE
-    cp = _checkpointer(ip)
     home = None
     if "--list" in flags:
         return format_list(list_checkpoints(home))
@@ -81,37 +73,13 @@ def restore_command(ip: Any, line: str) -> str:
     return text
 
 
-def subcommands(ip: Any) -> dict[str, Callable[[str], str]]:
-    """Return ``{"checkpoint": handler, "restore": handler}`` for the guard's ``%sentinel`` dispatch table."""
-    return {"checkpoint": lambda line: checkpoint_command(ip, line), "restore": lambda line: restore_command(ip, line)}
+def install(ip: Any, find: Callable[[Any], Any]) -> None:
+    """Register ``checkpoint`` and ``restore`` as ``%sentinel`` subcommands and make sure the magic exists."""
+    from ..magics import install as install_magic
+    from ..magics import register_subcommand
 
-
-def install(ip: Any) -> None:
-    """Add ``checkpoint`` and ``restore`` to the guard's ``%sentinel`` (registering that magic if the guard did not).
-
-    Without the guard's module, a minimal ``%sentinel`` that knows only these two is registered instead.
-    """
-    try:
-        from ..guard.magics import SentinelMagics, register_subcommand
-    except ImportError:
-        SentinelMagics = register_subcommand = None  # noqa: N806
-    if register_subcommand is not None:
-        register_subcommand("checkpoint", lambda m, args: print(checkpoint_command(m.shell, " ".join(args))),
-                            "checkpoint on|off|status|now")
-        register_subcommand("restore", lambda m, args: print(restore_command(m.shell, shlex.join(args))),
-                            "restore [KERNEL_ID] [--list] [--rerun]")
-        if "sentinel" not in ip.magics_manager.magics.get("line", {}):
-            ip.register_magics(SentinelMagics)
-        return
-    line_magics = ip.magics_manager.magics.get("line", {})
-    if "sentinel" in line_magics and not getattr(line_magics["sentinel"], "_ks_resurrect", False):
-        return  # somebody else's %sentinel, with no hook for us: leave it alone
-    handlers = subcommands(ip)
-
-    def sentinel(line: str) -> None:
-        word, _, rest = line.strip().partition(" ")
-        handler = handlers.get(word)
-        print(handler(rest) if handler else "usage: %sentinel checkpoint on|off|status|now | restore [KERNEL_ID] [--list] [--rerun]")
-
-    sentinel._ks_resurrect = True  # type: ignore[attr-defined]
-    ip.register_magic_function(sentinel, "line", "sentinel")
+    register_subcommand("checkpoint", lambda m, args: print(checkpoint_command(m.shell, find(m.shell), " ".join(args))),
+                        "checkpoint on|off|status|now")
+    register_subcommand("restore", lambda m, args: print(restore_command(m.shell, find(m.shell), shlex.join(args))),
+                        "restore [KERNEL_ID] [--list] [--rerun]")
+    install_magic(ip)
