@@ -1,57 +1,152 @@
-"""The store: one SQLite file that keeps every kernel and every death, safe for many writers at once.
+"""The store: every kernel, death and memory error, in one local SQLite file and, for a hub, one PostgreSQL.
 
-Lives under ``KERNEL_SENTINEL_HOME`` or the user's Jupyter data directory (``kernel-sentinel/store.db``).
-WAL mode and a busy timeout let many supervisors and kernels write at the same moment. A store that
-cannot be opened (read-only directory, corrupt file) is reported as ``StoreError`` with one line; callers
-degrade instead of crashing (a death that cannot be stored is still explained on stderr by the supervisor).
+Local (always): one SQLite file under ``KERNEL_SENTINEL_HOME`` or the user's Jupyter data directory
+(``kernel-sentinel/store.db``), 0600 in a 0700 folder since it holds every dead cell's code. WAL mode and a
+busy timeout let many supervisors and kernels write at the same moment. A store that cannot be opened
+(read-only directory, corrupt file) is reported as ``StoreError`` with one line; callers degrade instead of
+crashing (a death that cannot be stored is still explained on stderr by the supervisor).
 
-Schema changes: bump ``SCHEMA_VERSION`` and append one entry to ``_MIGRATIONS`` (version -> SQL).
+Shared (``KERNEL_SENTINEL_DATABASE_URL=postgresql://...``): the same tables in PostgreSQL (``SharedStore``).
+Writers never talk to it directly, so a slow or absent database never blocks a kernel or a supervisor: each
+death and memory error is written locally together with an ``outbox`` row, and ``fleet.forward`` carries
+the outbox over later (idempotent: every record has a ``uid``, inserted ``ON CONFLICT DO NOTHING``).
+
+Schema changes: bump ``SCHEMA_VERSION`` and append one entry to ``_MIGRATIONS``: SQL for both dialects
+(``{serial}``, ``{real}``, ``{uuid}`` are filled in per dialect) and, optionally, PostgreSQL-only SQL.
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 import sqlite3
+import stat
 import time
 import urllib.parse
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORE_NAME = "store.db"
+DATABASE_URL_ENV = "KERNEL_SENTINEL_DATABASE_URL"
+USERS_ROLE = "kernel_sentinel_users"  # the PostgreSQL group role every hub user's role is a member of
 
-_MIGRATIONS: dict[int, str] = {
-    1: """
+_DIALECT: dict[str, dict[str, str]] = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "real": "REAL", "uuid": "lower(hex(randomblob(16)))"},
+    "postgresql": {"serial": "BIGSERIAL PRIMARY KEY", "real": "DOUBLE PRECISION", "uuid": "md5(random()::text || id::text)"},
+}
+
+# One list for both dialects: (SQL for both, SQL for PostgreSQL only).
+_MIGRATIONS: dict[int, tuple[str, str]] = {
+    1: (
+        """
     CREATE TABLE IF NOT EXISTS kernels (
         kernel_id TEXT NOT NULL,
         pid INTEGER NOT NULL,
         supervisor_pid INTEGER,
         connection_file TEXT,
-        started_at REAL NOT NULL,
-        ended_at REAL,
+        started_at {real} NOT NULL,
+        ended_at {real},
         status TEXT NOT NULL DEFAULT 'running',
         PRIMARY KEY (kernel_id, pid)
     );
     CREATE TABLE IF NOT EXISTS deaths (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id {serial},
         kernel_id TEXT NOT NULL,
         pid INTEGER,
-        died_at REAL NOT NULL,
-        recorded_at REAL NOT NULL,
+        died_at {real} NOT NULL,
+        recorded_at {real} NOT NULL,
         cause TEXT NOT NULL,
         summary TEXT NOT NULL,
         report TEXT NOT NULL,
         evidence TEXT NOT NULL,
-        shown_at REAL,
+        shown_at {real},
         UNIQUE (kernel_id, pid)
     );
     CREATE INDEX IF NOT EXISTS deaths_by_kernel ON deaths (kernel_id, died_at);
     CREATE INDEX IF NOT EXISTS deaths_by_time ON deaths (died_at);
     """,
+        "",
+    ),
+    2: (
+        """
+    ALTER TABLE deaths ADD COLUMN uid TEXT;
+    ALTER TABLE deaths ADD COLUMN username TEXT;
+    ALTER TABLE deaths ADD COLUMN host TEXT;
+    ALTER TABLE deaths ADD COLUMN server TEXT;
+    ALTER TABLE deaths ADD COLUMN kernel_name TEXT;
+    ALTER TABLE deaths ADD COLUMN notebook TEXT;
+    ALTER TABLE deaths ADD COLUMN memory_exhausted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE deaths ADD COLUMN cell_key TEXT;
+    ALTER TABLE deaths ADD COLUMN cell_code TEXT;
+    ALTER TABLE deaths ADD COLUMN library TEXT;
+    UPDATE deaths SET uid = {uuid} WHERE uid IS NULL;
+    CREATE UNIQUE INDEX IF NOT EXISTS deaths_by_uid ON deaths (uid);
+    CREATE TABLE IF NOT EXISTS memory_errors (
+        id {serial},
+        uid TEXT NOT NULL UNIQUE,
+        kernel_id TEXT NOT NULL,
+        at {real} NOT NULL,
+        recorded_at {real} NOT NULL,
+        username TEXT,
+        host TEXT,
+        server TEXT,
+        kernel_name TEXT,
+        notebook TEXT,
+        summary TEXT,
+        requested_bytes BIGINT,
+        budget_bytes BIGINT,
+        cell_key TEXT,
+        cell_code TEXT,
+        library TEXT,
+        report TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS memory_errors_by_time ON memory_errors (at);
+    CREATE TABLE IF NOT EXISTS outbox (
+        id {serial},
+        kind TEXT NOT NULL,
+        uid TEXT NOT NULL UNIQUE,
+        payload TEXT NOT NULL,
+        created_at {real} NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    )
+    """,
+        # Row-level security: a hub user's role writes and reads only rows with its own name; the owner
+        # (the admin who set the database up, and who runs `fleet`) is exempt and reads all.
+        f"""
+    ALTER TABLE deaths ENABLE ROW LEVEL SECURITY;
+    ALTER TABLE memory_errors ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY own_deaths ON deaths USING (username = current_user) WITH CHECK (username = current_user);
+    CREATE POLICY own_memory_errors ON memory_errors
+        USING (username = current_user) WITH CHECK (username = current_user);
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{USERS_ROLE}') THEN
+            CREATE ROLE {USERS_ROLE} NOLOGIN;
+        END IF;
+    END $$;
+    GRANT SELECT, INSERT ON deaths, memory_errors TO {USERS_ROLE};
+    GRANT USAGE, SELECT ON SEQUENCE deaths_id_seq, memory_errors_id_seq TO {USERS_ROLE};
+    GRANT SELECT ON kernel_sentinel_schema TO {USERS_ROLE};
+    """,
+    ),
 }
+
+# The columns a death or memory error carries, local and shared alike (the outbox payload is these).
+DEATH_COLUMNS = (
+    "uid", "kernel_id", "pid", "died_at", "recorded_at", "cause", "summary", "report", "evidence", "username",
+    "host", "server", "kernel_name", "notebook", "memory_exhausted", "cell_key", "cell_code", "library",
+)
+MEMORY_ERROR_COLUMNS = (
+    "uid", "kernel_id", "at", "recorded_at", "username", "host", "server", "kernel_name", "notebook", "summary",
+    "requested_bytes", "budget_bytes", "cell_key", "cell_code", "library", "report",
+)
+TABLES = {"death": ("deaths", DEATH_COLUMNS), "memory_error": ("memory_errors", MEMORY_ERROR_COLUMNS)}
 
 
 class StoreError(RuntimeError):
@@ -71,17 +166,133 @@ def home_dir() -> Path:
         return Path.home() / ".local" / "share" / "kernel-sentinel"
 
 
+def database_url() -> str | None:
+    """Return the shared database's URL (``KERNEL_SENTINEL_DATABASE_URL``), None for the local store alone.
+
+    Raises ``StoreError`` (one line) for a URL that is not PostgreSQL's, so every command says it the same way.
+    """
+    url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if not url:
+        return None
+    if url.startswith(("postgresql://", "postgres://")):
+        return url
+    scheme = url.split(":", 1)[0]
+    raise StoreError(f"{DATABASE_URL_ENV} must be a postgresql:// URL (or unset for the local SQLite store), not {scheme}:")
+
+
+def redact(url: str) -> str:
+    """Return the URL without its password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def identity(report: dict[str, Any]) -> dict[str, Any]:
+    """Return who and where a record comes from (user, host, server, kernel_name, notebook).
+
+    The report's own fields win (the records stream fills them from the kernel's connection and session);
+    otherwise the hub's environment (JUPYTERHUB_USER, the server's URL) and this process's user and host.
+    """
+    server = report.get("server") or os.environ.get("JUPYTER_SERVER_URL") or os.environ.get("JUPYTERHUB_SERVICE_URL")
+    return {
+        "username": report.get("user") or report.get("username") or os.environ.get("JUPYTERHUB_USER") or _os_user(),
+        "host": report.get("host") or socket.gethostname(),
+        "server": server,
+        "kernel_name": report.get("kernel_name"),
+        "notebook": report.get("notebook"),
+    }
+
+
+def death_record(
+    report: dict[str, Any], evidence: dict[str, Any], *, died_at: float | None = None
+) -> dict[str, Any]:
+    """Return the death's row (DEATH_COLUMNS) from its why-report and evidence: what both stores keep."""
+    from .fleet.cells import cell_key, library_of
+
+    code = (report.get("cell") or {}).get("code")
+    died = float(died_at if died_at is not None else report.get("died_at") or time.time())
+    return {
+        "uid": str(report.get("uid") or uuid.uuid4().hex),
+        "kernel_id": report["kernel_id"],
+        "pid": evidence.get("pid"),
+        "died_at": died,
+        "recorded_at": time.time(),
+        "cause": report["cause"],
+        "summary": report["summary"],
+        "report": json.dumps(report, default=str),
+        "evidence": json.dumps(evidence, default=str),
+        **identity(report),
+        "memory_exhausted": 1 if report.get("memory_exhausted") or report.get("cause") == "oom_kill" else 0,
+        "cell_key": cell_key(code),
+        "cell_code": code,
+        "library": library_of(code, report.get("native_library")),
+    }
+
+
+def memory_error_record(error: dict[str, Any]) -> dict[str, Any]:
+    """Return a memory error's row (MEMORY_ERROR_COLUMNS) from the guard's evidence of it.
+
+    ``error`` has ``kernel_id`` and may have ``at``, ``summary``, ``requested_bytes``, ``budget_bytes``,
+    ``code`` (the cell's) and the identity fields. No variable values are kept, only the cell's code.
+    """
+    from .fleet.cells import cell_key, library_of
+
+    code = error.get("code")
+    return {
+        "uid": str(error.get("uid") or uuid.uuid4().hex),
+        "kernel_id": str(error.get("kernel_id") or "unknown"),
+        "at": float(error.get("at") or time.time()),
+        "recorded_at": time.time(),
+        **identity(error),
+        "summary": error.get("summary"),
+        "requested_bytes": _int_or_none(error.get("requested_bytes")),
+        "budget_bytes": _int_or_none(error.get("budget_bytes")),
+        "cell_key": cell_key(code),
+        "cell_code": code,
+        "library": library_of(code),
+        "report": json.dumps(error, default=str),
+    }
+
+
+def private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) as 0700, and tighten it to 0700 when it is ours and wider."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _tighten(path, 0o700)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    try:
+        st = path.stat()
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & ~mode:
+            path.chmod(mode)
+    except OSError:  # not ours, or read-only: reading still works; the next writer with rights tightens it
+        pass
+
+
 class Store:
-    """A connection to the store; cheap to open, use as a context manager or call ``close()``."""
+    """The local SQLite store; cheap to open, use as a context manager or call ``close()``.
+
+    One Store belongs to one thread. With a shared database configured, each new death or memory error is
+    also queued in the outbox, and closing the store starts the forwarder (never waiting for it).
+    """
+
+    dialect = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, create: bool = True) -> None:
         """Open (and with ``create``, create and migrate) the store; raises ``StoreError`` when it cannot."""
         self.path = Path(path) if path is not None else home_dir() / STORE_NAME
+        self._queued = False
         if not create and not self.path.exists():
             raise StoreError(f"no store at {self.path} (no kernel death has been recorded here yet)")
         try:
+            self._forward_to = database_url() if create else None
             if create:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(self.path.parent)
+                if not self.path.exists():
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))  # SQLite's -wal/-shm copy this mode
+                _tighten(self.path, 0o600)
             self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA busy_timeout = 10000")
@@ -111,11 +322,19 @@ class Store:
             self._db.row_factory = sqlite3.Row
             self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
 
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
-            return self._db.execute(sql, args).fetchall()
+            return self._db.execute(sql, tuple(args)).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the store at {self.path}: {_reason(exc)}") from exc
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Return a read query's rows as dicts (``?`` placeholders): the fleet's queries run on either store."""
+        return [dict(r) for r in self._query(sql, args)]
+
+    def columns(self, table: str) -> set[str]:
+        """Return the table's column names (an older store may lack the newest ones)."""
+        return {r["name"] for r in self._query(f"PRAGMA table_info({table})")}
 
     def __enter__(self) -> Store:
         return self
@@ -129,6 +348,14 @@ class Store:
                 self._db.close()
         except Exception:
             pass
+        if self._queued and self._forward_to:
+            self._queued = False
+            try:
+                from .fleet.forward import kick
+
+                kick(self.path)
+            except Exception:  # the outbox keeps the records; the next write or read forwards them
+                pass
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -150,7 +377,7 @@ class Store:
         with self._tx() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]  # another writer may have migrated
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target].split(";"):
+                for statement in migration_sql(target, "sqlite").split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {target}")
@@ -179,28 +406,35 @@ class Store:
     def add_death(self, report: dict[str, Any], evidence: dict[str, Any], *, died_at: float | None = None) -> int:
         """Store one death (its why-report and its evidence); return its id. A second record of the same
         kernel process is ignored (the supervisor and a later sweep may both see it)."""
-        died = float(died_at if died_at is not None else report.get("died_at") or time.time())
+        row = death_record(report, evidence, died_at=died_at)
+        with self._tx() as db:
+            cur = db.execute(_insert_sql("deaths", DEATH_COLUMNS, "sqlite"), [row[c] for c in DEATH_COLUMNS])
+            if cur.rowcount:
+                self._enqueue(db, "death", row)
+                return int(cur.lastrowid or 0)
+            found = db.execute(
+                "SELECT id FROM deaths WHERE kernel_id = ? AND pid IS ?", (row["kernel_id"], row["pid"])
+            ).fetchone()
+            return int(found["id"]) if found else 0
+
+    def add_memory_error(self, error: dict[str, Any]) -> int:
+        """Store one MemoryBudgetError the guard raised (a death avoided); return its id."""
+        row = memory_error_record(error)
         with self._tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO deaths (kernel_id, pid, died_at, recorded_at, cause, summary, report, evidence)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    report["kernel_id"],
-                    evidence.get("pid"),
-                    died,
-                    time.time(),
-                    report["cause"],
-                    report["summary"],
-                    json.dumps(report),
-                    json.dumps(evidence, default=str),
-                ),
+                _insert_sql("memory_errors", MEMORY_ERROR_COLUMNS, "sqlite"), [row[c] for c in MEMORY_ERROR_COLUMNS]
             )
             if cur.rowcount:
-                return int(cur.lastrowid or 0)
-            row = db.execute(
-                "SELECT id FROM deaths WHERE kernel_id = ? AND pid = ?", (report["kernel_id"], evidence.get("pid"))
-            ).fetchone()
-            return int(row["id"]) if row else 0
+                self._enqueue(db, "memory_error", row)
+            return int(cur.lastrowid or 0)
+
+    def _enqueue(self, db: sqlite3.Connection, kind: str, row: dict[str, Any]) -> None:
+        if self._forward_to:
+            db.execute(
+                "INSERT INTO outbox (kind, uid, payload, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (kind, row["uid"], json.dumps(row), time.time()),
+            )
+            self._queued = True
 
     def has_death(self, kernel_id: str, pid: int) -> bool:
         return bool(self._query("SELECT 1 FROM deaths WHERE kernel_id = ? AND pid = ?", (kernel_id, pid)))
@@ -228,6 +462,12 @@ class Store:
         rows = self._query("SELECT * FROM deaths ORDER BY died_at DESC, id DESC LIMIT ?", (limit,))
         return [_death_row(r) for r in rows]
 
+    def memory_errors(self, kernel_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Return stored memory errors, newest first (of ``kernel_id`` when given)."""
+        where, args = ("WHERE kernel_id = ?", [kernel_id]) if kernel_id else ("", [])
+        rows = self._query(f"SELECT * FROM memory_errors {where} ORDER BY at DESC, id DESC LIMIT ?", [*args, limit])
+        return [dict(r) for r in rows]
+
     def unshown_death(self, kernel_id: str) -> dict[str, Any] | None:
         """Return the newest death of ``kernel_id`` not yet shown in its restarted kernel, or None."""
         row = _first(
@@ -248,6 +488,210 @@ class Store:
                 (time.time(), death_id, death_id),
             )
 
+    # -- the outbox (the forwarder's side) --------------------------------------------------------------
+
+    def outbox(self, limit: int = 500, *, after: int = 0, max_attempts: int = 3) -> list[dict[str, Any]]:
+        """Return queued records to forward (ids above ``after``), oldest first, leaving aside those the
+        database refused ``max_attempts`` times."""
+        rows = self._query(
+            "SELECT id, kind, uid, payload, attempts FROM outbox WHERE attempts < ? AND id > ? ORDER BY id LIMIT ?",
+            (max_attempts, after, limit),
+        )
+        return [{**dict(r), "payload": json.loads(r["payload"])} for r in rows]
+
+    def outbox_done(self, ids: Sequence[int]) -> None:
+        """Drop forwarded records from the outbox (they are in the shared database now)."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def outbox_refused(self, ids: Sequence[int], error: str) -> None:
+        """Count a refusal of these records by the database (not an outage): after 3 they are left aside."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?", [(error, i) for i in ids]
+            )
+
+    def outbox_counts(self) -> tuple[int, int, str | None]:
+        """Return (records waiting, records the database refused 3 times, the last refusal's reason)."""
+        waiting = self._query("SELECT count(*) AS n FROM outbox WHERE attempts < 3")[0]["n"]
+        refused = self._query(
+            "SELECT count(*) AS n, max(last_error) AS e FROM outbox WHERE attempts >= 3"
+        )[0]
+        return int(waiting), int(refused["n"]), refused["e"]
+
+
+class SharedStore:
+    """The shared PostgreSQL store: same tables as the local one, written by ``fleet.forward``, read by ``fleet``.
+
+    Opens one connection (or borrows one from ``pool`` per call, for long-lived processes). Every failure is a
+    one-line ``StoreError``; ``StoreUnavailable`` (a subclass) means the database cannot be reached now.
+    """
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, pool: Any = None, connect_timeout: float = 3.0, migrate: bool = True) -> None:
+        """Connect (unless ``pool``) and check the schema, migrating it when this role may; raise StoreError."""
+        self.url = url
+        self._pool = pool
+        self._conn: Any = None
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - the fleet extra is missing
+            raise StoreError("PostgreSQL needs psycopg: pip install 'kernel-sentinel[fleet]'") from exc
+        self._psycopg = psycopg
+        if pool is None:
+            try:
+                self._conn = psycopg.connect(url, connect_timeout=max(1, int(connect_timeout)), autocommit=True)
+            except psycopg.Error as exc:
+                raise StoreUnavailable(f"cannot reach the database at {redact(url)}: {_pg_reason(exc)}") from exc
+        if migrate:
+            self._check_schema()
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        if self._pool is None:
+            yield self._conn
+            return
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot reach the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
+        except Exception as exc:
+            if type(exc).__name__ == "PoolTimeout":
+                raise StoreUnavailable(f"cannot reach the database at {redact(self.url)}: {exc}") from exc
+            raise
+
+    def _check_schema(self) -> None:
+        try:
+            version = self.schema_version()
+            if version < SCHEMA_VERSION:
+                self.migrate()
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot reach the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
+        except self._psycopg.Error as exc:
+            raise StoreError(
+                f"the database at {redact(self.url)} is not set up for kernel-sentinel ({_pg_reason(exc)}): "
+                "run `kernel-sentinel fleet --setup` once as its owner"
+            ) from exc
+
+    def schema_version(self) -> int:
+        """Return the schema version (0 for a database never set up)."""
+        with self._connection() as conn:
+            found = conn.execute("SELECT to_regclass('kernel_sentinel_schema') IS NOT NULL").fetchone()[0]
+            if not found:
+                return 0
+            return int(conn.execute("SELECT max(version) FROM kernel_sentinel_schema").fetchone()[0] or 0)
+
+    def migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION (the owner's job), serialised by an advisory lock."""
+        with self._connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(7148305)")
+            conn.execute("CREATE TABLE IF NOT EXISTS kernel_sentinel_schema (version INTEGER NOT NULL)")
+            version = int(conn.execute("SELECT coalesce(max(version), 0) FROM kernel_sentinel_schema").fetchone()[0])
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                conn.execute(migration_sql(target, "postgresql"))
+                conn.execute("INSERT INTO kernel_sentinel_schema (version) VALUES (%s)", (target,))
+
+    def insert(self, kind: str, records: Sequence[dict[str, Any]]) -> None:
+        """Insert records of one kind in one transaction; ones already there (same uid) are skipped."""
+        table, columns = TABLES[kind]
+        sql = _insert_sql(table, columns, "postgresql")
+        try:
+            with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
+                cur.executemany(sql, [[r.get(c) for c in columns] for r in records])
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot reach the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
+        except self._psycopg.Error as exc:
+            raise StoreError(f"the database at {redact(self.url)} refused the records: {_pg_reason(exc)}") from exc
+
+    def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Return a read query's rows as dicts (``?`` placeholders, as for the local store)."""
+        from psycopg.rows import dict_row
+
+        try:
+            with self._connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(sql.replace("%", "%%").replace("?", "%s"), tuple(args))
+                return list(cur.fetchall())
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot reach the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
+        except self._psycopg.Error as exc:
+            raise StoreError(f"cannot read the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
+
+    def columns(self, table: str) -> set[str]:
+        """Return the table's column names."""
+        rows = self.rows("SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,))
+        return {r["column_name"] for r in rows}
+
+    def __enter__(self) -> SharedStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+
+class StoreUnavailable(StoreError):
+    """The shared database cannot be reached now (down, slow, refused the connection): retry later."""
+
+
+_POOLS: dict[str, Any] = {}
+
+
+def shared_pool(url: str, *, max_size: int = 4) -> Any:
+    """Return this process's connection pool for ``url`` (psycopg_pool), made once: for long-lived processes
+    (the server extension, a hub service) that read or forward often. Connections open lazily."""
+    pool = _POOLS.get(url)
+    if pool is None:
+        from psycopg_pool import ConnectionPool
+
+        pool = ConnectionPool(
+            url, min_size=0, max_size=max_size, open=True, timeout=5.0, kwargs={"autocommit": True, "connect_timeout": 3}
+        )
+        _POOLS[url] = pool
+    return pool
+
+
+def problem(path: str | os.PathLike[str] | None = None) -> str | None:
+    """Return the one line that says why the local store cannot be read, or None when it can (or is absent).
+
+    Exists so that every command that reads the store (``why`` as much as ``deaths``) names a corrupt or
+    unreadable store instead of answering as if it were empty.
+    """
+    target = Path(path) if path is not None else home_dir() / STORE_NAME
+    if not target.exists():
+        return None
+    try:
+        with Store(target, create=False) as store:
+            store.rows("SELECT count(*) AS n FROM deaths")
+    except StoreError as exc:
+        return str(exc)
+    return None
+
+
+def migration_sql(version: int, dialect: str) -> str:
+    """Return migration ``version``'s SQL for ``dialect`` ("sqlite" or "postgresql")."""
+    common, postgres_only = _MIGRATIONS[version]
+    sql = common.format(**_DIALECT[dialect])
+    if dialect == "postgresql" and postgres_only:
+        sql = sql.rstrip().rstrip(";") + ";\n" + postgres_only
+    return sql
+
+
+def _insert_sql(table: str, columns: Sequence[str], dialect: str) -> str:
+    mark = "?" if dialect == "sqlite" else "%s"
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(mark for _ in columns)})"
+        " ON CONFLICT DO NOTHING"
+    )
+
 
 def _death_row(row: sqlite3.Row) -> dict[str, Any]:
     data = dict(row)
@@ -264,5 +708,25 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _os_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return None
+
+
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _pg_reason(exc: BaseException) -> str:
+    """Return the first line of a PostgreSQL error (they come with hints on further lines)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
