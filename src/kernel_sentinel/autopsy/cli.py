@@ -16,8 +16,12 @@ def _why(args: argparse.Namespace) -> int:
         return EX_USAGE
     report = death_report(args.kernel_id)
     if report is None:
-        from ..store import home_dir
+        from ..store import home_dir, problem
 
+        trouble = problem()  # an unreadable store is not an empty one: say which it is
+        if trouble:
+            print(f"kernel-sentinel why: {trouble}", file=sys.stderr)
+            return 1
         which = f"kernel {args.kernel_id}" if args.kernel_id else "any kernel"
         print(f"kernel-sentinel why: no death of {which} recorded (store: {home_dir() / 'store.db'})", file=sys.stderr)
         return 1
