@@ -1,0 +1,21 @@
+"""The records: one type per pipeline, the joints between the parts (a leaf: imports nothing of the package).
+
+- ``DeathReport``: a kernel death, the ``why --json`` dict (autopsy -> why, run, server, fleet);
+- ``RunReport`` (with ``CellReport``): a headless run, ``run --json`` (run -> renderers);
+- ``Finding``: one kernel killer found in code, an item of ``check --json`` (advise -> renderers, guard);
+- ``GuardEvidence``: one intervention of the guard (guard -> its explanation, store, fleet).
+
+Each has ``to_dict``/``from_dict`` that give exactly the JSON of the contracts (DESIGN.md), key order
+included; ``python -m kernel_sentinel.records.schema DIR`` writes their JSON schemas (docs/schemas/).
+"""
+
+from __future__ import annotations
+
+from .death import DeathReport
+from .finding import Finding
+from .guard import GuardEvidence
+from .run import CellReport, RunReport
+
+RECORDS = (DeathReport, RunReport, Finding, GuardEvidence)
+
+__all__ = ["RECORDS", "CellReport", "DeathReport", "Finding", "GuardEvidence", "RunReport"]
