@@ -103,10 +103,18 @@ class MemoryCgroup:
             return None
 
     def remove(self, timeout: float = 10.0) -> None:
-        """Kill what is left in the group (only processes we put there) and remove it."""
+        """Kill what is left in the group and in groups made inside it (only processes we put there), remove all.
+
+        A sentinel kernel's supervisor makes the kernel's own group inside the group it was started in; a
+        forced shutdown (SIGKILL of the process group) leaves that child group behind, empty.
+        """
         if not os.path.isdir(self.directory):
             return
         deadline = time.monotonic() + timeout
+        for child in sorted(_child_groups(self.directory), key=len, reverse=True):  # deepest first
+            MemoryCgroup(child, self.version, self.path.rstrip("/") + child[len(self.directory) :]).remove(
+                max(0.1, deadline - time.monotonic())
+            )
         while True:
             pids = self.pids()
             for pid in pids:
@@ -127,6 +135,14 @@ class MemoryCgroup:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+def _child_groups(directory: str) -> list[str]:
+    """Return every group below ``directory`` (cgroup folders are the only sub-folders a group has)."""
+    found = []
+    for root, dirs, _ in os.walk(directory):
+        found.extend(os.path.join(root, d) for d in dirs)
+    return found
 
 
 def _enable_v2_memory(parent: str) -> None:

@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from ..sizes import SizeError, format_bytes, parse_size
-from .kernel_group import ENV_GROUP, GroupError, describe_source, move_limit, own_group, parent_room_bytes
+from .kernel_group import ENV_GROUP, GroupError, describe_source, move_limit, own_group, parent_room_bytes, refusal
 
 _GiB = 1 << 30
 _MiB = 1 << 20
@@ -69,14 +69,18 @@ def group_budget(magics: Any, args: list[str], guard: Any) -> bool:
             return True
         label = word
     old = group.limit_bytes()
+    problem = refusal(group, requested)
+    if problem:
+        print(f"%sentinel budget: {problem}.")
+        return True
     going_down = old is not None and requested < old
     if going_down and guard is not None:
         guard.set_budget(requested, f"%sentinel budget {word}")
     try:
         move_limit(group, requested)
-    except GroupError as exc:
+    except GroupError as exc:  # the OS refused (v1: EBUSY, the kernel could not be brought under it)
         if going_down and guard is not None:
-            guard.set_budget(old, "%sentinel budget (unchanged)")
+            guard.set_budget(old, f"%sentinel budget {format_bytes(old)}")
         print(f"%sentinel budget: {exc}.")
         return True
     if guard is not None:
@@ -135,3 +139,39 @@ def more_room_fact(ev: dict[str, Any]) -> str | None:
     tail = f"; the machine has {format_bytes(machine)} available" if isinstance(machine, int) else ""
     return f"`%sentinel budget {target}` gives this kernel {format_bytes(new - limit)} more{tail}."
 
+
+
+# -- registration ---------------------------------------------------------------------------------------
+
+
+def register() -> None:
+    """Wrap ``%sentinel budget`` and the bare ``%sentinel`` so that they know the kernel's own group.
+
+    Called by the extension after the guard registered its subcommands: ``budget`` moves the group when
+    there is one and is the guard's own otherwise; ``%sentinel`` adds one line about the group.
+    """
+    try:
+        from ..magics import SUBCOMMANDS, register_subcommand
+    except ImportError:  # before the registry moved out of the guard
+        from ..guard.magics import SUBCOMMANDS, register_subcommand  # type: ignore[no-redef]
+    from ..guard.magics import _get_guard
+
+    budget, status = SUBCOMMANDS.get("budget"), SUBCOMMANDS.get("")
+    if budget is not None and getattr(budget[0], "kernel_group", False):
+        return  # wrapped already (the extension loaded twice)
+
+    def budget_command(magics: Any, args: list[str]) -> None:
+        if not group_budget(magics, args, _get_guard(magics.shell)) and budget is not None:
+            budget[0](magics, args)
+
+    def status_command(magics: Any, args: list[str]) -> None:
+        if status is not None:
+            status[0](magics, args)
+        line = None if args else group_line()
+        if line:
+            print(line)
+
+    budget_command.kernel_group = True  # type: ignore[attr-defined]
+    register_subcommand("budget", budget_command, budget[1] if budget else "budget [SIZE|reset]")
+    if status is not None:
+        register_subcommand("", status_command, status[1])

@@ -303,6 +303,12 @@ def decide_limit(requested: int, current: int | None, usage: int | None, room: i
     return None
 
 
+def refusal(group: KernelGroup, requested: int, pid: int | str = "self") -> str | None:
+    """Return why the group's limit must not become ``requested`` now (one line), or None: measured, then decided."""
+    room, _ = parent_room_bytes(pid)
+    return decide_limit(requested, group.limit_bytes(), group.usage_bytes(), room)
+
+
 def move_limit(group: KernelGroup, requested: int, pid: int | str = "self") -> int:
     """Set the group's limit to ``requested`` if ``decide_limit`` allows it; return the old limit.
 
@@ -312,8 +318,7 @@ def move_limit(group: KernelGroup, requested: int, pid: int | str = "self") -> i
     cannot reclaim down to the new limit).
     """
     current = group.limit_bytes()
-    room, _ = parent_room_bytes(pid)
-    problem = decide_limit(requested, current, group.usage_bytes(), room)
+    problem = refusal(group, requested, pid)
     if problem:
         raise GroupError(problem)
     try:
@@ -487,3 +492,13 @@ def _read(directory: str | None, name: str) -> str | None:
 def _write(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value + "\n")
+
+
+def sweep_now() -> list[str]:
+    """Sweep leftovers for ``kernel-sentinel budget``: those remembered in the store's home and beside our group."""
+    from ..store import home_dir
+
+    try:
+        return sweep_groups(home_dir(), also_under=plan_group().parent)
+    except OSError:
+        return []
