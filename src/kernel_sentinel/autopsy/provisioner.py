@@ -51,7 +51,7 @@ class SentinelProvisioner(LocalProvisioner):  # type: ignore[misc]
             print(f"kernel-sentinel: could not record the kernel's end: {exc}", file=sys.stderr)
 
     def _sentinel_kernel_id(self) -> str:
-        from .supervisor import kernel_id_from_connection_file
+        from ..identity import kernel_id_from_connection_file
 
         conn = getattr(self.parent, "connection_file", None)
         return kernel_id_from_connection_file(conn) or str(self.kernel_id)
@@ -62,10 +62,10 @@ def record_exit(kernel_id: str, pid: int, returncode: int) -> dict[str, Any] | N
 
     Returns None when the flight record says the shutdown was requested (not a death).
     """
-    from ..store import home_dir
+    from ..identity import home_dir
+    from ..memory import oom_kill_counter
     from .evidence import Evidence
-    from .supervisor import discard_flight, finish, gather_disk, gather_flight, gather_kernel_log, oom_kill_counter
-    from .sweep import _boot_usec
+    from .gather import boot_usec, discard_flight, finish, gather_disk, gather_flight, gather_kernel_log
 
     home = home_dir()
     ev = Evidence(kernel_id=kernel_id, pid=pid, source="provisioner")
@@ -85,7 +85,7 @@ def record_exit(kernel_id: str, pid: int, returncode: int) -> dict[str, Any] | N
         ev.oom_kills_after = oom_kill_counter(cg["directory"], cg.get("version"))
         ev.cgroup_path = cg.get("path") or ev.cgroup_path
     if ev.signal is not None:
-        gather_kernel_log(ev, _boot_usec((ev.flight.get("meta") or {}).get("started")))
+        gather_kernel_log(ev, boot_usec((ev.flight.get("meta") or {}).get("started")))
     if ev.signal == signal.SIGBUS:
         gather_disk(ev)
     if not os.path.exists(str(home)):

@@ -23,41 +23,22 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from ..identity import connection_file_from_argv, home_dir, kernel_id_from_connection_file
 from ..memory import oom_kill_counter
-from .flight import flight_dir, read_fault, read_record, record_paths
+from .flight import record_paths
+from .gather import discard_flight, finish, gather_disk, gather_flight, gather_kernel_log
 
 PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HANDLED = (signal.SIGINT, *FORWARDED)
 
 
-def kernel_id_from_connection_file(path: str | None) -> str | None:
-    """Return the kernel id a connection file names: ``kernel-<id>.json`` -> ``<id>``, else the file's stem."""
-    if not path:
-        return None
-    stem = Path(path).name
-    stem = stem[: -len(".json")] if stem.endswith(".json") else stem
-    return stem[len("kernel-") :] if stem.startswith("kernel-") and len(stem) > len("kernel-") else stem
-
-
-def connection_file_from_argv(args: Sequence[str]) -> str | None:
-    """Return the connection file in an ipykernel command line (``-f X``, ``-f=X``, ``--f X``, ``--f=X``)."""
-    for i, arg in enumerate(args):
-        if arg in ("-f", "--f") and i + 1 < len(args):
-            return args[i + 1]
-        for prefix in ("-f=", "--f="):
-            if arg.startswith(prefix):
-                return arg[len(prefix) :]
-    return None
-
-
 def _preload() -> None:
     """Import what recording a death needs now, while the kernel runs, not after it died."""
     from .. import store  # noqa: F401
-    from . import classify, evidence, explain  # noqa: F401
+    from . import classify, evidence, explain, gather  # noqa: F401
 
 
 def _running(pid: int) -> bool:
@@ -81,8 +62,6 @@ class Supervisor:
     """Runs one kernel process to its end and records how it ended."""
 
     def __init__(self, command: list[str], connection_file: str | None) -> None:
-        from ..store import home_dir
-
         self.command = command
         self.connection_file = os.path.abspath(connection_file) if connection_file else None
         self.kernel_id = kernel_id_from_connection_file(connection_file) or f"pid-{os.getpid()}"
@@ -324,78 +303,6 @@ class Supervisor:
             fn()
         except Exception as exc:
             print(f"kernel-sentinel: {getattr(fn, '__name__', 'step')}: {exc}", file=sys.stderr)
-
-
-# -- evidence gathering shared with the sweep --------------------------------------------------------
-
-
-def gather_flight(ev: Any, home: Path) -> None:
-    """Add the flight record and faulthandler output of ``ev.pid`` to the evidence (notes when missing)."""
-    rec, fault = record_paths(home, ev.kernel_id, ev.pid)
-    flight, notes = read_record(rec)
-    if (flight.get("state") or {}).get("state") == "unloaded":
-        # %unload_ext: what the record says about cells and memory is stale; keep only who the kernel was.
-        flight = {k: v for k, v in flight.items() if k in ("meta", "state")}
-        notes.append("the flight recorder had been unloaded (%unload_ext): the cell and memory are not known")
-    ev.flight = flight
-    ev.notes.extend(notes)
-    ev.fault_text = read_fault(fault)
-    if not ev.cgroup_path:
-        ev.cgroup_path = (flight.get("meta") or {}).get("cgroup_path")
-
-
-def gather_kernel_log(ev: Any, since_usec: int | None, cursor: Any = None) -> None:
-    """Add what the kernel log says about ``ev.pid`` in its memcg (or why it could not be read)."""
-    from .kmsg import kernel_log_evidence, parse_kmsg, read_kmsg
-
-    raw, problem = cursor.read() if cursor is not None else read_kmsg()
-    if problem:
-        ev.notes.append(problem)
-        return
-    ev.kernel_log = kernel_log_evidence(parse_kmsg(raw), ev.pid, ev.cgroup_path, since_usec)
-
-
-def gather_disk(ev: Any) -> None:
-    """Add the free space of the filesystems of the files the kernel had mapped (for a SIGBUS)."""
-    from .evidence import candidate_files, filesystem_state
-
-    for path in candidate_files(ev.flight):
-        state = filesystem_state(path)
-        if state is not None:
-            ev.disk.append(state)
-    if not ev.disk:
-        ev.notes.append("no memory-mapped file known: cannot tell whether a filesystem was full")
-
-
-def finish(ev: Any, home: Path) -> dict[str, Any]:
-    """Classify and explain the evidence, store the death, drop the flight files; return the report."""
-    from ..store import Store, StoreError
-    from .classify import classify
-    from .explain import explain
-
-    report = explain(ev, classify(ev))
-    try:
-        with Store(home / "store.db") as store:
-            store.add_death(report, ev.to_dict(), died_at=ev.died_at)
-    except StoreError as exc:
-        report["evidence"]["notes"].append(str(exc))
-        print(f"kernel-sentinel: {exc}", file=sys.stderr)
-        return report  # keep the flight files: a later sweep may store it
-    discard_flight(home, ev.kernel_id, ev.pid)
-    return report
-
-
-def discard_flight(home: Path, kernel_id: str, pid: int) -> None:
-    rec, fault = record_paths(home, kernel_id, pid)
-    for path in (rec, fault, rec.with_suffix(".sup")):
-        try:
-            path.unlink()
-        except OSError:
-            pass
-    try:
-        flight_dir(home, kernel_id).rmdir()
-    except OSError:
-        pass
 
 
 def supervise(args: Sequence[str], command: list[str]) -> None:

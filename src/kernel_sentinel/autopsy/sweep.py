@@ -42,7 +42,8 @@ def sweep(home: str | os.PathLike[str], kernel_id: str | None = None) -> list[di
 
 def _sweep_one(home: Path, rec: Path) -> dict[str, Any] | None:
     from .evidence import Evidence
-    from .supervisor import discard_flight, finish, gather_disk, gather_flight, gather_kernel_log, oom_kill_counter
+    from ..memory import oom_kill_counter
+    from .gather import boot_usec, discard_flight, finish, gather_disk, gather_flight, gather_kernel_log
 
     if not rec.stem.isdigit():
         return None
@@ -77,7 +78,7 @@ def _sweep_one(home: Path, rec: Path) -> dict[str, Any] | None:
         ev.oom_kills_after = oom_kill_counter(cg["directory"], cg.get("version"))
     if (ev.flight.get("state") or {}).get("state") == "exiting":
         ev.notes.append("the interpreter shut down normally (atexit ran) without a shutdown request")
-    gather_kernel_log(ev, _boot_usec(started))
+    gather_kernel_log(ev, boot_usec(started))
     if ev.fault_text:
         gather_disk(ev)
     return finish(ev, home)
@@ -117,16 +118,3 @@ def _alive(pid: int, started: float | None, *, own: bool) -> bool:
     if own:  # the kernel started shortly before its recorder wrote "started"
         return started - 300 <= created <= started + 1
     return created <= started + 1  # the supervisor started before its kernel
-
-
-def _boot_usec(started: float | None) -> int | None:
-    if started is None:
-        return None
-    try:
-        with open("/proc/stat") as f:
-            for line in f:
-                if line.startswith("btime "):
-                    return max(0, int((started - int(line.split()[1]) - 300) * 1_000_000))
-    except (OSError, ValueError):
-        return None
-    return None

@@ -1,0 +1,67 @@
+"""Which kernel this is and where its records live: take the environment, return ids and folders.
+
+The one place for the rules every part must agree on: a kernel's id (``kernel-<id>.json`` -> ``<id>``,
+else the connection file's stem), what the supervisor tells its child (``KERNEL_SENTINEL_KERNEL_ID``,
+``KERNEL_SENTINEL_SUPERVISOR``, ``KERNEL_SENTINEL_CONNECTION_FILE``), and the home folder
+(``KERNEL_SENTINEL_HOME``, else the Jupyter data dir). A leaf: imports nothing of the package.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def home_dir() -> Path:
+    """Return where the store, flight records and checkpoints live: KERNEL_SENTINEL_HOME, else the Jupyter data dir."""
+    explicit = os.environ.get("KERNEL_SENTINEL_HOME")
+    if explicit:
+        return Path(explicit)
+    try:
+        from jupyter_core.paths import jupyter_data_dir
+
+        return Path(jupyter_data_dir()) / "kernel-sentinel"
+    except Exception:  # jupyter_core missing or broken: a plain per-user folder still works
+        return Path.home() / ".local" / "share" / "kernel-sentinel"
+
+
+def kernel_id_from_connection_file(path: str | None) -> str | None:
+    """Return the kernel id a connection file names: ``kernel-<id>.json`` -> ``<id>``, else the file's stem."""
+    if not path:
+        return None
+    stem = Path(path).name
+    stem = stem[: -len(".json")] if stem.endswith(".json") else stem
+    return stem[len("kernel-") :] if stem.startswith("kernel-") and len(stem) > len("kernel-") else stem
+
+
+def connection_file_from_argv(args: Sequence[str]) -> str | None:
+    """Return the connection file in an ipykernel command line (``-f X``, ``-f=X``, ``--f X``, ``--f=X``)."""
+    for i, arg in enumerate(args):
+        if arg in ("-f", "--f") and i + 1 < len(args):
+            return args[i + 1]
+        for prefix in ("-f=", "--f="):
+            if arg.startswith(prefix):
+                return arg[len(prefix) :]
+    return None
+
+
+def kernel_identity() -> tuple[str, int | None, str | None]:
+    """Return (kernel id, supervisor pid, connection file) of the kernel this process is.
+
+    The supervisor's word when it is our parent (it put them in the environment), else ipykernel's
+    connection file, else ``pid-<pid>`` (a shell that is not a kernel).
+    """
+    supervisor = os.environ.get("KERNEL_SENTINEL_SUPERVISOR")
+    sup_pid = int(supervisor) if supervisor and supervisor.isdigit() and int(supervisor) == os.getppid() else None
+    conn = os.environ.get("KERNEL_SENTINEL_CONNECTION_FILE") if sup_pid else None
+    kid = os.environ.get("KERNEL_SENTINEL_KERNEL_ID") if sup_pid else None
+    if not kid:
+        try:
+            from ipykernel.connect import get_connection_file
+
+            conn = get_connection_file()
+        except Exception:
+            conn = None
+        kid = kernel_id_from_connection_file(conn) if conn else f"pid-{os.getpid()}"
+    return kid, sup_pid, conn
