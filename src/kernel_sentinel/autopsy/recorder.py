@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from ..identity import home_dir, kernel_identity
 from .flight import CODE_LIMIT, FlightWriter, record_paths
 
 SAMPLE_SECONDS = 0.25
@@ -57,34 +58,13 @@ def unload(ip: Any) -> None:
         rec.stop()
 
 
-def kernel_identity(ip: Any) -> tuple[str, int | None, str | None]:
-    """Return (kernel id, supervisor pid, connection file) of this kernel, from the supervisor or ipykernel."""
-    supervisor = os.environ.get("KERNEL_SENTINEL_SUPERVISOR")
-    sup_pid = int(supervisor) if supervisor and supervisor.isdigit() and int(supervisor) == os.getppid() else None
-    conn = os.environ.get("KERNEL_SENTINEL_CONNECTION_FILE") if sup_pid else None
-    kid = os.environ.get("KERNEL_SENTINEL_KERNEL_ID") if sup_pid else None
-    if not kid:
-        try:
-            from ipykernel.connect import get_connection_file
-
-            conn = get_connection_file()
-        except Exception:
-            conn = None
-        from .supervisor import kernel_id_from_connection_file
-
-        kid = kernel_id_from_connection_file(conn) if conn else f"pid-{os.getpid()}"
-    return kid, sup_pid, conn
-
-
 class Recorder:
     """The in-kernel half of the autopsy: one per kernel process."""
 
     def __init__(self, ip: Any) -> None:
-        from ..store import home_dir
-
         self.ip = ip
         self.home = home_dir()
-        self.kernel_id, self.supervisor_pid, self.connection_file = kernel_identity(ip)
+        self.kernel_id, self.supervisor_pid, self.connection_file = kernel_identity()
         self.pid = os.getpid()
         self.record_path, self.fault_path = record_paths(self.home, self.kernel_id, self.pid)
         self.writer = FlightWriter(self.record_path)
