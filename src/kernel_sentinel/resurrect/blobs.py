@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import home_dir
+from ..identity import home_dir
 from .detect import blob_size
 
 MANIFEST_VERSION = 1

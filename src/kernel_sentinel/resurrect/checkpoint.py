@@ -30,6 +30,16 @@ REF_MIN_BYTES = 1 << 20  # variables this big are stored once even when other va
 MEMORY_RESERVE = 64 << 20  # never checkpoint into the last 64 MiB of the budget
 DEFAULT_KEEP = 3
 DISK_RESERVE_MIN = 1 << 30  # stop before the filesystem has less than max(1 GiB, 5%) free
+IDLE_SECONDS = 0.1  # a checkpoint starts once the kernel has been idle this long: quick cells make one
+MAX_DEFER_SECONDS = 30.0  # cells back to back without a pause: take one between two of them after this long
+WRITER_POLL_SECONDS = 0.02  # how often the scheduler looks whether the writer has finished
+BUDGET_RETRY_SECONDS = 1.0
+# The writers' CPU budget: half the kernel's own CPU time, plus 2% of the time it has been up (so an idle
+# kernel still gets its last state saved), plus a grace for the first checkpoints.
+CPU_SHARE = 0.5
+IDLE_CPU_SHARE = 0.02
+CPU_GRACE_SECONDS = 2.0
+KEEP_EVENTS = 8
 
 
 @dataclass
@@ -119,8 +129,13 @@ class CellTracker:
         return []
 
 
-def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_checkpoint(
+    capture: Capture, previous: dict[str, Any] | None = None, cancelled: Callable[[], bool] | None = None
+) -> dict[str, Any]:
     """Write one checkpoint (runs in the writer); return a JSON-able result: status, bytes, notes.
+
+    ``cancelled`` (the thread writer's): asked between objects; when it says so, stop with status
+    "cancelled" and write no manifest (a cell started and may be changing the objects).
 
     Only blobs not already stored are written; when nothing at all changed since ``previous`` (the last
     manifest this kernel wrote), no manifest is written either.
@@ -136,6 +151,8 @@ def write_checkpoint(capture: Capture, previous: dict[str, Any] | None = None) -
     # one object at a time: serialize, write what the store lacks, let go. Memory stays at one in-band
     # pickle (at most 8 MiB, bigger ones are spilled to disk as they are made) whatever the namespace holds.
     for group in capture.groups:
+        if cancelled is not None and cancelled():
+            return {"status": "cancelled", "bytes_written": written, "seconds": time.monotonic() - started, "notes": []}
         try:
             parts = serialize(group.obj, spill_dir=str(store.dir / "tmp"), refs=refs)
         except Unpicklable as exc:
@@ -241,20 +258,9 @@ def parse_switch(text: str | None, default: bool) -> bool:
 
 def kernel_id_of_this_kernel() -> str:
     """Return this kernel's id as the autopsy sees it (the supervisor's, else ``<id>`` of ``kernel-<id>.json``)."""
-    try:
-        from ..autopsy.recorder import kernel_identity
+    from ..identity import kernel_identity
 
-        return kernel_identity(None)[0]
-    except Exception:
-        pass
-    try:
-        from ipykernel.connect import get_connection_file
-
-        name = os.path.basename(get_connection_file())
-    except Exception:
-        return f"pid-{os.getpid()}"
-    stem = name[:-5] if name.endswith(".json") else name
-    return stem[len("kernel-"):] if stem.startswith("kernel-") else stem
+    return kernel_identity()[0]
 
 
 def session_key_of(ns: dict[str, Any]) -> str | None:
@@ -270,7 +276,21 @@ def session_key_of(ns: dict[str, Any]) -> str | None:
 
 
 class Checkpointer:
-    """The per-kernel checkpoint policy; the extension wires its hooks into IPython."""
+    """The per-kernel checkpoint policy: when to save, with which writer, within which CPU budget.
+
+    Threads (which may touch what):
+    - the main thread runs the IPython hooks and ``%sentinel checkpoint``: ``pre_run_cell`` marks a cell as
+      running, ``post_run_cell`` notes what the cell bound and marks the namespace dirty. Neither pickles,
+      forks or waits for a writer (one exception, rare by design: ``post_run_cell`` forks itself when cells
+      have come back to back for ``MAX_DEFER_SECONDS`` with changes unsaved, since no idle moment came).
+    - the scheduler thread (``sentinel-checkpoint``) starts a checkpoint once the kernel has been idle for
+      ``IDLE_SECONDS`` with changes unsaved (cells that come quickly are coalesced into one checkpoint),
+      within the CPU budget, and reaps the writer (its CPU time counts against the budget).
+    ``_lock`` guards ``_in_cell``, ``_dirty``, the writers and the counters; a fork happens only with the
+    lock held and no cell running, so a cell never starts while the namespace is being copied: it waits at
+    most for one ``fork()`` call, never for a writer. Nothing here prints into a cell's output except the
+    restore offer after a death; what happened is in ``status()`` (``%sentinel checkpoint status``).
+    """
 
     def __init__(
         self,
@@ -287,6 +307,7 @@ class Checkpointer:
         history: Callable[[], list[str] | None] = lambda: None,
         memory_available: Callable[[], int | None] | None = None,
         process_rss: Callable[[], int] | None = None,
+        idle_seconds: float | None = None,
     ) -> None:
         self.ns = ns
         self.enabled = enabled
@@ -309,41 +330,48 @@ class Checkpointer:
         self._thread = ThreadWriter()
         self._memory_available = memory_available or _memory_reader()
         self._process_rss = process_rss or _own_rss
+        self.idle_seconds = IDLE_SECONDS if idle_seconds is None else idle_seconds
         self.last_result: dict[str, Any] | None = None
         self.last_manifest: dict[str, Any] | None = None
         self.last_writer: str | None = None
-        self.notes: list[str] = []  # shown once, after the cell that produced them
+        self.notes: list[str] = []  # printed once after a cell: only the restore offer goes here
+        self.events: list[str] = []  # what status() tells: skips, deferrals, stops (the newest few)
         self.stopped_reason: str | None = None
         self.count = 0
         self.skipped = 0
+        self.coalesced = 0
+        self.writer_cpu = 0.0  # CPU seconds the writers used (fork: reaped child's rusage; thread: its thread_time)
+        self._cpu0 = time.process_time()
+        self._wall0 = time.monotonic()
         self._lock = threading.RLock()
         self._in_cell = False
-        self._pending: int | None = None
-        self._watcher: threading.Thread | None = None
+        self._dirty: int | None | bool = False  # False: saved; else the execution count to save (None: unknown)
+        self._dirty_since = 0.0
+        self._idle_since = time.monotonic()
+        self._after_memory_error = False
+        self._wake = threading.Event()
+        self._stop_event = threading.Event()
+        self._scheduler: threading.Thread | None = None
         self.offer: Callable[[], str | None] | None = None  # the extension sets the after-a-death restore offer
 
-    # -- hooks -------------------------------------------------------------------------------------
+    # -- hooks (main thread) -----------------------------------------------------------------------
 
     def pre_run_cell(self, info: Any = None) -> None:
-        """Before a cell: a thread writer must finish reading the objects the cell may change."""
-        with self._lock:  # a catch-up checkpoint being started from the watcher finishes first
+        """Before a cell: from now on the namespace may change, so no checkpoint starts until it ends."""
+        with self._lock:  # a fork in progress finishes first (the lock is held only around fork())
             self._in_cell = True
-        if self._thread.busy:
-            result = self._thread.wait(timeout=2.0)
-            if result is None and self._thread.busy:
-                # why say it: the cell seems to hang otherwise (the thread writer is used when memory is too tight to fork)
-                print("[kernel-sentinel] waiting for the previous cell's checkpoint to be written "
-                      "(memory is too tight for a background copy); `%sentinel checkpoint off` skips them")
-                result = self._thread.wait()
-            self._absorb(result, "thread")
+            self._thread.cancel()  # a thread writer reads live objects: it gives up, the next idle moment retries
         self.tracker.before(self.ns)
 
     def post_run_cell(self, result: Any = None) -> None:
-        """After a cell: note which names it bound, then start a checkpoint if checkpoints are on."""
+        """After a cell: note which names it bound and that the namespace changed; the scheduler saves it later."""
         info = getattr(result, "info", None)
         code = getattr(info, "raw_cell", "") or ""
         count = getattr(result, "execution_count", None)
-        self.tracker.after(self.ns, count, code)
+        try:
+            self.tracker.after(self.ns, count, code)
+        except Exception:
+            pass
         if self.offer is not None:
             offer, self.offer = self.offer, None  # once, in the first cell after the kernel started
             try:
@@ -352,55 +380,110 @@ class Checkpointer:
                 text = None
             if text:
                 self.notes.append(text)
+        ran_out = isinstance(getattr(result, "error_in_exec", None), MemoryError)
+        now = time.monotonic()
         with self._lock:
             self._in_cell = False
-            self._absorb(self._fork.poll(), "fork")
-            self._absorb(self._thread.poll(), "thread")
-            ran_out = isinstance(getattr(result, "error_in_exec", None), MemoryError)
-            if self.enabled and ran_out:
-                # The cell just hit the memory budget: whatever is left is too little to copy or pickle
-                # the namespace (a pickler's memo alone costs ~100 bytes per object). The next cell that
-                # ends normally checkpoints again.
-                self.skipped += 1
-                self.notes.append("checkpoint skipped: this cell ran out of memory")
+            self._idle_since = now
+            if ran_out:
+                # The cell hit the memory budget: what is left is too little to copy or pickle the namespace
+                # (a pickler's memo alone costs ~100 bytes per object). Said in status, never in the output:
+                # the cell's error is the one thing the user must read. The next cell that ends normally saves.
+                self._after_memory_error = True
+                self._event(f"cell [{count}] ran out of memory: its checkpoint waits for a cell that ends normally")
             elif self.enabled and code.strip() and not _is_checkpoint_magic(code):
-                if self._fork.busy or self._thread.busy:
-                    # the previous checkpoint is still being written: take this one as soon as it is done,
-                    # provided no cell is running then (the namespace is the same as now)
-                    self._pending = count
-                    self._start_watcher()
+                self._after_memory_error = False
+                if self._dirty is False:
+                    self._dirty_since = now
                 else:
-                    self._pending = None
-                    self._checkpoint_locked(count)
+                    self.coalesced += 1
+                self._dirty = count
+                overdue = now - self._dirty_since >= MAX_DEFER_SECONDS
+                if overdue and not self._busy() and self._within_budget():
+                    self._start_locked()  # cells without a pause for long: take it between two of them
+        if self._dirty is not False or self._busy():
+            self._ensure_scheduler()
+            self._wake.set()
         self.flush_notes()
-
-    def _start_watcher(self) -> None:
-        if self._watcher is not None and self._watcher.is_alive():
-            return
-
-        def watch() -> None:
-            while True:
-                time.sleep(0.02)
-                with self._lock:
-                    if self._pending is None or not self.enabled:
-                        return
-                    if self._in_cell:
-                        continue  # a cell runs: the state is not the one to save; post_run_cell will take over
-                    if self._fork.busy or self._thread.busy:
-                        continue
-                    self._absorb(self._fork.poll(), "fork")
-                    self._absorb(self._thread.poll(), "thread")
-                    count, self._pending = self._pending, None
-                    self._checkpoint_locked(count)
-                    return
-
-        self._watcher = threading.Thread(target=watch, name="sentinel-checkpoint-catch-up", daemon=True)
-        self._watcher.start()
 
     def flush_notes(self) -> None:
         for note in dict.fromkeys(self.notes):
             print(f"[kernel-sentinel] {note}")
         self.notes.clear()
+
+    # -- the scheduler thread ----------------------------------------------------------------------
+
+    def _ensure_scheduler(self) -> None:
+        if self._scheduler is not None and self._scheduler.is_alive():
+            return
+        self._stop_event.clear()
+        self._scheduler = threading.Thread(target=self._schedule, name="sentinel-checkpoint", daemon=True)
+        self._scheduler.start()
+
+    def _schedule(self) -> None:
+        """Loop of the scheduler thread: reap writers, start a checkpoint once the kernel is idle."""
+        while not self._stop_event.is_set():
+            timeout = self._tick()
+            self._wake.wait(timeout)
+            self._wake.clear()
+
+    def _tick(self) -> float | None:
+        """Do what is due now; return how long to sleep (None: until woken)."""
+        with self._lock:
+            self._reap()
+            if self._busy():
+                return WRITER_POLL_SECONDS
+            if self._dirty is False or not self.enabled or self.stopped_reason or self._after_memory_error:
+                return None
+            if self._in_cell:
+                return None  # post_run_cell wakes us
+            wait = self._idle_since + self.idle_seconds - time.monotonic()
+            if wait > 0:
+                return wait  # coalesce: cells that come quickly make one checkpoint
+            if not self._within_budget():
+                return BUDGET_RETRY_SECONDS
+            self._start_locked()
+            return WRITER_POLL_SECONDS
+
+    def _busy(self) -> bool:
+        return self._fork.busy or self._thread.busy
+
+    def _reap(self) -> None:
+        for writer, kind in ((self._fork, "fork"), (self._thread, "thread")):
+            result = writer.poll()
+            if result is not None:
+                self.writer_cpu += writer.last_cpu
+                self._absorb(result, kind)
+
+    def cpu_budget(self) -> float:
+        """Return the CPU seconds the writers may have used by now: a share of the kernel's own CPU, and of idle time."""
+        kernel = time.process_time() - self._cpu0
+        wall = time.monotonic() - self._wall0
+        return CPU_SHARE * kernel + IDLE_CPU_SHARE * wall + CPU_GRACE_SECONDS
+
+    def _within_budget(self) -> bool:
+        budget = self.cpu_budget()
+        if self.writer_cpu <= budget:
+            return True
+        self._event(f"checkpoint deferred: the writers used {self.writer_cpu:.1f} s of CPU, more than their budget "
+                    f"({budget:.1f} s: {CPU_SHARE:.0%} of the kernel's own CPU time); it is taken when the budget allows",
+                    dedupe="deferred")
+        return False
+
+    def _start_locked(self) -> None:
+        count = self._dirty
+        self._dirty = False
+        message = self._checkpoint_locked(None if count is True else count)  # type: ignore[arg-type]
+        if not message.startswith("checkpoint started"):
+            self._event(message)
+
+    def _event(self, text: str, dedupe: str | None = None) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if dedupe and self.events and self.events[-1].split(" ", 1)[1].startswith(dedupe):
+            self.events[-1] = f"{stamp} {text}"
+        else:
+            self.events.append(f"{stamp} {text}")
+        del self.events[:-KEEP_EVENTS]
 
     # -- the work ----------------------------------------------------------------------------------
 
@@ -409,13 +492,17 @@ class Checkpointer:
         if wait:
             self.wait()
         with self._lock:
-            if self._fork.busy or self._thread.busy:
+            self._reap()
+            if self._busy():
                 self.skipped += 1
-                return "skipped: the previous checkpoint is still being written (the next cell will catch up)"
+                return "skipped: the previous checkpoint is still being written (the next idle moment catches up)"
+            self._dirty = False
             message = self._checkpoint_locked(execution_count)
         if wait:
             self.wait()
             return self.describe_last()
+        self._ensure_scheduler()
+        self._wake.set()  # the scheduler reaps the writer
         return message
 
     def _checkpoint_locked(self, execution_count: int | None) -> str:
@@ -435,16 +522,22 @@ class Checkpointer:
         kind = self._choose_writer(big, available)
         if kind is None:
             self.skipped += 1
-            note = (f"checkpoint skipped: memory is tight ({format_bytes(available)} left under the budget, "
-                    f"a checkpoint needs {format_bytes(MEMORY_RESERVE)} of headroom)")
-            self.notes.append(note)
-            return note
+            if available is not None and available < MEMORY_RESERVE:
+                why = f"{format_bytes(available)} left under the budget, a checkpoint needs {format_bytes(MEMORY_RESERVE)}"
+            else:
+                why = (f"{format_bytes(available)} left under the budget, too little for a background copy of "
+                       f"this kernel ({format_bytes(max(big, self._process_rss()))} + {format_bytes(MEMORY_RESERVE)})")
+            return f"checkpoint skipped: memory is tight ({why})"
         capture = Capture(self.kernel_id, self.incarnation, self.session_key, execution_count, groups, modules, str(self.store.dir),
                           self.keep, self.disk_budget, self.disk_reserve)
         previous = self.last_manifest
         writer = self._fork if kind == "fork" else self._thread
         self.last_writer = kind
-        writer.start(lambda: write_checkpoint(capture, previous))
+        if kind == "thread":
+            cancelled = self._thread.cancelled
+            writer.start(lambda: write_checkpoint(capture, previous, cancelled=cancelled))
+        else:
+            writer.start(lambda: write_checkpoint(capture, previous))
         self.count += 1
         return f"checkpoint started ({kind} writer)"
 
@@ -454,28 +547,34 @@ class Checkpointer:
         The worst case is the whole process, not only its arrays: pickling in the child touches the
         reference count of every Python object it walks, so every page holding one is copied, while the
         kernel may rewrite its arrays meanwhile. Forking on array bytes alone let a child holding a
-        million copied list pages push a nearly full group to the OOM killer.
+        million copied list pages push a nearly full group to the OOM killer. Without that headroom the
+        checkpoint is skipped (said in status): a thread writer would read live objects and make the next
+        cell wait, so it is used only where asked for (``KERNEL_SENTINEL_CHECKPOINT_WRITER=thread``) or
+        where there is no fork.
         """
         if available is not None and available < MEMORY_RESERVE:
             return None
+        if self.writer_choice == "thread" or not hasattr(os, "fork"):
+            return "thread"
         worst = max(big, self._process_rss())
-        fork_ok = hasattr(os, "fork") and (available is None or available >= worst + MEMORY_RESERVE)
-        if self.writer_choice == "thread" or (self.writer_choice == "auto" and not fork_ok):
-            return "thread"
-        if self.writer_choice == "fork" and not fork_ok:
-            return "thread"
-        return "fork"
+        if available is None or available >= worst + MEMORY_RESERVE:
+            return "fork"
+        return "thread" if self.writer_choice == "fork-or-thread" else None
 
     def _stop(self, reason: str) -> str:
         self.stopped_reason = reason
-        self.notes.append(f"checkpoints stopped: {reason}")
         return f"checkpoints stopped: {reason}"
 
     def _absorb(self, result: dict[str, Any] | None, kind: str) -> None:
         if result is None:
             return
+        if result.get("status") == "cancelled":
+            self._dirty = self._dirty if self._dirty is not False else True  # try again at the next idle moment
+            self._event("thread checkpoint given up: a cell started while it read the namespace")
+            return
         self.last_result = {**result, "writer": kind}
-        self.notes.extend(result.get("notes", []))
+        for note in result.get("notes", []):
+            self._event(note)
         if result.get("status") == "disk_full":
             self.stopped_reason = "the disk is nearly full"
         if result.get("status") == "written":
@@ -488,19 +587,40 @@ class Checkpointer:
                 self.last_manifest = None
 
     def wait(self) -> None:
-        """Block until the writer in flight, and the catch-up checkpoint it was holding back, have finished.
+        """Block until the writer in flight, and a checkpoint still owed for the cells before, have finished.
 
-        Called from a cell (``%sentinel checkpoint now``, a test), it takes the held-back checkpoint at
-        once: the namespace is then what the cells before it left.
+        Called from a cell (``%sentinel checkpoint now``, a test), it takes the owed checkpoint at once:
+        the namespace is then what the cells before it left.
         """
         with self._lock:
-            self._absorb(self._fork.wait(), "fork")
-            self._absorb(self._thread.wait(), "thread")
-            if self._pending is not None and self.enabled:
-                count, self._pending = self._pending, None
-                self._checkpoint_locked(count)
-                self._absorb(self._fork.wait(), "fork")
-                self._absorb(self._thread.wait(), "thread")
+            for writer, kind in ((self._fork, "fork"), (self._thread, "thread")):
+                result = writer.wait()
+                if result is not None:
+                    self.writer_cpu += writer.last_cpu
+                    self._absorb(result, kind)
+            if self._dirty is not False and self.enabled and not self._after_memory_error:
+                count, self._dirty = self._dirty, False
+                message = self._checkpoint_locked(None if count is True else count)  # type: ignore[arg-type]
+                if not message.startswith("checkpoint started"):
+                    self._event(message)
+                for writer, kind in ((self._fork, "fork"), (self._thread, "thread")):
+                    result = writer.wait()
+                    if result is not None:
+                        self.writer_cpu += writer.last_cpu
+                        self._absorb(result, kind)
+
+    def close(self) -> None:
+        """Stop the scheduler thread and wait for a writer in flight (``%unload_ext``)."""
+        self._stop_event.set()
+        self._wake.set()
+        if self._scheduler is not None:
+            self._scheduler.join(timeout=5)
+        with self._lock:
+            for writer, kind in ((self._fork, "fork"), (self._thread, "thread")):
+                result = writer.wait()
+                if result is not None:
+                    self.writer_cpu += writer.last_cpu
+                    self._absorb(result, kind)
 
     # -- status ------------------------------------------------------------------------------------
 
@@ -517,20 +637,23 @@ class Checkpointer:
         return f"last checkpoint {r.get('status')}: {'; '.join(r.get('notes', []))}"
 
     def status(self) -> str:
-        """Return the ``%sentinel checkpoint status`` text."""
-        if self._fork.busy or self._thread.busy:
-            state = "writing"
-        else:
-            self._absorb(self._fork.poll(), "fork")
-            self._absorb(self._thread.poll(), "thread")
-            state = "idle"
-        lines = [
-            f"checkpoints: {'on' if self.enabled else 'off'}" + (f" (stopped: {self.stopped_reason})" if self.stopped_reason else ""),
-            f"kernel {self.kernel_id}, session {self.session_key or '(none: newest checkpoint of any kernel is used)'}",
-            f"folder: {self.store.dir}",
-            f"keep {self.keep} per kernel within {format_bytes(self.disk_budget)} of disk; writer {self.writer_choice}, now {state}",
-            f"started {self.count}, skipped {self.skipped}; {self.describe_last()}",
-        ]
+        """Return the ``%sentinel checkpoint status`` text: state, budget, and what was skipped or deferred, and why."""
+        with self._lock:
+            self._reap()
+            state = "writing" if self._busy() else ("a checkpoint is owed (waiting for an idle moment)"
+                                                    if self._dirty is not False and self.enabled else "idle")
+            lines = [
+                f"checkpoints: {'on' if self.enabled else 'off'}" + (f" (stopped: {self.stopped_reason})" if self.stopped_reason else ""),
+                f"kernel {self.kernel_id}, session {self.session_key or '(none: newest checkpoint of any kernel is used)'}",
+                f"folder: {self.store.dir}",
+                f"keep {self.keep} per kernel within {format_bytes(self.disk_budget)} of disk; writer {self.writer_choice}, now {state}",
+                f"started {self.count}, skipped {self.skipped}, cells coalesced {self.coalesced}; "
+                f"writers' CPU {self.writer_cpu:.2f} s of a {self.cpu_budget():.2f} s budget",
+                self.describe_last(),
+            ]
+            if self.events:
+                lines.append("recent:")
+                lines.extend(f"  {e}" for e in self.events)
         return "\n".join(lines)
 
 
