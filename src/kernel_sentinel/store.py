@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .identity import home_dir  # noqa: F401  (re-exported: the rule lives in identity, one leaf module)
+
 SCHEMA_VERSION = 2
 STORE_NAME = "store.db"
 DATABASE_URL_ENV = "KERNEL_SENTINEL_DATABASE_URL"
@@ -151,19 +153,6 @@ TABLES = {"death": ("deaths", DEATH_COLUMNS), "memory_error": ("memory_errors", 
 
 class StoreError(RuntimeError):
     """The store cannot be opened or written; the message says why in one line."""
-
-
-def home_dir() -> Path:
-    """Return where the store and flight records live: KERNEL_SENTINEL_HOME, else the Jupyter data dir."""
-    explicit = os.environ.get("KERNEL_SENTINEL_HOME")
-    if explicit:
-        return Path(explicit)
-    try:
-        from jupyter_core.paths import jupyter_data_dir
-
-        return Path(jupyter_data_dir()) / "kernel-sentinel"
-    except Exception:  # jupyter_core missing or broken: a plain per-user folder still works
-        return Path.home() / ".local" / "share" / "kernel-sentinel"
 
 
 def database_url() -> str | None:
