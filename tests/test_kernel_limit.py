@@ -178,3 +178,57 @@ def test_more_room_fact_offers_the_exact_command_only_when_the_parent_has_room()
     assert more_room_fact({"requested_bytes": 400 * MiB}) is None  # no group of its own: nothing to offer
     big = {**ev, "group_limit_bytes": 2 * GiB, "requested_bytes": GiB, "group_room_bytes": 4 * GiB}
     assert more_room_fact(big).startswith("`%sentinel budget 3G` gives this kernel 1.0 GiB more")
+
+
+def fake_v2(tmp_path: Path, leaf: str, delegated: dict[str, str]) -> Path:
+    """Build a cgroup v2 tree as a machine would show it (files only: the decision reads files).
+
+    ``delegated`` maps a group's path to its ``cgroup.subtree_control``; returns the fake /proc.
+    """
+    mount = tmp_path / "cgroup2"
+    parts = [p for p in leaf.split("/") if p]
+    for depth in range(len(parts) + 1):
+        group = mount.joinpath(*parts[:depth])
+        group.mkdir(parents=True, exist_ok=True)
+        (group / "memory.current").write_text("1000\n")
+        (group / "cgroup.subtree_control").write_text(delegated.get("/" + "/".join(parts[:depth]), "") + "\n")
+    proc = tmp_path / "proc"
+    (proc / "self").mkdir(parents=True)
+    (proc / "self" / "cgroup").write_text(f"0::{leaf}\n")
+    (proc / "self" / "mountinfo").write_text(f"30 25 0:26 / {mount} rw,nosuid - cgroup2 cgroup2 rw\n")
+    return proc
+
+
+def test_cgroup_v2_uses_the_nearest_ancestor_that_delegates_memory(tmp_path: Path, monkeypatch) -> None:
+    proc = fake_v2(
+        tmp_path,
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/jupyter.service",
+        {"/user.slice/user-1000.slice/user@1000.service/app.slice": "cpu memory pids", "/user.slice": "memory"},
+    )
+    plan = plan_group(proc=str(proc))
+    assert plan.mechanism == "cgroup v2" and plan.version == 2
+    assert plan.parent == str(tmp_path / "cgroup2/user.slice/user-1000.slice/user@1000.service/app.slice")
+    assert plan.parent_path == "/user.slice/user-1000.slice/user@1000.service/app.slice"
+
+
+def test_cgroup_v2_without_delegation_falls_back_to_a_systemd_scope_or_the_guard(tmp_path: Path, monkeypatch) -> None:
+    proc = fake_v2(tmp_path, "/docker/abc", {})
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "no-runtime"))
+    plan = plan_group(proc=str(proc))
+    assert plan.mechanism == "none" and "without a delegated subtree" in plan.reason
+    started = start_for_kernel("k", tmp_path, {"KERNEL_SENTINEL_GROUP_LIMIT": "300M"}, plan=plan)
+    assert started.group is None and started.env["KERNEL_SENTINEL_MEMORY_LIMIT"] == str(300 * MiB)
+    assert "the guard's budget of 300 MiB alone holds kernel k" in started.message
+    from kernel_sentinel.autopsy.group_budget import group_line
+
+    assert group_line(started.env).startswith("Memory group: none of its own (no memory group of its own: cgroup v2")
+
+    (tmp_path / "runtime" / "systemd").mkdir(parents=True)
+    (tmp_path / "runtime" / "systemd" / "private").write_text("")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "runtime"))
+    if plan_group(proc=str(proc)).mechanism != "systemd scope":
+        pytest.skip("no systemd-run on this machine")
+    scope = start_for_kernel("k", tmp_path, {"KERNEL_SENTINEL_GROUP_LIMIT": "300M"}, plan=plan_group(proc=str(proc)))
+    argv = scope.command(["python", "-m", "ipykernel_launcher"])
+    assert argv[:4] == ["systemd-run", "--user", "--scope", "--quiet"] and f"MemoryMax={300 * MiB}" in argv
+    assert argv[-3:] == ["python", "-m", "ipykernel_launcher"] and scope.env["KERNEL_SENTINEL_KERNEL_GROUP"].startswith("systemd scope|ks-kernel-")

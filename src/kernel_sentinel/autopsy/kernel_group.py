@@ -249,7 +249,13 @@ class KernelGroup:
             if has_memsw and limit_bytes <= current:
                 _write(memsw, str(limit_bytes))
         else:
-            _write(os.path.join(self.directory, "memory.max"), str(limit_bytes))
+            try:
+                _write(os.path.join(self.directory, "memory.max"), str(limit_bytes))
+            except PermissionError:
+                if self.mechanism != "systemd scope":
+                    raise
+                scope_set_limit(self.name, limit_bytes)  # the scope's files are systemd's: ask it
+                return
             if os.path.exists(os.path.join(self.directory, "memory.swap.max")):
                 _write(os.path.join(self.directory, "memory.swap.max"), "0")
 
@@ -335,10 +341,13 @@ def move_limit(group: KernelGroup, requested: int, pid: int | str = "self") -> i
 
 def scope_set_limit(name: str, limit_bytes: int) -> None:
     """Move a systemd scope's limit through systemd (where its memory.max is not writable directly)."""
-    subprocess.run(
-        ["systemctl", "--user", "set-property", "--runtime", name, f"MemoryMax={limit_bytes}"],
-        check=True, capture_output=True, timeout=10,
-    )  # fmt: skip
+    try:
+        subprocess.run(
+            ["systemctl", "--user", "set-property", "--runtime", name, f"MemoryMax={limit_bytes}"],
+            check=True, capture_output=True, timeout=10,
+        )  # fmt: skip
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise OSError(f"systemctl --user set-property {name} failed: {exc}") from exc
 
 
 # -- the supervisor's part ------------------------------------------------------------------------------
@@ -377,19 +386,22 @@ class KernelLimit:
             os.write(2, f"kernel-sentinel: {self.group.directory} still holds processes; a later start removes it\n".encode())
 
 
-def start_for_kernel(kernel_id: str, home: Path, env: Mapping[str, str] | None = None) -> KernelLimit:
+def start_for_kernel(
+    kernel_id: str, home: Path, env: Mapping[str, str] | None = None, plan: GroupPlan | None = None
+) -> KernelLimit:
     """Return the kernel's own group with the limit the kernelspec asks for (``KERNEL_SENTINEL_GROUP_LIMIT``).
 
     A percentage is of what the machine allows the supervisor now. The guard's budget is the same number
     (``KERNEL_SENTINEL_MEMORY_LIMIT`` in bytes, so the guard does not take 80% of the 80% again). Where no
-    group can be made the guard's budget alone holds the kernel, and ``message`` says so.
+    group can be made the guard's budget alone holds the kernel, and ``message`` says so. ``plan``: where
+    (``plan_group()`` of this process by default).
     """
     from ..memory import snapshot
     from ..sizes import SizeError, parse_size
 
     env = os.environ if env is None else env
     text = (env.get(ENV_LIMIT) or "").strip()
-    plan = plan_group()
+    plan = plan_group() if plan is None else plan
     try:
         sweep_groups(home, also_under=plan.parent)
     except OSError:
