@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import sqlite3
 import subprocess
 import time
@@ -85,3 +86,14 @@ def test_read_only_directory(tmp_path):
     finally:
         if subprocess.run(["umount", str(home)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(home)], capture_output=True)
+
+
+def test_a_corrupt_store_is_named_by_every_reading_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERNEL_SENTINEL_HOME", str(tmp_path))
+    (tmp_path / "store.db").write_bytes(b"this is not a database" * 200)
+    for argv in (["why", "--last"], ["why"], ["deaths"], ["fleet"]):
+        proc = subprocess.run([sys.executable, "-m", "kernel_sentinel", *argv], capture_output=True, text=True)
+        assert proc.returncode == 1, (argv, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "store" in lines[0] and "not a database" in lines[0], (argv, proc.stderr)
+        assert "no death" not in proc.stderr and "Traceback" not in proc.stderr

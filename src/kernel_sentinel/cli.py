@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from .advise.cli import register_check
 from .autopsy.cli import register_autopsy
+from .fleet.cli import register_fleet
 from .kernelspec import register_install, register_uninstall
 from .resurrect.cli import register_checkpoints
 from .run.cli import register_run
@@ -55,7 +56,7 @@ def register_budget(sub: argparse._SubParsersAction) -> None:
 
 
 # One line per subcommand; each module owns its arguments.
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget, register_run, register_install, register_uninstall, register_check, register_autopsy, register_checkpoints]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [register_budget, register_run, register_install, register_uninstall, register_check, register_autopsy, register_checkpoints, register_fleet]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,142 @@
+"""The fleet summary drawn three ways: a rich renderable for the terminal, JSON, a self-contained HTML page
+(inline SVG chart of deaths by day and cause; no script, no CDN, so it opens anywhere, mailed or archived).
+Pure: each takes the dict ``fleet.query.fleet_summary`` returns.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+# One colour per cause, stable across pages; causes not listed share the last colour.
+_COLOURS = {
+    "oom_kill": "#d62728", "segfault": "#9467bd", "abort": "#8c564b", "external_kill": "#ff7f0e",
+    "bus_error": "#e377c2", "exit": "#7f7f7f", "illegal_instruction": "#bcbd22", "fpe": "#17becf",
+    "unknown": "#c7c7c7",
+}
+_OTHER = "#1f77b4"
+
+
+def render_fleet_json(summary: dict[str, Any]) -> str:
+    """Return the summary as JSON (the DESIGN.md contract's keys, plus by_key, by_day, source)."""
+    return json.dumps(summary, indent=2, default=str)
+
+
+def render_fleet_terminal(summary: dict[str, Any]) -> Group:
+    """Return rich renderables: totals, deaths and memory errors by the chosen key, the cells that kill most."""
+    key = summary.get("by_key", "cause")
+    deaths, errors = summary["deaths"], summary["memory_errors"]
+    head = Text.assemble(
+        (f"{deaths['total']} kernel deaths", "bold red" if deaths["total"] else "bold"),
+        f" and {errors['total']} memory errors (deaths the guard avoided) since {summary['since']}",
+        (f"  [{summary.get('source', '')}]", "dim"),
+    )
+    table = Table(title=f"by {key}", title_justify="left")
+    table.add_column(key)
+    table.add_column("deaths", justify="right")
+    table.add_column("memory errors", justify="right")
+    for name in _keys(summary):
+        table.add_row(str(name), str(deaths["by"].get(name, 0)), str(errors["by"].get(name, 0)))
+    cells = Table(title="cells that kill most (copies folded together)", title_justify="left")
+    cells.add_column("deaths", justify="right")
+    cells.add_column("memory errors", justify="right")
+    cells.add_column("code")
+    for cell in summary["top_cells"]:
+        cells.add_row(str(cell["deaths"]), str(cell["memory_errors"]), _snippet(cell["code"]))
+    parts: list[Any] = [head]
+    if deaths["total"] or errors["total"]:
+        parts.append(table)
+    if summary["top_cells"]:
+        parts.append(cells)
+    return Group(*parts)
+
+
+def render_fleet_html(summary: dict[str, Any]) -> str:
+    """Return one self-contained HTML page: totals, a stacked bar chart of deaths per day and cause (SVG),
+    the breakdown table and the top cells."""
+    e = html.escape
+    key = summary.get("by_key", "cause")
+    deaths, errors = summary["deaths"], summary["memory_errors"]
+    rows = "".join(
+        f"<tr><td>{e(str(name))}</td><td class=n>{deaths['by'].get(name, 0)}</td>"
+        f"<td class=n>{errors['by'].get(name, 0)}</td></tr>"
+        for name in _keys(summary)
+    )
+    cells = "".join(
+        f"<tr><td class=n>{c['deaths']}</td><td class=n>{c['memory_errors']}</td>"
+        f"<td><pre>{e(c['code'] or '')}</pre></td></tr>"
+        for c in summary["top_cells"]
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>kernel-sentinel fleet</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
+td.n {{ text-align: right; font-variant-numeric: tabular-nums; }} pre {{ margin: 0; max-width: 70em; white-space: pre-wrap; }}
+.legend span {{ display: inline-block; margin-right: 1em; }} .legend i {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; }}
+</style></head><body>
+<h1>Kernel deaths across the fleet</h1>
+<p><b>{deaths['total']}</b> kernel deaths and <b>{errors['total']}</b> memory errors (deaths the guard avoided)
+since {e(str(summary['since']))}. <small>{e(str(summary.get('source', '')))}</small></p>
+<h2>Deaths by day and cause</h2>
+{deaths_chart_svg(summary.get('by_day') or {})}
+<h2>By {e(key)}</h2>
+<table><tr><th>{e(key)}</th><th>deaths</th><th>memory errors</th></tr>{rows}</table>
+<h2>Cells that kill most</h2>
+<p>The same cell in many copies of a notebook counts once (comments and spacing ignored).</p>
+<table><tr><th>deaths</th><th>memory errors</th><th>code</th></tr>{cells}</table>
+</body></html>
+"""
+
+
+def deaths_chart_svg(by_day: dict[str, dict[str, int]], width: int = 720, height: int = 220) -> str:
+    """Return an inline SVG stacked bar chart: one bar per day, one colour per cause, with a legend."""
+    if not by_day:
+        return '<p class="empty">No deaths in this period.</p>'
+    days = sorted(by_day)
+    causes = sorted({c for counts in by_day.values() for c in counts})
+    peak = max(sum(counts.values()) for counts in by_day.values()) or 1
+    left, bottom, top = 40, 30, 10
+    plot_h = height - bottom - top
+    step = (width - left) / len(days)
+    bar = max(2.0, step * 0.7)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="deaths by day and cause">',
+             f'<line x1="{left}" y1="{top + plot_h}" x2="{width}" y2="{top + plot_h}" stroke="#999"/>',
+             f'<text x="{left - 6}" y="{top + 10}" text-anchor="end" font-size="11">{peak}</text>',
+             f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end" font-size="11">0</text>']
+    for i, day in enumerate(days):
+        x = left + i * step + (step - bar) / 2
+        y = top + plot_h
+        for cause in causes:
+            n = by_day[day].get(cause, 0)
+            if not n:
+                continue
+            h = plot_h * n / peak
+            y -= h
+            parts.append(f'<rect class="bar" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}" '
+                         f'fill="{_COLOURS.get(cause, _OTHER)}"><title>{html.escape(day)} {html.escape(cause)}: '
+                         f'{n}</title></rect>')
+        if len(days) <= 15 or i % max(1, len(days) // 10) == 0:
+            parts.append(f'<text x="{x + bar / 2:.1f}" y="{height - 12}" text-anchor="middle" font-size="10">'
+                         f'{html.escape(day[5:])}</text>')
+    parts.append("</svg>")
+    legend = "".join(
+        f'<span><i style="background:{_COLOURS.get(c, _OTHER)}"></i>{html.escape(c)}</span>' for c in causes
+    )
+    return "".join(parts) + f'<div class="legend">{legend}</div>'
+
+
+def _keys(summary: dict[str, Any]) -> list[Any]:
+    seen = list(summary["deaths"]["by"])
+    return seen + [k for k in summary["memory_errors"]["by"] if k not in summary["deaths"]["by"]]
+
+
+def _snippet(code: str | None, lines: int = 4) -> str:
+    text = (code or "").strip().splitlines()
+    return "\n".join(text[:lines]) + ("\n..." if len(text) > lines else "")

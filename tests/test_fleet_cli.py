@@ -1,0 +1,146 @@
+"""``kernel-sentinel fleet`` over a real SQLite store and a real PostgreSQL: grouping, copies of a cell folded
+together, memory errors from a real guarded kernel, the JSON contract, the self-contained HTML page."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import GiB, MiB
+from fleet_support import postgres, wait_for  # noqa: F401 - the fixture
+
+from kernel_sentinel.fleet.query import fleet_summary
+from kernel_sentinel.store import SharedStore, Store
+
+NOW = time.time()
+COURSE_CELL = "import pandas as pd\ndf = pd.read_csv('big.csv')  # week 1\n"
+COURSE_COPY = "import pandas as pd\n\n# my copy\ndf = pd.read_csv( 'big.csv' )\n"  # same cell, edited spacing
+OTHER_CELL = "import numpy as np\nx = np.ones((50000, 50000))"
+
+
+def _add(store: Store, i: int, user: str, cause: str, code: str, days_ago: float = 0.5,
+         notebook: str = "week1.ipynb", tag: str = "") -> None:
+    report = {"kernel_id": f"{tag}{user}-{i}", "cause": cause, "summary": f"{cause} {i}", "user": user,
+              "host": f"node-{i % 2}", "notebook": notebook, "kernel_name": "python3",
+              "memory_exhausted": cause == "oom_kill", "cell": {"execution_count": 4, "code": code}}
+    store.add_death(report, {"pid": 100 + i}, died_at=NOW - days_ago * 86400)
+
+
+def _seed(store_path, url: str | None = None, tag: str = "") -> None:
+    env = {"KERNEL_SENTINEL_DATABASE_URL": url} if url else {}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with Store(store_path) as store:
+            for i in range(6):
+                _add(store, i, "alice" if i < 4 else "bob", "oom_kill", COURSE_CELL if i % 2 else COURSE_COPY, tag=tag)
+            _add(store, 6, "bob", "segfault", OTHER_CELL, notebook="lab2.ipynb", tag=tag)
+            _add(store, 7, "carol", "oom_kill", OTHER_CELL, days_ago=30, tag=tag)  # outside 7d
+            for i in range(3):
+                store.add_memory_error({"kernel_id": f"me-{i}", "user": "carol", "code": COURSE_CELL,
+                                        "notebook": "week1.ipynb", "requested_bytes": 4 * GiB, "at": NOW - 3600})
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kernel_sentinel", "fleet", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def _check_summary(data: dict) -> None:
+    assert data["since"] == "7d"
+    assert data["deaths"] == {"total": 7, "by": {"oom_kill": 6, "segfault": 1}}
+    assert data["memory_errors"] == {"total": 3, "by": {"memory_budget": 3}}
+    top = data["top_cells"][0]
+    assert (top["deaths"], top["memory_errors"]) == (6, 3)  # six copies of the course cell and its three refusals
+    assert "read_csv" in top["code"]
+    assert data["top_cells"][1]["deaths"] == 1 and "np.ones" in data["top_cells"][1]["code"]
+
+
+def test_fleet_on_the_local_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERNEL_SENTINEL_DATABASE_URL", raising=False)
+    _seed(tmp_path / "store.db")
+    monkeypatch.setenv("KERNEL_SENTINEL_HOME", str(tmp_path))
+    proc = _cli("--json")
+    assert proc.returncode == 0, proc.stderr
+    _check_summary(json.loads(proc.stdout))
+    by_user = json.loads(_cli("--json", "--by", "user").stdout)
+    assert by_user["deaths"]["by"] == {"alice": 4, "bob": 3} and by_user["memory_errors"]["by"] == {"carol": 3}
+    assert json.loads(_cli("--json", "--by", "library").stdout)["deaths"]["by"] == {"pandas": 6, "numpy": 1}
+    assert json.loads(_cli("--json", "--by", "notebook").stdout)["deaths"]["by"] == {"week1.ipynb": 6, "lab2.ipynb": 1}
+    assert json.loads(_cli("--json", "--by", "host").stdout)["deaths"]["total"] == 7
+    assert json.loads(_cli("--json", "--since", "60d").stdout)["deaths"]["total"] == 8
+    terminal = _cli()
+    assert terminal.returncode == 0 and "7 kernel deaths" in terminal.stdout and "read_csv" in terminal.stdout
+
+
+def test_html_page_is_self_contained(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERNEL_SENTINEL_DATABASE_URL", raising=False)
+    _seed(tmp_path / "store.db")
+    monkeypatch.setenv("KERNEL_SENTINEL_HOME", str(tmp_path))
+    page = tmp_path / "fleet.html"
+    proc = _cli("--html", str(page))
+    assert proc.returncode == 0, proc.stderr
+    text = page.read_text()
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600
+    assert "<svg" in text and text.count('class="bar"') == 2  # one day: an oom_kill bar and a segfault bar
+    assert "<script" not in text and not re.search(r"(src|href)=\"https?:", text)
+    assert "read_csv" in text and "&#x27;big.csv&#x27;" in text  # code escaped, not injected
+
+
+def test_bad_arguments_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERNEL_SENTINEL_HOME", str(tmp_path))
+    proc = _cli("--since", "yesterday")
+    assert proc.returncode == 64 and proc.stderr.count("\n") == 1 and "--since" in proc.stderr
+    assert _cli("--by", "colour").returncode == 64
+    proc = _cli("--json", env={"KERNEL_SENTINEL_DATABASE_URL": "postgresql://nobody@/x?host=/nonexistent"})
+    assert proc.returncode == 1 and "cannot reach the database" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fleet_on_postgresql_reads_every_server(postgres, tmp_path):
+    for server in ("s1", "s2"):  # two servers, each with its own local store and outbox
+        _seed(tmp_path / server / "store.db", postgres.admin_url, tag=server)
+    # nothing forwarded yet by anyone but the detached forwarders; fleet sends what its own machine holds
+    env = {"KERNEL_SENTINEL_DATABASE_URL": postgres.admin_url, "KERNEL_SENTINEL_HOME": str(tmp_path / "s1")}
+    assert wait_for(lambda: _cli("--json", env={**env, "KERNEL_SENTINEL_HOME": str(tmp_path / "s2")}).returncode == 0)
+    proc = _cli("--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["deaths"]["total"] == 14 and data["memory_errors"]["total"] == 6
+    assert (data["top_cells"][0]["deaths"], data["top_cells"][0]["memory_errors"]) == (12, 6)
+    with SharedStore(postgres.admin_url) as shared:  # same numbers from the library call, same SQL on both stores
+        assert fleet_summary(shared, since="7d", by="cause")["deaths"]["by"] == {"oom_kill": 12, "segfault": 2}
+
+
+LAUNCH = [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"]
+SENTINEL = {"argv": LAUNCH, "display_name": "sentinel", "language": "python"}
+
+
+@pytest.mark.cgroup
+def test_a_real_memory_error_and_a_real_death_are_counted(kernel, tmp_path, monkeypatch):
+    home = os.environ["KERNEL_SENTINEL_HOME"]
+    k = kernel(limit_bytes=512 * MiB, kernelspec=SENTINEL,
+               env={"KERNEL_SENTINEL_CHECKPOINT": "0", "KERNEL_SENTINEL_MEMORY_LIMIT": "300M",
+                    "JPY_SESSION_NAME": "course/week1.ipynb"})
+    res = k.run("import numpy as np\n# load everything\nbig = np.ones(400 * 2**20 // 8)")
+    assert res.ename == "MemoryBudgetError" and k.alive
+    with Store() as store:
+        assert wait_for(lambda: store.memory_errors(), timeout=30)
+        (err,) = store.memory_errors()
+    assert err["notebook"] == "course/week1.ipynb" and err["library"] == "numpy" and err["budget_bytes"] == 300 * MiB
+    assert "400 * 2**20" in err["cell_code"] and "value" not in err["report"]
+    assert k.run("import ctypes; ctypes.string_at(0)").status == "died"
+    data = wait_for(lambda: (d := json.loads(_cli("--json", env={"KERNEL_SENTINEL_HOME": home}).stdout))["deaths"]["total"] and d,
+                    timeout=60)
+    assert data["deaths"]["by"] == {"segfault": 1} and data["memory_errors"]["total"] == 1
