@@ -36,6 +36,9 @@ def load_ipython_extension(ip: Any) -> None:
     from .resurrect.extension import load as load_checkpoints
 
     load_checkpoints(ip)
+    from .fleet.kernel_side import load as load_fleet
+
+    load_fleet(ip)  # memory errors into the store: the fleet's "deaths avoided"
     install_magic(ip)  # already there when the guard or checkpoints loaded; here for when neither could
 
 
@@ -45,6 +48,9 @@ def unload_ipython_extension(ip: Any) -> None:
     from .guard.extension import unload as unload_guard
     from .resurrect.extension import unload as unload_checkpoints
 
+    from .fleet.kernel_side import unload as unload_fleet
+
+    unload_fleet(ip)
     unload_checkpoints(ip)
     unload_guard(ip)
     unload_recorder(ip)
