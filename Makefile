@@ -45,7 +45,13 @@ $(LAB_EXT)/package.json: $(LAB_SOURCES) labextension/node_modules/.package-lock.
 		--core-path "$$($(abspath $(BIN))/python -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')" .
 	rm -rf $(LAB_EXT) && mkdir -p $(dir $(LAB_EXT)) && cp -r labextension/build/labextension $(LAB_EXT)
 
-test: $(VENV)/.installed browser labextension
+# The server extension is enabled by a jupyter_server_config.d file the wheel installs into
+# <prefix>/etc/jupyter; an editable install (`pip install -e`) skips data files, so put the same file there.
+server-extension: $(VENV)/.installed
+	install -D -m 644 jupyter-config/jupyter_server_config.d/kernel_sentinel.json \
+		$(VENV)/etc/jupyter/jupyter_server_config.d/kernel_sentinel.json
+
+test: $(VENV)/.installed browser labextension server-extension
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed

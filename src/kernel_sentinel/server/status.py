@@ -1,0 +1,181 @@
+"""A running kernel seen from outside: which process is the kernel, its memory and budget, its guard's state.
+
+Read by the server in a worker thread (``/proc`` and flight-record reads), for ``GET kernels/ID``, the
+gauges on ``/metrics`` and the evidence of a stock kernel's death. Nothing here talks to the kernel: a
+kernel that is busy, stuck or out of memory is measured all the same.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .stock import memory_record
+
+DEFAULT_INTERRUPT_FRACTION = 0.9  # the guard's default interrupt line (guard/config.py interrupt_fraction)
+
+
+@dataclass(frozen=True)
+class KernelLook:
+    """One look at a running kernel (plain data, handed from a worker thread to the event loop)."""
+
+    kernel_pid: int | None  # the ipykernel process (the launcher's child for a sentinel kernel)
+    guard: str  # "on" | "off" | "absent"
+    memory: dict[str, Any]  # the REST shape: used_bytes, budget_bytes, source (+ interrupt_bytes)
+    record: dict[str, Any] | None  # the flight record's "memory" shape, the evidence if the kernel dies
+    cgroup: tuple[str, int] | None  # (directory, version) of its memory cgroup, for the OOM-kill counter
+    memory_errors: int | None  # from the guard's published state, when it publishes one
+
+
+def look(kernel_id: str, pid: int | None, home: Path, *, sentinel: bool) -> KernelLook:
+    """Return what can be seen of kernel ``kernel_id`` whose process jupyter_client started is ``pid``."""
+    from ..memory import snapshot
+
+    if pid is None:
+        return KernelLook(None, "on" if sentinel else "absent", {}, None, None, None)
+    kernel_pid, flight = _kernel_process(kernel_id, pid, home)
+    published = _published(flight)
+    env = _environ(kernel_pid)
+    guard = guard_state(flight, published, env, sentinel=sentinel)
+    try:
+        # A guarded kernel's RLIMIT_DATA is the guard's own fence, not a limit on it (as the recorder reads it).
+        snap = snapshot(kernel_pid, rlimits=guard != "on")
+    except Exception:  # the process just ended, or /proc is unreadable: no reading this time
+        snap = None
+    memory: dict[str, Any] = {}
+    record = cgroup = None
+    if snap is not None:
+        record = memory_record(snap)
+        memory = {"used_bytes": snap.process.rss_bytes, "budget_bytes": snap.budget_bytes, "source": snap.source}
+        if snap.cgroup is not None:
+            cgroup = (snap.cgroup.directory, snap.cgroup.version)
+    if guard == "on" and memory:
+        memory.update(guard_budget(memory, published, env))
+    errors = (published or {}).get("memory_errors")
+    return KernelLook(kernel_pid, guard, memory, record, cgroup, int(errors) if errors is not None else None)
+
+
+def guard_state(
+    flight: dict[str, Any] | None, published: dict[str, Any] | None, env: dict[str, str], *, sentinel: bool
+) -> str:
+    """Return "on" | "off" | "absent": the guard's word first, then the flight record's, then the kernel's env."""
+    if published is not None:
+        return "on" if published.get("enabled", True) else "off"
+    meta = (flight or {}).get("meta")
+    if meta:
+        return "on" if meta.get("guard", True) else "off"
+    if sentinel:
+        return "off" if env.get("KERNEL_SENTINEL_GUARD") == "0" else "on"
+    return "absent"
+
+
+def guard_budget(memory: dict[str, Any], published: dict[str, Any] | None, env: dict[str, str]) -> dict[str, Any]:
+    """Return the guard's budget, its source and its interrupt line, as the guard said or as its env implies."""
+    from ..sizes import SizeError, parse_size
+
+    if published is not None:
+        out: dict[str, Any] = {}
+        if published.get("budget_bytes"):
+            out["budget_bytes"] = int(published["budget_bytes"])
+            out["source"] = str(published.get("budget_source") or memory.get("source"))
+        if published.get("interrupt_at_bytes"):
+            out["interrupt_bytes"] = int(published["interrupt_at_bytes"])
+        return out
+    budget, source = memory.get("budget_bytes"), memory.get("source")
+    limit = env.get("KERNEL_SENTINEL_MEMORY_LIMIT")
+    if limit:
+        try:
+            own = parse_size(limit, of=budget)
+        except (SizeError, ValueError, TypeError):
+            own = None
+        if own and (budget is None or own < budget):
+            budget, source = own, "KERNEL_SENTINEL_MEMORY_LIMIT"
+    if not budget:
+        return {}
+    try:
+        fraction = float(env.get("KERNEL_SENTINEL_INTERRUPT_AT") or DEFAULT_INTERRUPT_FRACTION)
+    except ValueError:
+        fraction = DEFAULT_INTERRUPT_FRACTION
+    return {"budget_bytes": budget, "source": source, "interrupt_bytes": int(budget * fraction)}
+
+
+def _published(flight: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Return the state the guard publishes in its flight-record region, when it publishes one."""
+    region = (flight or {}).get("guard")
+    status = region.get("status") if isinstance(region, dict) else None
+    return status if isinstance(status, dict) else None
+
+
+def _kernel_process(kernel_id: str, pid: int, home: Path) -> tuple[int, dict[str, Any] | None]:
+    """Return (the kernel's own pid, its flight record or None).
+
+    jupyter_client started ``pid``; for a sentinel kernel that is the launcher, whose child is the kernel.
+    The flight record names the kernel's pid; without one the child running the kernel's command is taken.
+    """
+    from ..autopsy.flight import flight_dir
+    from .autopsy_io import read_flight
+
+    family = [pid, *_children(pid)]
+    folder = flight_dir(home, kernel_id)
+    for candidate in family:
+        if (folder / f"{candidate}.rec").exists():
+            return candidate, read_flight(home, kernel_id, candidate)
+    if len(family) > 1:
+        own = _cmdline(pid)
+        for child in family[1:]:
+            if _cmdline(child) != own:  # the supervisor's witness is a fork of it; the kernel was exec'd
+                return child, None
+    return pid, None
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(pid).children()]
+    except Exception:
+        return []
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _environ(pid: int) -> dict[str, str]:
+    """Return the kernel's environment variables that shape its guard (empty when unreadable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key.startswith(b"KERNEL_SENTINEL_"):
+            out[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
+    return out
+
+
+def process_start(pid: int) -> float | None:
+    """Return when process ``pid`` started (seconds since the epoch), or None when it is gone."""
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    except Exception:
+        return None
+
+
+def is_sentinel(argv: list[str] | None, provisioner: Any) -> bool:
+    """Return True when the kernel explains its own deaths (sentinel launcher or sentinel provisioner)."""
+    if any("kernel_sentinel.launch" in str(a) for a in argv or []):
+        return True
+    return type(provisioner).__name__ == "SentinelProvisioner"
+
+

@@ -1,0 +1,314 @@
+"""The kernel watch: every kernel the server runs, followed from start to death, each death told once.
+
+Flow: measure (a poll of each kernel's process every half second, a look at its memory every two) -> decide
+(a process that ended while nobody asked it to shut down died) -> act/record (the sentinel kernel's own
+report from the store, or the server's own for a stock kernel) -> explain (``why --json``) -> emit (one
+``kernel_death`` event, the metrics).
+
+Two ways to see a death, deduplicated by the process id: the poll (fast: the restarter polls only every
+3 s) and jupyter_client's restart callbacks ('restart' fires before the restart, while the provisioner still
+holds the old process and its return code; 'dead' when it gives up restarting).
+
+Threads: everything on ``KernelWatch`` and ``Watched`` is touched on the server's event loop only. Worker
+threads (``self._pool``) run the blocking parts (``status.look``, waiting for the autopsy, writing the store)
+on plain data (``DeathSeen``) and hand plain data back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from tornado.ioloop import PeriodicCallback
+
+from ..memory import oom_kill_counter
+from . import metrics
+from .events import SCHEMA_ID, event_data
+from .status import KernelLook, is_sentinel, look
+from .stock import DeathSeen, record_stock_death
+
+POLL_SECONDS = 0.5
+LOOK_SECONDS = 2.0
+OWN_REPORT_WAIT = 10.0  # how long a sentinel kernel's own record may take to reach the store
+MEMORY_ERROR = "MemoryBudgetError"
+_DELIM = b"<IDS|MSG>"
+
+
+@dataclass
+class Watched:
+    """One kernel of this server, as the watch knows it. Event loop thread only."""
+
+    kernel_id: str
+    kernel_name: str | None
+    sentinel: bool
+    pid: int | None = None  # the process jupyter_client started (the launcher for a sentinel kernel)
+    started_at: float | None = None  # when this process was first seen (a little early, never late)
+    last_look: KernelLook | None = None
+    oom_kills: int | None = None  # its memory cgroup's OOM-kill counter, last read while it ran
+    deaths: int = 0
+    memory_errors: int = 0  # MemoryBudgetErrors seen on its iopub channel
+    handled_pids: set[int] = field(default_factory=set)
+    reported: set[int] = field(default_factory=set)  # store ids of deaths already emitted
+    looking: bool = False
+    iopub: Any = None
+
+
+class KernelWatch:
+    """Follows the server's kernels and reports their deaths (see the module docstring for the threads)."""
+
+    def __init__(self, serverapp: Any, home: Path) -> None:
+        self.serverapp = serverapp
+        self.km = serverapp.kernel_manager
+        self.home = home
+        self.log = serverapp.log
+        self.kernels: dict[str, Watched] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kernel-sentinel")
+        self._callbacks: list[PeriodicCallback] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the periodic poll and look (on the server's event loop)."""
+        for fn, seconds in ((self._poll, POLL_SECONDS), (self._look_all, LOOK_SECONDS)):
+            cb = PeriodicCallback(partial(self._safely, fn), seconds * 1000)
+            cb.start()
+            self._callbacks.append(cb)
+
+    def stop(self) -> None:
+        for cb in self._callbacks:
+            cb.stop()
+        for w in self.kernels.values():
+            self._close_iopub(w)
+        self._pool.shutdown(wait=False)
+
+    def _safely(self, fn: Any, *args: Any) -> None:
+        """Run ``fn``; a failure is logged once per call and never reaches the server or the kernels."""
+        try:
+            fn(*args)
+        except Exception as exc:
+            self.log.warning("kernel-sentinel: %s failed: %s", getattr(fn, "__name__", fn), exc)
+
+    # -- measure: which kernels, which processes, alive or not ------------------------------------
+
+    def _poll(self) -> None:
+        ids = set(self.km.list_kernel_ids())
+        for kernel_id in ids - self.kernels.keys():
+            self._watch(kernel_id)
+        for kernel_id in list(self.kernels.keys() - ids):
+            self._unwatch(kernel_id)
+        for kernel_id in ids:
+            self._check(kernel_id)
+
+    def _watch(self, kernel_id: str) -> None:
+        km = self.km.get_kernel(kernel_id)
+        spec = getattr(km, "kernel_spec", None)
+        w = Watched(
+            kernel_id,
+            getattr(km, "kernel_name", None),
+            is_sentinel(list(getattr(spec, "argv", None) or []), getattr(km, "provisioner", None)),
+        )
+        self.kernels[kernel_id] = w
+        for event in ("restart", "dead"):
+            self.km.add_restart_callback(kernel_id, partial(self._safely, self._check, kernel_id), event)
+
+    def _unwatch(self, kernel_id: str) -> None:
+        w = self.kernels.pop(kernel_id)
+        self._close_iopub(w)
+        metrics.forget_kernel(kernel_id)
+
+    def _check(self, kernel_id: str) -> None:
+        """See whether the kernel's process ended; a new process (a restart) is followed from now on."""
+        w = self.kernels.get(kernel_id)
+        if w is None:
+            return
+        try:
+            km = self.km.get_kernel(kernel_id)
+        except KeyError:
+            return
+        if getattr(km, "shutting_down", False):
+            return  # asked for (shutdown, restart, culling): not a death
+        proc = getattr(getattr(km, "provisioner", None), "process", None)
+        if proc is None:
+            return
+        if proc.pid != w.pid:
+            self._new_process(w, km, proc.pid)
+        returncode = proc.poll()  # waitpid(WNOHANG): never blocks
+        if returncode is None:
+            if w.last_look is not None and w.last_look.cgroup is not None:
+                w.oom_kills = oom_kill_counter(*w.last_look.cgroup)
+            return
+        self._died(w, proc.pid, returncode)
+
+    def _new_process(self, w: Watched, km: Any, pid: int) -> None:
+        w.pid = pid
+        w.started_at = time.time() - POLL_SECONDS - 1.0
+        w.last_look = None
+        w.oom_kills = None
+        self._close_iopub(w)
+        try:
+            w.iopub = self.km.connect_iopub(w.kernel_id)
+            w.iopub.on_recv(partial(self._on_iopub, w.kernel_id))
+        except Exception as exc:
+            self.log.warning("kernel-sentinel: cannot follow kernel %s's output: %s", w.kernel_id, exc)
+        self._look(w)
+
+    def _close_iopub(self, w: Watched) -> None:
+        if w.iopub is not None:
+            try:
+                w.iopub.close()
+            except Exception:
+                pass
+            w.iopub = None
+
+    def _on_iopub(self, kernel_id: str, frames: list[bytes]) -> None:
+        """Count a cell's MemoryBudgetError (the guard kept the kernel alive) from the kernel's broadcast."""
+        try:
+            start = frames.index(_DELIM)
+            header, content = frames[start + 2], frames[start + 5]
+        except (ValueError, IndexError):
+            return
+        if b'"error"' not in header or MEMORY_ERROR.encode() not in content:
+            return  # the common case costs two substring tests
+        try:
+            if json.loads(header).get("msg_type") != "error" or json.loads(content).get("ename") != MEMORY_ERROR:
+                return
+        except ValueError:
+            return
+        w = self.kernels.get(kernel_id)
+        if w is not None:
+            w.memory_errors += 1
+        metrics.MEMORY_ERRORS.inc()
+
+    def _look_all(self) -> None:
+        for w in self.kernels.values():
+            self._look(w)
+
+    def _look(self, w: Watched) -> None:
+        if w.looking or w.pid is None:
+            return
+        w.looking = True
+        future = asyncio.get_running_loop().run_in_executor(
+            self._pool, partial(look, w.kernel_id, w.pid, self.home, sentinel=w.sentinel)
+        )
+        future.add_done_callback(partial(self._looked, w, w.pid))
+
+    def _looked(self, w: Watched, pid: int, future: asyncio.Future[KernelLook]) -> None:
+        w.looking = False
+        if future.cancelled() or future.exception() is not None or w.pid != pid:
+            return
+        self._apply(w, future.result())
+
+    def _apply(self, w: Watched, seen: KernelLook) -> None:
+        if seen.record is None:
+            return  # the process was gone: keep the last reading, the evidence of its death
+        w.last_look = seen
+        if w.oom_kills is None and seen.record.get("cgroup"):
+            w.oom_kills = seen.record["cgroup"].get("oom_kills")
+        if w.kernel_id in self.kernels:
+            metrics.set_kernel(w.kernel_id, seen.memory.get("used_bytes"), seen.memory.get("budget_bytes"))
+
+    async def kernel_status(self, kernel_id: str) -> dict[str, Any]:
+        """Return the REST view of one kernel (``KeyError`` when the server runs no such kernel)."""
+        if kernel_id not in self.km:
+            raise KeyError(kernel_id)
+        if kernel_id not in self.kernels:  # started since the last poll
+            self._poll()
+        w = self.kernels[kernel_id]
+        loop = asyncio.get_running_loop()
+        seen = await loop.run_in_executor(self._pool, partial(look, kernel_id, w.pid, self.home, sentinel=w.sentinel))
+        if w.pid is not None:
+            self._apply(w, seen)
+        errors = max(w.memory_errors, seen.memory_errors or 0)
+        return {"kernel_id": kernel_id, "guard": seen.guard, "memory": seen.memory, "deaths": w.deaths, "memory_errors": errors}
+
+    # -- decide, record, explain, emit --------------------------------------------------------------
+
+    def _died(self, w: Watched, pid: int, returncode: int) -> None:
+        if pid in w.handled_pids:
+            return
+        w.handled_pids.add(pid)
+        record = w.last_look.record if w.last_look else None
+        cgroup = w.last_look.cgroup if w.last_look else None
+        seen = DeathSeen(
+            kernel_id=w.kernel_id,
+            pid=pid,
+            returncode=returncode,
+            died_at=time.time(),
+            started_at=w.started_at,
+            oom_kills_before=w.oom_kills,
+            oom_kills_after=oom_kill_counter(*cgroup) if cgroup else None,
+            memory=record,
+            sentinel=w.sentinel,
+        )
+        self.log.info("kernel-sentinel: kernel %s (pid %s) ended with %s", w.kernel_id, pid, returncode)
+        task = asyncio.get_running_loop().create_task(self._report(w, seen))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _report(self, w: Watched, seen: DeathSeen) -> None:
+        try:
+            where = {"server": self._server_url(), "kernel_name": w.kernel_name, "notebook": await self._notebook(w)}
+            seen = replace(seen, where=tuple((k, v) for k, v in where.items() if v))
+            loop = asyncio.get_running_loop()
+            report = await loop.run_in_executor(self._pool, partial(self._explain, seen, frozenset(w.reported)))
+            if report is None:
+                return  # the flight record says the shutdown was asked for
+            w.deaths += 1
+            if report.get("death_id") is not None:
+                w.reported.add(int(report["death_id"]))
+            data = event_data(report, **where)
+            metrics.DEATHS.labels(cause=str(report.get("cause") or "unknown")).inc()
+            self.serverapp.event_logger.emit(schema_id=SCHEMA_ID, data=data)
+        except Exception as exc:
+            self.log.warning("kernel-sentinel: could not report kernel %s's death: %s", w.kernel_id, exc)
+
+    def _explain(self, seen: DeathSeen, reported: frozenset[int]) -> dict[str, Any] | None:
+        """Return the death's why-report: the sentinel kernel's own, else what the server saw (worker thread)."""
+        if seen.sentinel:
+            own = _own_report(seen, reported)
+            if own is not None:
+                return own
+            seen = replace(seen, notes=(f"no record from the sentinel kernel within {OWN_REPORT_WAIT:.0f} s",))
+        return record_stock_death(seen, self.home)
+
+    async def _notebook(self, w: Watched) -> str | None:
+        """Return the path of the notebook whose session runs the kernel, if a session names one."""
+        try:
+            for session in await self.serverapp.session_manager.list_sessions():
+                if (session.get("kernel") or {}).get("id") == w.kernel_id:
+                    return session.get("path")
+        except Exception:
+            return None
+        return None
+
+    def _server_url(self) -> str | None:
+        try:
+            return str(self.serverapp.connection_url)
+        except Exception:
+            return None
+
+
+def _own_report(seen: DeathSeen, reported: frozenset[int]) -> dict[str, Any] | None:
+    """Return the autopsy's report of this death once it is in the store, or None after ``OWN_REPORT_WAIT``."""
+    from ..autopsy import death_report
+
+    deadline = time.monotonic() + OWN_REPORT_WAIT
+    while True:
+        report = death_report(seen.kernel_id, wait=0.0)
+        if (
+            report is not None
+            and report.get("death_id") not in reported
+            and (seen.started_at is None or (report.get("died_at") or 0) >= seen.started_at)
+        ):
+            report.setdefault("sentinel", True)
+            return report
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)

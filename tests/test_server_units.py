@@ -1,0 +1,125 @@
+"""The server extension's pure parts: a stock kernel's report from what the server saw, the guard state, the event.
+
+The event test registers the schema on a real ``jupyter_events.EventLogger`` and emits every captured
+autopsy report (tests/samples/autopsy/) through it, so a report the schema refused would fail here first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from pathlib import Path
+
+import pytest
+from jupyter_events import EventLogger
+
+from kernel_sentinel.server.events import SCHEMA_ID, event_data, event_schema
+from kernel_sentinel.server.status import guard_budget, guard_state
+from kernel_sentinel.server.stock import SENTINEL_HINT, DeathSeen, stock_evidence, stock_report, with_where
+
+SAMPLES = Path(__file__).parent / "samples" / "autopsy"
+MiB = 1 << 20
+CGROUP_MEMORY = {
+    "t": 1.0,
+    "budget_bytes": 512 * MiB,
+    "source": "cgroup v1 /ks-test/x",
+    "rss_bytes": 60 * MiB,
+    "peak_rss_bytes": 70 * MiB,
+    "cgroup": {"path": "/ks-test/x", "directory": "/sys/fs/cgroup/memory/ks-test/x", "version": 1,
+               "limit_bytes": 512 * MiB, "usage_bytes": 200 * MiB, "peak_bytes": 300 * MiB, "oom_kills": 0},
+}
+
+
+def _seen(returncode: int | None, before: int | None = 0, after: int | None = 0, **kw) -> DeathSeen:
+    return DeathSeen("k1", 4242, returncode, 100.0, 90.0, before, after, CGROUP_MEMORY, **kw)
+
+
+def test_sigkill_with_the_oom_counter_moving_is_an_oom_kill_in_the_cgroup() -> None:
+    report = stock_report(stock_evidence(_seen(-signal.SIGKILL, 0, 1)))
+    assert report["cause"] == "oom_kill" and report["scope"] == "cgroup"
+    assert "512.0 MiB" in report["summary"] or "512 MiB" in report["summary"]
+    assert report["evidence"]["oom_kills"] == {"before": 0, "after": 1}
+    assert report["remedy"].endswith(SENTINEL_HINT) and report["sentinel"] is False
+
+
+def test_sigkill_without_oom_proof_is_never_called_oom() -> None:
+    for before, after in ((0, 0), (None, None), (3, None)):
+        report = stock_report(stock_evidence(_seen(-signal.SIGKILL, before, after)))
+        assert report["cause"] == "external_kill" and report["signal"] == "SIGKILL", (before, after)
+
+
+@pytest.mark.parametrize(
+    ("returncode", "cause"),
+    [(-signal.SIGSEGV, "segfault"), (-signal.SIGABRT, "abort"), (-signal.SIGTERM, "external_kill"), (3, "exit"), (None, "unknown")],
+)
+def test_the_exit_status_names_the_cause(returncode: int | None, cause: str) -> None:
+    report = stock_report(stock_evidence(_seen(returncode)))
+    assert report["cause"] == cause
+    assert SENTINEL_HINT in report["remedy"]
+    assert "Jupyter server" in " ".join(report["evidence"]["notes"])
+
+
+def test_where_fills_only_what_the_report_lacks() -> None:
+    report = {"kernel_id": "k", "notebook": "a.ipynb"}
+    out = with_where(report, (("notebook", "b.ipynb"), ("server", "http://h/")))
+    assert out == {"kernel_id": "k", "notebook": "a.ipynb", "server": "http://h/"}
+
+
+def test_guard_state_prefers_the_guard_then_the_flight_record_then_the_environment() -> None:
+    assert guard_state(None, {"enabled": False}, {}, sentinel=True) == "off"
+    assert guard_state({"meta": {"guard": False}}, None, {}, sentinel=True) == "off"
+    assert guard_state({"meta": {"guard": True}}, None, {}, sentinel=False) == "on"
+    assert guard_state(None, None, {"KERNEL_SENTINEL_GUARD": "0"}, sentinel=True) == "off"
+    assert guard_state(None, None, {}, sentinel=True) == "on"
+    assert guard_state(None, None, {}, sentinel=False) == "absent"
+
+
+def test_guard_budget_from_the_environment_and_from_the_guard() -> None:
+    memory = {"used_bytes": 10 * MiB, "budget_bytes": 1024 * MiB, "source": "cgroup v1 /x"}
+    env = {"KERNEL_SENTINEL_MEMORY_LIMIT": "400M", "KERNEL_SENTINEL_INTERRUPT_AT": "0.5"}
+    assert guard_budget(memory, None, env) == {
+        "budget_bytes": 400 * MiB, "source": "KERNEL_SENTINEL_MEMORY_LIMIT", "interrupt_bytes": 200 * MiB
+    }
+    assert guard_budget(memory, None, {"KERNEL_SENTINEL_MEMORY_LIMIT": "4G"})["budget_bytes"] == 1024 * MiB
+    assert guard_budget(memory, None, {"KERNEL_SENTINEL_MEMORY_LIMIT": "lots"})["interrupt_bytes"] == int(1024 * MiB * 0.9)
+    published = {"enabled": True, "budget_bytes": 300 * MiB, "budget_source": "%sentinel budget 300M",
+                 "interrupt_at_bytes": 270 * MiB}
+    assert guard_budget(memory, published, env) == {
+        "budget_bytes": 300 * MiB, "source": "%sentinel budget 300M", "interrupt_bytes": 270 * MiB
+    }
+
+
+def test_every_captured_report_and_a_stock_one_pass_the_registered_schema() -> None:
+    logger = EventLogger()
+    logger.register_event_schema(event_schema())
+    got: list[dict] = []
+
+    async def listener(logger: EventLogger, schema_id: str, data: dict) -> None:
+        got.append(data)
+
+    logger.add_listener(schema_id=SCHEMA_ID, listener=listener)
+    reports = [json.loads(p.read_text())["report"] for p in sorted(SAMPLES.glob("*.json")) if p.name != "kmsg_records.json"]
+    reports.append(stock_report(stock_evidence(_seen(-signal.SIGKILL, 0, 1))))
+    assert len(reports) >= 5
+
+    async def emit_all() -> None:
+        for report in reports:
+            data = event_data(report, server="http://127.0.0.1:8888/", kernel_name="python3", notebook=None)
+            assert list(data)[:7] == ["kernel_id", "cause", "summary", "exit", "cell", "memory", "remedy"]
+            logger.emit(schema_id=SCHEMA_ID, data=data)  # validates: raises on a report the schema refuses
+        await asyncio.sleep(0.05)
+
+    asyncio.run(emit_all())
+    assert [g["cause"] for g in got] == [r["cause"] for r in reports]
+    assert all(g["server"] == "http://127.0.0.1:8888/" and g["kernel_name"] == "python3" for g in got)
+    assert got[-1]["sentinel"] is False and got[0]["sentinel"] is True
+
+
+def test_the_schema_refuses_an_event_without_a_cause() -> None:
+    logger = EventLogger()
+    logger.handlers = [logging.NullHandler()]  # emit validates only when someone listens
+    logger.register_event_schema(event_schema())
+    with pytest.raises(Exception, match="cause"):
+        logger.emit(schema_id=SCHEMA_ID, data={"kernel_id": "k", "summary": "s", "remedy": "r"})
