@@ -72,12 +72,14 @@ class Supervisor:
         self._cgroup: tuple[str, int, str] | None = None  # (directory, version, path)
         self._kmsg: Any = None
         self._witness_pid = 0
+        self._limit: Any = None  # the kernel's own memory group (kernel_group.KernelLimit), when asked for
 
     # -- running -----------------------------------------------------------------------------------
 
     def run(self) -> None:
         """Start the kernel, wait for it, record its death, and exit as it did. Never returns."""
         self._quietly(self._sweep_previous)
+        self._quietly(self._make_group)
         self._quietly(self._find_cgroup)
         oom_before = oom_kill_counter(*self._cgroup[:2]) if self._cgroup else None
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
@@ -88,7 +90,9 @@ class Supervisor:
             "KERNEL_SENTINEL_KERNEL_ID": self.kernel_id,
             "KERNEL_SENTINEL_SUPERVISOR": str(os.getpid()),
             "KERNEL_SENTINEL_CONNECTION_FILE": self.connection_file or "",
+            **(self._limit.env if self._limit else {}),
         }
+        command = self._limit.command(self.command) if self._limit else self.command
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: become the kernel
@@ -99,7 +103,9 @@ class Supervisor:
                 if os.getppid() != parent:  # the supervisor died before prctl took effect
                     os._exit(1)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-                os.execve(self.command[0], self.command, env)
+                if self._limit:
+                    self._limit.enter()
+                os.execvpe(command[0], command, env)
             finally:
                 os._exit(127)
         self.child = pid
@@ -132,6 +138,8 @@ class Supervisor:
                     os.waitpid(self._witness_pid, 0)  # and is reaped here, not left to init
                 except (OSError, ChildProcessError):
                     pass
+            if self._limit:
+                self._quietly(lambda: self._limit.finish(self.home))
         self._mirror(code)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -172,6 +180,8 @@ class Supervisor:
                     seen += chunk
                 if b"D" not in seen:
                     self._witness_record(child, oom_before, child_start)
+                    if self._limit:  # the supervisor was SIGKILLed: the kernel's group goes with it
+                        self._limit.finish(self.home)
             except BaseException:
                 pass
             finally:
@@ -218,6 +228,15 @@ class Supervisor:
         location, _ = locate_cgroup()
         if location is not None:
             self._cgroup = (location.leaf.directory, location.version, location.path)
+        if self._limit and self._limit.cgroup():
+            self._cgroup = self._limit.cgroup()  # the kernel's own group: v1's OOM-kill counter is per group
+
+    def _make_group(self) -> None:
+        from .kernel_group import start_for_kernel
+
+        self._limit = start_for_kernel(self.kernel_id, self.home)
+        if self._limit.message:
+            print(f"kernel-sentinel: {self._limit.message}", file=sys.stderr)
 
     def _register(self) -> None:
         from ..store import Store
