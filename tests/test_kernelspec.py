@@ -9,6 +9,7 @@ from pathlib import Path
 
 from conftest import MiB
 
+from kernel_sentinel.autopsy.kernel_group import own_group
 from kernel_sentinel.cli import main
 
 CLI = [sys.executable, "-m", "kernel_sentinel"]
@@ -56,12 +57,16 @@ def test_memory_limit_reaches_the_kernel_and_becomes_the_budget(tmp_path: Path, 
     assert main(["install", "--prefix", str(tmp_path), "--memory-limit", "200M"]) == 0
     spec = json.loads((spec_dir(tmp_path) / "kernel.json").read_text())
     k = kernel(limit_bytes=1024 * MiB, kernelspec=spec)
-    assert k.value("__import__('os').environ['KERNEL_SENTINEL_MEMORY_LIMIT']") == "200M"
+    # The supervisor gave the kernel a memory group of its own with that limit, and the guard the same budget.
+    group = own_group(k.kernel_pid)
+    assert group is not None and group.limit_bytes() == 200 * MiB
+    assert k.value("__import__('os').environ['KERNEL_SENTINEL_MEMORY_LIMIT']") == str(200 * MiB)
     res = k.run("%sentinel budget")
-    assert res.stdout.startswith("Budget: 200 MiB, set by KERNEL_SENTINEL_MEMORY_LIMIT"), res.text()
+    assert res.stdout.startswith("Budget: 200 MiB, set by "), res.text()
+    assert group.name in res.stdout, res.text()
     res = k.run("import numpy as np\na = np.ones(300 * 1024 * 1024 // 8)")
     assert res.ename == "MemoryBudgetError", res.text()
-    assert k.alive and k.oom_kills() == 0
+    assert k.alive and k.oom_kills() == 0 and group.oom_kills() == 0
 
 
 def test_replace_installs_as_python3_and_uninstall_removes_it(tmp_path: Path) -> None:

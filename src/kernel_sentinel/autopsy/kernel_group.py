@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..memory import locate_cgroup
+from ..memory import locate_cgroup, oom_kill_counter
 from ..sizes import format_bytes
 
 PREFIX = "ks-kernel-"
@@ -233,6 +233,13 @@ class KernelGroup:
                 inactive = int(value)
                 break
         return max(0, int(usage) - inactive)
+
+    def oom_kills(self) -> int:
+        """Return the group's OOM-kill counter; raises when it cannot be read (a test must not see 0)."""
+        count = oom_kill_counter(self.directory, self.version)
+        if count is None:
+            raise OSError(f"cannot read the OOM-kill counter of {self.directory}")
+        return count
 
     def set_limit(self, limit_bytes: int) -> None:
         """Write the limit (v1 also caps memory+swap, so the group cannot spill into swap instead)."""
