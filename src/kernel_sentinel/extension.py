@@ -32,6 +32,9 @@ def load_ipython_extension(ip: Any) -> None:
     from .guard.extension import load as load_guard
 
     load_guard(ip)
+    from .autopsy.group_budget import register as register_group_budget
+
+    register_group_budget()  # %sentinel budget moves the kernel's own memory group, when it has one
     register_subcommand("check", _check, CHECK_USAGE)  # after the guard's, before checkpoints': the usage line's order
     from .resurrect.extension import load as load_checkpoints
 
