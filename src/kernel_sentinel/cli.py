@@ -28,7 +28,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _budget(args: argparse.Namespace) -> int:
+    from .autopsy.kernel_group import own_group, sweep_now
     from .memory import snapshot
+
+    for leftover in sweep_now():  # kernel memory groups SIGKILLed supervisors left behind
+        print(f"kernel-sentinel: removed the empty leftover memory group {leftover}", file=sys.stderr)
 
     if args.pid is not None:
         import psutil
@@ -36,7 +40,8 @@ def _budget(args: argparse.Namespace) -> int:
         if not psutil.pid_exists(args.pid):
             print(f"kernel-sentinel budget: no process {args.pid}", file=sys.stderr)
             return EX_USAGE
-    snap = snapshot(args.pid)
+    # In a kernel with a group of its own, RLIMIT_DATA is the guard's fence, not a limit on the kernel.
+    snap = snapshot(args.pid, rlimits=args.pid is None or own_group(args.pid) is None)
     if args.json:
         print(json.dumps(snap.to_dict(), indent=2))
     else:
