@@ -23,6 +23,10 @@ def render_budget(snap: MemorySnapshot) -> Group:
         head.append(format_bytes(budget.limit_bytes), style="bold")
         head.append(" set by ", style="bold")
         head.append(budget.source, style="bold cyan")
+        from ..autopsy.kernel_group import is_kernel_group
+
+        if is_kernel_group(budget.source):
+            head.append(": this kernel's own memory group", style="bold cyan")
 
     limits = Table(title="Limits (tightest first)", title_justify="left", show_edge=False)
     limits.add_column("source")
