@@ -231,4 +231,4 @@ def test_cgroup_v2_without_delegation_falls_back_to_a_systemd_scope_or_the_guard
     scope = start_for_kernel("k", tmp_path, {"KERNEL_SENTINEL_GROUP_LIMIT": "300M"}, plan=plan_group(proc=str(proc)))
     argv = scope.command(["python", "-m", "ipykernel_launcher"])
     assert argv[:4] == ["systemd-run", "--user", "--scope", "--quiet"] and f"MemoryMax={300 * MiB}" in argv
-    assert argv[-3:] == ["python", "-m", "ipykernel_launcher"] and scope.env["KERNEL_SENTINEL_KERNEL_GROUP"].startswith("systemd scope|ks-kernel-")
+    assert argv[-3:] == ["python", "-m", "ipykernel_launcher"] and scope.env["KERNEL_SENTINEL_KERNEL_GROUP"].startswith(f"systemd scope|{300 * MiB}|ks-kernel-")

@@ -60,7 +60,7 @@ def test_memory_limit_reaches_the_kernel_and_becomes_the_budget(tmp_path: Path, 
     # The supervisor gave the kernel a memory group of its own with that limit, and the guard the same budget.
     group = own_group(k.kernel_pid)
     assert group is not None and group.limit_bytes() == 200 * MiB
-    assert k.value("__import__('os').environ['KERNEL_SENTINEL_MEMORY_LIMIT']") == str(200 * MiB)
+    assert k.value("__import__('os').environ['KERNEL_SENTINEL_MEMORY_LIMIT']") == "100%"  # of the group: follows it
     res = k.run("%sentinel budget")
     assert res.stdout.startswith("Budget: 200 MiB, set by "), res.text()
     assert group.name in res.stdout, res.text()

@@ -1,7 +1,8 @@
 """``%sentinel budget SIZE`` for a kernel in its own memory group: move the group's limit live, the guard along.
 
 The guard's budget then follows at once (``Guard.set_budget`` re-reads the limits; the guard also re-reads
-them on its own every refresh). Without a group of its own, ``%sentinel budget`` stays the guard's budget
+them on its own at every refresh, so a limit moved from outside is followed too: its configured budget is
+``100%`` of what the kernel is allowed). Without a group of its own, ``%sentinel budget`` stays the guard's budget
 alone (``guard/magics.py``). Also here: the one line ``%sentinel`` shows about the kernel's group, and the
 hint a MemoryBudgetError adds when the machine could give this kernel more (``room_evidence`` measures,
 ``more_room_fact`` is pure).
@@ -24,7 +25,8 @@ def group_line(env: dict[str, str] | None = None) -> str | None:
     text = (os.environ if env is None else env).get(ENV_GROUP, "")
     if not text:
         return None
-    mechanism, _, detail = text.partition("|")
+    mechanism, _, rest = text.partition("|")
+    detail = rest.partition("|")[2]
     if mechanism == "none":
         return f"Memory group: none of its own ({detail}); the guard's budget alone holds this kernel."
     group = own_group()
@@ -56,11 +58,11 @@ def group_budget(magics: Any, args: list[str], guard: Any) -> bool:
     if group is None or len(args) != 1:
         return False
     word = args[0]
-    original = os.environ.get("KERNEL_SENTINEL_MEMORY_LIMIT", "")
+    original = os.environ.get(ENV_GROUP, "").split("|")[1:2]
     if word in ("reset", "default"):
-        if not original.isdigit():
+        if not original or not original[0].isdigit():
             return False
-        requested, label = int(original), f"back to {format_bytes(int(original))}"
+        requested, label = int(original[0]), f"back to {format_bytes(int(original[0]))}"
     else:
         try:
             requested = parse_size(word, of=parent_budget_bytes())
@@ -84,9 +86,7 @@ def group_budget(magics: Any, args: list[str], guard: Any) -> bool:
         print(f"%sentinel budget: {exc}.")
         return True
     if guard is not None:
-        # The guard takes the group's limit from the cgroup; its configured budget (the kernelspec's
-        # limit) must not stay below it, so it becomes the same number.
-        guard.set_budget(None if word in ("reset", "default") else requested, f"%sentinel budget {word}")
+        guard.set_budget(None)  # back to "100%" of what the kernel is allowed: the group's new limit, re-read now
     print(
         f"Budget: {format_bytes(requested)} ({label}), set by {describe_source(group.describe())}; "
         f"it was {format_bytes(old)}."

@@ -34,7 +34,7 @@ from ..sizes import format_bytes
 
 PREFIX = "ks-kernel-"
 ENV_LIMIT = "KERNEL_SENTINEL_GROUP_LIMIT"  # kernelspec -> supervisor: give each kernel a group of this SIZE
-ENV_GROUP = "KERNEL_SENTINEL_KERNEL_GROUP"  # supervisor -> kernel: "<mechanism>|<directory>" or "none|<why>"
+ENV_GROUP = "KERNEL_SENTINEL_KERNEL_GROUP"  # supervisor -> kernel: "<mechanism>|<limit>|<directory>" or "none|<limit>|<why>"
 _NAME = re.compile(re.escape(PREFIX) + r"(\d+)-[A-Za-z0-9_.-]*$")
 
 
@@ -398,9 +398,10 @@ def start_for_kernel(
 ) -> KernelLimit:
     """Return the kernel's own group with the limit the kernelspec asks for (``KERNEL_SENTINEL_GROUP_LIMIT``).
 
-    A percentage is of what the machine allows the supervisor now. The guard's budget is the same number
-    (``KERNEL_SENTINEL_MEMORY_LIMIT`` in bytes, so the guard does not take 80% of the 80% again). Where no
-    group can be made the guard's budget alone holds the kernel, and ``message`` says so. ``plan``: where
+    A percentage is of what the machine allows the supervisor now. The guard's budget is the group's limit
+    (``KERNEL_SENTINEL_MEMORY_LIMIT=100%`` of what the kernel is allowed, so it follows the group, and the
+    guard does not take 80% of the 80% again). Where no group can be made the guard's budget alone holds
+    the kernel (``KERNEL_SENTINEL_MEMORY_LIMIT`` in bytes), and ``message`` says so. ``plan``: where
     (``plan_group()`` of this process by default).
     """
     from ..memory import snapshot
@@ -424,9 +425,12 @@ def start_for_kernel(
         out.group = KernelGroup.create(plan, group_name(os.getpid(), kernel_id), limit, home)
     except GroupError as exc:
         out.message = f"{exc}; the guard's budget of {format_bytes(limit)} alone holds kernel {kernel_id}"
-        out.env[ENV_GROUP] = f"none|{exc}"
+        out.env[ENV_GROUP] = f"none|{limit}|{exc}"
         return out
-    out.env[ENV_GROUP] = f"{out.group.mechanism}|{out.group.directory or out.group.name}"
+    # In a group of its own the guard's budget is the group's limit, read from the cgroup at every refresh:
+    # "100%" of what the machine allows follows the group when its limit moves (a fixed number would not).
+    out.env["KERNEL_SENTINEL_MEMORY_LIMIT"] = "100%"
+    out.env[ENV_GROUP] = f"{out.group.mechanism}|{limit}|{out.group.directory or out.group.name}"
     return out
 
 
