@@ -116,6 +116,7 @@ def test_rewriting_a_big_array_while_the_fork_writer_saves_it_stays_in_budget(ke
     out = k.run("_c = checkpointer(get_ipython()); _c.wait(); print(_c.describe_last(), _c.last_writer)")
     assert out.ok and ("written" in out.stdout or "nothing changed" in out.stdout), out.text()
     assert k.alive and k.oom_kills() == 0
-    fresh = k.run("from kernel_sentinel.resurrect.restore import load_checkpoint\n_ns = {}\n"
+    # one copy at a time: the kernel's own array goes before the checkpoint's is loaded beside it
+    fresh = k.run("del big\nfrom kernel_sentinel.resurrect.restore import load_checkpoint\n_ns = {}\n"
                   "_r = load_checkpoint(_ns, kernel_id=_c.kernel_id)\nprint(float(_ns['big'][0]), float(_ns['big'][-1]))")
     assert fresh.ok and fresh.stdout.split() == ["3.0", "3.0"], fresh.text()

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..sizes import format_bytes, parse_size
 from .blobs import BlobStore, checkpoints_root, enforce_disk_budget, home_dir, session_dirname
-from .detect import HASH_NAME, Unpicklable, big_buffer_bytes, blob_id, blob_size, serialize
+from .detect import HASH_NAME, Cancelled, Unpicklable, big_buffer_bytes, blob_id, blob_size, serialize
 from .writer import ForkWriter, ThreadWriter
 
 EXCLUDED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
@@ -151,10 +151,12 @@ def write_checkpoint(
     # one object at a time: serialize, write what the store lacks, let go. Memory stays at one in-band
     # pickle (at most 8 MiB, bigger ones are spilled to disk as they are made) whatever the namespace holds.
     for group in capture.groups:
-        if cancelled is not None and cancelled():
-            return {"status": "cancelled", "bytes_written": written, "seconds": time.monotonic() - started, "notes": []}
         try:
-            parts = serialize(group.obj, spill_dir=str(store.dir / "tmp"), refs=refs)
+            if cancelled is not None and cancelled():
+                raise Cancelled
+            parts = serialize(group.obj, spill_dir=str(store.dir / "tmp"), refs=refs, cancelled=cancelled)
+        except Cancelled:
+            return {"status": "cancelled", "bytes_written": written, "seconds": time.monotonic() - started, "notes": []}
         except Unpicklable as exc:
             unpicklable.append({"names": group.names, "type": group.type_name, "reason": str(exc), "cells": group.cells})
             continue
@@ -340,6 +342,9 @@ class Checkpointer:
         self.count = 0
         self.skipped = 0
         self.coalesced = 0
+        self.stopped_writers = 0
+        self._fork_exposure = 0  # bytes a cell could make the kernel copy while the forked writer lives
+        self._fork_count: int | None = None
         self.writer_cpu = 0.0  # CPU seconds the writers used (fork: reaped child's rusage; thread: its thread_time)
         self._cpu0 = time.process_time()
         self._wall0 = time.monotonic()
@@ -361,7 +366,32 @@ class Checkpointer:
         with self._lock:  # a fork in progress finishes first (the lock is held only around fork())
             self._in_cell = True
             self._thread.cancel()  # a thread writer reads live objects: it gives up, the next idle moment retries
+            if self._fork.busy and self._fork_exposure > 0:
+                self._stop_writer_if_tight()
         self.tracker.before(self.ns)
+
+    def _stop_writer_if_tight(self) -> None:
+        """Stop the forked writer before the cell runs when the cell's rewrites could not all be copied.
+
+        While the child lives, every page the kernel writes is copied, charged to the same memory group:
+        a cell rewriting its arrays could double them. With room for that the writer goes on; without it
+        the checkpoint is given up now (the next idle moment takes it again) rather than have the guard see
+        the copies as the cell's growth, or the group fill up.
+        """
+        try:
+            available = self._memory_available()
+        except Exception:
+            available = None
+        if available is None or available >= self._fork_exposure + MEMORY_RESERVE:
+            return
+        if self._fork.stop():
+            self.writer_cpu += self._fork.last_cpu
+            self.stopped_writers += 1
+            if self._dirty is False:
+                self._dirty = self._fork_count if self._fork_count is not None else True
+            self._event(f"checkpoint given up when cell started: {format_bytes(available)} left under the budget, "
+                        f"too little for the copies its writes could cause ({format_bytes(self._fork_exposure)})",
+                        dedupe="checkpoint given up")
 
     def post_run_cell(self, result: Any = None) -> None:
         """After a cell: note which names it bound and that the namespace changed; the scheduler saves it later."""
@@ -526,7 +556,8 @@ class Checkpointer:
                 why = f"{format_bytes(available)} left under the budget, a checkpoint needs {format_bytes(MEMORY_RESERVE)}"
             else:
                 why = (f"{format_bytes(available)} left under the budget, too little for a background copy of "
-                       f"this kernel ({format_bytes(max(big, self._process_rss()))} + {format_bytes(MEMORY_RESERVE)})")
+                       f"this kernel's objects ({format_bytes(max(self._process_rss() - big, 0))} + "
+                       f"{format_bytes(MEMORY_RESERVE)})")
             return f"checkpoint skipped: memory is tight ({why})"
         capture = Capture(self.kernel_id, self.incarnation, self.session_key, execution_count, groups, modules, str(self.store.dir),
                           self.keep, self.disk_budget, self.disk_reserve)
@@ -538,6 +569,7 @@ class Checkpointer:
             writer.start(lambda: write_checkpoint(capture, previous, cancelled=cancelled))
         else:
             writer.start(lambda: write_checkpoint(capture, previous))
+            self._fork_count = execution_count
         self.count += 1
         return f"checkpoint started ({kind} writer)"
 
@@ -547,19 +579,23 @@ class Checkpointer:
         The worst case is the whole process, not only its arrays: pickling in the child touches the
         reference count of every Python object it walks, so every page holding one is copied, while the
         kernel may rewrite its arrays meanwhile. Forking on array bytes alone let a child holding a
-        million copied list pages push a nearly full group to the OOM killer. Without that headroom the
-        checkpoint is skipped (said in status): a thread writer would read live objects and make the next
-        cell wait, so it is used only where asked for (``KERNEL_SENTINEL_CHECKPOINT_WRITER=thread``) or
-        where there is no fork.
+        million copied list pages push a nearly full group to the OOM killer. Without that headroom a
+        thread writer reads the objects while the kernel is idle and gives up within one pickle frame when a
+        cell starts (the next idle moment tries again): it costs the kernel's own CPU, so fork comes first.
         """
         if available is not None and available < MEMORY_RESERVE:
             return None
         if self.writer_choice == "thread" or not hasattr(os, "fork"):
             return "thread"
-        worst = max(big, self._process_rss())
-        if available is None or available >= worst + MEMORY_RESERVE:
+        rss = self._process_rss()
+        self._fork_exposure = max(big, rss)
+        # The child copies the pages of every Python object it pickles (their reference counts change) but
+        # only reads array buffers; pages the kernel rewrites meanwhile are covered by stopping the writer
+        # when a cell starts without room for them (pre_run_cell).
+        child_copies = max(rss - big, 0)
+        if available is None or available >= child_copies + MEMORY_RESERVE:
             return "fork"
-        return "thread" if self.writer_choice == "fork-or-thread" else None
+        return "thread"  # read while the kernel is idle, given up the moment a cell starts
 
     def _stop(self, reason: str) -> str:
         self.stopped_reason = reason
@@ -647,7 +683,8 @@ class Checkpointer:
                 f"kernel {self.kernel_id}, session {self.session_key or '(none: newest checkpoint of any kernel is used)'}",
                 f"folder: {self.store.dir}",
                 f"keep {self.keep} per kernel within {format_bytes(self.disk_budget)} of disk; writer {self.writer_choice}, now {state}",
-                f"started {self.count}, skipped {self.skipped}, cells coalesced {self.coalesced}; "
+                f"started {self.count}, skipped {self.skipped}, given up for a cell {self.stopped_writers}, "
+                f"cells coalesced {self.coalesced}; "
                 f"writers' CPU {self.writer_cpu:.2f} s of a {self.cpu_budget():.2f} s budget",
                 self.describe_last(),
             ]

@@ -70,11 +70,19 @@ class Parts:
 SPILL_BYTES = 8 << 20  # an in-band pickle bigger than this goes to a temp file as it is made: memory stays flat
 
 
+class Cancelled(BaseException):
+    """The writer was told to give up (a cell started while a thread writer read the live objects).
+
+    A BaseException: no ``except Exception`` on the way (a user's ``__reduce__``) may swallow it.
+    """
+
+
 class _Sink:
     """The pickler's file: hashes as it goes, keeps small pickles in memory, spills big ones to disk."""
 
-    def __init__(self, spill_dir: str | None) -> None:
+    def __init__(self, spill_dir: str | None, cancelled: Any = None) -> None:
         self.spill_dir = spill_dir
+        self.cancelled = cancelled  # asked at every write (pickle frames are 64 KiB): gives up within one
         self.hasher = _hasher()
         self.size = 0
         self.buf = bytearray()
@@ -84,6 +92,8 @@ class _Sink:
         self.mentions_main = False
 
     def write(self, data: Any) -> int:
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled
         view = memoryview(data).cast("B")
         n = view.nbytes
         self.hasher.update(view)
@@ -142,7 +152,8 @@ def blob_size(bid: str) -> int:
 
 
 def _dump(
-    pickler_class: Any, obj: Any, spill_dir: str | None, refs: dict[int, str] | None = None, used: set[str] | None = None
+    pickler_class: Any, obj: Any, spill_dir: str | None, refs: dict[int, str] | None = None, used: set[str] | None = None,
+    cancelled: Any = None,
 ) -> tuple[_Sink, list[memoryview]]:
     buffers: list[memoryview] = []
 
@@ -157,7 +168,7 @@ def _dump(
         buffers.append(raw)
         return False
 
-    sink = _Sink(spill_dir)
+    sink = _Sink(spill_dir, cancelled)
     pickler = pickler_class(sink, protocol=5, buffer_callback=out_of_band)
     if refs:
         own = id(obj)
@@ -188,7 +199,7 @@ def _parts(method: str, sink: _Sink, buffers: list[memoryview], used: set[str]) 
     return Parts(method, bid, bytes(sink.buf), None, buffers, sorted(used))
 
 
-def serialize(obj: Any, spill_dir: str | None = None, refs: dict[int, str] | None = None) -> Parts:
+def serialize(obj: Any, spill_dir: str | None = None, refs: dict[int, str] | None = None, cancelled: Any = None) -> Parts:
     """Return ``obj`` as ``Parts``; raise ``Unpicklable`` with a one-line reason when it cannot be saved.
 
     Plain pickle first (fastest); cloudpickle, when installed, for what plain pickle refuses (lambdas,
@@ -197,13 +208,14 @@ def serialize(obj: Any, spill_dir: str | None = None, refs: dict[int, str] | Non
     hash into memory, or into a temp file under ``spill_dir`` once it passes 8 MiB: pickling a big
     Python object never needs a second copy of it in memory. ``refs`` maps ``id()`` of big variables to
     their names: inside another object they are stored as references (``Parts.refs``), not again.
+    ``cancelled()``, asked at every write, raises ``Cancelled`` when it says so.
     """
     if isinstance(obj, io.IOBase):  # cloudpickle would save a read-mode file's contents as if they were the file
         raise Unpicklable(f"an open file{' ' + repr(getattr(obj, 'name', '')) if getattr(obj, 'name', None) else ''}: "
                           "a file handle cannot be saved")
     try:
         used: set[str] = set()
-        sink, buffers = _dump(pickle.Pickler, obj, spill_dir, refs, used)
+        sink, buffers = _dump(pickle.Pickler, obj, spill_dir, refs, used, cancelled)
         if not sink.mentions_main:
             return _parts("pickle5", sink, buffers, used)
         sink.abandon()
@@ -214,7 +226,7 @@ def serialize(obj: Any, spill_dir: str | None = None, refs: dict[int, str] | Non
         raise Unpicklable(f"{first_error} (install cloudpickle to save functions and lambdas)")
     try:
         used = set()
-        sink, buffers = _dump(_cloudpickle.Pickler, obj, spill_dir, refs, used)
+        sink, buffers = _dump(_cloudpickle.Pickler, obj, spill_dir, refs, used, cancelled)
         return _parts("cloudpickle", sink, buffers, used)
     except Exception as exc:
         raise Unpicklable(_one_line(exc)) from None

@@ -2,19 +2,23 @@
 
 A forked child sees the namespace exactly as it was when the cell ended (copy-on-write), so the next
 cell can run at once and the checkpoint is still consistent; the price is that pages the kernel rewrites
-while the child lives are copied (the checkpointer forks only with that much headroom). A thread shares
-the live objects, so the next cell waits for it (``wait()`` in ``pre_run_cell``) before it may change
-them: no extra memory, but a big write can delay the next cell.
+while the child lives are copied (the checkpointer forks only with that much headroom). The child runs
+in a process group of its own (ipykernel's shutdown waits for every child in the kernel's group, and an
+interrupt of that group is not for it) and dies with the thread that forked it (PR_SET_PDEATHSIG), so it
+never outlives the kernel. A thread shares the live objects: it is told to give up (``cancel()``) when a
+cell starts, and it counts its own CPU time.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +28,7 @@ CHILD_TIMEOUT_SECONDS = 900
 # this share of it: before the guard's 90% line, and long before the OOM killer would pick it.
 CHILD_LEAVE_BELOW = 0.15
 CHILD_POLL_SECONDS = 0.01
+PR_SET_PDEATHSIG = 1
 
 
 class ThreadWriter:
@@ -34,16 +39,30 @@ class ThreadWriter:
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._result: dict[str, Any] | None = None
+        self._cancel = threading.Event()
+        self._cpu = 0.0
+        self.last_cpu = 0.0  # CPU seconds of the job last collected
         self.started_at = 0.0
+
+    def cancel(self) -> None:
+        """Ask the running job to give up (it asks ``cancelled()`` between objects)."""
+        self._cancel.set()
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
 
     def start(self, job: Job) -> None:
         def run() -> None:
+            t0 = time.thread_time()
             try:
                 self._result = job()
             except BaseException as exc:  # the kernel must never see a checkpoint failure as its own
                 self._result = {"status": "failed", "notes": [f"checkpoint failed: {type(exc).__name__}: {exc}"]}
+            finally:
+                self._cpu = time.thread_time() - t0
 
         self._result = None
+        self._cancel.clear()
         self.started_at = time.monotonic()
         self._thread = threading.Thread(target=run, name="sentinel-checkpoint", daemon=True)
         self._thread.start()
@@ -57,6 +76,7 @@ class ThreadWriter:
         if self._thread is None or self._thread.is_alive():
             return None
         self._thread = None
+        self.last_cpu = self._cpu
         return self._result
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
@@ -74,16 +94,25 @@ class ForkWriter:
         self.pid: int | None = None
         self._result_path: str | None = None
         self.started_at = 0.0
+        self.last_cpu = 0.0  # CPU seconds of the child last reaped (its rusage)
         self.tmp_root = tmp_root  # where the child's half-written blobs would be left if it must leave
 
     def start(self, job: Job) -> None:
         fd, self._result_path = tempfile.mkstemp(prefix="ks-checkpoint-", suffix=".json")
         os.close(fd)
         self.started_at = time.monotonic()
-        pid = os.fork()
+        parent = os.getpid()
+        with warnings.catch_warnings():  # Python 3.12+ warns about fork() with threads: the child execs nothing
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # child: only pickling, hashing and file writes; never zmq, logging or stdout
             code = 1
             try:
+                _die_with_parent(parent)
+                try:
+                    os.setpgid(0, 0)  # out of the kernel's group: shutdown does not wait for us, interrupts miss us
+                except OSError:
+                    pass
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt of the kernel's group is not for us
                 # a writer stuck for good (a user object's __reduce__ waiting on a lock some other thread of
                 # the kernel held at fork time) must not block checkpoints forever: SIGALRM ends it
@@ -121,18 +150,38 @@ class ForkWriter:
         if self.pid is None:
             return None
         try:
-            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            pid, status, usage = os.wait4(self.pid, 0 if block else os.WNOHANG)
         except ChildProcessError:  # somebody else reaped it: read the file anyway
-            pid, status = self.pid, 0
+            pid, status, usage = self.pid, 0, None
         if pid == 0:
             return None
         self.pid = None
+        self.last_cpu = (usage.ru_utime + usage.ru_stime) if usage is not None else 0.0
         return status
 
     def poll(self) -> dict[str, Any] | None:
         if self.pid is not None and self._reap(block=False) is None:
             return None
         return self._collect()
+
+    def stop(self) -> bool:
+        """Kill the running child (our own, by pid), reap it and remove its half-written files; True if one ran."""
+        pid = self.pid
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._reap(block=True)
+        _remove_partial(self.tmp_root, pid)
+        path, self._result_path = self._result_path, None
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        return True
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
         if self.pid is not None:
@@ -203,14 +252,33 @@ def _abandon(result_path: str | None, tmp_root: str | None, available: int) -> N
             with open(result_path, "w") as f:
                 note = f"checkpoint abandoned: memory is tight ({format_bytes(available)} left under the budget)"
                 json.dump({"status": "failed", "notes": [note]}, f)
-        if tmp_root:
-            import glob
-
-            for path in glob.glob(os.path.join(glob.escape(tmp_root), "**", f".*.{os.getpid()}.tmp"), recursive=True):
-                os.unlink(path)
+        _remove_partial(tmp_root, os.getpid())
     except BaseException:
         pass
     os._exit(3)
+
+
+def _remove_partial(tmp_root: str | None, pid: int) -> None:
+    """Remove the half-written blob files of writer ``pid`` under ``tmp_root``."""
+    if not tmp_root:
+        return
+    import glob
+
+    for path in glob.glob(os.path.join(glob.escape(tmp_root), "**", f".*.{pid}.tmp"), recursive=True):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask for SIGKILL when the thread that forked us ends (the kernel's exit), and leave if it already has."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _volunteer_to_die_first() -> None:
