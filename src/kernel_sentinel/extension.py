@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .magics import install as install_magic
-from .magics import register_subcommand
-
+# Nothing imported at the top: ``import kernel_sentinel`` (the CLI, the launcher) must not pull in IPython.
 CHECK_USAGE = "check [PATH...]"
 
 
