@@ -175,6 +175,12 @@ def test_memory_budget_error_counted_and_kernel_alive(server: JupyterServer) -> 
     status = server.wait_for("the memory error count", counted)
     assert status["deaths"] == 0
     assert _metric(server.metrics(), "kernel_sentinel_memory_errors_total") == 1.0
+    # A restart the user asks for is not a death: no record, no event, no count.
+    assert server.request("POST", f"/api/kernels/{kernel_id}/restart")[0] == 200
+    kc = server.client(kernel_id)
+    assert kc.execute_interactive("again = 1", timeout=60)["content"]["status"] == "ok"
+    kc.stop_channels()
+    assert server.deaths(kernel_id) == [] and server.get(f"/api/kernel-sentinel/kernels/{kernel_id}")["deaths"] == 0
     server.request("DELETE", f"/api/kernels/{kernel_id}")
 
 

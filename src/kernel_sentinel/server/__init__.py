@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import __version__  # jupyter_server shows it in `extension list` and on /metrics
+
 __all__ = ["_jupyter_server_extension_points", "_load_jupyter_server_extension"]
 
 

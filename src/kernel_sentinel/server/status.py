@@ -35,7 +35,7 @@ def look(kernel_id: str, pid: int | None, home: Path, *, sentinel: bool) -> Kern
 
     if pid is None:
         return KernelLook(None, "on" if sentinel else "absent", {}, None, None, None)
-    kernel_pid, flight = _kernel_process(kernel_id, pid, home)
+    kernel_pid, flight = _kernel_process(kernel_id, pid, home, launcher=sentinel)
     published = _published(flight)
     env = _environ(kernel_pid)
     guard = guard_state(flight, published, env, sentinel=sentinel)
@@ -108,7 +108,7 @@ def _published(flight: dict[str, Any] | None) -> dict[str, Any] | None:
     return status if isinstance(status, dict) else None
 
 
-def _kernel_process(kernel_id: str, pid: int, home: Path) -> tuple[int, dict[str, Any] | None]:
+def _kernel_process(kernel_id: str, pid: int, home: Path, *, launcher: bool) -> tuple[int, dict[str, Any] | None]:
     """Return (the kernel's own pid, its flight record or None).
 
     jupyter_client started ``pid``; for a sentinel kernel that is the launcher, whose child is the kernel.
@@ -117,7 +117,7 @@ def _kernel_process(kernel_id: str, pid: int, home: Path) -> tuple[int, dict[str
     from ..autopsy.flight import flight_dir
     from .autopsy_io import read_flight
 
-    family = [pid, *_children(pid)]
+    family = [pid, *_children(pid)] if launcher else [pid]
     folder = flight_dir(home, kernel_id)
     for candidate in family:
         if (folder / f"{candidate}.rec").exists():
@@ -131,6 +131,12 @@ def _kernel_process(kernel_id: str, pid: int, home: Path) -> tuple[int, dict[str
 
 
 def _children(pid: int) -> list[int]:
+    """Return the pids of ``pid``'s children (psutil's way scans every process on the machine: too dear here)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        pass
     try:
         import psutil
 
