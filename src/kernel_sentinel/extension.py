@@ -25,6 +25,8 @@ def _check(magics: Any, args: list[str]) -> None:
 def load_ipython_extension(ip: Any) -> None:
     """Turn on the autopsy's flight recorder, the memory guard and checkpoints in this IPython shell."""
     from .autopsy.recorder import load as load_recorder
+    from .magics import install as install_magic
+    from .magics import register_subcommand
 
     load_recorder(ip)  # first, and before the guard is even imported: a guard that fails to load is no excuse
     from .guard.extension import load as load_guard
