@@ -204,6 +204,19 @@ def test_stock_kernel_sigkill_is_external_and_points_to_the_sentinel(
     server.request("DELETE", f"/api/kernels/{kernel_id}")
 
 
+def test_stock_kernel_with_the_recorder_loaded_tells_its_cell(server: JupyterServer, events) -> None:
+    kernel_id = server.start_kernel(STOCK)
+    kc = server.client(kernel_id)
+    assert kc.execute_interactive("%load_ext kernel_sentinel", timeout=60)["content"]["status"] == "ok"
+    kc.stop_channels()
+    status = server.get(f"/api/kernel-sentinel/kernels/{kernel_id}")
+    assert status["guard"] == "on"  # the flight record says so, though the kernelspec is stock
+    death = _kill_and_wait(server, kernel_id, events, code=SEGFAULT)
+    assert death["cause"] == "segfault" and death["cell"]["code"] == SEGFAULT
+    assert death["evidence"]["flight_record"] == "ok" and death["sentinel"] is False
+    server.request("DELETE", f"/api/kernels/{kernel_id}")
+
+
 def test_stock_kernel_oom_kill_proved_by_the_cgroup_counter(
     server: JupyterServer, events, group: MemoryCgroup | None
 ) -> None:

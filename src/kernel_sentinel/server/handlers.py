@@ -9,6 +9,7 @@ line, an unknown kernel a 404, an unreachable store a 503; the error body is jup
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,10 @@ class _Base(APIHandler):  # type: ignore[misc]
     def initialize(self, watch: Any) -> None:
         self.watch = watch
 
+    def finish_json(self, data: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))
+
 
 class DeathsHandler(_Base):
     """``GET deaths[?kernel_id=ID][&limit=N]`` -> the why-reports of recorded deaths, newest first."""
@@ -73,12 +78,6 @@ class DeathsHandler(_Base):
             raise web.HTTPError(503, f"kernel-sentinel's store is unreachable: {exc}") from None
         self.finish_json(deaths)
 
-    def finish_json(self, data: Any) -> None:
-        import json
-
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data, default=str))
-
 
 class KernelHandler(_Base):
     """``GET kernels/ID`` -> the kernel's guard state, memory against its budget, deaths and memory errors."""
@@ -86,16 +85,15 @@ class KernelHandler(_Base):
     @web.authenticated
     @authorized
     async def get(self, kernel_id: str) -> None:
-        import json
-
         if not KERNEL_ID.match(kernel_id):
             raise web.HTTPError(400, "kernel id: letters, digits, '.', '_' and '-' only")
         try:
             status = await self.watch.kernel_status(kernel_id)
         except KeyError:
             raise web.HTTPError(404, f"no kernel {kernel_id} runs on this server") from None
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(status))
+        except Exception as exc:  # /proc or the flight record unreadable: say so, the kernel is untouched
+            raise web.HTTPError(503, f"cannot read kernel {kernel_id}'s state: {exc}") from None
+        self.finish_json(status)
 
 
 def handlers(base_url: str, watch: Any) -> list[tuple[str, type, dict[str, Any]]]:

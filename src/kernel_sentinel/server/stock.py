@@ -43,26 +43,19 @@ class DeathSeen:
     notes: tuple[str, ...] = field(default=())
 
 
+# The flight record's "memory" region keeps these of the kernel's memory cgroup (autopsy/recorder.py).
+CGROUP_KEYS = ("path", "directory", "version", "limit_bytes", "usage_bytes", "peak_bytes", "oom_kills")
+
+
 def memory_record(snap: Any) -> dict[str, Any]:
     """Return a ``MemorySnapshot`` in the flight record's ``memory`` shape, so the explainer reads it alike."""
-    cg = snap.cgroup
     return {
         "t": time.time(),
         "budget_bytes": snap.budget_bytes,
         "source": snap.source,
         "rss_bytes": snap.process.rss_bytes,
         "peak_rss_bytes": snap.process.peak_rss_bytes,
-        "cgroup": None
-        if cg is None
-        else {
-            "path": cg.path,
-            "directory": cg.directory,
-            "version": cg.version,
-            "limit_bytes": cg.limit_bytes,
-            "usage_bytes": cg.usage_bytes,
-            "peak_bytes": cg.peak_bytes,
-            "oom_kills": cg.oom_kills,
-        },
+        "cgroup": None if snap.cgroup is None else {k: getattr(snap.cgroup, k) for k in CGROUP_KEYS},
     }
 
 
