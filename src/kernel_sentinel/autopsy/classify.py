@@ -40,6 +40,9 @@ class Verdict:
     native_library: str | None = None  # from the kernel log's fault line (e.g. "libc.so.6"), when there is one
     fault: dict[str, Any] | None = None
     proof: list[str] = field(default_factory=list)  # what the verdict rests on, for the report
+    memory_exhausted: bool = False  # memory ran out, whatever signal ended the process (DESIGN.md)
+    memory_library: str | None = None  # the library that died of it (polars, pandas, zmq), when known
+    memory_proof: list[str] = field(default_factory=list)
 
 
 def classify(ev: Evidence) -> Verdict:
@@ -76,7 +79,78 @@ def classify(ev: Evidence) -> Verdict:
     if verdict.line is None:
         verdict.line = _sampled_line(ev)
         verdict.line_source = "sampled" if verdict.line is not None else None
+    verdict.memory_exhausted, verdict.memory_library, verdict.memory_proof = memory_exhausted(ev, verdict)
     return verdict
+
+
+# Libraries that die instead of raising when malloc returns NULL at the guard's fence (FACTS.md, "Native
+# code that gets NULL from malloc"): the signal they die of, and how they do it, in words.
+DIES_ON_REFUSED_MALLOC = {
+    "polars": "polars aborts the process when an allocation fails (\"memory allocation of N bytes failed\")",
+    "pandas": "pandas' C parser may crash when an allocation fails",
+    "zmq": "libzmq, the kernel's messaging library, aborts when it cannot allocate",
+}
+REFUSAL_WINDOW_SECONDS = 30.0  # a native death this soon after the guard refused memory is memory's doing
+NEAR_BUDGET = 0.9  # the last sample this close to the budget: memory was running out
+
+
+def memory_exhausted(ev: Evidence, v: Verdict) -> tuple[bool, str | None, list[str]]:
+    """Return (did memory run out, the library that died of it, why we think so) for a classified death.
+
+    True for an OOM kill, and for an abort or segfault of a kernel whose guard fence was set (RLIMIT_DATA)
+    when the guard had just refused memory, when the running cell called a library that dies on a refused
+    allocation, or when memory was near the budget at the last sample. A bus error is a file's, not memory's.
+    """
+    guard_items = [i for i in ((ev.flight.get("guard") or {}).get("items") or []) if isinstance(i, dict)]
+    cell = ev.flight.get("cell") or {}
+    count = cell.get("execution_count")
+    risks = [lib for i in guard_items if i.get("kind") == "risk" and i.get("cell") == count
+             for lib in (i.get("libraries") or [])]
+    if not risks and cell.get("code"):
+        from ..guard.prerun import native_libraries  # the same patterns the guard notes at the cell's start
+
+        risks = native_libraries(cell["code"], loaded=None)
+    if v.cause == "oom_kill":
+        library = next((lib for lib in risks if lib in DIES_ON_REFUSED_MALLOC or lib == "duckdb"), None)
+        return True, library, ["the OOM killer ended it"]
+    if v.cause not in ("abort", "segfault"):
+        return False, None, []
+    fenced = bool((ev.flight.get("meta") or {}).get("guard"))
+    if not fenced:
+        return False, None, []
+    module = (v.native_module or "").split(".")[0] or None
+    if module not in DIES_ON_REFUSED_MALLOC and (v.native_library or "").startswith("libzmq"):
+        module = "zmq"
+    proof: list[str] = []
+    library: str | None = None
+    refusals = [
+        i for i in guard_items
+        if i.get("kind") == "refusal" and i.get("trigger") != "prerun" and ev.died_at is not None
+        and isinstance(i.get("t"), (int, float)) and 0 <= ev.died_at - i["t"] <= REFUSAL_WINDOW_SECONDS
+    ]
+    if refusals:
+        last = refusals[-1]
+        library = last.get("library") or module
+        proof.append(f"the guard refused an allocation {ev.died_at - last['t']:.1f} s before the death")
+    running = cell.get("finished") is None
+    if running and module in DIES_ON_REFUSED_MALLOC:
+        library = library or module
+        proof.append(f"it died in {module}: {DIES_ON_REFUSED_MALLOC[module]}, and the guard's fence (RLIMIT_DATA) "
+                     "refuses allocations beyond the budget")
+    elif running and not proof:
+        dying = [lib for lib in risks if lib in DIES_ON_REFUSED_MALLOC]
+        if dying and module in (None, *dying):
+            library = dying[0]
+            proof.append(f"the running cell calls {library}: {DIES_ON_REFUSED_MALLOC[library]}, and the guard's "
+                         "fence (RLIMIT_DATA) refuses allocations beyond the budget")
+    memory = ev.flight.get("memory") or {}
+    budget = memory.get("budget_bytes")
+    samples = memory.get("samples") or []
+    last_rss = samples[-1][1] if samples and len(samples[-1]) > 1 else memory.get("rss_bytes")
+    if isinstance(budget, int) and isinstance(last_rss, int) and budget > 0 and last_rss >= NEAR_BUDGET * budget:
+        proof.append(f"the kernel used {last_rss * 100 // budget}% of its memory budget at the last sample")
+        library = library or (module if module in DIES_ON_REFUSED_MALLOC else None)
+    return bool(proof), library if proof else None, proof
 
 
 def _oom_proof(ev: Evidence) -> list[str]:

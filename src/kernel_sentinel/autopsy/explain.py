@@ -12,7 +12,7 @@ from typing import Any
 from ..sizes import format_bytes
 from .classify import Verdict
 from .evidence import Evidence, signal_name
-from .recorder import WALK_LIMIT
+from .flight import WALK_LIMIT
 
 
 def explain(ev: Evidence, verdict: Verdict) -> dict[str, Any]:
@@ -32,7 +32,13 @@ def explain(ev: Evidence, verdict: Verdict) -> dict[str, Any]:
         "cell": cell,
         "memory": memory,
         "remedy": _remedy(verdict, memory, guard=(ev.flight.get("meta") or {}).get("guard")),
+        "memory_exhausted": verdict.memory_exhausted,
     }
+    if verdict.memory_exhausted and verdict.cause != "oom_kill":
+        report["summary"] = _memory_summary(verdict, memory, where)
+        report["headline"] = f"out of memory: {_library_name(verdict.memory_library) or 'native code'} {verdict.cause}"
+    if verdict.memory_exhausted:
+        report["remedy"] = _memory_remedy(verdict, report["remedy"])
     if verdict.scope:
         report["scope"] = verdict.scope
     if verdict.signal:
@@ -59,7 +65,43 @@ def explain(ev: Evidence, verdict: Verdict) -> dict[str, Any]:
         "line_source": verdict.line_source,
         "notes": list(ev.notes),
     }
+    if verdict.memory_exhausted:
+        report["evidence"]["memory"] = {"library": verdict.memory_library, "proof": verdict.memory_proof}
     return report
+
+
+_LIBRARY_NAMES = {"polars": "polars", "pandas": "pandas' C parser", "zmq": "libzmq (the kernel's messaging library)",
+                  "duckdb": "duckdb"}
+RESTORE = "`%sentinel restore` in the restarted kernel brings back the variables of the last checkpoint."
+
+
+def _library_name(library: str | None) -> str | None:
+    return _LIBRARY_NAMES.get(library or "", library)
+
+
+def _memory_summary(v: Verdict, memory: dict[str, Any], where: str) -> str:
+    """Return the summary of a native death that memory caused: memory first, then the library and the signal."""
+    budget = memory.get("budget_bytes") or (memory.get("cgroup") or {}).get("limit_bytes")
+    of = f" of the {format_bytes(budget)} budget" if budget else ""
+    who = _library_name(v.memory_library) or (f"native code ({v.native_module})" if v.native_module else "native code")
+    how = {"abort": "aborted the kernel (SIGABRT)", "segfault": "crashed the kernel (SIGSEGV)"}.get(v.cause, f"ended the kernel ({v.signal})")
+    why = "; ".join(v.memory_proof)
+    return (
+        f"Out of memory: {who} {how} {where}, when an allocation beyond what was left{of} was refused. "
+        f"Memory ran out, not a bug in the library ({why})."
+    )
+
+
+def _memory_remedy(v: Verdict, fallback: str) -> str:
+    """Return the remedy of a death memory caused: the library's own way to use less memory, then the restore."""
+    from ..guard.explain import library_remedy
+
+    own = library_remedy(v.memory_library)
+    if v.cause == "oom_kill":
+        lead = own[1] if own else fallback
+    else:
+        lead = own[1] if own else "Work in smaller pieces (chunks, a sample first), or give the kernel more memory."
+    return f"{lead} {RESTORE}"
 
 
 def _iso(t: float | None) -> str | None:

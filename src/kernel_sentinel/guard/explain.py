@@ -21,7 +21,7 @@ _NOTABLE = _MiB  # variables and hidden references smaller than this are not wor
 
 _READ_CSV = re.compile(r"\bread_(csv|table|fwf)\s*\(")
 _READ_OTHER = re.compile(r"\bread_(json|parquet|excel|sql|feather|hdf|pickle)\s*\(")
-_MERGE = re.compile(r"(\.|\bpd\.)merge\s*\(|\.join\s*\(")
+_MERGE = re.compile(r"(\.|\bpd\.)merge\s*\(|\.join\s*\([^)]*\b(on|how|left_on)\s*=")  # not Thread.join()
 _NUMPY_ALLOC = re.compile(
     r"\b(np|numpy)\.(ones|zeros|empty|full|random\.\w+|arange|eye|identity|tile|repeat|outer|meshgrid)\s*\("
 )
@@ -112,9 +112,53 @@ def _mentions(code: str, name: str) -> bool:
     return re.search(rf"(?<![\w.]){re.escape(name)}\b", code) is not None
 
 
+# Each library's own way to do the same work in less memory (also used by the autopsy's remedies).
+LIBRARY_REMEDIES = {
+    "polars": (
+        "polars_streaming",
+        "Let polars stream it: build the query lazily (`pl.scan_csv`/`pl.scan_parquet` or `df.lazy()`) and run "
+        "it with `.collect(engine='streaming')`, or `.sink_parquet('out.parquet')` when the result itself is too "
+        "big; filter and select columns before a join.",
+    ),
+    "duckdb": (
+        "duckdb_spill",
+        "Keep the work inside duckdb: aggregate or filter in SQL and fetch only the result, fetch big results in "
+        "batches (`.fetch_record_batch()` / `fetchmany`), or write them out with `COPY (...) TO 'out.parquet'`; "
+        "duckdb spills to disk within `SET memory_limit` (set from the budget) and `SET temp_directory`.",
+    ),
+    "pandas": (
+        "chunked_read",
+        "Read the file in pieces: `for chunk in pd.read_csv(path, chunksize=1_000_000): ...` "
+        "(reduce each chunk, keep only the result), or load less with `usecols=[...]` and "
+        "`dtype={'col': 'float32'}`.",
+    ),
+    "pyarrow": (
+        "arrow_batches",
+        "Process it in record batches (`pyarrow.parquet.ParquetFile(path).iter_batches()`, "
+        "`dataset.to_batches()`) instead of combining everything into one table.",
+    ),
+    "zmq": (
+        "smaller_outputs",
+        "Display or send less at once: the kernel's messaging library (libzmq) aborts when it cannot allocate; "
+        "show a summary (`df.head()`) instead of a huge output, and keep memory below the budget.",
+    ),
+}
+
+
+def library_remedy(library: str | None) -> tuple[str, str] | None:
+    """Return ``(kind, text)``: the library's own remedy for running out of memory, None for others."""
+    if not library:
+        return None
+    key = library.split("'")[0].split()[0].lower()
+    return LIBRARY_REMEDIES.get(key)
+
+
 def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, str]:
     """Return ``(kind, text)``: the single remedy most likely to let this cell run."""
     code = ev.get("code") or ""
+    own = library_remedy(ev.get("library"))
+    if own is not None:
+        return own
     budget = ev.get("budget_bytes") if isinstance(ev.get("budget_bytes"), int) else None
     requested = ev.get("requested_bytes") if isinstance(ev.get("requested_bytes"), int) else None
     available = _room(ev)
@@ -124,11 +168,7 @@ def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, st
     floor = max(need or 0, (budget or 0) // 5, 16 * _MiB)
 
     if _READ_CSV.search(code):
-        return "chunked_read", (
-            "Read the file in pieces: `for chunk in pd.read_csv(path, chunksize=1_000_000): ...` "
-            "(reduce each chunk, keep only the result), or load less with `usecols=[...]` and "
-            "`dtype={'col': 'float32'}`."
-        )
+        return LIBRARY_REMEDIES["pandas"]
     if hidden_free >= floor and not bigger_than_budget:
         holders = [h for h in (report.hidden if report else ()) if h.exclusive_bytes >= _NOTABLE][:2]
         what = " and ".join(f"{h.name} ({_HOLDS.get(h.name, 'hidden')})" for h in holders) or "hidden references"
@@ -180,7 +220,7 @@ def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, st
             f"Run `%sentinel free`: it drops {format_bytes(hidden_free)} of old outputs and tracebacks; "
             "then process the data in smaller pieces."
         )
-    if ev.get("background"):
+    if ev.get("background") or ev.get("thread"):
         return "background", (
             "Stop or bound the background thread: it keeps growing memory, and its allocations fail with "
             "MemoryError until memory is freed."
@@ -210,7 +250,12 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
     who = _cell_name(cell)
     budget_txt = format_bytes(budget) if budget is not None else "its"
 
-    if ev.get("background"):
+    if ev.get("thread"):
+        headline = (
+            f"A thread of this kernel ({ev['thread']!r}) ran out of the {budget_txt} memory budget "
+            f"(memory reached {format_bytes(_peak(ev))}); it stopped with MemoryError, and so did {who.lower() if who == 'This cell' else who}."
+        )
+    elif ev.get("background"):
         headline = (
             f"Memory grew to {format_bytes(_peak(ev))} of the {budget_txt} budget while no cell was running "
             "(a background thread?); its allocations now fail instead of the kernel being killed."

@@ -41,13 +41,16 @@ it reaches the guard with ``kernel_sentinel.guard.get_guard(ip)``.
 
 from __future__ import annotations
 
+import ast
 import linecache
+import os
 import sys
 import threading
 from typing import Any
 
 from ..errors import MemoryBudgetError
 from ..sizes import format_bytes
+from . import prerun
 from .config import SentinelGuard, resolve_settings
 from .core import Guard, get_guard
 from .watchdog import GuardInterrupt, SigintRouter
@@ -79,13 +82,22 @@ def load(ip: Any) -> Guard | None:
     router = SigintRouter(guard)
     router.protected.add(_custom_exc.__code__)
 
+    before = PreRun(ip, guard)
+
     def pre_run_cell(info: Any = None) -> None:
         if not guard.enabled or threading.current_thread() is not threading.main_thread():
             return
         router.install()  # first: cell_started() may already interrupt, and only the router may receive it
-        guard.cell_started(getattr(ip, "execution_count", None), getattr(info, "raw_cell", None))
+        _run_left(_NEXT_CELL, again=_AFTER_CELL)  # what the last memory error left to release
+        raw = getattr(info, "raw_cell", None)
+        if len(ip.custom_exceptions) == 2 and "duckdb" in sys.modules:
+            ip.set_custom_exc(_custom_exceptions(), _custom_exc)  # duckdb's OOM error is no MemoryError
+        guard.cell_started(getattr(ip, "execution_count", None), raw)
+        before.check(raw)
 
     def post_run_cell(result: Any = None) -> None:
+        before.done()
+        _run_left(_AFTER_CELL)
         if guard.cell_running:
             guard.cell_finished()
 
@@ -109,7 +121,7 @@ def load(ip: Any) -> Guard | None:
     ip.events.register("pre_run_cell", pre_run_cell)
     ip.events.register("post_run_cell", post_run_cell)
     setattr(ip, _HOOKS, (pre_run_cell, post_run_cell))
-    ip.set_custom_exc((MemoryError, KeyboardInterrupt), _custom_exc)
+    ip.set_custom_exc(_custom_exceptions(), _custom_exc)
     _register_magics(ip)
     if settings.enabled:
         try:
@@ -135,7 +147,7 @@ def unload(ip: Any) -> None:
     previous_hook = getattr(threading.excepthook, "previous", None)
     if previous_hook is not None:
         threading.excepthook = previous_hook
-    if tuple(getattr(ip, "custom_exceptions", ())) == (MemoryError, KeyboardInterrupt):
+    if tuple(getattr(ip, "custom_exceptions", ()))[:2] == (MemoryError, KeyboardInterrupt):
         ip.set_custom_exc((), None)
     guard.close()
     delattr(ip, _ATTR)
@@ -165,10 +177,15 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
     It must never raise: IPython unregisters a custom handler that does.
     """
     guard = get_guard(shell)
+    if isinstance(value, MemoryBudgetError) and (getattr(value, "evidence", None) or {}).get("trigger") == "prerun":
+        _show_refusal(shell, value)
+        return None
     from_guard = isinstance(value, GuardInterrupt)
+    library = library_oom(value)
     ours = guard is not None and (
         from_guard
         or (guard.enabled and isinstance(value, MemoryError) and not isinstance(value, MemoryBudgetError))
+        or (guard.enabled and library is not None)
     )
     if not ours:
         _standard(shell, etype, value, tb, tb_offset)
@@ -177,6 +194,8 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
     evidence: dict[str, Any] = {}
     try:
         evidence = guard.begin_failure("watchdog" if from_guard else "fence", value)
+        if library is not None:
+            evidence["library"] = library
         line = _cell_line(shell, tb)
         if line is not None:
             evidence["line"] = line[0]
@@ -187,12 +206,15 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
                 evidence["cell"] = result.execution_count  # IPython 9 counts up before pre_run_cell
         _release(shell, etype, value, tb)
         value = tb = None  # type: ignore[assignment]
+        if library == "duckdb":  # at the next cell: until this one is over, the failed result is held
+            _NEXT_CELL.append(lambda: release_duckdb(shell, evidence.get("code") or ""))
         explanation, bundle = _explain(shell, evidence)
         err = MemoryBudgetError(_message(evidence, explanation))
         err.evidence = evidence  # type: ignore[attr-defined]
         if result is not None:
             result.error_in_exec = err
         _display(bundle or {"text/plain": _fallback_text(evidence)})
+        note_flight("refusal", evidence)
         shell._showtraceback(MemoryBudgetError, err, _short_traceback(err, evidence, line))
     except BaseException as exc:  # noqa: BLE001 - even a second interrupt must not unregister us
         try:
@@ -210,6 +232,234 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         if guard is not None:
             guard.end_failure()
     return None
+
+
+# -- the pre-run check (guard/prerun.py) and the flight record's guard region --------------------------
+
+
+class PreRun:
+    """Runs ``prerun.check`` before a cell and, on refusal, replaces the cell by the refusal (main thread only).
+
+    The refusal is raised by a one-shot AST transformer put in place for that cell alone, so ordinary
+    cells pay one regular expression search and IPython's transformer list stays empty.
+    """
+
+    def __init__(self, ip: Any, guard: Guard) -> None:
+        self.ip = ip
+        self.guard = guard
+        self.duckdb = prerun.DuckdbSizer()
+        self.transformer: _Refuse | None = None
+
+    def check(self, raw: str | None) -> None:
+        """Size duckdb, note the native libraries the cell calls, and refuse it when it cannot fit."""
+        if not raw or not prerun.TRIGGER.search(raw):
+            return
+        try:
+            code = self.ip.transform_cell(raw)  # magics and shell escapes become Python
+        except Exception:
+            code = raw
+        try:
+            room = prerun.headroom(self.guard)
+            if room is None:
+                return
+            ns = self.ip.user_ns
+            count = getattr(self.ip, "execution_count", None)
+            if isinstance(count, int):
+                count += _COUNT_OFFSET  # the recorder's numbering: IPython 9 counts the cell before pre_run_cell
+            duck = self.duckdb.apply(code, ns, room[0])
+            refusal = prerun.check(code, ns, room, self.ip)
+            risks = prerun.native_libraries(code)
+            if risks or duck:
+                note_flight("risk", {"cell": count, "libraries": risks, "headroom_bytes": room[0],
+                                     "budget_bytes": room[1], "duckdb_memory_limit": duck})
+            if refusal is None:
+                return
+            evidence = refusal.evidence(count, raw)
+            _LAST_REFUSAL[:] = [evidence]
+            err = MemoryBudgetError(refusal.message())
+            err.evidence = evidence  # type: ignore[attr-defined]
+            self.transformer = _Refuse(err)
+            self.ip.ast_transformers.append(self.transformer)
+            note_flight("refusal", evidence)
+        except Exception as exc:  # the check must never stop a cell it could not judge
+            _say(f"kernel-sentinel: pre-run check skipped: {type(exc).__name__}: {exc}")
+
+    def done(self) -> None:
+        """Take the one-shot transformer out (also when the cell never got to it, e.g. a syntax error)."""
+        if self.transformer is not None:
+            try:
+                self.ip.ast_transformers.remove(self.transformer)
+            except ValueError:
+                pass
+            self.transformer = None
+
+
+class _Refuse(ast.NodeTransformer):
+    """Replaces the whole cell by ``raise <the refusal>``: nothing of it runs."""
+
+    def __init__(self, err: MemoryBudgetError) -> None:
+        self.err = err
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        global _PENDING
+        if not isinstance(node, ast.Module):
+            return node
+        _PENDING = self.err
+        return ast.parse("__import__('kernel_sentinel.guard.extension', fromlist=['raise_refusal']).raise_refusal()")
+
+
+_PENDING: MemoryBudgetError | None = None
+
+
+def _count_offset() -> int:
+    try:
+        import IPython
+
+        return -1 if IPython.version_info[0] >= 9 else 0
+    except Exception:
+        return 0
+
+
+_COUNT_OFFSET = _count_offset()
+# Callables the failure handler leaves for the next cell, run at its start and again at its end (main thread):
+# what holds a failed duckdb result lets go at a moment that was not pinned down (measured: by the end of
+# the next cell, not always at its start).
+_NEXT_CELL: list[Any] = []
+_AFTER_CELL: list[Any] = []
+
+
+def _run_left(todo: list[Any], again: list[Any] | None = None) -> None:
+    while todo:
+        job = todo.pop()
+        try:
+            job()
+        except Exception:
+            pass
+        if again is not None:
+            again.append(job)
+
+
+def last_refusal() -> dict[str, Any] | None:
+    """Return the evidence of the pre-run check's last refusal in this kernel (None before any)."""
+    return _LAST_REFUSAL[0] if _LAST_REFUSAL else None
+
+
+_LAST_REFUSAL: list[dict[str, Any]] = []
+
+
+def raise_refusal() -> None:
+    """Raise the pre-run check's refusal for the cell being run (called from the cell that replaced it)."""
+    global _PENDING
+    err, _PENDING = _PENDING, None
+    if err is not None:
+        raise err.with_traceback(None)
+
+
+def _show_refusal(shell: Any, err: MemoryBudgetError) -> None:
+    """Show a pre-run refusal as one error: the cell's line and the message (no frames of ours)."""
+    ev = getattr(err, "evidence", {}) or {}
+    red, reset = "\x1b[0;31m", "\x1b[0m"
+    lines = (ev.get("code") or "").splitlines()
+    line = ev.get("line") or 1
+    text = lines[line - 1].strip() if 0 < line <= len(lines) else ""
+    where = f"Cell In[{ev['cell']}], line {line}" if ev.get("cell") is not None else f"line {line}"
+    try:
+        shell._showtraceback(MemoryBudgetError, err, [f"{where}: {text}" if text else where,
+                                                      f"{red}MemoryBudgetError{reset}: {err}"])
+    except BaseException:
+        pass
+
+
+def note_flight(kind: str, data: dict[str, Any]) -> None:
+    """Leave evidence in the flight record's ``guard`` region: a refusal or a risky native call, near a death.
+
+    The autopsy reads it to tell a death that memory caused (polars aborting on a refused malloc) from
+    a crash (``memory_exhausted``). Best effort: no recorder, no region, or a failed write changes nothing.
+    """
+    try:
+        import time
+
+        from ..autopsy import recorder
+
+        rec = getattr(recorder, "_recorder", None)
+        if rec is None:
+            return
+        item = {k: data.get(k) for k in _FLIGHT_KEYS if data.get(k) is not None}
+        if isinstance(item.get("code"), str):
+            item["code"] = item["code"][:300]
+        item["kind"], item["t"] = kind, round(time.time(), 3)
+        _FLIGHT_ITEMS.append(item)
+        del _FLIGHT_ITEMS[:-6]
+        rec.writer.write("guard", {"pid": os.getpid(), "items": _FLIGHT_ITEMS})
+    except Exception:
+        pass
+
+
+_FLIGHT_KEYS = ("trigger", "cell", "library", "libraries", "call", "requested_bytes", "headroom_bytes", "budget_bytes",
+                "usage_bytes", "fence_bytes", "duckdb_memory_limit", "code", "thread", "child")
+_FLIGHT_ITEMS: list[dict[str, Any]] = []
+
+
+def library_oom(value: BaseException) -> str | None:
+    """Return the library whose own out-of-memory exception ``value`` is (duckdb's is no MemoryError), else None.
+
+    Such an error right after the fence refused an allocation is the guard's to explain: left to IPython,
+    formatting its traceback needs memory the kernel does not have ("Unexpected exception formatting
+    exception", a second traceback).
+    """
+    kind = type(value)
+    if kind.__name__ == "OutOfMemoryException" and kind.__module__.lstrip("_").startswith("duckdb"):
+        return "duckdb"
+    if isinstance(value, MemoryError):
+        module = kind.__module__.lstrip("_").split(".")[0]
+        return module if module in ("pyarrow", "polars") else None
+    return None
+
+
+def release_duckdb(shell: Any, code: str) -> None:
+    """Free what a failed duckdb query still holds: its connection keeps the partial result until its next statement.
+
+    Measured: after a `fetchnumpy()` refused at the fence, 550 MiB stayed in use: duckdb keeps freed blocks
+    in its buffer pool up to ``memory_limit``; lowering the limit for a moment makes it give them back.
+    Only the default connection and connections the failed cell names are touched.
+    """
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is None:
+        return
+    import gc
+
+    gc.collect()  # the failed cell's frames and traceback form a cycle that holds the failed relation
+    conns = []
+    try:
+        conns.append(duckdb.default_connection())
+    except Exception:
+        pass
+    conn_type = getattr(duckdb, "DuckDBPyConnection", None)
+    for name, value in list(getattr(shell, "user_ns", {}).items()):
+        if conn_type is not None and isinstance(value, conn_type) and name in code:
+            conns.append(value)
+    for conn in conns:
+        try:
+            conn.execute("SELECT 1").fetchall()  # ends the failed result that the connection still holds
+        except Exception:
+            pass
+        prerun.shrink_duckdb_pool(conn)
+    try:
+        from .reclaim import malloc_trim
+
+        malloc_trim()  # duckdb's worker threads freed into their own malloc arenas
+    except Exception:
+        pass
+
+
+def _custom_exceptions() -> tuple[type, ...]:
+    """Return the exception classes the guard's handler takes: memory errors, interrupts, duckdb's OOM."""
+    kinds: list[type] = [MemoryError, KeyboardInterrupt]
+    duckdb = sys.modules.get("duckdb")
+    oom = getattr(duckdb, "OutOfMemoryException", None) if duckdb is not None else None
+    if isinstance(oom, type) and not issubclass(oom, MemoryError):
+        kinds.append(oom)
+    return tuple(kinds)
 
 
 def _standard(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None) -> None:
