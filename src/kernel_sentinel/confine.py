@@ -44,26 +44,51 @@ class MemoryCgroup:
             raise ConfineError("no memory cgroup to create a child in: " + ("; ".join(notes) or "none found"))
         parent = location.leaf
         name = f"{prefix}-{os.getpid()}-{next(_counter)}-{int(time.time() * 1000) % 100000}"
-        directory = os.path.join(parent.directory, name)
-        try:
-            if location.version == 2:
+        if location.version == 2:
+            try:
                 _enable_v2_memory(parent.directory)
+            except OSError as exc:
+                raise ConfineError(f"cannot delegate memory under {parent.directory}: {exc.strerror or exc}") from exc
+        return cls.make(parent.directory, parent.path, name, location.version, limit_bytes)
+
+    @classmethod
+    def make(cls, parent_directory: str, parent_path: str, name: str, version: int, limit_bytes: int) -> MemoryCgroup:
+        """Return the new group ``name`` under ``parent_directory`` with ``limit_bytes``; ``ConfineError`` if not."""
+        directory = os.path.join(parent_directory, name)
+        try:
             os.mkdir(directory)
         except OSError as exc:
-            raise ConfineError(
-                f"cannot create a memory cgroup under {parent.directory}: {exc.strerror or exc}"
-            ) from exc
-        group = cls(directory, location.version, parent.path.rstrip("/") + "/" + name)
+            raise ConfineError(f"cannot create a memory cgroup under {parent_directory}: {exc.strerror or exc}") from exc
+        group = cls(directory, version, parent_path.rstrip("/") + "/" + name)
         try:
             group.set_limit(limit_bytes)
         except OSError as exc:
-            group.remove()
+            os.rmdir(directory)  # just made, nothing in it yet
             raise ConfineError(f"cannot set a memory limit in {directory}: {exc.strerror or exc}") from exc
         return group
 
+    def limit_bytes(self) -> int | None:
+        """Return the group's own limit (None: unlimited, or unreadable)."""
+        name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
+        try:
+            with open(os.path.join(self.directory, name)) as f:
+                text = f.read().strip()
+            return None if text == "max" else int(text)
+        except (OSError, ValueError, TypeError):
+            return None
+
     def set_limit(self, limit_bytes: int) -> None:
+        """Write the limit; v1 also caps memory+swap (where accounted), so the group cannot spill into swap."""
         if self.version == 1:
+            memsw = os.path.join(self.directory, "memory.memsw.limit_in_bytes")
+            has_memsw = os.path.exists(memsw)
+            current = self.limit_bytes() or 0
+            # memsw must stay >= the memory limit: raise it first when going up, lower it last going down.
+            if has_memsw and limit_bytes > current:
+                _write(memsw, str(limit_bytes))
             _write(os.path.join(self.directory, "memory.limit_in_bytes"), str(limit_bytes))
+            if has_memsw and limit_bytes <= current:
+                _write(memsw, str(limit_bytes))
         else:
             _write(os.path.join(self.directory, "memory.max"), str(limit_bytes))
             # Without swap accounting a v2 group could otherwise spill into swap instead of OOMing.

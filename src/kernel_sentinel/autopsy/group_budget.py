@@ -32,7 +32,7 @@ def group_line(env: dict[str, str] | None = None) -> str | None:
     group = own_group()
     if group is None:
         return f"Memory group: {mechanism} {detail} was made for this kernel, but the kernel is not in it."
-    limit, usage = group.limit_bytes(), group.usage_bytes()
+    limit, usage = group.limit_bytes(), group.held_bytes()
     return (
         f"Memory group: this kernel's own ({group.describe()}), limit {format_bytes(limit)}, "
         f"holding {format_bytes(usage)}; `%sentinel budget SIZE` moves it."
@@ -151,10 +151,11 @@ def register() -> None:
     there is one and is the guard's own otherwise; ``%sentinel`` adds one line about the group.
     """
     try:
+        from ..guard.magics import _get_guard
         from ..magics import SUBCOMMANDS, register_subcommand
-    except ImportError:  # before the registry moved out of the guard
-        from ..guard.magics import SUBCOMMANDS, register_subcommand  # type: ignore[no-redef]
-    from ..guard.magics import _get_guard
+    except ImportError as exc:  # the guard's magics could not load: %sentinel budget stays whatever it is
+        print(f"kernel-sentinel: %sentinel budget cannot move this kernel's memory group: {exc}")
+        return
 
     budget, status = SUBCOMMANDS.get("budget"), SUBCOMMANDS.get("")
     if budget is not None and getattr(budget[0], "kernel_group", False):

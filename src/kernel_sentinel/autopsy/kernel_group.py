@@ -29,7 +29,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..memory import locate_cgroup, oom_kill_counter
+from ..confine import ConfineError, MemoryCgroup
+from ..memory import locate_cgroup
+from ..memory.parse import parse_inactive_file
 from ..sizes import format_bytes
 
 PREFIX = "ks-kernel-"
@@ -121,15 +123,17 @@ def systemd_user_available() -> bool:
 # -- the group ------------------------------------------------------------------------------------------
 
 
-class KernelGroup:
-    """One kernel's memory group. The supervisor's main thread makes and removes it; the kernel moves its limit."""
+class KernelGroup(MemoryCgroup):
+    """One kernel's memory group. The supervisor's main thread makes and removes it; the kernel moves its limit.
+
+    A ``MemoryCgroup`` that is never emptied by force: ``remove`` leaves a group that still holds processes.
+    """
 
     def __init__(self, mechanism: str, directory: str | None, version: int, name: str, path: str | None) -> None:
+        super().__init__(directory or "", version, path or "")
         self.mechanism = mechanism
-        self.directory = directory  # None for a scope until the kernel is in it (``locate``)
-        self.version = version
+        self.directory = directory  # type: ignore[assignment]  # None for a scope until ``locate`` finds it
         self.name = name
-        self.path = path
 
     # making and removing (the supervisor)
 
@@ -140,19 +144,13 @@ class KernelGroup:
             return cls("systemd scope", None, 2, name + ".scope", None)
         if plan.parent is None or plan.version is None:
             raise GroupError(f"no memory group of its own: {plan.reason}")
-        directory = os.path.join(plan.parent, name)
         try:
-            os.mkdir(directory)
-        except OSError as exc:
-            raise GroupError(f"cannot make a memory group under {plan.parent}: {exc.strerror or exc}") from exc
-        group = cls(plan.mechanism, directory, plan.version, name, (plan.parent_path or "").rstrip("/") + "/" + name)
+            made = MemoryCgroup.make(plan.parent, plan.parent_path or "", name, plan.version, limit_bytes)
+        except ConfineError as exc:
+            raise GroupError(str(exc)) from exc
+        group = cls(plan.mechanism, made.directory, plan.version, name, made.path)
         if home is not None:
             _remember(home, group)
-        try:
-            group.set_limit(limit_bytes)
-        except OSError as exc:
-            group.remove()
-            raise GroupError(f"cannot set a memory limit in {directory}: {exc.strerror or exc}") from exc
         return group
 
     def command(self, argv: list[str], limit_bytes: int) -> list[str]:
@@ -167,7 +165,7 @@ class KernelGroup:
     def enter(self) -> None:
         """Move the calling process into the group (the forked kernel, before it execs)."""
         if self.directory is not None and self.mechanism != "systemd scope":
-            _write(os.path.join(self.directory, "cgroup.procs"), str(os.getpid()))
+            self.add(os.getpid())
 
     def locate(self, pid: int, wait: float = 2.0) -> None:
         """Find a scope's directory once ``pid`` is in it (systemd-run moves the kernel before it execs)."""
@@ -183,15 +181,9 @@ class KernelGroup:
 
     def pids(self) -> list[int]:
         """Return the processes in the group now (empty when it is gone)."""
-        if self.directory is None:
-            return []
-        try:
-            with open(os.path.join(self.directory, "cgroup.procs")) as f:
-                return [int(line) for line in f if line.strip()]
-        except (OSError, ValueError):
-            return []
+        return super().pids() if self.directory is not None else []
 
-    def remove(self, home: Path | None = None) -> bool:
+    def remove(self, home: Path | None = None) -> bool:  # type: ignore[override]
         """Remove the group if no process is left in it; return True when it is gone.
 
         Never kills: a process the kernel started and left behind keeps the group (and its limit) until a
@@ -213,58 +205,25 @@ class KernelGroup:
 
     # reading and moving the limit (the kernel, or ``kernel-sentinel``)
 
-    def limit_bytes(self) -> int | None:
-        name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
-        text = _read(self.directory, name)
-        if text is None or text == "max":
-            return None
-        return int(text)
-
-    def usage_bytes(self) -> int | None:
+    def held_bytes(self) -> int | None:
         """Return what the kernel holds: the group's usage minus the page cache the OS reclaims first."""
-        usage = _read(self.directory, "memory.usage_in_bytes" if self.version == 1 else "memory.current")
-        stat = _read(self.directory, "memory.stat")
-        if usage is None:
+        try:
+            usage = self.usage_bytes()
+            with open(os.path.join(self.directory or "", "memory.stat")) as f:
+                return max(0, usage - parse_inactive_file(f.read()))
+        except (OSError, ValueError):
             return None
-        inactive = 0
-        for line in (stat or "").splitlines():
-            key, _, value = line.partition(" ")
-            if key in ("total_inactive_file", "inactive_file"):
-                inactive = int(value)
-                break
-        return max(0, int(usage) - inactive)
-
-    def oom_kills(self) -> int:
-        """Return the group's OOM-kill counter; raises when it cannot be read (a test must not see 0)."""
-        count = oom_kill_counter(self.directory, self.version)
-        if count is None:
-            raise OSError(f"cannot read the OOM-kill counter of {self.directory}")
-        return count
 
     def set_limit(self, limit_bytes: int) -> None:
-        """Write the limit (v1 also caps memory+swap, so the group cannot spill into swap instead)."""
+        """Write the limit; a scope whose files are systemd's is moved through ``systemctl``."""
         if self.directory is None:
             raise OSError("the group's directory is not known yet")
-        if self.version == 1:
-            memsw = os.path.join(self.directory, "memory.memsw.limit_in_bytes")
-            has_memsw = os.path.exists(memsw)
-            current = self.limit_bytes() or 0
-            # memsw must stay >= the memory limit: raise it first when going up, lower it last going down.
-            if has_memsw and limit_bytes > current:
-                _write(memsw, str(limit_bytes))
-            _write(os.path.join(self.directory, "memory.limit_in_bytes"), str(limit_bytes))
-            if has_memsw and limit_bytes <= current:
-                _write(memsw, str(limit_bytes))
-        else:
-            try:
-                _write(os.path.join(self.directory, "memory.max"), str(limit_bytes))
-            except PermissionError:
-                if self.mechanism != "systemd scope":
-                    raise
-                scope_set_limit(self.name, limit_bytes)  # the scope's files are systemd's: ask it
-                return
-            if os.path.exists(os.path.join(self.directory, "memory.swap.max")):
-                _write(os.path.join(self.directory, "memory.swap.max"), "0")
+        try:
+            super().set_limit(limit_bytes)
+        except PermissionError:
+            if self.mechanism != "systemd scope":
+                raise
+            scope_set_limit(self.name, limit_bytes)
 
     def describe(self) -> str:
         return f"cgroup v{self.version} {self.path or self.directory}"
@@ -319,7 +278,7 @@ def decide_limit(requested: int, current: int | None, usage: int | None, room: i
 def refusal(group: KernelGroup, requested: int, pid: int | str = "self") -> str | None:
     """Return why the group's limit must not become ``requested`` now (one line), or None: measured, then decided."""
     room, _ = parent_room_bytes(pid)
-    return decide_limit(requested, group.limit_bytes(), group.usage_bytes(), room)
+    return decide_limit(requested, group.limit_bytes(), group.held_bytes(), room)
 
 
 def move_limit(group: KernelGroup, requested: int, pid: int | str = "self") -> int:
@@ -500,21 +459,6 @@ def _forget(home: Path, name: str) -> None:
         (home / "kernel-groups" / name).unlink()
     except OSError:
         pass
-
-
-def _read(directory: str | None, name: str) -> str | None:
-    if directory is None:
-        return None
-    try:
-        with open(os.path.join(directory, name)) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _write(path: str, value: str) -> None:
-    with open(path, "w") as f:
-        f.write(value + "\n")
 
 
 def sweep_now() -> list[str]:
