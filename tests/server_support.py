@@ -34,6 +34,20 @@ STOCK = "python3-stock"
 DEATH_SCHEMA = "https://events.kernel-sentinel.dev/kernel_death"
 
 
+def extension_installed() -> bool:
+    """Return True when a jupyter_server_config.d file on Jupyter's config path enables the extension."""
+    from jupyter_core.paths import jupyter_config_path
+
+    for folder in jupyter_config_path():
+        path = Path(folder, "jupyter_server_config.d", "kernel_sentinel.json")
+        try:
+            if json.loads(path.read_text())["ServerApp"]["jpserver_extensions"]["kernel_sentinel.server"]:
+                return True
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,6 +102,11 @@ class JupyterServer:
     # -- lifecycle -----------------------------------------------------------------------------------
 
     def start(self, timeout: float = 90.0) -> JupyterServer:
+        if not extension_installed():
+            raise RuntimeError(
+                "kernel_sentinel.server is not enabled in this environment: `make server-extension` (part of "
+                "`make test`) installs its jupyter_server_config.d file, which `pip install -e` leaves out"
+            )
         for d in (self.home, self.runtime, self.notebooks, self.data, self.root / "config", self.root / "user-data"):
             d.mkdir(parents=True, exist_ok=True)
         install_kernelspecs(self.data, self.sentinel_env)

@@ -10,8 +10,9 @@ Two ways to see a death, deduplicated by the process id: the poll (fast: the res
 holds the old process and its return code; 'dead' when it gives up restarting).
 
 Threads: everything on ``KernelWatch`` and ``Watched`` is touched on the server's event loop only. Worker
-threads (``self._pool``) run the blocking parts (``status.look``, waiting for the autopsy, writing the store)
-on plain data (``DeathSeen``) and hand plain data back.
+threads run the blocking parts on plain data and hand plain data back: ``self._pool`` the quick looks
+(``status.look``, for the gauges and ``GET kernels/ID``), ``self._deaths`` the slow part of a death (waiting
+for the autopsy's record, writing the store), so a burst of deaths never delays a REST answer.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class KernelWatch:
         self.log = serverapp.log
         self.kernels: dict[str, Watched] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kernel-sentinel")
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kernel-sentinel-look")
+        self._deaths = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kernel-sentinel-death")
         self._callbacks: list[PeriodicCallback] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -87,6 +89,7 @@ class KernelWatch:
         for w in self.kernels.values():
             self._close_iopub(w)
         self._pool.shutdown(wait=False)
+        self._deaths.shutdown(wait=False)
 
     def _safely(self, fn: Any, *args: Any) -> None:
         """Run ``fn``; a failure is logged once per call and never reaches the server or the kernels."""
@@ -257,7 +260,7 @@ class KernelWatch:
             where = {"server": self._server_url(), "kernel_name": w.kernel_name, "notebook": await self._notebook(w)}
             seen = replace(seen, where=tuple((k, v) for k, v in where.items() if v))
             loop = asyncio.get_running_loop()
-            report = await loop.run_in_executor(self._pool, partial(self._explain, seen, frozenset(w.reported)))
+            report = await loop.run_in_executor(self._deaths, partial(self._explain, seen, frozenset(w.reported)))
             if report is None:
                 return  # the flight record says the shutdown was asked for
             w.deaths += 1
