@@ -96,6 +96,10 @@ def short_source(source: str | None) -> str:
     """Return the budget's source for a ten-second read: a cgroup's long path cut to its last part."""
     if not source:
         return "unknown"
+    from ..autopsy.kernel_group import describe_source
+
+    if describe_source(source):
+        return describe_source(source)  # "this kernel's own memory group (cgroup v1 .../ks-kernel-...)"
     if source.startswith("cgroup") and source.count("/") > 2:
         head, _, path = source.partition(" /")
         head = head if head.startswith("cgroup v") else source.split(" /")[0]
@@ -287,6 +291,11 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
             line += f" (the kernel process itself: {format_bytes(rss)})"
         facts.append(line + ".")
     facts.append("The kernel and your other variables are intact.")
+    from ..autopsy.group_budget import more_room_fact
+
+    more = more_room_fact(ev)  # the kernel's own group could get more from the machine: the exact command
+    if more:
+        facts.append(more)
 
     top = [v for v in (report.variables if report else ()) if v.nbytes >= _NOTABLE][:_SHOWN_VARIABLES]
     hidden = [h for h in (report.hidden if report else ()) if h.exclusive_bytes >= _NOTABLE]
