@@ -541,6 +541,9 @@ def _explain(shell: Any, evidence: dict[str, Any]) -> tuple[Any, dict[str, str] 
     except ImportError:
         return None, None
     try:
+        from ..autopsy.group_budget import room_evidence
+
+        evidence = {**evidence, **room_evidence()}  # room above the kernel's own group, if it has one
         explanation = explain_memory_error(evidence, namespace_report(shell))
     except Exception as exc:
         _say(f"kernel-sentinel: could not explain the memory error: {type(exc).__name__}: {exc}")
