@@ -51,7 +51,23 @@ server-extension: $(VENV)/.installed
 	install -D -m 644 jupyter-config/jupyter_server_config.d/kernel_sentinel.json \
 		$(VENV)/etc/jupyter/jupyter_server_config.d/kernel_sentinel.json
 
-test: $(VENV)/.installed browser labextension server-extension
+# The fleet's tests start their own PostgreSQL, Prometheus and JupyterHub (whose proxy, configurable-http-proxy,
+# comes from npm into .services/, put on PATH by the hub test). Installed once where missing (CI runs as root
+# on a fresh Debian); where one cannot be installed its tests skip and say why.
+CHP := .services/node_modules/.bin/configurable-http-proxy
+
+services: $(CHP)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq postgresql) || echo "postgresql could not be installed: the shared-store tests will be skipped"
+	@command -v prometheus >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq prometheus) || echo "prometheus could not be installed: the hub's metrics test will be skipped"
+
+$(CHP):
+	@command -v npm >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
+	mkdir -p .services && npm install --prefix .services --no-audit --no-fund --loglevel=error configurable-http-proxy@4 \
+		|| echo "configurable-http-proxy could not be installed: the JupyterHub test will be skipped"
+
+test: $(VENV)/.installed browser labextension server-extension services
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed

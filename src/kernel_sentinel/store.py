@@ -33,7 +33,7 @@ from typing import Any
 
 from .identity import home_dir  # noqa: F401  (re-exported: the rule lives in identity, one leaf module)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STORE_NAME = "store.db"
 DATABASE_URL_ENV = "KERNEL_SENTINEL_DATABASE_URL"
 USERS_ROLE = "kernel_sentinel_users"  # the PostgreSQL group role every hub user's role is a member of
@@ -137,6 +137,13 @@ _MIGRATIONS: dict[int, tuple[str, str]] = {
     GRANT SELECT ON kernel_sentinel_schema TO {USERS_ROLE};
     """,
     ),
+    3: (
+        """
+    CREATE INDEX IF NOT EXISTS deaths_by_cell ON deaths (cell_key);
+    CREATE INDEX IF NOT EXISTS memory_errors_by_cell ON memory_errors (cell_key)
+    """,
+        "",
+    ),
 }
 
 # The columns a death or memory error carries, local and shared alike (the outbox payload is these).
@@ -186,7 +193,9 @@ def identity(report: dict[str, Any]) -> dict[str, Any]:
     """
     server = report.get("server") or os.environ.get("JUPYTER_SERVER_URL") or os.environ.get("JUPYTERHUB_SERVICE_URL")
     return {
-        "username": report.get("user") or report.get("username") or os.environ.get("JUPYTERHUB_USER") or _os_user(),
+        # On a hub the hub's user name wins over the OS account (SimpleLocalProcessSpawner and KubeSpawner run
+        # every user as the same account): the database role, and so row-level security, is per hub user.
+        "username": os.environ.get("JUPYTERHUB_USER") or report.get("user") or report.get("username") or _os_user(),
         "host": report.get("host") or socket.gethostname(),
         "server": server,
         "kernel_name": report.get("kernel_name"),

@@ -54,13 +54,17 @@ def fleet_summary(
         label = time.strftime("%Y-%m-%d", time.gmtime(int(row["day"]) * 86400))
         by_day.setdefault(label, {})[row["cause"]] = int(row["n"])
     cells = store.rows(
-        "SELECT cell_key, sum(d) AS deaths, sum(m) AS memory_errors, min(cell_code) AS code FROM ("
-        " SELECT cell_key, 1 AS d, 0 AS m, cell_code FROM deaths WHERE died_at >= ? AND cell_key IS NOT NULL"
+        "SELECT cell_key, sum(d) AS deaths, sum(m) AS memory_errors FROM ("
+        " SELECT cell_key, 1 AS d, 0 AS m FROM deaths WHERE died_at >= ? AND cell_key IS NOT NULL"
         " UNION ALL"
-        " SELECT cell_key, 0 AS d, 1 AS m, cell_code FROM memory_errors WHERE at >= ? AND cell_key IS NOT NULL"
+        " SELECT cell_key, 0 AS d, 1 AS m FROM memory_errors WHERE at >= ? AND cell_key IS NOT NULL"
         ") AS t GROUP BY cell_key ORDER BY sum(d) + sum(m) DESC, sum(d) DESC, cell_key LIMIT ?",
         (start, start, top),
     )
+    for cell in cells:  # one copy's code per top cell (by index), not every copy's text through the GROUP BY
+        found = store.rows("SELECT cell_code FROM deaths WHERE cell_key = ? LIMIT 1", (cell["cell_key"],)) or \
+            store.rows("SELECT cell_code FROM memory_errors WHERE cell_key = ? LIMIT 1", (cell["cell_key"],))
+        cell["code"] = found[0]["cell_code"] if found else None
     return {
         "since": since,
         "since_epoch": start,
