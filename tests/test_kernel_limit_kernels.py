@@ -1,0 +1,180 @@
+"""Each sentinel kernel in a memory group of its own, with real kernels: made, moved live, removed, isolated.
+
+Every kernel's supervisor runs in a <= 1 GiB group the test made (the harness's, or ``memory_cgroup``'s);
+the kernel's own group is a child of it. Killer cells run only there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+from conftest import GiB, MiB
+
+from kernel_sentinel.autopsy.kernel_group import own_group
+from kernel_sentinel.confine import confined_command
+from kernel_sentinel.kernelspec import kernelspec_dict
+
+GUARD = "__import__('kernel_sentinel.guard', fromlist=['x']).get_guard()"
+RUNAWAY = "x = []\nwhile True:\n    x.append(bytearray(b'x') * (8 << 20))"
+
+
+def sentinel_spec(limit: str = "300M", parent: str | None = None) -> dict:
+    """The kernelspec ``kernel-sentinel install --memory-limit LIMIT`` writes (its supervisor in ``parent``)."""
+    spec = kernelspec_dict(memory_limit=limit)
+    if parent is not None:
+        spec["argv"] = confined_command(spec["argv"], cgroup=SimpleNamespace(directory=parent))
+    return spec
+
+
+def gone(path: str, wait: float = 30.0) -> bool:
+    """Return True once ``path`` no longer exists (the supervisor removes it after the kernel ended)."""
+    deadline = time.monotonic() + wait
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not os.path.exists(path)
+
+
+def ours(res) -> list[str]:
+    """Return the lines ``%sentinel budget`` printed (other parts may add their own notes after a cell)."""
+    return [line for line in res.stdout.splitlines() if line.startswith(("%sentinel budget", "Budget:"))]
+
+
+def test_each_kernel_runs_in_its_own_group_which_goes_away_with_it(kernel) -> None:
+    k = kernel(limit_bytes=GiB, kernelspec=sentinel_spec("300M"))
+    group = own_group(k.kernel_pid)
+    assert group is not None, "the kernel is not in a group of its own"
+    assert os.path.dirname(group.directory) == k.cgroup.directory  # a child of the supervisor's group
+    assert group.limit_bytes() == 300 * MiB
+    assert k.kernel_pid in group.pids() and k.pid not in group.pids()  # the supervisor stays outside
+    assert k.value(f"{GUARD}.budget_bytes") == 300 * MiB  # the guard's budget is the group's limit
+
+    res = k.run("%sentinel budget")
+    assert res.stdout.startswith("Budget: 300 MiB, set by this kernel's own memory group (cgroup v1 .../ks-kernel-"), res.text()
+    res = k.run("%sentinel")
+    assert "Memory group: this kernel's own (cgroup v1 " in res.stdout and "limit 300 MiB" in res.stdout, res.text()
+    cli = subprocess.run(
+        [sys.executable, "-m", "kernel_sentinel", "budget", "--pid", str(k.kernel_pid)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert "this kernel's own memory group" in cli.stdout and group.name in cli.stdout, cli.stdout
+
+    k.km.shutdown_kernel(now=False)  # what a frontend's "Shut down kernel" sends
+    assert gone(group.directory), f"{group.directory} outlived its kernel"
+
+
+def test_a_sigkilled_supervisors_group_is_removed_by_its_witness(kernel) -> None:
+    k = kernel(limit_bytes=GiB, kernelspec=sentinel_spec("300M"))
+    group = own_group(k.kernel_pid)
+    assert group is not None
+    k.signal(signal.SIGKILL, to_launcher=True)  # the supervisor alone; the kernel follows (PDEATHSIG)
+    assert k.wait_for_death() is not None
+    assert gone(group.directory), f"{group.directory} outlived its SIGKILLed supervisor"
+
+
+def test_leftover_of_a_killed_process_group_is_swept_by_kernel_sentinel_budget(kernel) -> None:
+    k = kernel(limit_bytes=GiB, kernelspec=sentinel_spec("300M"))
+    group = own_group(k.kernel_pid)
+    assert group is not None
+    os.killpg(k.pid, signal.SIGKILL)  # supervisor, witness and kernel at once: nobody left to remove it
+    assert k.wait_for_death() is not None
+    deadline = time.monotonic() + 30
+    while group.pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.path.isdir(group.directory) and not group.pids()  # the leftover the next start must sweep
+    cli = subprocess.run([sys.executable, "-m", "kernel_sentinel", "budget"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert not os.path.exists(group.directory), "kernel-sentinel budget did not sweep the leftover group"
+
+
+def test_sentinel_budget_moves_the_group_live_and_the_guard_follows(kernel) -> None:
+    k = kernel(limit_bytes=GiB, kernelspec=sentinel_spec("300M"))
+    group = own_group(k.kernel_pid)
+    assert group is not None
+    res = k.run("import numpy as np\na = np.ones(400 * 1024 * 1024 // 8)")
+    assert res.ename == "MemoryBudgetError", res.text()
+    hint = "`%sentinel budget 768M` gives this kernel 468 MiB more; the machine has "
+    assert hint in res.text() + res.html().replace("<code>", "`").replace("</code>", "`"), res.text()
+
+    res = k.run("%sentinel budget 768M")
+    assert res.stdout.startswith("Budget: 768 MiB (768M), set by this kernel's own memory group"), res.text()
+    assert group.limit_bytes() == 768 * MiB
+    assert k.value(f"{GUARD}.budget_bytes") == 768 * MiB
+    res = k.run("a = np.ones(400 * 1024 * 1024 // 8); int(a.sum())")
+    assert res.ok, res.text()
+
+    res = k.run("%sentinel budget 200M")  # below the 400 MiB the kernel holds: refused, nothing changes
+    assert res.ok and ours(res) == [res.stdout.splitlines()[0]] and "already holds" in res.stdout, res.text()
+    assert group.limit_bytes() == 768 * MiB and k.value(f"{GUARD}.budget_bytes") == 768 * MiB
+    res = k.run("%sentinel budget 2G")  # more than the 1 GiB parent has: refused
+    assert res.ok and len(ours(res)) == 1 and "free above this kernel" in res.stdout, res.text()
+    assert group.limit_bytes() == 768 * MiB
+
+    k.run("del a")
+    res = k.run("%sentinel budget 250M")
+    assert res.stdout.startswith("Budget: 250 MiB"), res.text()
+    assert group.limit_bytes() == 250 * MiB and k.value(f"{GUARD}.budget_bytes") == 250 * MiB
+    res = k.run("%sentinel budget reset")
+    assert group.limit_bytes() == 300 * MiB and k.value(f"{GUARD}.budget_bytes") == 300 * MiB, res.text()
+
+    group.set_limit(350 * MiB)  # moved from outside the kernel: the guard's next full re-read follows it
+    deadline = time.monotonic() + 30
+    while k.value(f"{GUARD}.budget_bytes") != 350 * MiB and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert k.value(f"{GUARD}.budget_bytes") == 350 * MiB
+    assert group.oom_kills() == 0 and k.alive
+
+
+def test_one_kernels_runaway_stops_at_its_own_limit_and_nobody_else_loses_anything(kernel, memory_cgroup) -> None:
+    parent = memory_cgroup(GiB)
+    if parent.version != 1:
+        pytest.skip("needs a cgroup v1 memory controller")
+    # A server-like process in the same parent group: holds 100 MiB, and takes 100 MiB more when asked.
+    server = subprocess.Popen(
+        confined_command(
+            [sys.executable, "-c",
+             "import sys\nheld = [bytearray(b's') * (100 << 20)]\nprint('ready', flush=True)\n"
+             "for line in sys.stdin:\n    held.append(bytearray(b's') * (100 << 20))\n"
+             "    print(sum(len(b) for b in held), flush=True)"],
+            cgroup=parent,
+        ),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        calm = kernel(kernelspec=sentinel_spec("400M", parent.directory))  # each kernel its own limit
+        wild = kernel(kernelspec=sentinel_spec("300M", parent.directory))
+        calm_group, wild_group = own_group(calm.kernel_pid), own_group(wild.kernel_pid)
+        assert calm_group and wild_group and calm_group.directory != wild_group.directory
+        assert os.path.dirname(calm_group.directory) == os.path.dirname(wild_group.directory) == parent.directory
+        res = calm.run("import numpy as np\nkeep = np.full(100 * 1024 * 1024 // 8, 7.0)")
+        assert res.ok, (res.text(), calm.value(f"repr({GUARD}.status()['last_failure'])"))
+
+        res = wild.run(RUNAWAY)
+        stopped_in_its_group = res.status == "died" and wild_group.oom_kills() > 0
+        assert res.ename == "MemoryBudgetError" or stopped_in_its_group, res.text()
+
+        # The other kernel and the server lost nothing and are refused nothing.
+        assert calm.alive and calm.value("float(keep.sum()) == 7.0 * keep.size")
+        res = calm.run("more = np.ones(50 * 1024 * 1024 // 8); int(more.sum())")
+        assert res.ok, (res.text(), calm.value(f"repr({GUARD}.status()['last_failure'])"))
+        assert calm_group.oom_kills() == 0
+        server.stdin.write("more\n")
+        server.stdin.flush()
+        assert server.stdout.readline().strip() == str(200 << 20)
+        assert server.poll() is None and parent.oom_kills() == 0
+    finally:
+        server.stdin.close()
+        server.wait(timeout=30)
+
+
+def test_control_the_runaway_cell_kills_a_stock_kernel_in_the_same_size_of_group(kernel) -> None:
+    stock = kernel(limit_bytes=300 * MiB)
+    res = stock.run(RUNAWAY)
+    assert res.status == "died" and stock.oom_kills() > 0, res.text()
