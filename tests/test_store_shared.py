@@ -197,3 +197,18 @@ def test_a_bad_database_url_is_one_line(tmp_path, monkeypatch):
     _use(monkeypatch, "mysql://somewhere/db")
     with pytest.raises(StoreError, match="must be a postgresql:// URL"):
         Store(tmp_path / "store.db")
+
+
+def test_a_hub_derives_each_users_url(postgres, tmp_path, monkeypatch):
+    roles.setup(postgres.admin_url)
+    url = roles.user_url(postgres.admin_url, "dora", "hub-secret")
+    assert "dora:" in url and roles.user_password("hub-secret", "dora") in url and "ks_admin" not in url
+    assert roles.user_url(postgres.admin_url, "dora", "hub-secret") == url  # again: same role, same password
+    _use(monkeypatch, url)
+    with Store(tmp_path / "store.db") as store:
+        store.add_death(_report("dora-1", 3, user="dora"), {"pid": 3})
+    assert forward(tmp_path / "store.db").sent == 1
+    with SharedStore(url) as shared:
+        assert [r["kernel_id"] for r in shared.rows("SELECT kernel_id FROM deaths")] == ["dora-1"]
+    with pytest.raises(StoreError, match="not a user name"):
+        roles.user_url(postgres.admin_url, "x'; DROP TABLE deaths; --", "s")

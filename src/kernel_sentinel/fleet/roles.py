@@ -38,3 +38,25 @@ def add_user(admin_url: str, username: str, password: str) -> None:
             conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(USERS_ROLE), role))
     except psycopg.Error as exc:
         raise StoreError(f"cannot create the role of {username} at {redact(admin_url)}: {str(exc).splitlines()[0]}") from exc
+
+
+def user_password(secret: str, username: str) -> str:
+    """Return hub user ``username``'s database password, derived from one hub-side secret (HMAC-SHA256), so
+    the hub can hand each server its own credentials without storing a password per user."""
+    import hashlib
+    import hmac
+
+    return hmac.new(secret.encode(), username.encode(), hashlib.sha256).hexdigest()
+
+
+def user_url(admin_url: str, username: str, secret: str) -> str:
+    """Make sure ``username`` has its role, and return the URL its server writes with (the admin's URL with
+    that user and its derived password): what a hub's ``pre_spawn_hook`` puts in the server's environment."""
+    import urllib.parse
+
+    password = user_password(secret, username)
+    add_user(admin_url, username, password)
+    parts = urllib.parse.urlsplit(admin_url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{urllib.parse.quote(username, safe='')}:{password}@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
