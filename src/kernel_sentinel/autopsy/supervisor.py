@@ -31,6 +31,7 @@ from .flight import record_paths
 from .gather import discard_flight, finish, gather_disk, gather_flight, gather_kernel_log
 
 PR_SET_PDEATHSIG = 1
+GROUP_LIMIT_ENV = "KERNEL_SENTINEL_GROUP_LIMIT"  # kernel_group.ENV_LIMIT, not imported before the fork
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HANDLED = (signal.SIGINT, *FORWARDED)
 
@@ -77,11 +78,16 @@ class Supervisor:
     # -- running -----------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Start the kernel, wait for it, record its death, and exit as it did. Never returns."""
-        self._quietly(self._sweep_previous)
-        self._quietly(self._make_group)
-        self._quietly(self._find_cgroup)
-        oom_before = oom_kill_counter(*self._cgroup[:2]) if self._cgroup else None
+        """Start the kernel, wait for it, record its death, and exit as it did. Never returns.
+
+        The kernel is forked first: everything else (finding the memory group, sweeping what earlier
+        kernels left, preloading the autopsy) runs while it starts, so a sentinel kernel is ready as soon as
+        a stock one. Only the kernel's own memory group, when the kernelspec asks for one, comes before: the
+        child enters it before exec.
+        """
+        own_group = bool((os.environ.get(GROUP_LIMIT_ENV) or "").strip())
+        if own_group:
+            self._quietly(self._make_group)
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         for sig in HANDLED:
             signal.signal(sig, self._on_signal)
@@ -109,14 +115,21 @@ class Supervisor:
             finally:
                 os._exit(127)
         self.child = pid
+        # While the kernel starts. The OOM-kill counter is read before the kernel can have allocated much:
+        # its interpreter is still starting (a kill before this read would be seen in the kernel log).
+        self._quietly(self._find_cgroup)
+        oom_before = oom_kill_counter(*self._cgroup[:2]) if self._cgroup else None
         from .kmsg import KmsgCursor, boot_usec_of
 
         child_start = boot_usec_of(pid)
         self._kmsg = KmsgCursor()
-        self._quietly(_preload)
         witness = self._start_witness(pid, oom_before, child_start, old_mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        self._quietly(_preload)
         self._quietly(self._register)
+        if not own_group:
+            self._quietly(self._make_group)  # no group asked for: this only sweeps groups dead kernels left
+        self._quietly(self._sweep_previous)
         while True:
             try:
                 _, status, usage = os.wait4(pid, 0)

@@ -362,7 +362,34 @@ class Checkpointer:
     # -- hooks (main thread) -----------------------------------------------------------------------
 
     def pre_run_cell(self, info: Any = None) -> None:
-        """Before a cell: from now on the namespace may change, so no checkpoint starts until it ends."""
+        """Before a cell: from now on the namespace may change, so no checkpoint starts until it ends.
+
+        Never raises (IPython would print a second traceback into the cell): a failure here, e.g. no
+        memory left, is noted in status and checkpoints carry on at the next cell.
+        """
+        try:
+            self._pre_run_cell()
+        except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt included: the cell is the user's
+            self._hook_failed("pre_run_cell", exc)
+
+    def post_run_cell(self, result: Any = None) -> None:
+        """After a cell: note which names it bound and that the namespace changed; the scheduler saves it later.
+
+        Never raises, and prints nothing but the restore offer after a death.
+        """
+        try:
+            self._post_run_cell(result)
+        except BaseException as exc:  # noqa: BLE001
+            self._hook_failed("post_run_cell", exc)
+
+    def _hook_failed(self, hook: str, exc: BaseException) -> None:
+        try:
+            self._in_cell = hook == "pre_run_cell"
+            self._event(f"{hook} failed ({type(exc).__name__}: {exc}); the next cell tries again")
+        except BaseException:  # noqa: BLE001 - not even this may reach the cell
+            pass
+
+    def _pre_run_cell(self) -> None:
         with self._lock:  # a fork in progress finishes first (the lock is held only around fork())
             self._in_cell = True
             self._thread.cancel()  # a thread writer reads live objects: it gives up, the next idle moment retries
@@ -393,8 +420,7 @@ class Checkpointer:
                         f"too little for the copies its writes could cause ({format_bytes(self._fork_exposure)})",
                         dedupe="checkpoint given up")
 
-    def post_run_cell(self, result: Any = None) -> None:
-        """After a cell: note which names it bound and that the namespace changed; the scheduler saves it later."""
+    def _post_run_cell(self, result: Any) -> None:
         info = getattr(result, "info", None)
         code = getattr(info, "raw_cell", "") or ""
         count = getattr(result, "execution_count", None)

@@ -35,10 +35,16 @@ except ImportError:  # pragma: no cover - xxhash is a dependency; keep working w
 
     HASH_NAME = "blake2b_128"
 
-try:  # pickles lambdas, closures and functions/classes defined in the notebook by value
-    import cloudpickle as _cloudpickle
-except ImportError:  # pragma: no cover - optional
-    _cloudpickle = None
+
+
+def _cloudpickle() -> Any:
+    """Return the cloudpickle module (a dependency): it pickles lambdas, closures and notebook-defined code by value.
+
+    Imported on first need, in the writer, not when the kernel starts: most namespaces pickle without it.
+    """
+    import cloudpickle
+
+    return cloudpickle
 
 OUT_OF_BAND_MIN = 64 * 1024  # smaller buffers stay in-band: thousands of tiny blob files cost more than they save
 
@@ -202,7 +208,7 @@ def _parts(method: str, sink: _Sink, buffers: list[memoryview], used: set[str]) 
 def serialize(obj: Any, spill_dir: str | None = None, refs: dict[int, str] | None = None, cancelled: Any = None) -> Parts:
     """Return ``obj`` as ``Parts``; raise ``Unpicklable`` with a one-line reason when it cannot be saved.
 
-    Plain pickle first (fastest); cloudpickle, when installed, for what plain pickle refuses (lambdas,
+    Plain pickle first (fastest); cloudpickle for what plain pickle refuses (lambdas,
     local functions) and for anything that refers to ``__main__``: a function or class defined in the
     notebook pickles by reference, which a fresh kernel could not resolve. The pickle streams through a
     hash into memory, or into a temp file under ``spill_dir`` once it passes 8 MiB: pickling a big
@@ -222,11 +228,14 @@ def serialize(obj: Any, spill_dir: str | None = None, refs: dict[int, str] | Non
         first_error = "refers to objects defined in the notebook (__main__)"
     except Exception as exc:  # pickle raises PicklingError, TypeError, AttributeError, ...
         first_error = _one_line(exc)
-    if _cloudpickle is None:
-        raise Unpicklable(f"{first_error} (install cloudpickle to save functions and lambdas)")
+    try:
+        cloudpickle = _cloudpickle()
+    except ImportError:
+        raise Unpicklable(f"{first_error} (cloudpickle, which saves functions and lambdas, is missing: "
+                          "reinstall kernel-sentinel)") from None
     try:
         used = set()
-        sink, buffers = _dump(_cloudpickle.Pickler, obj, spill_dir, refs, used, cancelled)
+        sink, buffers = _dump(cloudpickle.Pickler, obj, spill_dir, refs, used, cancelled)
         return _parts("cloudpickle", sink, buffers, used)
     except Exception as exc:
         raise Unpicklable(_one_line(exc)) from None
@@ -237,8 +246,11 @@ def deserialize(method: str, inband: bytes, buffers: list[Any], resolve: Any = N
 
     cloudpickle's output loads with plain pickle (cloudpickle must be importable for what it pickled).
     """
-    if method == "cloudpickle" and _cloudpickle is None:
-        raise Unpicklable("this object was saved with cloudpickle, which is not installed here")
+    if method == "cloudpickle":
+        try:
+            _cloudpickle()  # its pickles name its own functions
+        except ImportError:
+            raise Unpicklable("this object was saved with cloudpickle, which is not installed here") from None
     unpickler = pickle.Unpickler(io.BytesIO(inband), buffers=buffers)
     if resolve is not None:
         unpickler.persistent_load = lambda pid: resolve(pid[1])
