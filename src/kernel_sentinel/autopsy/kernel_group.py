@@ -341,9 +341,14 @@ class KernelLimit:
         except OSError as exc:
             os.write(2, f"kernel-sentinel: the kernel could not enter its memory group: {exc}\n".encode())
 
-    def cgroup(self) -> tuple[str, int, str] | None:
-        """Return (directory, version, path) of the group, for the OOM-kill counter (v1's is not hierarchical)."""
+    def cgroup(self, pid: int | None = None) -> tuple[str, int, str] | None:
+        """Return (directory, version, path) of the group, for the OOM-kill counter (v1's is not hierarchical).
+
+        ``pid``, the kernel: a scope's directory is known once systemd-run has put it there.
+        """
         g = self.group
+        if g is not None and g.directory is None and pid:
+            g.locate(pid)
         return (g.directory, g.version, g.path or g.directory) if g is not None and g.directory else None
 
     def finish(self, home: Path) -> None:

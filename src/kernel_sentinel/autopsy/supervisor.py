@@ -241,7 +241,7 @@ class Supervisor:
         location, _ = locate_cgroup()
         if location is not None:
             self._cgroup = (location.leaf.directory, location.version, location.path)
-        if self._limit and self._limit.cgroup():
+        if self._limit and self._limit.cgroup(self.child):
             self._cgroup = self._limit.cgroup()  # the kernel's own group: v1's OOM-kill counter is per group
 
     def _make_group(self) -> None:
