@@ -232,3 +232,12 @@ def test_cgroup_v2_without_delegation_falls_back_to_a_systemd_scope_or_the_guard
     argv = scope.command(["python", "-m", "ipykernel_launcher"])
     assert argv[:4] == ["systemd-run", "--user", "--scope", "--quiet"] and f"MemoryMax={300 * MiB}" in argv
     assert argv[-3:] == ["python", "-m", "ipykernel_launcher"] and scope.env["KERNEL_SENTINEL_KERNEL_GROUP"].startswith(f"systemd scope|{300 * MiB}|ks-kernel-")
+
+
+def test_a_kernel_that_cannot_enter_its_group_gets_the_guards_budget_in_bytes(parent, tmp_path: Path) -> None:
+    started = start_for_kernel("k", tmp_path, {"KERNEL_SENTINEL_GROUP_LIMIT": "300M"}, plan=plan_group(parent.pid))
+    env = dict(started.env)
+    assert env["KERNEL_SENTINEL_MEMORY_LIMIT"] == "100%"  # in its group: the guard follows the group's limit
+    assert started.group.remove() and not os.path.exists(started.group.directory)  # gone before the kernel entered
+    started.enter(env)
+    assert env["KERNEL_SENTINEL_MEMORY_LIMIT"] == str(300 * MiB) and env["KERNEL_SENTINEL_KERNEL_GROUP"].startswith("none|")

@@ -332,14 +332,21 @@ class KernelLimit:
         """Return the kernel's command line (prefixed by ``systemd-run`` for a scope)."""
         return self.group.command(argv, self.limit_bytes or 0) if self.group else argv
 
-    def enter(self) -> None:
-        """Move the calling process (the forked kernel, before exec) into the group; never raises."""
+    def enter(self, env: dict[str, str] | None = None) -> None:
+        """Move the calling process (the forked kernel, before exec) into the group; never raises.
+
+        When it cannot, the kernel's ``env`` goes back to the guard's budget alone, in bytes (a "100%" of
+        the parent's limit would not be the limit asked for).
+        """
         if self.group is None:
             return
         try:
             self.group.enter()
         except OSError as exc:
             os.write(2, f"kernel-sentinel: the kernel could not enter its memory group: {exc}\n".encode())
+            if env is not None:
+                env["KERNEL_SENTINEL_MEMORY_LIMIT"] = str(self.limit_bytes)
+                env[ENV_GROUP] = f"none|{self.limit_bytes}|could not enter {self.group.directory}: {exc}"
 
     def cgroup(self, pid: int | None = None) -> tuple[str, int, str] | None:
         """Return (directory, version, path) of the group, for the OOM-kill counter (v1's is not hierarchical).

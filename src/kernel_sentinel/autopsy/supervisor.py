@@ -110,7 +110,7 @@ class Supervisor:
                     os._exit(1)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
                 if self._limit:
-                    self._limit.enter()
+                    self._limit.enter(env)
                 os.execvpe(command[0], command, env)
             finally:
                 os._exit(127)
