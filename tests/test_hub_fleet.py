@@ -28,6 +28,7 @@ from fleet_support import postgres, wait_for  # noqa: F401 - the fixture
 
 from kernel_sentinel.confine import ConfineError, MemoryCgroup
 from kernel_sentinel.fleet import roles
+from kernel_sentinel.memory import locate_cgroup
 from kernel_sentinel.store import SharedStore
 
 pytestmark = pytest.mark.cgroup
@@ -238,6 +239,9 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
         hub.start_server("bob")
         alice = f"{hub.base}/user/alice"
         # the server runs in its own 512 MiB memory group, and the default python3 is the sentinel kernel
+        groups = _user_groups("alice")
+        assert len(groups) == 1 and groups[0].limit_bytes() == 512 * 2**20
+        assert any(b"jupyterhub-singleuser" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in groups[0].pids())
         spec = hub.api("GET", "/user/alice/api/kernelspecs").json()
         assert spec["default"] == "python3"
         assert "kernel_sentinel.launch" in " ".join(spec["kernelspecs"]["python3"]["spec"]["argv"])
@@ -296,10 +300,22 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
         found = wait_for(deaths_in_prometheus, timeout=90, step=1)
         assert found, (tmp_path / "prometheus.log").read_text()[-3000:]
         assert found[0]["metric"]["cause"] == "segfault"
-        targets = requests.get(f"http://127.0.0.1:{prom_port}/api/v1/targets", timeout=10).json()
-        assert {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]} == {"alice": "up", "bob": "up"}
+        def health():
+            targets = requests.get(f"http://127.0.0.1:{prom_port}/api/v1/targets", timeout=10).json()
+            return {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]}
+
+        assert wait_for(lambda: health() == {"alice": "up", "bob": "up"}, timeout=60), health()
     finally:
         if prometheus is not None:
             prometheus.terminate()
             prometheus.wait(30)
         hub.close()
+    assert _user_groups("alice") == [] and _user_groups("bob") == []  # removed with the servers
+
+
+def _user_groups(user: str) -> list[MemoryCgroup]:
+    """Return the memory groups the spawner made for ``user``'s server (children of this process's group)."""
+    location, _ = locate_cgroup()
+    parent = location.leaf
+    return [MemoryCgroup(os.path.join(parent.directory, name), location.version, f"{parent.path}/{name}")
+            for name in sorted(os.listdir(parent.directory)) if name.startswith(f"hub-{user}-")]
