@@ -33,6 +33,7 @@ SNAPSHOT_EVERY = 8  # ticks: limits and cgroup details every 2 s; RSS and headro
 KEEP_SAMPLES = 40  # ten seconds of history
 DEEP = 200  # frames: recursion deeper than this is reported
 WALK_LIMIT = 20000  # frames walked per tick at most: a runaway recursion must not stall the sampler
+PENDING_WAIT_SECONDS = 2.0  # the first cell waits at most this for the look for a previous death
 
 _recorder: Recorder | None = None
 
@@ -77,6 +78,7 @@ class Recorder:
         self._ec_offset: int | None = None  # IPython 9 counts the cell before pre_run_cell, older ones after
         self._pending: dict[str, Any] | None = None
         self._looked_for_pending = False
+        self._pending_looked = threading.Event()  # set once the sampler thread has looked for a previous death
         self._orig_shutdown: Any = None
         self._samples: list[list[Any]] = []
         self._reader: Any = None
@@ -89,7 +91,12 @@ class Recorder:
     # -- life cycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.writer.write("meta", self._meta())
+        """Write who this kernel is, hook the cells and the shutdown, start the sampler; cheap (kernel start waits).
+
+        What is slower to find (the memory group, a previous death to explain) the sampler thread looks up
+        first thing, while the kernel answers its first requests.
+        """
+        self.writer.write("meta", self._meta(with_cgroup=False))
         self.writer.write("state", {"state": "running", "t": time.time()})
         self._fault_file = open(self.fault_path, "w")  # noqa: SIM115 - must stay open for faulthandler
         faulthandler.enable(file=self._fault_file, all_threads=True)
@@ -102,7 +109,6 @@ class Recorder:
             os.register_at_fork(after_in_child=self._after_fork_in_child)
         self._thread = threading.Thread(target=self._sample_loop, name="kernel-sentinel-recorder", daemon=True)
         self._thread.start()
-        self._find_pending()
 
     def stop(self) -> None:
         self._stop.set()
@@ -132,16 +138,17 @@ class Recorder:
             self._thread.join(timeout=1.0)
         self.writer.close()
 
-    def _meta(self) -> dict[str, Any]:
-        cgroup_path = None
-        try:
-            from ..memory import locate_cgroup
+    def _meta(self, with_cgroup: bool = True) -> dict[str, Any]:
+        cgroup_path = cgroup_version = None
+        if with_cgroup:
+            try:
+                from ..memory import locate_cgroup
 
-            location, _ = locate_cgroup()
-            cgroup_path = location.path if location else None
-            cgroup_version = location.version if location else None
-        except Exception:
-            cgroup_version = None
+                location, _ = locate_cgroup()
+                cgroup_path = location.path if location else None
+                cgroup_version = location.version if location else None
+            except Exception:
+                pass
         return {
             "kernel_id": self.kernel_id,
             "pid": self.pid,
@@ -208,8 +215,10 @@ class Recorder:
             }
             self.writer.write("cell", self._cell)
             if not self._looked_for_pending:
-                self._find_pending()
-            if self._pending is not None:
+                # the first cell came before the sampler thread had looked: the explanation of the previous
+                # death belongs in this cell's output, so wait for the look (a store query), this once
+                self._pending_looked.wait(PENDING_WAIT_SECONDS)
+            if self._pending is not None:  # found by the sampler thread, shown here: in the cell's output
                 self._show_pending()
         except Exception:
             pass
@@ -233,7 +242,14 @@ class Recorder:
     # -- the previous death, shown once ------------------------------------------------------------
 
     def _find_pending(self) -> None:
-        self._looked_for_pending = True
+        """Look for this kernel's previous death not yet shown (the sampler thread does, once, at start)."""
+        try:
+            self._find_pending_now()
+        finally:
+            self._looked_for_pending = True
+            self._pending_looked.set()
+
+    def _find_pending_now(self) -> None:
         try:
             from ..store import Store, StoreError
 
@@ -274,6 +290,11 @@ class Recorder:
 
     def _sample_loop(self) -> None:
         tick = 0
+        try:  # first what start() left for later: the memory group in the meta, a previous death to show
+            self.writer.write("meta", self._meta())
+        except Exception:
+            pass
+        self._find_pending()
         try:
             from ..memory import MemoryReader
 
