@@ -120,6 +120,10 @@ def test_sentinel_budget_moves_the_group_live_and_the_guard_follows(kernel) -> N
     res = k.run("%sentinel budget 250M")
     assert res.stdout.startswith("Budget: 250 MiB"), res.text()
     assert group.limit_bytes() == 250 * MiB and k.value(f"{GUARD}.budget_bytes") == 250 * MiB
+    res = k.run("%sentinel budget 40%")  # a share of what the parent allows (the test's 1 GiB group)
+    assert group.limit_bytes() == int(0.4 * GiB) // 4096 * 4096, res.text()  # the kernel keeps whole pages
+    res = k.run("%sentinel budget lots")
+    assert len(ours(res)) == 1 and ours(res)[0].startswith("%sentinel budget: "), res.text()
     res = k.run("%sentinel budget reset")
     assert group.limit_bytes() == 300 * MiB and k.value(f"{GUARD}.budget_bytes") == 300 * MiB, res.text()
 
