@@ -25,16 +25,15 @@ KERNEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 
 
 def list_deaths(home: Path, kernel_id: str | None, limit: int) -> list[dict[str, Any]]:
-    """Return the stored deaths' why-reports, newest first ([] before any death was stored).
+    """Return the stored deaths' why-reports, newest first.
 
-    Raises ``StoreError`` (one line) when a store exists but cannot be read.
+    Opens the store as a writer would (creating and migrating it when missing): a store some kernel is
+    creating this very moment is then waited for, not read half-made. Raises ``StoreError`` (one line) when
+    it cannot be opened or read.
     """
     from ..store import STORE_NAME, Store
 
-    path = home / STORE_NAME
-    if not path.exists():
-        return []
-    with Store(path, create=False) as store:
+    with Store(home / STORE_NAME) as store:
         rows = store.deaths(SCAN_LIMIT if kernel_id else limit)
     out = []
     for row in rows:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -31,12 +32,13 @@ from tornado.ioloop import PeriodicCallback
 from ..memory import oom_kill_counter
 from . import metrics
 from .events import SCHEMA_ID, event_data
-from .status import KernelLook, is_sentinel, look
+from .status import KernelLook, dying, is_sentinel, look
 from .stock import DeathSeen, record_stock_death
 
 POLL_SECONDS = 0.5
 LOOK_SECONDS = 2.0
 OWN_REPORT_WAIT = 10.0  # how long a sentinel kernel's own record may take to reach the store
+OOM_READINGS = 2  # polls of the OOM-kill counter kept: the oldest is "before" (see Watched.oom_readings)
 MEMORY_ERROR = "MemoryBudgetError"
 _DELIM = b"<IDS|MSG>"
 
@@ -51,7 +53,10 @@ class Watched:
     pid: int | None = None  # the process jupyter_client started (the launcher for a sentinel kernel)
     started_at: float | None = None  # when this process was first seen (a little early, never late)
     last_look: KernelLook | None = None
-    oom_kills: int | None = None  # its memory cgroup's OOM-kill counter, last read while it ran
+    # Its memory cgroup's OOM-kill counter, the last polls' readings while it ran and was not dying, oldest
+    # first. The counter moves when the OOM killer picks the kernel, and the process takes a while longer to
+    # exit (longer still under memory pressure): a reading taken in between would hide the kill.
+    oom_readings: deque[int] = field(default_factory=lambda: deque(maxlen=OOM_READINGS))
     deaths: int = 0
     memory_errors: int = 0  # MemoryBudgetErrors seen on its iopub channel
     handled_pids: set[int] = field(default_factory=set)
@@ -144,8 +149,10 @@ class KernelWatch:
             self._new_process(w, km, proc.pid)
         returncode = proc.poll()  # waitpid(WNOHANG): never blocks
         if returncode is None:
-            if w.last_look is not None and w.last_look.cgroup is not None:
-                w.oom_kills = oom_kill_counter(*w.last_look.cgroup)
+            if w.last_look is not None and w.last_look.cgroup is not None and not dying(proc.pid):
+                count = oom_kill_counter(*w.last_look.cgroup)
+                if count is not None:
+                    w.oom_readings.append(count)
             return
         self._died(w, proc.pid, returncode)
 
@@ -153,7 +160,7 @@ class KernelWatch:
         w.pid = pid
         w.started_at = time.time() - POLL_SECONDS - 1.0
         w.last_look = None
-        w.oom_kills = None
+        w.oom_readings.clear()
         self._close_iopub(w)
         try:
             w.iopub = self.km.connect_iopub(w.kernel_id)
@@ -212,8 +219,9 @@ class KernelWatch:
         if seen.record is None:
             return  # the process was gone: keep the last reading, the evidence of its death
         w.last_look = seen
-        if w.oom_kills is None and seen.record.get("cgroup"):
-            w.oom_kills = seen.record["cgroup"].get("oom_kills")
+        count = (seen.record.get("cgroup") or {}).get("oom_kills")
+        if not w.oom_readings and count is not None:
+            w.oom_readings.append(count)
         if w.kernel_id in self.kernels:
             metrics.set_kernel(w.kernel_id, seen.memory.get("used_bytes"), seen.memory.get("budget_bytes"))
 
@@ -245,7 +253,7 @@ class KernelWatch:
             returncode=returncode,
             died_at=time.time(),
             started_at=w.started_at,
-            oom_kills_before=w.oom_kills,
+            oom_kills_before=w.oom_readings[0] if w.oom_readings else None,
             oom_kills_after=oom_kill_counter(*cgroup) if cgroup else None,
             memory=record,
             sentinel=w.sentinel,
