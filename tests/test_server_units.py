@@ -123,3 +123,23 @@ def test_the_schema_refuses_an_event_without_a_cause() -> None:
     logger.register_event_schema(event_schema())
     with pytest.raises(Exception, match="cause"):
         logger.emit(schema_id=SCHEMA_ID, data={"kernel_id": "k", "summary": "s", "remedy": "r"})
+
+
+def test_a_killed_process_is_dying_until_reaped_and_a_live_one_is_not() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from kernel_sentinel.server.status import dying
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not dying(proc.pid)
+        os.kill(proc.pid, signal.SIGSTOP)
+        assert not dying(proc.pid)  # stopped is not ending
+        os.kill(proc.pid, signal.SIGKILL)
+        assert dying(proc.pid)  # SIGKILL pending, exiting, or a zombie: never alive again
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not dying(proc.pid)  # gone: nothing to read
