@@ -37,3 +37,17 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         serverapp.log.info("kernel-sentinel: watching every kernel (REST at %sapi/kernel-sentinel/)", serverapp.base_url)
     except Exception as exc:  # the server must come up without us rather than not at all
         serverapp.log.error("kernel-sentinel: the server extension is off: %s", exc)
+    _start_forwarder(serverapp)
+
+
+def _start_forwarder(serverapp: Any) -> None:
+    """With a shared database configured, forward this server's outbox from here, pooled and retried (fleet)."""
+    try:
+        from ..fleet.forward import Forwarder
+
+        forwarder = Forwarder().start()  # does nothing without KERNEL_SENTINEL_DATABASE_URL
+        if forwarder.alive:
+            serverapp.web_app.settings["kernel_sentinel_forwarder"] = forwarder
+            serverapp.log.info("kernel-sentinel: forwarding records to the shared database")
+    except Exception as exc:  # each writer still starts a forwarder of its own: records only wait longer
+        serverapp.log.warning("kernel-sentinel: no forwarding thread in the server: %s", exc)
