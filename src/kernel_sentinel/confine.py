@@ -10,7 +10,6 @@ Run as ``python -m kernel_sentinel.confine (--cgroup DIR | --rlimit-data BYTES) 
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import resource
@@ -196,6 +195,8 @@ def confined_command(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    import argparse  # here: the supervisor imports this module before it forks the kernel
+
     parser = argparse.ArgumentParser(prog="python -m kernel_sentinel.confine")
     parser.add_argument("--cgroup", help="memory cgroup directory to enter")
     parser.add_argument("--rlimit-data", type=int, help="RLIMIT_DATA soft limit in bytes")

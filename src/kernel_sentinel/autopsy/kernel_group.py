@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from ..confine import ConfineError, MemoryCgroup
 from ..memory import locate_cgroup
@@ -44,9 +42,11 @@ class GroupError(RuntimeError):
     """A group could not be made or changed; the message is one line for the user."""
 
 
-@dataclass(frozen=True)
-class GroupPlan:
-    """Where a kernel's own group can be made: the mechanism and the parent folder, or why none can."""
+class GroupPlan(NamedTuple):
+    """Where a kernel's own group can be made: the mechanism and the parent folder, or why none can.
+
+    (A NamedTuple, not a dataclass: the supervisor imports this module before it forks the kernel.)
+    """
 
     mechanism: str  # "cgroup v1" | "cgroup v2" | "systemd scope" | "none"
     parent: str | None  # the parent group's directory (None for a scope: systemd places it)
@@ -116,6 +116,8 @@ def plan_group(pid: int | str = "self", proc: str = "/proc") -> GroupPlan:
 
 def systemd_user_available() -> bool:
     """Return True when ``systemd-run --user`` can reach a user manager (its private socket exists)."""
+    import shutil
+
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
     return shutil.which("systemd-run") is not None and os.path.exists(os.path.join(runtime, "systemd", "private"))
 
@@ -307,6 +309,8 @@ def move_limit(group: KernelGroup, requested: int, pid: int | str = "self") -> i
 
 def scope_set_limit(name: str, limit_bytes: int) -> None:
     """Move a systemd scope's limit through systemd (where its memory.max is not writable directly)."""
+    import subprocess
+
     try:
         subprocess.run(
             ["systemctl", "--user", "set-property", "--runtime", name, f"MemoryMax={limit_bytes}"],
@@ -319,14 +323,19 @@ def scope_set_limit(name: str, limit_bytes: int) -> None:
 # -- the supervisor's part ------------------------------------------------------------------------------
 
 
-@dataclass
 class KernelLimit:
-    """What the supervisor does about a per-kernel limit: the group (or None), the kernel's env, what to say."""
+    """What the supervisor does about a per-kernel limit: the group (or None), the kernel's env, what to say.
 
-    group: KernelGroup | None = None
-    limit_bytes: int | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    message: str | None = None  # one line for the log when the guard's budget alone holds the kernel
+    Made and used by the supervisor's main thread (and, after fork, by the kernel child and the witness).
+    """
+
+    def __init__(
+        self, limit_bytes: int | None = None, env: dict[str, str] | None = None, message: str | None = None
+    ) -> None:
+        self.group: KernelGroup | None = None
+        self.limit_bytes = limit_bytes
+        self.env: dict[str, str] = env or {}
+        self.message = message  # one line for the log when the guard's budget alone holds the kernel
 
     def command(self, argv: list[str]) -> list[str]:
         """Return the kernel's command line (prefixed by ``systemd-run`` for a scope)."""
