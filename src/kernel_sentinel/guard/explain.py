@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..sizes import format_bytes
+from .children import child_words
 from .namespace import HiddenRef, NamespaceReport, VariableSize
 
 _MiB = 1 << 20
@@ -163,6 +164,11 @@ def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, st
     own = library_remedy(ev.get("library"))
     if own is not None:
         return own
+    if isinstance(ev.get("child"), dict):
+        return "child", (
+            "Give the child less at once: process the data in chunks, or use fewer workers "
+            "(`Pool(processes=1)`, `n_jobs=1`): each worker holds its own copy of what it works on."
+        )
     budget = ev.get("budget_bytes") if isinstance(ev.get("budget_bytes"), int) else None
     requested = ev.get("requested_bytes") if isinstance(ev.get("requested_bytes"), int) else None
     available = _room(ev)
@@ -254,7 +260,14 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
     who = _cell_name(cell)
     budget_txt = format_bytes(budget) if budget is not None else "its"
 
-    if ev.get("thread"):
+    child = ev.get("child") if isinstance(ev.get("child"), dict) else None
+    if child:
+        headline = (
+            f"{child_words(child)[0].upper()}{child_words(child)[1:]} grew to about "
+            f"{format_bytes(child.get('rss_bytes'))} of the {budget_txt} memory budget while {who.lower() if who == 'This cell' else who} "
+            "waited for it; the cell was stopped (and with it the child) before the kernel could be killed."
+        )
+    elif ev.get("thread"):
         headline = (
             f"A thread of this kernel ({ev['thread']!r}) ran out of the {budget_txt} memory budget "
             f"(memory reached {format_bytes(_peak(ev))}); it stopped with MemoryError, and so did {who.lower() if who == 'This cell' else who}."

@@ -50,7 +50,7 @@ from typing import Any
 
 from ..errors import MemoryBudgetError
 from ..sizes import format_bytes
-from . import prerun
+from . import children, prerun
 from .config import SentinelGuard, resolve_settings
 from .core import Guard, get_guard
 from .watchdog import GuardInterrupt, SigintRouter
@@ -83,6 +83,7 @@ def load(ip: Any) -> Guard | None:
     router.protected.add(_custom_exc.__code__)
 
     before = PreRun(ip, guard)
+    children_watch = ChildrenWatch()
 
     def pre_run_cell(info: Any = None) -> None:
         if not guard.enabled or threading.current_thread() is not threading.main_thread():
@@ -94,9 +95,11 @@ def load(ip: Any) -> Guard | None:
             ip.set_custom_exc(_custom_exceptions(), _custom_exc)  # duckdb's OOM error is no MemoryError
         guard.cell_started(getattr(ip, "execution_count", None), raw)
         before.check(raw)
+        children_watch.start()
 
     def post_run_cell(result: Any = None) -> None:
         before.done()
+        children_watch.finish(guard)
         _run_left(_AFTER_CELL)
         if guard.cell_running:
             guard.cell_finished()
@@ -196,6 +199,9 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         evidence = guard.begin_failure("watchdog" if from_guard else "fence", value)
         if library is not None:
             evidence["library"] = library
+        child = _child_that_grew(evidence)
+        if child is not None:
+            evidence["child"] = child
         line = _cell_line(shell, tb)
         if line is not None:
             evidence["line"] = line[0]
@@ -370,6 +376,100 @@ def _show_refusal(shell: Any, err: MemoryBudgetError) -> None:
         pass
 
 
+# -- children (issue 10, item 7): the process that ate the memory is named -----------------------------
+
+CHILD_SHARE = 0.25  # a child holding this share of the memory in use is named as the one that grew
+
+
+def _child_that_grew(ev: dict[str, Any]) -> dict[str, Any] | None:
+    """Return the child process that held the memory when the cell was stopped, or None when the kernel did.
+
+    A child counts when it held at least a quarter of what was in use (its peak from the watchdog's scans,
+    or, when it was the only child seen, the memory in use outside the kernel process).
+    """
+    try:
+        child = children.child_report()
+    except Exception:
+        return None
+    if not child:
+        return None
+    used = ev.get("usage_at_interrupt_bytes") or ev.get("usage_bytes") or 0
+    outside = max(0, int(used) - int(ev.get("rss_bytes") or used))
+    size = max(int(child.get("peak_bytes") or 0), outside)
+    if not used or size < max(64 << 20, CHILD_SHARE * used):
+        return None
+    named = {"pid": child["pid"], "command": child["command"], "rss_bytes": size, "alive": child.get("alive")}
+    if child.get("pids"):
+        named["pids"] = child["pids"]
+    return named
+
+
+class ChildrenWatch:
+    """Per cell (main thread): tells the user when a child of the cell was stopped or OOM-killed for memory.
+
+    A guard interrupt that reaches a shell command (``!cmd``) is passed on to the command by IPython and
+    never becomes the cell's error; an OOM kill that picks a volunteering child leaves the kernel alive.
+    In both cases the cell ends without a word from us unless we say one line here.
+    """
+
+    def __init__(self) -> None:
+        self._oom_file: tuple[str, int] | None | bool = False  # False: not looked up yet
+        self._oom_before: int | None = None
+
+    def _oom_kills(self) -> int | None:
+        if self._oom_file is False:
+            try:
+                from ..memory import locate_cgroup
+
+                location, _ = locate_cgroup()
+                self._oom_file = (location.directory, location.version) if location else None
+            except Exception:
+                self._oom_file = None
+        if not self._oom_file:
+            return None
+        from ..memory import oom_kill_counter
+
+        return oom_kill_counter(*self._oom_file)  # type: ignore[misc]
+
+    def start(self) -> None:
+        children.forget_seen()  # a child of an earlier cell is not this cell's (a live one is read again)
+        try:
+            self._oom_before = self._oom_kills()
+        except Exception:
+            self._oom_before = None
+
+    def finish(self, guard: Guard) -> None:
+        try:
+            line = self._line(guard)
+        except Exception:
+            line = None
+        if line:
+            _say(line)
+
+    def _line(self, guard: Guard) -> str | None:
+        pending = getattr(guard, "_pending", None)  # the watchdog's evidence of an interrupt nobody raised
+        after = self._oom_kills() if self._oom_before is not None else None
+        killed = after is not None and self._oom_before is not None and after > self._oom_before
+        if not pending and not killed:
+            return None
+        ev = dict(pending or {})
+        child = _child_that_grew(ev) if pending else None
+        if child is None and killed:
+            found = children.child_report()
+            child = dict(found) if found else None
+            if child is not None:
+                child["rss_bytes"] = child.get("peak_bytes")
+        who = (f"{children.child_words(child)}, about {format_bytes(child['rss_bytes'])}"
+               if child else "a child process of this cell")
+        budget = f"the {format_bytes(ev.get('budget_bytes'))} budget" if ev.get("budget_bytes") else "the memory budget"
+        if killed:
+            return (f"kernel-sentinel: the OOM killer ended {who}: it ran out of {budget}. "
+                    "The kernel and its variables are intact; give the command less data at once, or fewer workers.")
+        used = format_bytes(ev.get("usage_at_interrupt_bytes") or ev.get("usage_bytes"))
+        return (f"kernel-sentinel: memory reached {used} of {budget}, so the cell was interrupted; it stopped {who}. "
+                "The kernel and its variables are intact; give the command less data at once.")
+
+
 def note_flight(kind: str, data: dict[str, Any]) -> None:
     """Leave evidence in the flight record's ``guard`` region: a refusal or a risky native call, near a death.
 
@@ -409,7 +509,9 @@ def library_oom(value: BaseException) -> str | None:
     """
     kind = type(value)
     if kind.__name__ == "OutOfMemoryException" and kind.__module__.lstrip("_").startswith("duckdb"):
-        return "duckdb"
+        # "(bad allocation)": malloc refused, i.e. the fence. Without it duckdb hit its own memory_limit:
+        # duckdb's error, explained by duckdb, is left to IPython.
+        return "duckdb" if "bad allocation" in str(value) else None
     if isinstance(value, MemoryError):
         module = kind.__module__.lstrip("_").split(".")[0]
         return module if module in ("pyarrow", "polars") else None
