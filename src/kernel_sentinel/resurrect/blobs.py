@@ -107,7 +107,7 @@ class BlobStore:
         if self.has_blob(bid):
             return 0
         path = self.blob_path(bid)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_dirs(path.parent)
         if isinstance(data, Path):
             fd = os.open(data, os.O_RDONLY)
             try:
@@ -179,7 +179,7 @@ class BlobStore:
     def write_manifest(self, kernel_id: str, seq: int, manifest: dict[str, Any]) -> Path:
         """Write a manifest atomically (temp file, fsync, rename, fsync of the folder); return its path."""
         kdir = self.kernel_dir(kernel_id)
-        kdir.mkdir(parents=True, exist_ok=True)
+        _private_dirs(kdir)
         path = kdir / f"manifest-{seq:08d}.json"
         _atomic_write(path, json.dumps(manifest, indent=1).encode())
         return path
@@ -300,6 +300,18 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
+
+
+def _private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents as 0700 (mkdir's ``parents`` would make them 0755):
+    checkpoint folders hold users' data."""
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
 
 
 def _atomic_write(path: Path, view: memoryview | bytes) -> None:
