@@ -48,6 +48,17 @@ def rss_of(k: KernelHarness) -> int | None:
         return None
 
 
+def hang_state(k: KernelHarness) -> str:
+    """Return what a hung kernel looks like from outside: its RSS, the group's usage, the main thread's wait."""
+    try:
+        with open(f"/proc/{k.kernel_pid}/wchan") as f:
+            wchan = f.read().strip() or "running"
+    except OSError:
+        wchan = "?"
+    usage = k.cgroup.usage_bytes() if k.cgroup else None
+    return f"kernel RSS {format_bytes(rss_of(k))}, group usage {format_bytes(usage)}, main thread in {wchan}"
+
+
 def start(workdir: Path, limit: int, env: dict[str, str], files: dict[str, Path]) -> KernelHarness:
     """Start a sentinel kernel in its own memory group and run the set-up cell in it."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -86,7 +97,7 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
             escaped.append(f"{case.name}: kernel died")
         elif res.status == "timeout":
             counts["hangs"] += 1
-            escaped.append(f"{case.name}: hang")
+            escaped.append(f"{case.name}: hang ({hang_state(k)})")
         elif killer:
             counts["killers"] += 1
             counts["killers_stopped" if res.status == "error" else "killers_completed"] += 1
