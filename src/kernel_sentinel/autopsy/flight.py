@@ -31,6 +31,7 @@ MAGIC = b"KSF1"
 _HEAD = struct.Struct("<4sQII")  # magic, sequence, payload length, crc32
 REGIONS: dict[str, int] = {"meta": 4096, "state": 1024, "memory": 8192, "maps": 8192, "cell": 65536, "guard": 4096}
 CODE_LIMIT = 48 * 1024  # code beyond this is cut: the cell region must hold the whole record
+WALK_LIMIT = 20000  # frames the recorder walks per tick at most (a runaway recursion must not stall it): a depth this big is "at least"
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # one encoder: json.dumps(**kw) builds one per call
 _OFFSETS: dict[str, int] = {}
