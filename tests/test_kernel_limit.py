@@ -105,7 +105,7 @@ def test_the_limit_moves_up_and_down_but_never_below_what_the_kernel_holds(paren
         assert group.limit_bytes() == 200 * MiB
         with pytest.raises(GroupError) as above:
             move_limit(group, 2 * GiB, proc.pid)  # the test's parent group has 1 GiB in all
-        assert "free above this kernel" in str(above.value) and "\n" not in str(above.value)
+        assert "is free above it: at most" in str(above.value) and "\n" not in str(above.value)
         assert group.limit_bytes() == 200 * MiB
     finally:
         release(proc)
@@ -157,7 +157,8 @@ def test_start_for_kernel_resolves_the_limit_and_says_when_it_cannot(tmp_path: P
 def test_decisions_on_plain_numbers() -> None:
     assert decide_limit(400 * MiB, 300 * MiB, 100 * MiB, 500 * MiB) is None
     assert "already holds" in decide_limit(90 * MiB, 300 * MiB, 100 * MiB, 500 * MiB)
-    assert "at most 800 MiB" in decide_limit(GiB, 300 * MiB, 100 * MiB, 500 * MiB)
+    assert "at most 600 MiB" in decide_limit(GiB, 300 * MiB, 100 * MiB, 500 * MiB)  # what it holds + what is free
+    assert decide_limit(250 * MiB, 300 * MiB, 100 * MiB, 0) is None  # down needs no room
     assert owner_pid("ks-kernel-123-abc") == 123 and owner_pid("ks-kernel-9-x.scope") == 9
     assert owner_pid("ks-test-123-0-5") is None and owner_pid("ks-kernel-x-1") is None
     src = "cgroup v1 /process_api/abc/ks-test-1-0-2/ks-kernel-77-abc"

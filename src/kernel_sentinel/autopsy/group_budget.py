@@ -133,8 +133,9 @@ def more_room_fact(ev: dict[str, Any]) -> str | None:
     need = requested if isinstance(requested, int) and requested > 0 else limit // 4
     target = nice_size(limit + max(need, 64 * _MiB))
     new = parse_size(target)
-    if new - limit > room:
-        return None
+    usage = ev.get("usage_bytes")
+    if new - (usage if isinstance(usage, int) else limit) > room:
+        return None  # the parent has not that much free for this kernel to grow into
     machine = ev.get("machine_available_bytes")
     tail = f"; the machine has {format_bytes(machine)} available" if isinstance(machine, int) else ""
     return f"`%sentinel budget {target}` gives this kernel {format_bytes(new - limit)} more{tail}."

@@ -262,17 +262,20 @@ def parent_room_bytes(pid: int | str = "self") -> tuple[int | None, str]:
 def decide_limit(requested: int, current: int | None, usage: int | None, room: int | None) -> str | None:
     """Return why ``requested`` cannot be the group's new limit (one line), or None when it can.
 
-    Pure: down never below what the kernel holds; up only by what the parent and the machine have free.
+    Pure: down never below what the kernel holds; up only as far as the parent and the machine have free
+    memory for (a limit below the current one is always room enough).
     """
     if usage is not None and requested <= usage:
         return (
             f"{format_bytes(requested)} is less than the {format_bytes(usage)} this kernel already holds; "
             "free memory first (`%sentinel free`, `del` a big variable)"
         )
-    if current is not None and room is not None and requested - current > room:
+    # Up to the new limit the kernel may take (limit - what it holds) more from above: that must be free.
+    held = usage if usage is not None else current
+    if held is not None and room is not None and requested > (current or 0) and requested - held > room:
         return (
-            f"{format_bytes(requested)} needs {format_bytes(requested - current)} more, but only "
-            f"{format_bytes(room)} is free above this kernel: at most {format_bytes(current + room)}"
+            f"{format_bytes(requested)} would let this kernel take {format_bytes(requested - held)} more, but only "
+            f"{format_bytes(room)} is free above it: at most {format_bytes(held + room)}"
         )
     return None
 
