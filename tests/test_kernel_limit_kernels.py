@@ -78,19 +78,28 @@ def test_a_sigkilled_supervisors_group_is_removed_by_its_witness(kernel) -> None
     assert gone(group.directory), f"{group.directory} outlived its SIGKILLed supervisor"
 
 
-def test_leftover_of_a_killed_process_group_is_swept_by_kernel_sentinel_budget(kernel) -> None:
-    k = kernel(limit_bytes=GiB, kernelspec=sentinel_spec("300M"))
+def killed_with_its_process_group(k) -> str:
+    """SIGKILL supervisor, witness and kernel at once (jupyter_client's forced shutdown); return the group left."""
     group = own_group(k.kernel_pid)
     assert group is not None
-    os.killpg(k.pid, signal.SIGKILL)  # supervisor, witness and kernel at once: nobody left to remove it
+    os.killpg(k.pid, signal.SIGKILL)  # nobody is left to remove the group
     assert k.wait_for_death() is not None
     deadline = time.monotonic() + 30
     while group.pids() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert os.path.isdir(group.directory) and not group.pids()  # the leftover the next start must sweep
+    assert os.path.isdir(group.directory) and not group.pids()
+    return group.directory
+
+
+def test_leftovers_of_a_killed_process_group_are_swept_by_the_next_start_and_by_budget(kernel) -> None:
+    first = killed_with_its_process_group(kernel(limit_bytes=GiB, kernelspec=sentinel_spec("300M")))
+    second = kernel(limit_bytes=GiB, kernelspec=sentinel_spec("300M"))  # the next kernel's supervisor sweeps
+    assert not os.path.exists(first), "the next kernel's start did not sweep the leftover group"
+    left = killed_with_its_process_group(second)
     cli = subprocess.run([sys.executable, "-m", "kernel_sentinel", "budget"], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
-    assert not os.path.exists(group.directory), "kernel-sentinel budget did not sweep the leftover group"
+    assert not os.path.exists(left), "kernel-sentinel budget did not sweep the leftover group"
+    assert f"removed the empty leftover memory group {left}" in cli.stderr
 
 
 def test_sentinel_budget_moves_the_group_live_and_the_guard_follows(kernel) -> None:
