@@ -191,3 +191,14 @@ def test_control_the_runaway_cell_kills_a_stock_kernel_in_the_same_size_of_group
     stock = kernel(limit_bytes=300 * MiB)
     res = stock.run(RUNAWAY)
     assert res.status == "died" and stock.oom_kills() > 0, res.text()
+
+
+def test_without_a_supervisor_the_guards_budget_alone_holds_the_kernel_and_says_so(kernel) -> None:
+    # What macOS and Windows get (the launcher execs ipykernel there): no group, the guard's budget.
+    k = kernel(limit_bytes=GiB, kernelspec=sentinel_spec("300M"), env={"KERNEL_SENTINEL_SUPERVISE": "0"})
+    assert own_group(k.kernel_pid) is None
+    assert k.value(f"{GUARD}.budget_bytes") == 300 * MiB
+    res = k.run("%sentinel")
+    assert "Memory group: none of its own (no kernel-sentinel supervisor started this kernel)" in res.stdout, res.text()
+    res = k.run("%sentinel budget 200M")  # the guard's own budget moves, as before
+    assert res.stdout.startswith("Budget: 200 MiB"), res.text()

@@ -11,10 +11,11 @@ hint a MemoryBudgetError adds when the machine could give this kernel more (``ro
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from ..sizes import SizeError, format_bytes, parse_size
-from .kernel_group import ENV_GROUP, GroupError, describe_source, move_limit, own_group, parent_room_bytes, refusal
+from .kernel_group import ENV_GROUP, ENV_LIMIT, GroupError, describe_source, move_limit, own_group, parent_room_bytes, refusal
 
 _GiB = 1 << 30
 _MiB = 1 << 20
@@ -22,8 +23,14 @@ _MiB = 1 << 20
 
 def group_line(env: dict[str, str] | None = None) -> str | None:
     """Return what ``%sentinel`` says about the kernel's own memory group (None when none was asked for)."""
-    text = (os.environ if env is None else env).get(ENV_GROUP, "")
+    env = os.environ if env is None else env
+    text = env.get(ENV_GROUP, "")
     if not text:
+        if (env.get(ENV_LIMIT) or "").strip():  # asked for, but no supervisor decided (macOS, Windows, no /proc)
+            return (
+                "Memory group: none of its own (no kernel-sentinel supervisor started this kernel); the guard's "
+                "budget alone holds this kernel."
+            )
         return None
     mechanism, _, rest = text.partition("|")
     detail = rest.partition("|")[2]
@@ -173,6 +180,8 @@ def register() -> None:
         if line:
             print(line)
 
+    if not os.environ.get(ENV_GROUP) and os.environ.get(ENV_LIMIT, "").strip():
+        print(f"kernel-sentinel: {group_line()}", file=sys.stderr)  # said once, where no supervisor said it
     budget_command.kernel_group = True  # type: ignore[attr-defined]
     register_subcommand("budget", budget_command, budget[1] if budget else "budget [SIZE|reset]")
     if status is not None:
