@@ -1,6 +1,10 @@
 """The advisor: finds the lines that will kill a kernel before they run, and says what to write instead.
 
-Kinds of findings (``Finding.kind``; see ``checks`` for the thresholds):
+Pipeline: ``source`` (files -> cells) -> ``evaluate`` (what each name holds; ``models/``: what numpy's and
+pandas' calls make) -> ``checks`` (what is wrong, and the remedy) -> ``records.Finding``; ``estimate``
+sizes files and dtypes, ``live`` runs the same inside a kernel, ``shrink`` makes a DataFrame smaller.
+
+Kinds of findings (``Finding.kind``; see ``values`` for the thresholds):
 
 - ``big_allocation``: a numpy/pandas allocation whose size is known (literal shapes, constants assigned
   earlier, dtypes, live arrays) over half the budget (warning) or over all of it (error), or that would
@@ -30,9 +34,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checks import Context, analyze
+from .checks import analyze
 from .findings import Finding
 from .source import SourceError, load_cells
+from .values import Context
 
 __all__ = ["Context", "Finding", "SourceError", "check_file", "analyze"]
 

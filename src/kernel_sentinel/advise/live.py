@@ -24,9 +24,11 @@ from typing import Any
 from ..magics import register_subcommand
 from ..sizes import format_bytes
 from . import findings as F
-from .checks import HELD_SHARE, LIVE_SHARE, Context, analyze, live_obj
+from .checks import analyze
 from .findings import Finding
+from .models import live_obj
 from .source import Cell, SourceError, python_source
+from .values import HELD_SHARE, LIVE_SHARE, Context
 
 IDLE_CELLS = 3  # a big variable untouched for this many cells is worth a `del`
 
@@ -124,8 +126,7 @@ def check_history(ip: Any, *, budget: tuple[int, str] | None = None) -> list[Fin
 
 def magic_check(magics: Any, args: list[str]) -> None:
     """``%sentinel check`` (the session so far) or ``%sentinel check PATH...`` (files, against the live headroom)."""
-    from ..report.findings_terminal import render_plain
-    from .checks import Context as _Ctx
+    from ..report.findings_text import render
 
     ip = magics.shell
     budget = live_budget()
@@ -142,11 +143,11 @@ def magic_check(magics: Any, args: list[str]) -> None:
                 print(f"%sentinel check: {exc}")
                 return
             p = Path(arg)
-            ctx = _Ctx(path=arg, base_dir=p.resolve().parent, budget_bytes=budget[0], budget_source=budget[1],
+            ctx = Context(path=arg, base_dir=p.resolve().parent, budget_bytes=budget[0], budget_source=budget[1],
                        notebook=p.suffix == ".ipynb")
             found.extend(analyze(cells, ctx))
     scope = "this session" if not args else len(args)
-    print(render_plain(found, budget[0], budget[1], scope).rstrip())
+    print(render(found, budget[0], budget[1], scope).rstrip())
 
 
 register_subcommand("check", magic_check, "check [PATH...]")
