@@ -61,6 +61,20 @@ def test_death_reports_round_trip_exactly() -> None:
         assert rec.cause == data.get("cause") and rec.cell == data.get("cell")
 
 
+def test_todays_explanations_round_trip_exactly() -> None:
+    from kernel_sentinel.autopsy.classify import classify
+    from kernel_sentinel.autopsy.evidence import Evidence
+    from kernel_sentinel.autopsy.explain import explain
+
+    for path in sorted((SAMPLES / "autopsy").glob("*.json")):
+        data = json.loads(path.read_text())
+        if "evidence" not in data:
+            continue
+        ev = Evidence.from_dict(data["evidence"])
+        report = explain(ev, classify(ev))
+        assert dumped(DeathReport.from_dict(report).to_dict()) == dumped(report), path.name
+
+
 def test_run_reports_round_trip_exactly_with_typed_cells_and_death() -> None:
     for name, data in _runs().items():
         rec = RunReport.from_dict(data)
@@ -126,3 +140,16 @@ def test_a_wrong_record_fails_its_schema() -> None:
     assert not validator.is_valid({"kernel_id": "k", "cause": "eaten_by_grue", "summary": "s", "exit": None,
                                    "cell": None, "memory": None, "remedy": "r"})
     assert not validator.is_valid({"kernel_id": "k"})  # the contract's keys are required
+
+
+def test_renderers_are_picked_by_record_and_format() -> None:
+    from kernel_sentinel.report import kind_of, render, renderer
+
+    death = DeathReport.from_dict(_deaths()["oom_cgroup"])
+    assert kind_of(death) == "death" and kind_of([]) == "findings"
+    assert json.loads(render(death, "json"))["cause"] == "oom_kill"
+    assert render(death, "notebook")["output_type"] == "display_data"
+    with pytest.raises(ValueError, match="no pdf renderer for death"):
+        renderer("death", "pdf")
+    with pytest.raises(ValueError, match="not a record"):
+        render({"cause": "oom_kill"}, "json")

@@ -1,7 +1,8 @@
 """Every renderer's output on every captured sample is byte for byte what it was before the records refactor.
 
 The golden files in tests/samples/golden/ were written by its capture.py from the code of 2026-11-28,
-before the records existed: deaths (tests/samples/autopsy/, and the deaths inside tests/samples/runs/),
+before the records existed: deaths (tests/samples/deaths/: the autopsy's explanations of the evidence in
+tests/samples/autopsy/, and the deaths inside tests/samples/runs/),
 the advisor's findings on tests/samples/advise/ at two budgets each, and real ``kernel-sentinel run --json``
 reports (tests/samples/runs/). Here the same samples go through today's records and renderers.
 """
@@ -39,15 +40,14 @@ def rich_text(renderable) -> str:
 
 
 def death_reports(samples: Path) -> dict[str, dict]:
-    """Return the why-dict of every captured death: explained from autopsy evidence, or as a run recorded it."""
-    from kernel_sentinel.autopsy.classify import classify
-    from kernel_sentinel.autopsy.evidence import Evidence
-    from kernel_sentinel.autopsy.explain import explain
+    """Return the why-dict of every captured death, as the autopsy explained it (frozen) or a run recorded it.
 
+    tests/samples/deaths/ holds ``explain(classify(evidence))`` of tests/samples/autopsy/, written by the
+    code of 2026-11-28: the renderers are compared on fixed input, whatever the explanation grows later.
+    """
     out = {}
     for name in DEATHS:
-        ev = Evidence.from_dict(json.loads((samples / "autopsy" / f"{name}.json").read_text())["evidence"])
-        out[name] = explain(ev, classify(ev))
+        out[name] = json.loads((samples / "deaths" / f"{name}.json").read_text())
     for name in RUNS:
         death = json.loads((samples / "runs" / f"{name}.json").read_text())["death"]
         if death:
@@ -59,39 +59,37 @@ def render_all(samples: Path) -> dict[str, str]:
     """Return {golden file name: text} for every sample through every renderer."""
     from kernel_sentinel.advise import Context, analyze
     from kernel_sentinel.advise.source import load_cells
-    from kernel_sentinel.report.death_json import render_death_json
-    from kernel_sentinel.report.death_notebook import render_death_html, render_death_text
-    from kernel_sentinel.report.death_terminal import render_death, render_deaths
-    from kernel_sentinel.report.findings_json import findings_json
-    from kernel_sentinel.report.findings_terminal import render_findings, render_plain
-    from kernel_sentinel.report.run_html import render_report_html
-    from kernel_sentinel.report.run_terminal import render_summary
+    from kernel_sentinel.records import DeathReport, Finding, RunReport
+    from kernel_sentinel.report import render, renderer
     from kernel_sentinel.sizes import parse_size
 
     out: dict[str, str] = {}
     deaths = death_reports(samples)
-    for name, report in deaths.items():
-        out[f"death_{name}.json"] = render_death_json(report)
-        out[f"death_{name}.txt"] = render_death_text(report)
-        out[f"death_{name}.html"] = render_death_html(report)
-        out[f"death_{name}.terminal"] = rich_text(render_death(report))
+    for name, data in deaths.items():
+        report = DeathReport.from_dict(data)
+        out[f"death_{name}.json"] = render(report, "json")
+        out[f"death_{name}.txt"] = render(report, "text")
+        out[f"death_{name}.html"] = render(report, "html")
+        out[f"death_{name}.terminal"] = rich_text(render(report, "terminal"))
     rows = [{"id": i, "kernel_id": r.get("kernel_id"), "died_at": r.get("died_at"), "cause": r.get("cause"),
              "report": r, "shown_at": None} for i, r in enumerate(deaths.values(), 1)]
-    out["deaths_list.terminal"] = rich_text(render_deaths(rows))
+    out["deaths_list.terminal"] = rich_text(renderer("deaths", "terminal")(rows))
     for name, budgets in BUDGETS.items():
         path = samples / "advise" / name
         for budget in budgets:
             ctx = Context(path=f"advise/{name}", base_dir=path.parent, budget_bytes=parse_size(budget),
                           budget_source=f"--budget {budget}", notebook=path.suffix == ".ipynb", fs_info=FIXED_DISK)
-            found = analyze(load_cells(path), ctx)
-            out[f"findings_{name}_{budget}.json"] = findings_json(found)
-            out[f"findings_{name}_{budget}.txt"] = render_plain(found, parse_size(budget), f"--budget {budget}", 1)
-            out[f"findings_{name}_{budget}.terminal"] = rich_text(render_findings(found, parse_size(budget), f"--budget {budget}", 1))
+            found = [Finding.from_dict(f.to_dict()) for f in analyze(load_cells(path), ctx)]
+            out[f"findings_{name}_{budget}.json"] = render(found, "json")
+            out[f"findings_{name}_{budget}.txt"] = render(found, "text", budget_bytes=parse_size(budget),
+                                                          budget_source=f"--budget {budget}", scope=1)
+            out[f"findings_{name}_{budget}.terminal"] = rich_text(render(found, "terminal", budget_bytes=parse_size(budget),
+                                                                         budget_source=f"--budget {budget}", files=1))
     for name in RUNS:
-        report = json.loads((samples / "runs" / f"{name}.json").read_text())
-        out[f"run_{name}.json"] = json.dumps(report, indent=2) + "\n"
-        out[f"run_{name}.terminal"] = rich_text(render_summary(report))
-        out[f"run_{name}.html"] = render_report_html(report)
+        report = RunReport.from_dict(json.loads((samples / "runs" / f"{name}.json").read_text()))
+        out[f"run_{name}.json"] = render(report, "json")
+        out[f"run_{name}.terminal"] = rich_text(render(report, "terminal"))
+        out[f"run_{name}.html"] = render(report, "html")
     return out
 
 

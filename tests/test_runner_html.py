@@ -75,7 +75,7 @@ def test_html_report_plot_renders_in_a_headless_browser(tmp_path: Path):
 
 
 def test_downsampling_keeps_every_peak_and_bounds_the_points():
-    from kernel_sentinel.report.run_json import downsample
+    from kernel_sentinel.records.run import downsample
 
     n = 100_000
     t = [i * 0.025 for i in range(n)]

@@ -34,15 +34,15 @@ def _check(args: argparse.Namespace) -> int:
     if not checked:
         return EX_USAGE
     if args.json:
-        from ..report.findings_json import findings_json
+        from ..report.findings_json import render
 
-        print(findings_json(findings))
+        print(render(findings))
     else:
         from rich.console import Console
 
-        from ..report.findings_terminal import render_findings
+        from ..report.findings_terminal import render
 
-        Console(highlight=False, soft_wrap=True).print(render_findings(findings, budget, source, checked))
+        Console(highlight=False, soft_wrap=True).print(render(findings, budget, source, checked))
     if failed:  # findings of the readable files were printed; the unreadable ones make it a usage error
         return EX_USAGE
     return 1 if findings else 0

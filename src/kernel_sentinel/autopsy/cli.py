@@ -26,15 +26,15 @@ def _why(args: argparse.Namespace) -> int:
         print(f"kernel-sentinel why: no death of {which} recorded (store: {home_dir() / 'store.db'})", file=sys.stderr)
         return 1
     if args.json:
-        from ..report.death_json import render_death_json
+        from ..report.death_json import render
 
-        print(render_death_json(report))
+        print(render(report))
     else:
         from rich.console import Console
 
-        from ..report.death_terminal import render_death
+        from ..report.death_terminal import render
 
-        Console().print(render_death(report))
+        Console().print(render(report))
     return 0
 
 
@@ -65,9 +65,9 @@ def _deaths(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
 
-    from ..report.death_terminal import render_deaths
+    from ..report.deaths_terminal import render
 
-    Console().print(render_deaths(rows))
+    Console().print(render(rows))
     return 0
 
 

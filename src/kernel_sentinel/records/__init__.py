@@ -11,6 +11,7 @@ included; ``python -m kernel_sentinel.records.schema DIR`` writes their JSON sch
 
 from __future__ import annotations
 
+from ..sizes import format_bytes  # how records show sizes; re-exported for the renderers (report/ imports records only)
 from .death import DeathReport
 from .finding import Finding
 from .guard import GuardEvidence
@@ -18,4 +19,4 @@ from .run import CellReport, RunReport
 
 RECORDS = (DeathReport, RunReport, Finding, GuardEvidence)
 
-__all__ = ["RECORDS", "CellReport", "DeathReport", "Finding", "GuardEvidence", "RunReport"]
+__all__ = ["RECORDS", "CellReport", "DeathReport", "Finding", "GuardEvidence", "RunReport", "format_bytes"]

@@ -1,17 +1,22 @@
-"""The memory budget as a rich table for a terminal."""
+"""The memory budget on a terminal: take a memory snapshot, return a rich table (``kernel-sentinel budget``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ..memory import MemorySnapshot
-from ..sizes import format_bytes
+from ..records import format_bytes
 
 
-def render_budget(snap: MemorySnapshot) -> Group:
-    """Return a renderable that says what the process may still use, who says so, and what it uses now."""
+def render(snap: Any, *, own_group: bool = False) -> Group:
+    """Return a renderable that says what the process may still use, who says so, and what it uses now.
+
+    ``snap`` is a ``kernel_sentinel.memory.MemorySnapshot`` (read by attribute: renderers import records only);
+    ``own_group`` says that its budget is the kernel's own memory group (the caller knows, the renderer shows).
+    """
     budget = snap.budget
     head = Text()
     if budget is None:
@@ -23,9 +28,7 @@ def render_budget(snap: MemorySnapshot) -> Group:
         head.append(format_bytes(budget.limit_bytes), style="bold")
         head.append(" set by ", style="bold")
         head.append(budget.source, style="bold cyan")
-        from ..autopsy.kernel_group import is_kernel_group
-
-        if is_kernel_group(budget.source):
+        if own_group:
             head.append(": this kernel's own memory group", style="bold cyan")
 
     limits = Table(title="Limits (tightest first)", title_justify="left", show_edge=False)

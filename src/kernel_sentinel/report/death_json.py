@@ -1,15 +1,14 @@
-"""A death's why-report as JSON (DESIGN.md's ``why --json`` contract)."""
+"""A death as JSON: take a ``DeathReport`` (or its dict), return ``why --json`` (DESIGN.md's keys first)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-CONTRACT_KEYS = ("kernel_id", "cause", "summary", "exit", "cell", "memory", "remedy")
+from ..records import DeathReport
 
 
-def render_death_json(report: dict[str, Any]) -> str:
+def render(report: DeathReport | dict[str, Any]) -> str:
     """Return the report as indented JSON, the contract's keys first."""
-    ordered = {k: report.get(k) for k in CONTRACT_KEYS}
-    ordered.update({k: v for k, v in report.items() if k not in ordered})
-    return json.dumps(ordered, indent=2, default=str)
+    rec = report if isinstance(report, DeathReport) else DeathReport.from_dict(report)
+    return json.dumps(rec.contract_first(), indent=2, default=str)

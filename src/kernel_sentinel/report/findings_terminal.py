@@ -1,4 +1,4 @@
-"""The advisor's findings for a terminal (rich): where, what, how big, and what to write instead."""
+"""Findings on a terminal: take a list of ``Finding``, return a rich renderable (where, what, how big, the fix)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from rich.console import Group
 from rich.text import Text
 
-from ..advise.findings import Finding
-from ..sizes import format_bytes
+from ..records import Finding, format_bytes
 
 
-def render_findings(findings: Sequence[Finding], budget_bytes: int, budget_source: str, files: int | str) -> Group:
+def render(findings: Sequence[Finding], budget_bytes: int, budget_source: str, files: int | str) -> Group:
     """Return a renderable: one block per finding, then a one-line summary.
 
     ``files`` is how many files were checked, or a phrase for what was (``"this session"``).
@@ -44,15 +43,3 @@ def render_findings(findings: Sequence[Finding], budget_bytes: int, budget_sourc
     summary.append(f"in {scope}; budget {format_bytes(budget_bytes)} ({budget_source}).")
     parts.append(summary)
     return Group(*parts)
-
-
-def render_plain(findings: Sequence[Finding], budget_bytes: int, budget_source: str, scope: int | str = 1) -> str:
-    """Return the same report as plain text (for a notebook's text/plain output)."""
-    from io import StringIO
-
-    from rich.console import Console
-
-    buf = StringIO()
-    Console(file=buf, width=110, no_color=True, highlight=False, force_jupyter=False, force_terminal=False).print(
-        render_findings(findings, budget_bytes, budget_source, scope))
-    return buf.getvalue()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from ..sizes import format_bytes
+from ..records import format_bytes
 
 _REMEDY_MARK = "->"
 

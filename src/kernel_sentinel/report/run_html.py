@@ -2,7 +2,7 @@
 
 Memory over time across the run (the budget as a dashed line, each cell's start marked, the failed cell
 shaded) is drawn into an inline SVG by a small inline script from the data embedded in the page; the
-table of cells is plain server-side HTML, readable without JavaScript. Pure: report dict in, text out.
+table of cells is plain server-side HTML, readable without JavaScript. Pure: a ``RunReport`` in, text out.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import html
 import json
 from typing import Any
 
-from ..sizes import format_bytes
-from .run_json import build_report, downsample
+from ..records import RunReport, format_bytes
+from ..records.run import downsample
+from . import plain
 
 MAX_POINTS = 3000  # more samples than pixels only makes the page heavy
 
@@ -92,13 +93,9 @@ code{font-size:12px}
 """
 
 
-def render_html(result: Any) -> str:
-    """Return the self-contained HTML page for a ``RunResult``."""
-    return render_report_html(build_report(result))
-
-
-def render_report_html(report: dict[str, Any]) -> str:
-    """Return the self-contained HTML page for a run report dict (``run_json.build_report``)."""
+def render(report: RunReport | dict[str, Any]) -> str:
+    """Return the self-contained HTML page for a run report."""
+    report = plain(report)
     tl = report["timeline"]
     data = {
         "timeline": downsample(tl["t"], tl["bytes"], tl["cell"], MAX_POINTS),

@@ -1,7 +1,7 @@
 """``kernel-sentinel run`` on a terminal: a live line per running cell, one result line per cell, a summary.
 
 ``RunProgress`` shows progress only when the console is a terminal (quiet in CI logs and pipes);
-``render_summary`` is a pure function of the report dict and is printed in both cases unless --quiet.
+``render`` is a pure function of the ``RunReport`` and is printed in both cases unless --quiet.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Any
 from rich.console import Console, Group
 from rich.text import Text
 
-from ..sizes import format_bytes
+from ..records import RunReport, format_bytes
+from . import plain
 
 _STYLE = {"ok": ("✓", "green"), "error": ("✗", "bold red"), "died": ("☠", "bold red"), "not_run": ("·", "dim")}
 
@@ -87,8 +88,9 @@ class RunProgress:
         self._end_status()
 
 
-def render_summary(report: dict[str, Any]) -> Group:
+def render(report: RunReport | dict[str, Any]) -> Group:
     """Return the closing summary: outcome, the failing cell and why, budget, where the files went."""
+    report = plain(report)
     parts: list[Text] = []
     outcome, totals = report["outcome"], report["totals"]
     head = Text()

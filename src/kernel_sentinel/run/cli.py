@@ -18,8 +18,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..report.run_json import build_report
-    from ..report.run_terminal import RunProgress, render_summary
+    from ..records import RunReport
+    from ..report.run_terminal import RunProgress
     from .execute import RunOptions, run_notebook  # here, not at the top: nbformat costs ~0.3 s at CLI start
     from .notebook import RunUsageError
 
@@ -51,9 +51,23 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    report = RunReport.from_result(result)
+    _write_reports(report, args.json, args.html)
     if not args.quiet:
-        console.print(render_summary(build_report(result)))
+        from ..report.run_terminal import render
+
+        console.print(render(report))
     return result.exit_code
+
+
+def _write_reports(report: Any, json_path: str | None, html_path: str | None) -> None:
+    """Write the run's JSON and HTML reports where asked (the paths were checked before the run)."""
+    from ..report import renderer
+
+    for path, fmt in ((json_path, "json"), (html_path, "html")):
+        if path:
+            with open(path, "w") as f:
+                f.write(renderer("run", fmt)(report))
 
 
 def register_run(sub: argparse._SubParsersAction) -> None:

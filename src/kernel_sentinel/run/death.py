@@ -1,12 +1,12 @@
-"""What to say in a notebook cell when the kernel died running it. Pure functions of the evidence.
+"""The runner's own death note: take the kernel's exit status and its cgroup's OOM count, return a death record.
 
 The autopsy's why-dict (DESIGN.md) is the explanation when it is there; otherwise the runner says what it
 saw itself: the exit status, and whether the OOM-kill counter of the kernel's own cgroup went up.
+``report/death_notebook.py`` renders either into the failed cell.
 """
 
 from __future__ import annotations
 
-import html
 import signal
 from typing import Any
 
@@ -66,54 +66,4 @@ def runner_death(
         "cell": {"execution_count": cell_execution_count},
         "memory": {"budget_bytes": limit_bytes, "peak_bytes": peak_bytes},
         "remedy": remedy,
-    }
-
-
-def death_output(death: dict[str, Any]) -> dict[str, Any]:
-    """Return a display_data output (text/plain + text/html) explaining the death, for the failed cell.
-
-    An autopsy report is rendered by the autopsy's own notebook renderer (the same text users see after
-    a restart in JupyterLab); the runner's note, or an autopsy without that renderer, by the code below.
-    """
-    if death.get("source") == "autopsy":
-        try:
-            from ..report.death_notebook import render_death_html, render_death_text
-
-            return {
-                "output_type": "display_data",
-                "data": {"text/plain": render_death_text(death), "text/html": render_death_html(death)},
-                "metadata": {"kernel_sentinel": {"death": True}},
-            }
-        except Exception:  # not landed, or it failed on this report: our own rendering below
-            pass
-    summary = str(death.get("summary") or "kernel died")
-    cause = death.get("cause")
-    remedy = death.get("remedy")
-    where = death.get("cell") or {}
-    lines = [summary]
-    if cause:
-        lines.append(f"cause: {cause}")
-    if where.get("line"):
-        lines.append(f"at line {where['line']} of this cell")
-    mem = death.get("memory") or {}
-    if mem.get("peak_bytes"):
-        lines.append(
-            f"memory just before: {format_bytes(mem.get('peak_bytes'))}"
-            + (f" of a {format_bytes(mem['budget_bytes'])} budget" if mem.get("budget_bytes") else "")
-        )
-    if remedy:
-        lines.append(f"what to do: {remedy}")
-    if death.get("source") == "runner":
-        lines.append("(observed by kernel-sentinel run; no autopsy record was available)")
-    text = "\n".join(lines)
-    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines[1:])
-    page = (
-        '<div class="kernel-sentinel-death" style="border-left:4px solid #c62828;padding:6px 10px;'
-        'background:#fdecea">'
-        f"<b>{html.escape(summary)}</b><ul style='margin:4px 0'>{items}</ul></div>"
-    )
-    return {
-        "output_type": "display_data",
-        "data": {"text/plain": text, "text/html": page},
-        "metadata": {"kernel_sentinel": {"death": True}},
     }

@@ -1,4 +1,6 @@
-"""Runs a notebook headless in a sentinel kernel, cell by cell, measuring each cell's time and memory.
+"""The headless run: take a notebook and ``RunOptions``, return a ``RunResult`` (the executed notebook written).
+
+Runs it in a sentinel kernel, cell by cell, measuring each cell's time and memory.
 
 Built on nbclient's ``NotebookClient`` with our own ``AsyncKernelManager`` whose kernelspec (written to
 a temporary folder, nothing global) starts ``kernel_sentinel.launch``, optionally inside a memory cgroup
@@ -26,7 +28,8 @@ import nbformat
 
 from ..confine import ConfineError, MemoryCgroup, confined_command
 from ..sizes import format_bytes
-from .death import death_output, describe_status, runner_death
+from ..report.death_notebook import render as death_output
+from .death import describe_status, runner_death
 from .notebook import META_KEY, RunUsageError, check_kernel, inject_parameters, is_runnable, load, mark_not_run
 from .sampler import MemorySampler, Timeline
 
@@ -395,16 +398,6 @@ def run_notebook(opts: RunOptions, progress: Progress | None = None) -> RunResul
         guard=guard,
         autopsy=autopsy,
     )
-    if opts.json_path:
-        from ..report.run_json import render_json
-
-        with open(opts.json_path, "w") as f:
-            f.write(render_json(result))
-    if opts.html_path:
-        from ..report.run_html import render_html
-
-        with open(opts.html_path, "w") as f:
-            f.write(render_html(result))
     return result
 
 
