@@ -25,14 +25,13 @@ import time
 from typing import Any
 
 from ..identity import home_dir, kernel_identity
-from .flight import CODE_LIMIT, FlightWriter, record_paths
+from .flight import CODE_LIMIT, WALK_LIMIT, FlightWriter, record_paths
 
 SAMPLE_SECONDS = 0.25
 MAPS_EVERY = 4  # ticks: /proc/self/maps is the costliest read, once a second is enough
 SNAPSHOT_EVERY = 8  # ticks: limits and cgroup details every 2 s; RSS and headroom every tick
 KEEP_SAMPLES = 40  # ten seconds of history
 DEEP = 200  # frames: recursion deeper than this is reported
-WALK_LIMIT = 20000  # frames walked per tick at most: a runaway recursion must not stall the sampler
 PENDING_WAIT_SECONDS = 2.0  # the first cell waits at most this for the look for a previous death
 
 _recorder: Recorder | None = None
@@ -275,10 +274,11 @@ class Recorder:
         try:
             from IPython.display import display
 
-            from ..report.death_notebook import render_death_html, render_death_text
+            from ..report.death_html import render as render_html
+            from ..report.death_text import render as render_text
 
             report = row["report"]
-            display({"text/plain": render_death_text(report), "text/html": render_death_html(report)}, raw=True)
+            display({"text/plain": render_text(report), "text/html": render_html(report)}, raw=True)
             from ..store import Store
 
             with Store(self.home / "store.db", create=False) as store:
