@@ -47,9 +47,11 @@ def _budget(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        from .report.budget_terminal import render_budget
+        from .autopsy.kernel_group import is_kernel_group
+        from .report.budget_terminal import render
 
-        Console().print(render_budget(snap))
+        own = snap.budget is not None and is_kernel_group(snap.budget.source)
+        Console().print(render(snap, own_group=own))
     return 0
 
 
