@@ -145,6 +145,10 @@ class Hub:
         self.log.flush()
         return (self.tmp / "hub.log").read_text()[-4000:]
 
+    def tail_all(self) -> str:
+        self.log.flush()
+        return (self.tmp / "hub.log").read_text()
+
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         return requests.request(method, f"{self.base}{path}", headers={"Authorization": f"token {self.token}"},
                                 timeout=60, **kwargs)
@@ -305,6 +309,8 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
             return {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]}
 
         assert wait_for(lambda: health() == {"alice": "up", "bob": "up"}, timeout=60), health()
+        # each user's server runs the pooled forwarding thread (the supervisors' own forwarders are the backup)
+        assert hub.tail_all().count("kernel-sentinel: forwarding records to the shared database") >= 2
     finally:
         if prometheus is not None:
             prometheus.terminate()

@@ -158,6 +158,7 @@ MEMORY_ERROR_COLUMNS = (
 TABLES = {"death": ("deaths", DEATH_COLUMNS), "memory_error": ("memory_errors", MEMORY_ERROR_COLUMNS)}
 
 
+
 class StoreError(RuntimeError):
     """The store cannot be opened or written; the message says why in one line."""
 
@@ -207,9 +208,10 @@ def death_record(
     report: dict[str, Any], evidence: dict[str, Any], *, died_at: float | None = None
 ) -> dict[str, Any]:
     """Return the death's row (DEATH_COLUMNS) from its why-report and evidence: what both stores keep."""
-    from .fleet.cells import cell_key, library_of
+    from .fleet.cells import cell_facts
 
     code = (report.get("cell") or {}).get("code")
+    key, library = cell_facts(code, report.get("native_library"))
     died = float(died_at if died_at is not None else report.get("died_at") or time.time())
     return {
         "uid": str(report.get("uid") or uuid.uuid4().hex),
@@ -223,9 +225,9 @@ def death_record(
         "evidence": json.dumps(evidence, default=str),
         **identity(report),
         "memory_exhausted": 1 if report.get("memory_exhausted") or report.get("cause") == "oom_kill" else 0,
-        "cell_key": cell_key(code),
+        "cell_key": key,
         "cell_code": code,
-        "library": library_of(code, report.get("native_library")),
+        "library": library,
     }
 
 
@@ -235,9 +237,10 @@ def memory_error_record(error: dict[str, Any]) -> dict[str, Any]:
     ``error`` has ``kernel_id`` and may have ``at``, ``summary``, ``requested_bytes``, ``budget_bytes``,
     ``code`` (the cell's) and the identity fields. No variable values are kept, only the cell's code.
     """
-    from .fleet.cells import cell_key, library_of
+    from .fleet.cells import cell_facts
 
     code = error.get("code")
+    key, library = cell_facts(code)
     return {
         "uid": str(error.get("uid") or uuid.uuid4().hex),
         "kernel_id": str(error.get("kernel_id") or "unknown"),
@@ -247,9 +250,9 @@ def memory_error_record(error: dict[str, Any]) -> dict[str, Any]:
         "summary": error.get("summary"),
         "requested_bytes": _int_or_none(error.get("requested_bytes")),
         "budget_bytes": _int_or_none(error.get("budget_bytes")),
-        "cell_key": cell_key(code),
+        "cell_key": key,
         "cell_code": code,
-        "library": library_of(code),
+        "library": library,
         "report": json.dumps(error, default=str),
     }
 
@@ -594,10 +597,16 @@ class SharedStore:
     def insert(self, kind: str, records: Sequence[dict[str, Any]]) -> None:
         """Insert records of one kind in one transaction; ones already there (same uid) are skipped."""
         table, columns = TABLES[kind]
-        sql = _insert_sql(table, columns, "postgresql")
+        cols = ", ".join(columns)
         try:
+            # COPY into a transaction's scratch table, then one INSERT ... ON CONFLICT DO NOTHING: COPY has no
+            # conflict clause, and executemany would cost a round trip per record.
             with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-                cur.executemany(sql, [[r.get(c) for c in columns] for r in records])
+                cur.execute(f"CREATE TEMP TABLE ks_incoming ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA")
+                with cur.copy(f"COPY ks_incoming ({cols}) FROM STDIN") as copy:
+                    for record in records:
+                        copy.write_row([record.get(c) for c in columns])
+                cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ks_incoming ON CONFLICT DO NOTHING")
         except self._psycopg.OperationalError as exc:
             raise StoreUnavailable(f"cannot reach the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
         except self._psycopg.Error as exc:

@@ -63,21 +63,23 @@ def normalize_code(code: str | None) -> str:
 
 def cell_key(code: str | None) -> str | None:
     """Return a short stable key of the normalised code (None without code): the GROUP BY of top cells."""
-    norm = normalize_code(code)
-    if not norm:
-        return None
-    return hashlib.sha1(norm.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    return cell_facts(code)[0]
 
 
 def library_of(code: str | None, native_library: str | None = None) -> str | None:
     """Return the library a death is charged to: the native library it crashed in, else the first data
     library the cell's code names (pandas, numpy, polars...), else None."""
+    return cell_facts(code, native_library)[1]
+
+
+def cell_facts(code: str | None, native_library: str | None = None) -> tuple[str | None, str | None]:
+    """Return (cell_key, library) with one tokenizing pass: what a record stores for the fleet's grouping."""
+    norm = normalize_code(code)
+    key = hashlib.sha1(norm.encode("utf-8", "surrogatepass")).hexdigest()[:20] if norm else None
     if native_library:
-        return str(native_library)
-    if not code:
-        return None
-    names = set(_NAME.findall(normalize_code(code)))
+        return key, str(native_library)
+    names = set(_NAME.findall(norm))
     for library, aliases in _LIBRARIES:
         if names.intersection(aliases):
-            return library
-    return None
+            return key, library
+    return key, None
