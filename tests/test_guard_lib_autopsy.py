@@ -12,11 +12,11 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from conftest import GiB
+from test_guard_lib_cases import SENTINEL_SPEC
 from kernel_harness import kill_signal_name
 
 from kernel_sentinel.autopsy import death_report
@@ -27,11 +27,6 @@ from kernel_sentinel.autopsy.supervisor import kernel_id_from_connection_file
 from kernel_sentinel.store import Store
 
 SAMPLES = Path(__file__).parent / "samples" / "autopsy"
-SENTINEL_SPEC = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "sentinel",
-    "language": "python",
-}
 POLARS_IN_ONE_CELL = "a = pl.DataFrame({'x': np.arange(20000)})\nb = a.join(a, how='cross')"
 
 

@@ -9,10 +9,17 @@ The tests in this file are pure: the catalogue is well formed.
 from __future__ import annotations
 
 import ast
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 MiB = 1 << 20
+# The sentinel kernelspec, as `kernel-sentinel install` writes it.
+SENTINEL_SPEC = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "sentinel",
+    "language": "python",
+}
 
 # Imported once per kernel before any case runs (about 250 MiB of RSS with every library loaded).
 SETUP = (

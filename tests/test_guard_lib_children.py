@@ -8,18 +8,13 @@ command, size), the kernel and its variables stay, and the OOM-kill counter does
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 from conftest import GiB
+from test_guard_lib_cases import SENTINEL_SPEC
 
 pytestmark = pytest.mark.cgroup
 
-SENTINEL_SPEC = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "sentinel",
-    "language": "python",
-}
 SETUP = "import numpy as np, multiprocessing as mp, time\nsentinel_value = 'still here'"
 SHELL = '!python -c "import numpy as np, time; a = [(np.ones(10**7), time.sleep(0.01)) for _ in range(300)]"'
 POOL = (

@@ -10,19 +10,13 @@ Several killers share one kernel (each deletes its variables after itself), as t
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 from conftest import GiB
-from test_guard_lib_cases import KILLERS, LEGIT, SETUP, by_name, cleanup_code, files_code, make_files
+from test_guard_lib_cases import KILLERS, LEGIT, SENTINEL_SPEC, SETUP, by_name, cleanup_code, files_code, make_files
 
 pytestmark = pytest.mark.cgroup
 
-SENTINEL_SPEC = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "sentinel",
-    "language": "python",
-}
 GUARD = "__import__('kernel_sentinel.guard', fromlist=['get_guard']).get_guard()"
 ISOLATE = {"KERNEL_SENTINEL_CHECKPOINT": "0"}  # the guard alone (checkpoints fork writers that may be OOM-killed)
 

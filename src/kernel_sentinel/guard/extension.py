@@ -184,7 +184,7 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         _show_refusal(shell, value)
         return None
     from_guard = isinstance(value, GuardInterrupt)
-    library = library_oom(value)
+    library = library_oom(value, guard)
     ours = guard is not None and (
         from_guard
         or (guard.enabled and isinstance(value, MemoryError) and not isinstance(value, MemoryBudgetError))
@@ -505,18 +505,29 @@ _FLIGHT_KEYS = ("trigger", "cell", "library", "libraries", "call", "requested_by
 _FLIGHT_ITEMS: list[dict[str, Any]] = []
 
 
-def library_oom(value: BaseException) -> str | None:
+NEAR_BUDGET = 0.75  # a library's own out-of-memory error with this share of the budget in use is the budget's
+
+
+def library_oom(value: BaseException, guard: Any = None) -> str | None:
     """Return the library whose own out-of-memory exception ``value`` is (duckdb's is no MemoryError), else None.
 
-    Such an error right after the fence refused an allocation is the guard's to explain: left to IPython,
-    formatting its traceback needs memory the kernel does not have ("Unexpected exception formatting
-    exception", a second traceback).
+    Such an error at the budget is the guard's to explain: left to IPython, formatting its traceback needs
+    memory the kernel does not have ("Unexpected exception formatting exception", a second traceback).
+    duckdb's error is the budget's when malloc refused ("bad allocation": the fence) or when the kernel is
+    near its budget (duckdb hit the memory_limit the guard gave it); otherwise duckdb hit a limit of the
+    user's own and its error is left to IPython.
     """
     kind = type(value)
     if kind.__name__ == "OutOfMemoryException" and kind.__module__.lstrip("_").startswith("duckdb"):
-        # "(bad allocation)": malloc refused, i.e. the fence. Without it duckdb hit its own memory_limit:
-        # duckdb's error, explained by duckdb, is left to IPython.
-        return "duckdb" if "bad allocation" in str(value) else None
+        if "bad allocation" in str(value):
+            return "duckdb"
+        try:
+            status = guard.status() if guard is not None else {}
+            budget, usage = status.get("budget_bytes"), status.get("usage_bytes")
+            near = bool(budget and usage is not None and usage >= NEAR_BUDGET * budget)
+        except Exception:
+            near = False
+        return "duckdb" if near else None
     if isinstance(value, MemoryError):
         module = kind.__module__.lstrip("_").split(".")[0]
         return module if module in ("pyarrow", "polars") else None
@@ -530,22 +541,12 @@ def release_duckdb(shell: Any, code: str) -> None:
     in its buffer pool up to ``memory_limit``; lowering the limit for a moment makes it give them back.
     Only the default connection and connections the failed cell names are touched.
     """
-    duckdb = sys.modules.get("duckdb")
-    if duckdb is None:
+    if "duckdb" not in sys.modules:
         return
     import gc
 
     gc.collect()  # the failed cell's frames and traceback form a cycle that holds the failed relation
-    conns = []
-    try:
-        conns.append(duckdb.default_connection())
-    except Exception:
-        pass
-    conn_type = getattr(duckdb, "DuckDBPyConnection", None)
-    for name, value in list(getattr(shell, "user_ns", {}).items()):
-        if conn_type is not None and isinstance(value, conn_type) and name in code:
-            conns.append(value)
-    for conn in conns:
+    for conn in prerun.duckdb_connections(getattr(shell, "user_ns", {}), named_in=code):
         try:
             conn.execute("SELECT 1").fetchall()  # ends the failed result that the connection still holds
         except Exception:

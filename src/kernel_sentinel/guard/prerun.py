@@ -112,7 +112,6 @@ def check(code: str, namespace: dict[str, Any], room: tuple[int, int | None, str
         tree = ast.parse(code)
     except SyntaxError:
         return None  # IPython syntax (magics) or a real error: IPython reports it, not us
-    free, budget, source = room
     found = _polars_cross_join(tree, namespace, room)
     if found is not None:
         return found
@@ -255,14 +254,7 @@ class DuckdbSizer:
         if duckdb is None or ("duckdb" not in code and ".sql" not in code):
             return None
         target = max(DUCKDB_FLOOR, int(free * DUCKDB_SHARE))
-        conns = []
-        try:
-            conns.append(duckdb.default_connection())
-        except Exception:
-            pass
-        conn_type = getattr(duckdb, "DuckDBPyConnection", None)
-        if conn_type is not None:
-            conns.extend(v for v in ns.values() if isinstance(v, conn_type))
+        conns = duckdb_connections(ns)
         applied = None
         for conn in conns:
             try:
@@ -287,6 +279,23 @@ class DuckdbSizer:
                 except Exception:
                     pass
         return applied
+
+
+def duckdb_connections(ns: dict[str, Any], named_in: str | None = None) -> list[Any]:
+    """Return duckdb's default connection and the connections in ``ns`` (only those ``named_in`` names, if given)."""
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is None:
+        return []
+    conns = []
+    try:
+        conns.append(duckdb.default_connection())
+    except Exception:
+        pass
+    conn_type = getattr(duckdb, "DuckDBPyConnection", None)
+    if conn_type is not None:
+        conns.extend(v for k, v in list(ns.items())
+                     if isinstance(v, conn_type) and (named_in is None or k in named_in))
+    return conns
 
 
 def shrink_duckdb_pool(conn: Any) -> None:
