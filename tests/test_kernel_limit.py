@@ -16,14 +16,15 @@ from types import SimpleNamespace
 import pytest
 from conftest import GiB, MiB
 
-from kernel_sentinel.autopsy.group_budget import more_room_fact, nice_size
 from kernel_sentinel.autopsy.kernel_group import (
     GroupError,
     KernelGroup,
     decide_limit,
     describe_source,
     group_name,
+    more_room_fact,
     move_limit,
+    nice_size,
     owner_pid,
     plan_group,
     start_for_kernel,

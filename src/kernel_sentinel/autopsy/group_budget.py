@@ -5,7 +5,7 @@ them on its own at every refresh, so a limit moved from outside is followed too:
 ``100%`` of what the kernel is allowed). Without a group of its own, ``%sentinel budget`` stays the guard's budget
 alone (``guard/magics.py``). Also here: the one line ``%sentinel`` shows about the kernel's group, and the
 hint a MemoryBudgetError adds when the machine could give this kernel more (``room_evidence`` measures,
-``more_room_fact`` is pure).
+``kernel_group.more_room_fact`` is pure).
 """
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from typing import Any
 
 from ..sizes import SizeError, format_bytes, parse_size
 from .kernel_group import ENV_GROUP, ENV_LIMIT, GroupError, describe_source, move_limit, own_group, parent_room_bytes, refusal
-
-_GiB = 1 << 30
-_MiB = 1 << 20
 
 
 def group_line(env: dict[str, str] | None = None) -> str | None:
@@ -120,35 +117,6 @@ def room_evidence() -> dict[str, Any]:
     return {"group_limit_bytes": group.limit_bytes(), "group_room_bytes": room, "machine_available_bytes": ram}
 
 
-def nice_size(nbytes: int) -> str:
-    """Return a SIZE a user would type for at least ``nbytes``: whole GiB from 1 GiB up, else 256 MiB steps."""
-    if nbytes >= _GiB:
-        return f"{-(-nbytes // _GiB)}G"
-    return f"{-(-nbytes // (256 * _MiB)) * 256}M"
-
-
-def more_room_fact(ev: dict[str, Any]) -> str | None:
-    """Return "`%sentinel budget 3G` gives this kernel 2 GiB more; the machine has 9.1 GiB available", or None.
-
-    Pure. Offered only when the kernel has its own group and there is room above it for at least what the
-    cell asked for (or a quarter more, when the request is not known).
-    """
-    limit, room = ev.get("group_limit_bytes"), ev.get("group_room_bytes")
-    if not isinstance(limit, int) or not isinstance(room, int) or room < 64 * _MiB:
-        return None
-    requested = ev.get("requested_bytes")
-    need = requested if isinstance(requested, int) and requested > 0 else limit // 4
-    target = nice_size(limit + max(need, 64 * _MiB))
-    new = parse_size(target)
-    usage = ev.get("usage_bytes")
-    if new - (usage if isinstance(usage, int) else limit) > room:
-        return None  # the parent has not that much free for this kernel to grow into
-    machine = ev.get("machine_available_bytes")
-    tail = f"; the machine has {format_bytes(machine)} available" if isinstance(machine, int) else ""
-    return f"`%sentinel budget {target}` gives this kernel {format_bytes(new - limit)} more{tail}."
-
-
-
 # -- registration ---------------------------------------------------------------------------------------
 
 
@@ -159,7 +127,7 @@ def register() -> None:
     there is one and is the guard's own otherwise; ``%sentinel`` adds one line about the group.
     """
     try:
-        from ..guard.magics import _get_guard
+        from ..guard import get_guard
         from ..magics import SUBCOMMANDS, register_subcommand
     except ImportError as exc:  # the guard's magics could not load: %sentinel budget stays whatever it is
         print(f"kernel-sentinel: %sentinel budget cannot move this kernel's memory group: {exc}")
@@ -170,7 +138,7 @@ def register() -> None:
         return  # wrapped already (the extension loaded twice)
 
     def budget_command(magics: Any, args: list[str]) -> None:
-        if not group_budget(magics, args, _get_guard(magics.shell)) and budget is not None:
+        if not group_budget(magics, args, get_guard(magics.shell)) and budget is not None:
             budget[0](magics, args)
 
     def status_command(magics: Any, args: list[str]) -> None:

@@ -30,11 +30,13 @@ from typing import NamedTuple
 from ..confine import ConfineError, MemoryCgroup
 from ..memory import locate_cgroup
 from ..memory.parse import parse_inactive_file
-from ..sizes import format_bytes
+from ..sizes import format_bytes, parse_size
 
 PREFIX = "ks-kernel-"
 ENV_LIMIT = "KERNEL_SENTINEL_GROUP_LIMIT"  # kernelspec -> supervisor: give each kernel a group of this SIZE
 ENV_GROUP = "KERNEL_SENTINEL_KERNEL_GROUP"  # supervisor -> kernel: "<mechanism>|<limit>|<directory>" or "none|<limit>|<why>"
+_MiB = 1 << 20
+_GiB = 1 << 30
 _NAME = re.compile(re.escape(PREFIX) + r"(\d+)-[A-Za-z0-9_.-]*$")
 
 
@@ -120,6 +122,34 @@ def systemd_user_available() -> bool:
 
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
     return shutil.which("systemd-run") is not None and os.path.exists(os.path.join(runtime, "systemd", "private"))
+
+
+def nice_size(nbytes: int) -> str:
+    """Return a SIZE a user would type for at least ``nbytes``: whole GiB from 1 GiB up, else 256 MiB steps."""
+    if nbytes >= _GiB:
+        return f"{-(-nbytes // _GiB)}G"
+    return f"{-(-nbytes // (256 * _MiB)) * 256}M"
+
+
+def more_room_fact(ev: dict[str, Any]) -> str | None:
+    """Return "`%sentinel budget 3G` gives this kernel 2 GiB more; the machine has 9.1 GiB available", or None.
+
+    Pure. Offered only when the kernel has its own group and there is room above it for at least what the
+    cell asked for (or a quarter more, when the request is not known).
+    """
+    limit, room = ev.get("group_limit_bytes"), ev.get("group_room_bytes")
+    if not isinstance(limit, int) or not isinstance(room, int) or room < 64 * _MiB:
+        return None
+    requested = ev.get("requested_bytes")
+    need = requested if isinstance(requested, int) and requested > 0 else limit // 4
+    target = nice_size(limit + max(need, 64 * _MiB))
+    new = parse_size(target)
+    usage = ev.get("usage_bytes")
+    if new - (usage if isinstance(usage, int) else limit) > room:
+        return None  # the parent has not that much free for this kernel to grow into
+    machine = ev.get("machine_available_bytes")
+    tail = f"; the machine has {format_bytes(machine)} available" if isinstance(machine, int) else ""
+    return f"`%sentinel budget {target}` gives this kernel {format_bytes(new - limit)} more{tail}."
 
 
 # -- the group ------------------------------------------------------------------------------------------
@@ -388,7 +418,7 @@ def start_for_kernel(
     (``plan_group()`` of this process by default).
     """
     from ..memory import snapshot
-    from ..sizes import SizeError, parse_size
+    from ..sizes import SizeError
 
     env = os.environ if env is None else env
     text = (env.get(ENV_LIMIT) or "").strip()
