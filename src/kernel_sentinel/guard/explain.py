@@ -304,7 +304,7 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
             line += f" (the kernel process itself: {format_bytes(rss)})"
         facts.append(line + ".")
     facts.append("The kernel and your other variables are intact.")
-    from ..autopsy.group_budget import more_room_fact
+    from ..autopsy.kernel_group import more_room_fact
 
     more = more_room_fact(ev)  # the kernel's own group could get more from the machine: the exact command
     if more:
