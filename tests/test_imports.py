@@ -132,8 +132,6 @@ def cycles() -> list[list[str]]:
 # Cycles in another stream's files, reported to them in docs/TEAM.md ("Notes between streams"); this test
 # fails again when one is fixed (take it out) or a new one appears.
 KNOWN_CYCLES = [
-    [f"{PKG}.autopsy.group_budget", f"{PKG}.guard.explain", f"{PKG}.guard.magics"],  # limit: group_budget takes
-    # guard.magics._get_guard (a private name) while guard.explain imports group_budget.more_room_fact
     [f"{PKG}.fleet.forward", f"{PKG}.store"],  # fleet: store.py kicks the forwarder, which imports store
 ]
 
