@@ -202,3 +202,21 @@ def test_without_a_supervisor_the_guards_budget_alone_holds_the_kernel_and_says_
     assert "Memory group: none of its own (no kernel-sentinel supervisor started this kernel)" in res.stdout, res.text()
     res = k.run("%sentinel budget 200M")  # the guard's own budget moves, as before
     assert res.stdout.startswith("Budget: 200 MiB"), res.text()
+
+
+def test_a_kernel_oom_killed_in_its_own_group_is_explained_as_such(kernel) -> None:
+    # The guard off: the runaway meets the kernel's own group's limit, and only this kernel dies.
+    k = kernel(limit_bytes=GiB, kernelspec=sentinel_spec("300M"), env={"KERNEL_SENTINEL_GUARD": "0"})
+    group = own_group(k.kernel_pid)
+    assert group is not None
+    res = k.run(RUNAWAY)
+    assert res.status == "died", res.text()
+    assert k.cgroup.oom_kills() == 0  # the supervisor's group (the kernel's parent) saw no OOM kill
+    from kernel_sentinel.autopsy import death_report
+    from kernel_sentinel.identity import kernel_id_from_connection_file
+
+    report = death_report(kernel_id_from_connection_file(k.km.connection_file), wait=30)
+    assert report is not None and report["cause"] == "oom_kill" and report["scope"] == "cgroup", report
+    # The counter read is the kernel's own group's (v1's is per group: the parent's would have said 0).
+    assert any("OOM-kill counter went 0 -> 1" in line for line in report["evidence"]["proof"]), report["evidence"]
+    assert gone(group.directory)  # removed once the death was recorded
