@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -193,10 +195,14 @@ def test_store_files_are_private(tmp_path, monkeypatch):
     assert stat.S_IMODE(old.stat().st_mode) == 0o700 and stat.S_IMODE((old / "store.db").stat().st_mode) == 0o600
 
 
-def test_a_bad_database_url_is_one_line(tmp_path, monkeypatch):
+def test_a_bad_database_url_is_one_line_and_costs_no_record(tmp_path, monkeypatch):
     _use(monkeypatch, "mysql://somewhere/db")
-    with pytest.raises(StoreError, match="must be a postgresql:// URL"):
-        Store(tmp_path / "store.db")
+    with Store(tmp_path / "store.db") as store:  # the death is still kept on this server
+        store.add_death(_report("k-bad-url", 1), {"pid": 1})
+        assert store.death("k-bad-url") is not None
+    monkeypatch.setenv("KERNEL_SENTINEL_HOME", str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "kernel_sentinel", "fleet"], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "must be a postgresql:// URL" in proc.stderr
 
 
 def test_a_hub_derives_each_users_url(postgres, tmp_path, monkeypatch):

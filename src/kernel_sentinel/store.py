@@ -288,7 +288,10 @@ class Store:
         if not create and not self.path.exists():
             raise StoreError(f"no store at {self.path} (no kernel death has been recorded here yet)")
         try:
-            self._forward_to = database_url() if create else None
+            try:
+                self._forward_to = database_url() if create else None
+            except StoreError:  # a mistyped URL must not cost the local record; `fleet` names the URL's fault
+                self._forward_to = None
             if create:
                 private_dir(self.path.parent)
                 if not self.path.exists():
