@@ -56,7 +56,20 @@ def hang_state(k: KernelHarness) -> str:
     except OSError:
         wchan = "?"
     usage = k.cgroup.usage_bytes() if k.cgroup else None
-    return f"kernel RSS {format_bytes(rss_of(k))}, group usage {format_bytes(usage)}, main thread in {wchan}"
+    threads = []
+    try:
+        import os
+
+        for tid in sorted(os.listdir(f"/proc/{k.kernel_pid}/task"), key=int)[:24]:
+            with open(f"/proc/{k.kernel_pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{k.kernel_pid}/task/{tid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            threads.append(f"{name}:{state}")
+    except (OSError, ValueError, IndexError):
+        pass
+    return (f"kernel RSS {format_bytes(rss_of(k))}, group usage {format_bytes(usage)}, main thread in {wchan}; "
+            f"threads {' '.join(threads)}")
 
 
 def start(workdir: Path, limit: int, env: dict[str, str], files: dict[str, Path]) -> KernelHarness:

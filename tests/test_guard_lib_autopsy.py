@@ -47,9 +47,12 @@ def test_polars_abort_at_the_fence_is_explained_as_memory(kernel) -> None:
     assert report["summary"].startswith("Out of memory: polars aborted the kernel (SIGABRT)")
     assert "streaming" in report["remedy"] and "%sentinel restore" in report["remedy"]
     assert report["evidence"]["memory"]["library"] == "polars"
+    with Store() as store:
+        row = store.death(kid)
+    guard_region = row["evidence"]["flight"]["guard"]  # what the guard left for the autopsy and the server
+    assert guard_region["status"]["enabled"] is True and guard_region["status"]["budget_bytes"] == GiB
+    assert guard_region["items"][-1]["kind"] == "risk" and guard_region["items"][-1]["libraries"] == ["polars"]
     if os.environ.get("KS_CAPTURE_SAMPLES") == "1":
-        with Store() as store:
-            row = store.death(kid)
         (SAMPLES / "polars_abort_fenced.json").write_text(
             json.dumps({"evidence": row["evidence"], "report": row["report"]}, indent=1)
         )

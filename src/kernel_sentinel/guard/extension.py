@@ -131,6 +131,7 @@ def load(ip: Any) -> Guard | None:
             guard.enable()
         except Exception as exc:  # the kernel must start even when the guard cannot
             _say(f"kernel-sentinel: the memory guard could not start: {exc}")
+    note_flight(None)  # the guard's state, for the server, from the start
     return guard
 
 
@@ -475,11 +476,13 @@ class ChildrenWatch:
                 "The kernel and its variables are intact; give the command less data at once.")
 
 
-def note_flight(kind: str, data: dict[str, Any]) -> None:
+def note_flight(kind: str | None, data: dict[str, Any] | None = None) -> None:
     """Leave evidence in the flight record's ``guard`` region: a refusal or a risky native call, near a death.
 
     The autopsy reads it to tell a death that memory caused (polars aborting on a refused malloc) from
-    a crash (``memory_exhausted``). Best effort: no recorder, no region, or a failed write changes nothing.
+    a crash (``memory_exhausted``); the server reads its ``status`` (the guard's state, and how many
+    MemoryBudgetErrors this kernel raised). ``kind`` None writes the status alone (at load).
+    Best effort: no recorder, no region, or a failed write changes nothing.
     """
     try:
         import time
@@ -489,15 +492,30 @@ def note_flight(kind: str, data: dict[str, Any]) -> None:
         rec = getattr(recorder, "_recorder", None)
         if rec is None:
             return
-        item = {k: data.get(k) for k in _FLIGHT_KEYS if data.get(k) is not None}
-        if isinstance(item.get("code"), str):
-            item["code"] = item["code"][:300]
-        item["kind"], item["t"] = kind, round(time.time(), 3)
-        _FLIGHT_ITEMS.append(item)
-        del _FLIGHT_ITEMS[:-6]
-        rec.writer.write("guard", {"pid": os.getpid(), "items": _FLIGHT_ITEMS})
+        if kind is not None:
+            data = data or {}
+            item = {k: data.get(k) for k in _FLIGHT_KEYS if data.get(k) is not None}
+            if isinstance(item.get("code"), str):
+                item["code"] = item["code"][:300]
+            item["kind"], item["t"] = kind, round(time.time(), 3)
+            _FLIGHT_ITEMS.append(item)
+            del _FLIGHT_ITEMS[:-6]
+            if kind == "refusal":
+                _MEMORY_ERRORS[0] += 1
+        rec.writer.write("guard", {"pid": os.getpid(), "items": _FLIGHT_ITEMS, "status": _flight_status()})
     except Exception:
         pass
+
+
+_MEMORY_ERRORS = [0]  # MemoryBudgetErrors this kernel raised (main thread)
+
+
+def _flight_status() -> dict[str, Any]:
+    """Return the guard's state for the flight record (a subset of ``Guard.status()``, plus the error count)."""
+    guard = get_guard()
+    status = guard.status() if guard is not None else {}
+    keys = ("enabled", "budget_bytes", "budget_source", "interrupt_at_bytes")
+    return {**{k: status.get(k) for k in keys}, "memory_errors": _MEMORY_ERRORS[0]}
 
 
 _FLIGHT_KEYS = ("trigger", "cell", "library", "libraries", "call", "requested_bytes", "headroom_bytes", "budget_bytes",
