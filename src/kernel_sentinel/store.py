@@ -33,7 +33,7 @@ from typing import Any
 
 from .identity import home_dir  # noqa: F401  (re-exported: the rule lives in identity, one leaf module)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STORE_NAME = "store.db"
 DATABASE_URL_ENV = "KERNEL_SENTINEL_DATABASE_URL"
 USERS_ROLE = "kernel_sentinel_users"  # the PostgreSQL group role every hub user's role is a member of
@@ -141,6 +141,15 @@ _MIGRATIONS: dict[int, tuple[str, str]] = {
         """
     CREATE INDEX IF NOT EXISTS deaths_by_cell ON deaths (cell_key);
     CREATE INDEX IF NOT EXISTS memory_errors_by_cell ON memory_errors (cell_key)
+    """,
+        "",
+    ),
+    # Covering indexes for `fleet`'s GROUP BYs: without them SQLite reads every row's report and evidence
+    # (5 s on 100k deaths; 0.7 s with them).
+    4: (
+        """
+    CREATE INDEX IF NOT EXISTS deaths_fleet ON deaths (died_at, cause, username, host, notebook, library, cell_key);
+    CREATE INDEX IF NOT EXISTS memory_errors_fleet ON memory_errors (at, username, host, notebook, library, cell_key)
     """,
         "",
     ),
