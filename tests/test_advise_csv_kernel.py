@@ -93,15 +93,17 @@ def test_estimate_within_1_5x_of_memory_after_read_csv_in_a_kernel(which, state,
     assert rss_delta / 1.5 <= estimate <= rss_delta * 1.5
 
 
-CGROUP = 256 * MiB
+# pandas 3 keeps text columns in arrow buffers: the 77 MB CSV takes ~150 MB read whole (was ~270 MB with
+# object strings), so the group where a whole read dies is smaller than it was.
+CGROUP = 192 * MiB
 
 
 def test_suggested_chunksize_processes_the_csv_in_a_cgroup_where_a_whole_read_dies(orders, kernel) -> None:
-    """The remedy's loop, pasted as suggested, aggregates every row inside 256 MiB; ``read_csv`` whole does not fit."""
+    """The remedy's loop, pasted as suggested, aggregates every row inside 192 MiB; ``read_csv`` whole does not fit."""
     import re
 
     path, sums = orders
-    found = _check(path.parent / "orders.ipynb", "256M")
+    found = _check(path.parent / "orders.ipynb", "192M")
     read = next(f for f in found if f["kind"] == "big_read")
     assert read["severity"] == "error" and read["estimate_bytes"] > CGROUP - 96 * MiB  # the kernel needs the rest
     chunksize = read["details"]["chunksize"]

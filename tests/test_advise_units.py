@@ -153,3 +153,15 @@ def test_memmap_on_tmpfs_is_memory(tmp_path: Path) -> None:
     found = run(["import numpy as np\nm = np.memmap('/dev/shm/cache.dat', dtype=np.float64, mode='w+', shape=(100_000, 1_000))"],
                 tmp_path, budget=1 * GiB)
     assert kinds(found) == [("big_allocation", 0, 2)] and "tmpfs" in found[0].message
+
+
+def test_arrow_backed_text_is_counted_by_its_buffers_not_as_one_object_per_row() -> None:
+    import pandas as pd
+
+    from kernel_sentinel.advise.estimate import column_footprint
+
+    s = pd.Series([f"CUST-{i:08d}" for i in range(50_000)], dtype="string[pyarrow]")
+    nbytes, objects, _ = column_footprint(s)
+    assert objects == 0 and nbytes == s.nbytes  # 13 bytes of text + a 4-byte offset per row
+    as_objects = column_footprint(s.astype(object))[0]
+    assert as_objects > 3 * nbytes  # what it was counted as before: a Python str per row

@@ -106,6 +106,10 @@ def column_footprint(values: Any) -> tuple[int, int, int]:
         return int(arr.cat.codes.nbytes) + b, u, ub
     if hasattr(arr, "dtype") and getattr(arr.dtype, "kind", "O") not in "OUST" and str(arr.dtype) not in ("str", "string"):
         return int(getattr(arr, "nbytes", 0) or np.asarray(arr).nbytes), 0, 0
+    if getattr(getattr(arr, "dtype", None), "storage", None) == "pyarrow":
+        # pandas 3's default ``str`` (and ``string[pyarrow]``): one contiguous UTF-8 buffer plus offsets, no
+        # Python objects (converting to objects would count a fresh object per row)
+        return int(arr.nbytes), 0, 0
     objs = np.asarray(arr, dtype=object)
     seen: set[int] = set()
     unique_bytes = 0
