@@ -1,4 +1,4 @@
-"""Write the golden outputs: every renderer's text for every captured sample, as the code makes them today.
+"""Write the golden outputs: every renderer's text for every captured sample (run once, before the records refactor).
 
 Run from the repository root: ``.venv/bin/python tests/samples/golden/capture.py``. They were written once,
 before the records refactor (2026-11-28), from the code of that day; tests/test_records_golden.py renders
