@@ -7,9 +7,10 @@ hits both alike; the figures are medians of per-pair ratios or differences.
 
 Measured from outside the kernel, from ``/proc`` (the kernel's own code never measures itself):
 - kernel CPU per round of realistic cells: ``utime + stime`` of the ipykernel process (every thread, the
-  guard's watchdog and the recorder's sampler included), and separately the CPU of the processes it forked
-  and reaped (the checkpoint writers: ``cutime + cstime``), and the kernel's minor page faults (the
-  copy-on-write faults a forked writer causes in the kernel show there);
+  guard's watchdog and the recorder's sampler included) while the cells run; then a one-second pause (a
+  user's), in which the sentinel kernel forks its checkpoint writer: the kernel's CPU in that pause, and
+  separately the CPU of the processes it forked and reaped (the writers: ``cutime + cstime``); and the
+  kernel's minor page faults while the cells run (the copy-on-write faults a live writer causes show there);
 - added latency per cell (client round trip, execute request to idle), for each kind of cell;
 - the kernel's own RSS after ``import numpy, pandas`` (the ipykernel process, not the supervisor);
 - kernel ready time (start to ``kernel_info`` reply), graceful shutdown (``shutdown_kernel(now=False)``,
@@ -42,6 +43,7 @@ SPECS = {
 }
 THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+IDLE_PAUSE = 1.0  # seconds between rounds, as a user pauses: stock and sentinel both get it
 
 SETUP = """
 import numpy as np, pandas as pd, time
@@ -112,11 +114,13 @@ def run_round(h: KernelHarness) -> tuple[dict[str, float], dict[str, list[float]
         if res.stdout.strip() or res.stderr.strip():
             print(f"  note: cell {name} printed: {(res.stdout + res.stderr).strip()[:200]}", flush=True)
     after_cells = proc_stat(pid)
+    time.sleep(IDLE_PAUSE)  # a user's pause: the sentinel kernel's checkpoint starts in it
     wait_children_gone(pid)
     after = proc_stat(pid)
     return {
         "cpu": after_cells["cpu"] - before["cpu"],
         "writer_cpu": after["children_cpu"] - before["children_cpu"],
+        "idle_cpu": after["cpu"] - after_cells["cpu"],
         "minflt": after_cells["minflt"] - before["minflt"],
     }, latencies
 
@@ -218,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"kernel CPU per round: stock {med(r['cpu'] for r in rounds['stock']):.3f} s, "
           f"sentinel {med(r['cpu'] for r in rounds['sentinel']):.3f} s, ratio {med(ratios):.3f} "
           f"(pairs {', '.join(f'{x:.3f}' for x in ratios)})  target <= 1.03")
+    idle = {n: med(r["idle_cpu"] for r in rounds[n]) for n in rounds}
+    print(f"kernel CPU in the pause after a round (the fork of a checkpoint lands here): stock {idle['stock']:.3f} s, "
+          f"sentinel {idle['sentinel']:.3f} s")
     writer = med(r["writer_cpu"] for r in rounds["sentinel"])
     print(f"checkpoint writers' CPU per round (forked, outside the kernel): {writer:.3f} s "
           f"= {writer / med(r['cpu'] for r in rounds['sentinel']):.1%} of the kernel's")

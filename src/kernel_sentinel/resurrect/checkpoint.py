@@ -32,14 +32,23 @@ DEFAULT_KEEP = 3
 DISK_RESERVE_MIN = 1 << 30  # stop before the filesystem has less than max(1 GiB, 5%) free
 IDLE_SECONDS = 0.1  # a checkpoint starts once the kernel has been idle this long: quick cells make one
 MAX_DEFER_SECONDS = 30.0  # cells back to back without a pause: take one between two of them after this long
+MAX_IDLE_SECONDS = 10.0  # the longest pause asked for before a checkpoint, after writers were given up for cells
 WRITER_POLL_SECONDS = 0.02  # how often the scheduler looks whether the writer has finished
 BUDGET_RETRY_SECONDS = 1.0
+PRE_RUN_LOCK_SECONDS = 0.5  # the longest a cell waits for a fork in progress (a fork takes milliseconds)
 # The writers' CPU budget: half the kernel's own CPU time, plus 2% of the time it has been up (so an idle
 # kernel still gets its last state saved), plus a grace for the first checkpoints.
 CPU_SHARE = 0.5
 IDLE_CPU_SHARE = 0.02
 CPU_GRACE_SECONDS = 2.0
 KEEP_EVENTS = 8
+# What forks may cost the kernel itself (the fork, and a write fault per page afterwards): 2% of its own CPU
+# time plus 0.1% of the time it has been up, plus a grace for the first ones.
+KERNEL_SHARE = 0.02
+IDLE_KERNEL_SHARE = 0.001
+KERNEL_GRACE_SECONDS = 0.2
+PAGE_BYTES = 4096
+FAULT_SECONDS = 0.5e-6
 
 
 @dataclass
@@ -344,7 +353,11 @@ class Checkpointer:
         self.coalesced = 0
         self.stopped_writers = 0
         self._fork_exposure = 0  # bytes a cell could make the kernel copy while the forked writer lives
+        self._fork_overdue = False  # the running writer was started between back-to-back cells: let it finish
+        self._fork_dirty_since = 0.0
+        self._given_up_in_a_row = 0
         self._fork_count: int | None = None
+        self.kernel_cost = 0.0  # estimated CPU seconds the forks cost the kernel itself (fork + later faults)
         self.writer_cpu = 0.0  # CPU seconds the writers used (fork: reaped child's rusage; thread: its thread_time)
         self._cpu0 = time.process_time()
         self._wall0 = time.monotonic()
@@ -390,35 +403,53 @@ class Checkpointer:
             pass
 
     def _pre_run_cell(self) -> None:
-        with self._lock:  # a fork in progress finishes first (the lock is held only around fork())
+        self._thread.cancel()  # a thread writer reads live objects: it gives up, the next idle moment retries
+        # A fork in progress finishes first (the scheduler holds the lock only around a fork: milliseconds).
+        # Bounded all the same: a cell never waits long on checkpoints, whatever happened to their thread.
+        locked = self._lock.acquire(timeout=PRE_RUN_LOCK_SECONDS)
+        try:
             self._in_cell = True
-            self._thread.cancel()  # a thread writer reads live objects: it gives up, the next idle moment retries
-            if self._fork.busy and self._fork_exposure > 0:
-                self._stop_writer_if_tight()
+            if locked and self._fork.busy:
+                self._stop_writer_for_cell()
+        finally:
+            if locked:
+                self._lock.release()
+            else:
+                self._event("a cell started while the checkpoint scheduler was busy (it waited no longer)",
+                            dedupe="a cell started")
         self.tracker.before(self.ns)
 
-    def _stop_writer_if_tight(self) -> None:
-        """Stop the forked writer before the cell runs when the cell's rewrites could not all be copied.
+    def _stop_writer_for_cell(self) -> None:
+        """Stop the forked writer before the cell runs, unless it is the overdue one and memory has room.
 
-        While the child lives, every page the kernel writes is copied, charged to the same memory group:
-        a cell rewriting its arrays could double them. With room for that the writer goes on; without it
-        the checkpoint is given up now (the next idle moment takes it again) rather than have the guard see
-        the copies as the cell's growth, or the group fill up.
+        While the child lives, every page the kernel writes is copied (~3 us a page, measured: a cell that
+        rewrites 350 MiB pays 270 ms for it), and the copies are charged to the kernel's memory group, where
+        the guard would see them as the cell's growth. So a writer started in an idle moment is given up when
+        a cell starts (the next idle moment takes the checkpoint again, after a longer pause each time it was
+        given up). The overdue writer (cells back to back for ``MAX_DEFER_SECONDS``) is let finish when there
+        is room for the cell's copies: one such checkpoint per that period bounds both the cost and what a
+        death can lose.
         """
-        try:
-            available = self._memory_available()
-        except Exception:
-            available = None
-        if available is None or available >= self._fork_exposure + MEMORY_RESERVE:
-            return
+        if self._fork_overdue:
+            try:
+                available = self._memory_available()
+            except Exception:
+                available = None
+            if available is None or available >= self._fork_exposure + MEMORY_RESERVE:
+                return
         if self._fork.stop():
             self.writer_cpu += self._fork.last_cpu
             self.stopped_writers += 1
+            self._given_up_in_a_row += 1
             if self._dirty is False:
                 self._dirty = self._fork_count if self._fork_count is not None else True
-            self._event(f"checkpoint given up when cell started: {format_bytes(available)} left under the budget, "
-                        f"too little for the copies its writes could cause ({format_bytes(self._fork_exposure)})",
-                        dedupe="checkpoint given up")
+                self._dirty_since = self._fork_dirty_since
+            self._event(f"checkpoint given up: a cell started before it was written (its writes would be copied); "
+                        f"the next pause of {self._idle_needed():.1f} s takes it", dedupe="checkpoint given up")
+
+    def _idle_needed(self) -> float:
+        """Return how long the kernel must be idle before a checkpoint starts: longer after each one given up."""
+        return min(self.idle_seconds * (4 ** self._given_up_in_a_row), MAX_IDLE_SECONDS)
 
     def _post_run_cell(self, result: Any) -> None:
         info = getattr(result, "info", None)
@@ -456,9 +487,9 @@ class Checkpointer:
                 self._dirty = count
                 overdue = now - self._dirty_since >= MAX_DEFER_SECONDS
                 if overdue and not self._busy() and self._within_budget():
-                    self._start_locked()  # cells without a pause for long: take it between two of them
-        if self._dirty is not False or self._busy():
-            self._ensure_scheduler()
+                    self._start_locked(overdue=True)  # cells without a pause for long: take it between two
+        if (self._dirty is not False or self._busy()) and not ran_out:
+            self._ensure_scheduler()  # running since load; started here only for a Checkpointer used alone
             self._wake.set()
         self.flush_notes()
 
@@ -476,12 +507,26 @@ class Checkpointer:
         self._scheduler = threading.Thread(target=self._schedule, name="sentinel-checkpoint", daemon=True)
         self._scheduler.start()
 
+    def start(self) -> None:
+        """Start the scheduler thread now (the extension does, at kernel start, while memory is plentiful)."""
+        self._ensure_scheduler()
+
     def _schedule(self) -> None:
-        """Loop of the scheduler thread: reap writers, start a checkpoint once the kernel is idle."""
+        """Loop of the scheduler thread: reap writers, start a checkpoint once the kernel is idle, run a thread job."""
         while not self._stop_event.is_set():
-            timeout = self._tick()
-            self._wake.wait(timeout)
-            self._wake.clear()
+            try:
+                timeout = self._tick()
+                if self._thread.run_pending():  # outside the lock: a cell may start (and cancel it) meanwhile
+                    timeout = 0
+            except BaseException as exc:  # noqa: BLE001 - this thread must outlive a MemoryError
+                timeout = BUDGET_RETRY_SECONDS
+                try:
+                    self._event(f"checkpoint scheduler: {type(exc).__name__}: {exc}", dedupe="checkpoint scheduler")
+                except BaseException:  # noqa: BLE001
+                    pass
+            if timeout != 0:
+                self._wake.wait(timeout)
+                self._wake.clear()
 
     def _tick(self) -> float | None:
         """Do what is due now; return how long to sleep (None: until woken)."""
@@ -493,7 +538,7 @@ class Checkpointer:
                 return None
             if self._in_cell:
                 return None  # post_run_cell wakes us
-            wait = self._idle_since + self.idle_seconds - time.monotonic()
+            wait = self._idle_since + self._idle_needed() - time.monotonic()
             if wait > 0:
                 return wait  # coalesce: cells that come quickly make one checkpoint
             if not self._within_budget():
@@ -517,18 +562,32 @@ class Checkpointer:
         wall = time.monotonic() - self._wall0
         return CPU_SHARE * kernel + IDLE_CPU_SHARE * wall + CPU_GRACE_SECONDS
 
+    def kernel_budget(self) -> float:
+        """Return the CPU seconds forks may have cost the kernel itself by now: a small share of its own CPU."""
+        kernel = time.process_time() - self._cpu0
+        wall = time.monotonic() - self._wall0
+        return KERNEL_SHARE * kernel + IDLE_KERNEL_SHARE * wall + KERNEL_GRACE_SECONDS
+
     def _within_budget(self) -> bool:
         budget = self.cpu_budget()
-        if self.writer_cpu <= budget:
-            return True
-        self._event(f"checkpoint deferred: the writers used {self.writer_cpu:.1f} s of CPU, more than their budget "
-                    f"({budget:.1f} s: {CPU_SHARE:.0%} of the kernel's own CPU time); it is taken when the budget allows",
-                    dedupe="deferred")
-        return False
+        if self.writer_cpu > budget:
+            self._event(f"checkpoint deferred: the writers used {self.writer_cpu:.1f} s of CPU, more than their "
+                        f"budget ({budget:.1f} s: {CPU_SHARE:.0%} of the kernel's own CPU time); it is taken when "
+                        "the budget allows", dedupe="deferred")
+            return False
+        kernel_budget = self.kernel_budget()
+        if self.kernel_cost > kernel_budget:
+            self._event(f"checkpoint deferred: forks cost the kernel {self.kernel_cost * 1000:.0f} ms, more than "
+                        f"{KERNEL_SHARE:.0%} of its own CPU time ({kernel_budget * 1000:.0f} ms); it is taken when "
+                        "the budget allows", dedupe="deferred")
+            return False
+        return True
 
-    def _start_locked(self) -> None:
+    def _start_locked(self, overdue: bool = False) -> None:
         count = self._dirty
         self._dirty = False
+        self._fork_overdue = overdue
+        self._fork_dirty_since = self._dirty_since
         message = self._checkpoint_locked(None if count is True else count)  # type: ignore[arg-type]
         if not message.startswith("checkpoint started"):
             self._event(message)
@@ -553,6 +612,7 @@ class Checkpointer:
                 self.skipped += 1
                 return "skipped: the previous checkpoint is still being written (the next idle moment catches up)"
             self._dirty = False
+            self._fork_overdue = True  # asked for: let it finish
             message = self._checkpoint_locked(execution_count)
         if wait:
             self.wait()
@@ -575,7 +635,7 @@ class Checkpointer:
             return self._stop(f"{format_bytes(free)} free on the disk of {self.root}, "
                               f"{format_bytes(self.disk_reserve)} must stay free and the variables hold {format_bytes(big)}")
         available = self._memory_available()
-        kind = self._choose_writer(big, available)
+        kind = self._choose_writer(big, available, small=_small_work(groups))
         if kind is None:
             self.skipped += 1
             if available is not None and available < MEMORY_RESERVE:
@@ -594,13 +654,21 @@ class Checkpointer:
             cancelled = self._thread.cancelled
             writer.start(lambda: write_checkpoint(capture, previous, cancelled=cancelled))
         else:
+            t0 = time.thread_time()
             writer.start(lambda: write_checkpoint(capture, previous))
+            # what this fork costs the kernel itself: the fork (page tables), then one write fault on each
+            # page it writes later (no copy once the child is gone: ~0.5 us a page, measured)
+            self.kernel_cost += time.thread_time() - t0 + self._process_rss() / PAGE_BYTES * FAULT_SECONDS
             self._fork_count = execution_count
         self.count += 1
         return f"checkpoint started ({kind} writer)"
 
-    def _choose_writer(self, big: int, available: int | None) -> str | None:
+    def _choose_writer(self, big: int, available: int | None, small: bool = False) -> str | None:
         """Return "fork", "thread" or None (skip): fork only with headroom for its copy-on-write pages.
+
+        ``small`` (little to pickle): a thread, in the idle moment, costs the kernel less than a fork
+        (~5 ms of page-table copy for a kernel with pandas loaded, and a write fault on every page it
+        writes afterwards) and it gives up within one pickle frame if a cell starts.
 
         The worst case is the whole process, not only its arrays: pickling in the child touches the
         reference count of every Python object it walks, so every page holding one is copied, while the
@@ -611,7 +679,7 @@ class Checkpointer:
         """
         if available is not None and available < MEMORY_RESERVE:
             return None
-        if self.writer_choice == "thread" or not hasattr(os, "fork"):
+        if self.writer_choice == "thread" or not hasattr(os, "fork") or (small and self.writer_choice == "auto"):
             return "thread"
         rss = self._process_rss()
         self._fork_exposure = max(big, rss)
@@ -639,6 +707,8 @@ class Checkpointer:
             self._event(note)
         if result.get("status") == "disk_full":
             self.stopped_reason = "the disk is nearly full"
+        if result.get("status") in ("written", "unchanged"):
+            self._given_up_in_a_row = 0
         if result.get("status") == "written":
             import json
 
@@ -662,6 +732,7 @@ class Checkpointer:
                     self._absorb(result, kind)
             if self._dirty is not False and self.enabled and not self._after_memory_error:
                 count, self._dirty = self._dirty, False
+                self._fork_overdue = True
                 message = self._checkpoint_locked(None if count is True else count)  # type: ignore[arg-type]
                 if not message.startswith("checkpoint started"):
                     self._event(message)
@@ -711,13 +782,37 @@ class Checkpointer:
                 f"keep {self.keep} per kernel within {format_bytes(self.disk_budget)} of disk; writer {self.writer_choice}, now {state}",
                 f"started {self.count}, skipped {self.skipped}, given up for a cell {self.stopped_writers}, "
                 f"cells coalesced {self.coalesced}; "
-                f"writers' CPU {self.writer_cpu:.2f} s of a {self.cpu_budget():.2f} s budget",
+                f"writers' CPU {self.writer_cpu:.2f} s of a {self.cpu_budget():.2f} s budget; forks' cost to the "
+                f"kernel {self.kernel_cost * 1000:.0f} ms of {self.kernel_budget() * 1000:.0f} ms",
                 self.describe_last(),
             ]
             if self.events:
                 lines.append("recent:")
                 lines.extend(f"  {e}" for e in self.events)
         return "\n".join(lines)
+
+
+SMALL_ITEMS = 20_000  # top-level items of the user's containers: fewer, and a thread pickles them in ~ms
+SMALL_BYTES = 4 << 20  # array bytes: fewer, and hashing/writing them in a thread takes ~ms
+
+
+def _small_work(groups: list[Group]) -> bool:
+    """Return True when pickling these variables is little work: few top-level items, little array data.
+
+    Cheap (``len()`` and the array sizes already known): nested containers are not walked, so this can
+    say "small" for a dict of big lists; the thread writer then gives up when the next cell starts.
+    """
+    items = arrays = 0
+    for g in groups:
+        arrays += g.big_bytes
+        if not g.big_bytes:
+            try:
+                items += len(g.obj) if isinstance(g.obj, (list, tuple, dict, set, frozenset, str, bytes)) else 1
+            except Exception:
+                items += 1
+        if items > SMALL_ITEMS or arrays > SMALL_BYTES:
+            return False
+    return True
 
 
 def _own_rss() -> int:

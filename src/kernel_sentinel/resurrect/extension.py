@@ -59,6 +59,7 @@ def _load(ip: Any) -> Checkpointer:
     ip.events.register("pre_run_cell", cp.pre_run_cell)
     ip.events.register("post_run_cell", cp.post_run_cell)
     setattr(ip, _ATTR, cp)
+    cp.start()  # its thread, now: starting threads later, when memory may be short, can hang
     from .magics import install
 
     install(ip, checkpointer)

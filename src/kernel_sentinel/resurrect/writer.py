@@ -32,56 +32,77 @@ PR_SET_PDEATHSIG = 1
 
 
 class ThreadWriter:
-    """Runs one job at a time in a daemon thread."""
+    """Runs one job at a time in the thread that claims it, never in a thread of its own.
+
+    The checkpoint scheduler's thread claims it (``run_pending()``), or the caller of ``wait()`` when
+    nobody has yet. No thread is started per checkpoint: ``Thread.start()`` can hang for good when memory
+    is short (the new thread cannot set itself up and never says it started), and the scheduler would hold
+    its lock meanwhile. Threads: ``start``/``cancel`` from any thread; ``_claim`` guards ``_job``.
+    """
 
     kind = "thread"
 
     def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
+        self._job: Job | None = None
         self._result: dict[str, Any] | None = None
+        self._claim = threading.Lock()
+        self._done = threading.Event()
+        self._done.set()
         self._cancel = threading.Event()
         self._cpu = 0.0
         self.last_cpu = 0.0  # CPU seconds of the job last collected
         self.started_at = 0.0
 
     def cancel(self) -> None:
-        """Ask the running job to give up (it asks ``cancelled()`` between objects)."""
+        """Ask the running job to give up (it asks ``cancelled()`` at every pickle frame)."""
         self._cancel.set()
 
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
     def start(self, job: Job) -> None:
-        def run() -> None:
-            t0 = time.thread_time()
-            try:
-                self._result = job()
-            except BaseException as exc:  # the kernel must never see a checkpoint failure as its own
-                self._result = {"status": "failed", "notes": [f"checkpoint failed: {type(exc).__name__}: {exc}"]}
-            finally:
-                self._cpu = time.thread_time() - t0
+        """Hand ``job`` over; it runs when a thread claims it."""
+        with self._claim:
+            self._job = job
+            self._result = None
+            self._cancel.clear()
+            self._done.clear()
+            self.started_at = time.monotonic()
 
-        self._result = None
-        self._cancel.clear()
-        self.started_at = time.monotonic()
-        self._thread = threading.Thread(target=run, name="sentinel-checkpoint", daemon=True)
-        self._thread.start()
+    def run_pending(self) -> bool:
+        """Run the job handed over, in this thread, if nobody has claimed it yet; return True if it ran."""
+        with self._claim:
+            job, self._job = self._job, None
+        if job is None:
+            return False
+        t0 = time.thread_time()
+        result: dict[str, Any]
+        try:
+            result = job()
+        except BaseException as exc:  # the kernel must never see a checkpoint failure as its own
+            result = {"status": "failed", "notes": [f"checkpoint failed: {type(exc).__name__}: {exc}"]}
+        finally:
+            self._cpu = time.thread_time() - t0
+        self._result = result
+        self._done.set()
+        return True
 
     @property
     def busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return not self._done.is_set()
 
     def poll(self) -> dict[str, Any] | None:
         """Return the finished job's result once (None while running or when nothing ran)."""
-        if self._thread is None or self._thread.is_alive():
+        if not self._done.is_set():
             return None
-        self._thread = None
-        self.last_cpu = self._cpu
-        return self._result
+        result, self._result = self._result, None
+        if result is not None:
+            self.last_cpu = self._cpu
+        return result
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.run_pending()  # not claimed yet: run it here
+        self._done.wait(timeout)
         return self.poll()
 
 
