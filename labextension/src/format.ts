@@ -45,7 +45,7 @@ export interface IKernelState {
 export type Level = 'ok' | 'amber' | 'red' | 'unknown';
 
 /** The fraction of the interrupt line from which the status bar turns amber. */
-export const AMBER_FRACTION = 0.85;
+export const AMBER_FRACTION = 0.7;
 
 /**
  * Return a stable key for one death, so the event and the polling fallback show it once.
@@ -96,7 +96,12 @@ const STOCK_HINT = ' Full cause: kernel-sentinel install.';
  * For a stock kernel the line keeps room for how to get the full explanation.
  */
 export function deathLine(death: IDeath, stock: boolean): string {
-  const said = death.summary || death.headline || fallbackCause(death);
+  let said = death.summary || death.headline || fallbackCause(death);
+  const room = stock ? MAX_MESSAGE - STOCK_HINT.length : MAX_MESSAGE;
+  if (said.length > room) {
+    // Long asides ("(no flight record: the running cell is not known)") go first; short ones ("(SIGSEGV)") stay.
+    said = said.replace(/\s*\([^()]{20,}\)/g, '');
+  }
   if (!stock) {
     return clip(said, MAX_MESSAGE);
   }
@@ -228,4 +233,22 @@ export function detailSections(death: IDeath, stock: boolean): [string, string][
     out.push(['Evidence', JSON.stringify(death.evidence, null, 2)]);
   }
   return out;
+}
+
+/**
+ * Return the one line for the notification after `%sentinel restore`: the names that came back, or the
+ * restore's own first line when nothing did (no checkpoint, an error).
+ */
+export function restoreLine(text: string, ok: boolean): string {
+  const restored = text.split('\n').find(l => l.trim().startsWith('restored:'));
+  if (ok && restored) {
+    const names = restored
+      .trim()
+      .slice('restored:'.length)
+      .split(/\),\s*/)
+      .map(part => part.split(' (')[0].trim())
+      .filter(Boolean);
+    return clip(`Variables back in the new kernel: ${names.join(', ')}`, MAX_MESSAGE);
+  }
+  return clip(text.split('\n')[0] || 'The restore printed nothing.', MAX_MESSAGE);
 }
