@@ -86,7 +86,7 @@ def group_budget(magics: Any, args: list[str], guard: Any) -> bool:
         move_limit(group, requested)
     except GroupError as exc:  # the OS refused (v1: EBUSY, the kernel could not be brought under it)
         if going_down and guard is not None:
-            guard.set_budget(old, f"%sentinel budget {format_bytes(old)}")
+            guard.set_budget(None)  # the group kept its limit: the guard follows it again
         print(f"%sentinel budget: {exc}.")
         return True
     if guard is not None:

@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ..confine import ConfineError, MemoryCgroup
 from ..memory import locate_cgroup
@@ -122,6 +122,9 @@ def systemd_user_available() -> bool:
 
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
     return shutil.which("systemd-run") is not None and os.path.exists(os.path.join(runtime, "systemd", "private"))
+
+
+# -- what a MemoryBudgetError can offer (pure) ----------------------------------------------------------
 
 
 def nice_size(nbytes: int) -> str:
