@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from kernel_sentinel.resurrect.blobs import BlobStore, checkpoints_root
-from kernel_sentinel.resurrect.checkpoint import CellTracker, Checkpointer, parse_switch, scan_namespace
+from kernel_sentinel.resurrect.checkpoint import CellTracker, Checkpointer, parse_switch, scan_namespace, write_checkpoint
 from kernel_sentinel.resurrect.restore import list_checkpoints, load_checkpoint
 
 
@@ -348,3 +348,40 @@ def test_big_variables_inside_other_variables_are_stored_once_and_stay_shared() 
     report = load_checkpoint(fresh, exclude="k-new")
     reasons = {f["names"][0]: f["reason"] for f in report.failed}
     assert "missing" in reasons["weights"] and "holds weights" in reasons["model"] and "runs" in reasons
+
+
+def test_over_the_cpu_budget_checkpoints_wait_and_status_says_why() -> None:
+    ns: dict = {"v": 1}
+    cp = _checkpointer(ns)
+    assert cp._within_budget()
+    cp.writer_cpu = cp.cpu_budget() + 1.0  # as if the writers had used more than half the kernel's CPU
+    assert not cp._within_budget()
+    assert "checkpoint deferred: the writers' CPU" in cp.status()
+    cp.writer_cpu = 0.0
+    cp.kernel_cost = cp.kernel_budget() + 1.0  # as if forks had cost the kernel more than 2% of its CPU
+    assert not cp._within_budget()
+    assert "what forks cost the kernel" in cp.status()
+
+
+def test_a_thread_writer_gives_up_when_a_cell_starts(tmp_path: Path) -> None:
+    ns: dict = {"rows": [[i, str(i)] for i in range(300_000)]}
+    cp = _checkpointer(ns, writer="thread")
+    asked = []
+
+    def cancelled() -> bool:  # the cell starts after the writer has pickled a few frames of `rows`
+        asked.append(1)
+        if len(asked) == 5:
+            cp.pre_run_cell(None)  # the user's next cell: the writer must not read objects that cell may change
+        return cp._thread.cancelled()
+
+    cp._thread.start(lambda: write_checkpoint(_capture(cp), None, cancelled=cancelled))
+    result = cp._thread.wait()
+    assert result["status"] == "cancelled" and len(asked) == 5  # gave up at the next frame, mid-object
+    assert not list(BlobStore(cp.store.dir).manifests())
+
+
+def _capture(cp: Checkpointer):
+    from kernel_sentinel.resurrect.checkpoint import Capture
+
+    groups, modules = scan_namespace(cp.ns)
+    return Capture(cp.kernel_id, cp.incarnation, None, 1, groups, modules, str(cp.store.dir), 3, 1 << 30, 0)

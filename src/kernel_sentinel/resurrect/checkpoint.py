@@ -549,9 +549,10 @@ class Checkpointer:
     def _busy(self) -> bool:
         return self._fork.busy or self._thread.busy
 
-    def _reap(self) -> None:
+    def _reap(self, block: bool = False) -> None:
+        """Take in what the writers finished (``block``: wait for them first), with the CPU they used."""
         for writer, kind in ((self._fork, "fork"), (self._thread, "thread")):
-            result = writer.poll()
+            result = writer.wait() if block else writer.poll()
             if result is not None:
                 self.writer_cpu += writer.last_cpu
                 self._absorb(result, kind)
@@ -569,18 +570,15 @@ class Checkpointer:
         return KERNEL_SHARE * kernel + IDLE_KERNEL_SHARE * wall + KERNEL_GRACE_SECONDS
 
     def _within_budget(self) -> bool:
-        budget = self.cpu_budget()
-        if self.writer_cpu > budget:
-            self._event(f"checkpoint deferred: the writers used {self.writer_cpu:.1f} s of CPU, more than their "
-                        f"budget ({budget:.1f} s: {CPU_SHARE:.0%} of the kernel's own CPU time); it is taken when "
-                        "the budget allows", dedupe="deferred")
-            return False
-        kernel_budget = self.kernel_budget()
-        if self.kernel_cost > kernel_budget:
-            self._event(f"checkpoint deferred: forks cost the kernel {self.kernel_cost * 1000:.0f} ms, more than "
-                        f"{KERNEL_SHARE:.0%} of its own CPU time ({kernel_budget * 1000:.0f} ms); it is taken when "
-                        "the budget allows", dedupe="deferred")
-            return False
+        """Return True when both budgets allow another checkpoint; else say in status which one does not."""
+        for used, allowed, what in (
+            (self.writer_cpu, self.cpu_budget(), f"the writers' CPU ({CPU_SHARE:.0%} of the kernel's own)"),
+            (self.kernel_cost, self.kernel_budget(), f"what forks cost the kernel ({KERNEL_SHARE:.0%} of its CPU)"),
+        ):
+            if used > allowed:
+                self._event(f"checkpoint deferred: {what} is spent ({used:.2f} s of {allowed:.2f} s); it is taken "
+                            "when the budget allows", dedupe="checkpoint deferred")
+                return False
         return True
 
     def _start_locked(self, overdue: bool = False) -> None:
@@ -725,22 +723,14 @@ class Checkpointer:
         the namespace is then what the cells before it left.
         """
         with self._lock:
-            for writer, kind in ((self._fork, "fork"), (self._thread, "thread")):
-                result = writer.wait()
-                if result is not None:
-                    self.writer_cpu += writer.last_cpu
-                    self._absorb(result, kind)
+            self._reap(block=True)
             if self._dirty is not False and self.enabled and not self._after_memory_error:
                 count, self._dirty = self._dirty, False
                 self._fork_overdue = True
                 message = self._checkpoint_locked(None if count is True else count)  # type: ignore[arg-type]
                 if not message.startswith("checkpoint started"):
                     self._event(message)
-                for writer, kind in ((self._fork, "fork"), (self._thread, "thread")):
-                    result = writer.wait()
-                    if result is not None:
-                        self.writer_cpu += writer.last_cpu
-                        self._absorb(result, kind)
+                self._reap(block=True)
 
     def close(self) -> None:
         """Stop the scheduler thread and wait for a writer in flight (``%unload_ext``)."""
@@ -749,11 +739,7 @@ class Checkpointer:
         if self._scheduler is not None:
             self._scheduler.join(timeout=5)
         with self._lock:
-            for writer, kind in ((self._fork, "fork"), (self._thread, "thread")):
-                result = writer.wait()
-                if result is not None:
-                    self.writer_cpu += writer.last_cpu
-                    self._absorb(result, kind)
+            self._reap(block=True)
 
     # -- status ------------------------------------------------------------------------------------
 
