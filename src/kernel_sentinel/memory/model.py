@@ -45,6 +45,9 @@ class CgroupMemory:
     working_set_bytes: int | None  # usage minus inactive_file (kubelet's definition)
     peak_bytes: int | None
     oom_kills: int | None  # v1: this group only; v2: this group and its descendants
+    # usage minus the page cache the kernel drops before an OOM kill (clean, unmapped file pages on either
+    # LRU list): what the budget's headroom is measured against
+    in_use_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class QuickReading:
     vm_data_bytes: int | None
     available_bytes: int | None  # least headroom across the limits of the last full snapshot
     source: str  # which limit that is
-    working_set_bytes: int | None  # of the group that sets the tightest cgroup limit, if any
+    working_set_bytes: int | None  # in-use bytes of the group that sets the tightest cgroup limit, if any
 
 
 @dataclass(frozen=True)

@@ -278,27 +278,27 @@ class MemoryReader:
             return None, []
         limits: list[Limit] = []
         tightest: tuple[int, str] | None = None
-        leaf_usage: tuple[int | None, int | None] = (None, None)
+        leaf_usage: tuple[int | None, int | None, int | None] = (None, None, None)
         for group in loc.groups:
             limit = self._group_limit(group, notes)
             is_leaf = group is loc.leaf
             if limit is None and not is_leaf:
                 continue
-            usage, working_set = self._group_usage(group, notes)
+            usage, working_set, in_use = self._group_figures(group, notes)
             if is_leaf:
-                leaf_usage = (usage, working_set)
+                leaf_usage = (usage, working_set, in_use)
             if limit is None:
                 continue
             if tightest is None or limit < tightest[0]:
                 tightest = (limit, group.path)
-            if working_set is not None:
+            if in_use is not None:
                 self._limited_groups[f"cgroup v{group.version} {group.path}"] = group
                 limits.append(
                     Limit(
                         kind=f"cgroup v{group.version}",
                         source=f"cgroup v{group.version} {group.path}",
                         limit_bytes=limit,
-                        available_bytes=max(0, limit - working_set),
+                        available_bytes=max(0, limit - in_use),
                     )
                 )
         leaf = loc.leaf
@@ -323,6 +323,7 @@ class MemoryReader:
             limit_path=tightest[1] if tightest else None,
             usage_bytes=leaf_usage[0],
             working_set_bytes=leaf_usage[1],
+            in_use_bytes=leaf_usage[2],
             peak_bytes=peak,
             oom_kills=oom_kills,
         )
@@ -344,17 +345,23 @@ class MemoryReader:
         return min(values) if values else None
 
     def _group_usage(self, group: _Group, notes: list[str]) -> tuple[int | None, int | None]:
+        """Return (usage, in use): in use leaves out the page cache the kernel reclaims before an OOM kill."""
+        return self._group_figures(group, notes)[::2]
+
+    def _group_figures(self, group: _Group, notes: list[str]) -> tuple[int | None, int | None, int | None]:
+        """Return (usage, working set = usage - inactive_file, in use = usage - reclaimable cache)."""
         usage_name = "memory.usage_in_bytes" if group.version == 1 else "memory.current"
         usage = self._int_file(group.file(usage_name), notes)
         stat_text = self._read(group.file("memory.stat"), notes)
         if usage is None or stat_text is None:
-            return usage, None
+            return usage, None, None
         try:
             inactive = parse.parse_inactive_file(stat_text)
+            reclaimable = parse.parse_reclaimable(stat_text)
         except ValueError as exc:
             notes.append(f"cannot parse {group.file('memory.stat')}: {exc}")
-            return usage, None
-        return usage, max(0, usage - inactive)
+            return usage, None, None
+        return usage, max(0, usage - inactive), max(0, usage - reclaimable)
 
     def _int_file(self, path: str, notes: list[str]) -> int | None:
         text = self._read(path, notes)

@@ -1,0 +1,69 @@
+"""Linux's per-tick meters: a process's statm and a memory cgroup's usage and in-use bytes, read with pread.
+
+The one fast reader every watcher uses (the guard's watchdog every 10 ms, the runner's sampler every
+25 ms): descriptors opened once, one ``pread`` per file, and the few numbers each needs parsed from bytes
+without building dicts. The full picture (limits, MemAvailable, PSI) is ``reader.MemoryReader``'s job.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .parse import parse_reclaimable
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class StatmMeter:
+    """Reads /proc/PID/statm: ``read() -> (rss, data+stack, resident file/shmem)`` in bytes."""
+
+    def __init__(self, pid: int | str = "self", proc: str = "/proc") -> None:
+        self._fd = os.open(f"{proc}/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+
+    def read(self) -> tuple[int, int, int]:
+        """Return (RSS, statm's data field, resident shared/file pages); raises OSError when gone."""
+        fields = os.pread(self._fd, 256, 0).split()
+        return int(fields[1]) * PAGE, int(fields[5]) * PAGE, int(fields[2]) * PAGE
+
+    def close(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
+class GroupMeter:
+    """Reads one memory cgroup: ``read() -> (usage, in use)``, in use = usage minus reclaimable page cache.
+
+    Reclaimable is what the kernel drops before an OOM kill (``parse.parse_reclaimable``): clean file
+    pages on either LRU list. Counting active file pages as used made a guard refuse allocations a stock
+    kernel completes (FACTS.md "Memory accounting").
+    """
+
+    def __init__(self, directory: str, version: int) -> None:
+        self.directory = directory
+        self.version = version
+        usage_name = "memory.usage_in_bytes" if version == 1 else "memory.current"
+        self._usage_fd = os.open(os.path.join(directory, usage_name), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._stat_fd = os.open(os.path.join(directory, "memory.stat"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(self._usage_fd)
+            raise
+
+    def usage(self) -> int:
+        """Return the group's usage as the limit counts it (page cache included); raises OSError/ValueError."""
+        return int(os.pread(self._usage_fd, 64, 0))
+
+    def read(self) -> tuple[int, int]:
+        """Return (usage, in use); raises OSError or ValueError when the group is gone or unreadable."""
+        usage = int(os.pread(self._usage_fd, 64, 0))
+        stat = os.pread(self._stat_fd, 8192, 0)
+        return usage, max(0, usage - parse_reclaimable(stat))
+
+    def close(self) -> None:
+        for fd in (self._usage_fd, self._stat_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
