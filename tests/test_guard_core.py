@@ -22,8 +22,10 @@ from kernel_sentinel.guard.core import (
     Candidate,
     Reading,
     candidates_from,
-    effective_margin,
-    interrupt_level,
+    cell_level,
+    fence_margin,
+    growth_lead,
+    interrupt_line,
     requested_bytes,
     tightest,
 )
@@ -122,26 +124,44 @@ print(json.dumps([orig, got1, same, lower, got2, resource.getrlimit(resource.RLI
 # -- thresholds ----------------------------------------------------------------------------------------
 
 
-def test_the_interrupt_comes_before_the_fence():
+def test_the_interrupt_comes_before_the_fence_with_room_for_threads():
     for limit in (256 * MiB, GiB, 8 * GiB, 64 * GiB):
-        margin = effective_margin(limit, 64 * MiB, 0.9)
-        assert int(limit * 0.9) < limit - margin
-    assert effective_margin(GiB, 64 * MiB, 0.9) == int(GiB * 0.1 * 0.6)
-    assert effective_margin(16 * GiB, 64 * MiB, 0.9) == 64 * MiB
+        margin = fence_margin(limit, 64 * MiB)
+        for lead in (0, 10 * MiB, 300 * MiB):
+            # the fence sits at limit - margin; two thread stacks fit between it and the interrupt
+            assert interrupt_line(limit, margin, lead) <= limit - margin - 16 * MiB
+    assert fence_margin(GiB, 64 * MiB) == GiB // 64  # ~1.5% of the budget, not a tenth of it
+    assert fence_margin(256 * MiB, 64 * MiB) == 8 * MiB  # never less than 8 MiB
+    assert fence_margin(16 * GiB, 64 * MiB) == 64 * MiB  # never more than the configured reserve
+    # A user's fixed fraction still caps the line.
+    assert interrupt_line(GiB, 16 * MiB, 0, 0.9) == int(GiB * 0.9)
 
 
-def test_the_watchdog_polls_fastest_near_the_threshold():
+def test_a_slow_loop_may_use_nearly_all_the_budget_and_a_fast_one_is_stopped_earlier():
+    limit = GiB
+    margin = fence_margin(limit, 64 * MiB)
+    slow = interrupt_line(limit, margin, growth_lead((20 * MiB, 20 * MiB), 0.015))
+    fast = interrupt_line(limit, margin, growth_lead((2 * GiB, 2 * GiB), 0.015))
+    assert slow >= 0.96 * limit
+    assert fast < slow - 50 * MiB
+    # One step (an allocation the fence allowed, then filled) is not a trend: no lead at all.
+    assert growth_lead((500 * MiB / 0.01, 0.0, 0.0), 0.015) == 0
+    assert growth_lead((-(10**9), 10**9), 0.015) == 0
+
+
+def test_the_watchdog_polls_fastest_near_the_line():
     from kernel_sentinel.guard.core import poll_factor
 
-    assert poll_factor(GiB, 100 * MiB, 0.9) == 10
-    assert poll_factor(GiB, 700 * MiB, 0.9) == 2
-    assert poll_factor(GiB, 800 * MiB, 0.9) == 1
-    assert poll_factor(GiB, 2 * GiB, 0.9) == 1
+    line = int(GiB * 0.97)
+    assert poll_factor(line, 100 * MiB, GiB) == 10
+    assert poll_factor(line, 700 * MiB, GiB) == 2
+    assert poll_factor(line, 850 * MiB, GiB) == 1
+    assert poll_factor(line, 2 * GiB, GiB) == 1
 
 
 def test_a_cell_that_starts_full_may_still_run_but_not_grow_much():
-    assert interrupt_level(1000, 0.9, 100) == 900
-    level = interrupt_level(1000 * MiB, 0.9, 950 * MiB)
+    assert cell_level(900, 1000, 100) == 900
+    level = cell_level(900 * MiB, 1000 * MiB, 950 * MiB)
     assert 950 * MiB < level < 1000 * MiB
 
 
@@ -196,7 +216,7 @@ def test_bad_settings_are_one_line_warnings_and_defaults():
             "KERNEL_SENTINEL_GUARD": "maybe",
         },
     )
-    assert s.memory_limits == () and s.interrupt_fraction == 0.9 and s.reserve_bytes == 64 * MiB
+    assert s.memory_limits == () and s.interrupt_fraction == 1.0 and s.reserve_bytes == 64 * MiB
     assert s.enabled is True
     assert len(s.warnings) == 4 and all("\n" not in w for w in s.warnings)
 

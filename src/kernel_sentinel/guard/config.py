@@ -12,11 +12,11 @@ trait                       environment variable                default    meani
                                                                            budget): the budget when tighter than
                                                                            what the machine says
 ``poll_interval``           ``KERNEL_SENTINEL_POLL_INTERVAL``   0.01       seconds between watchdog ticks
-``interrupt_fraction``      ``KERNEL_SENTINEL_INTERRUPT_AT``    0.9        interrupt the cell at this share of
-                                                                           the budget
-``reserve_bytes``           ``KERNEL_SENTINEL_RESERVE``         64M        distance the fence keeps from the
-                                                                           budget (capped at 60% of what the
-                                                                           interrupt threshold leaves)
+``interrupt_fraction``      ``KERNEL_SENTINEL_INTERRUPT_AT``    1.0        interrupt the cell at this share of
+                                                                           the budget at the latest (1.0: only
+                                                                           the line that follows growth)
+``reserve_bytes``           ``KERNEL_SENTINEL_RESERVE``         64M        most the fence keeps from the budget
+                                                                           (it keeps ~1.5%, at least 8 MiB)
 ``error_reserve_bytes``     ``KERNEL_SENTINEL_ERROR_RESERVE``   16M        memory held back for the error path
 ``child_oom_score_adj``     ``KERNEL_SENTINEL_CHILD_OOM_SCORE``  1000      oom_score_adj for child processes
 ==========================  ==================================  =========  =======================================
@@ -52,10 +52,13 @@ class SentinelGuard(Configurable):
     ).tag(config=True)
     poll_interval = Float(0.01, help="Seconds between two watchdog readings.").tag(config=True)
     interrupt_fraction = Float(
-        0.9, help="Interrupt the running cell when usage reaches this share of the budget."
+        1.0,
+        help="Interrupt the running cell at this share of the budget at the latest; 1.0 leaves only the line "
+        "that follows the growth rate and the watchdog's reaction time.",
     ).tag(config=True)
     reserve_bytes = Integer(
-        64 * MiB, help="Bytes the fence keeps free below the budget (for memory no fence can see)."
+        64 * MiB,
+        help="Most bytes the fence keeps free below the budget (it keeps ~1.5% of it, at least 8 MiB).",
     ).tag(config=True)
     error_reserve_bytes = Integer(
         16 * MiB, help="Bytes held back and released when a cell fails, so the error can be shown."
@@ -84,7 +87,7 @@ class GuardSettings:
     enabled: bool = True
     memory_limits: tuple[MemoryLimitSetting, ...] = ()
     poll_interval: float = 0.01
-    interrupt_fraction: float = 0.9
+    interrupt_fraction: float = 1.0
     reserve_bytes: int = 64 * MiB
     error_reserve_bytes: int = 16 * MiB
     child_oom_score_adj: int = 1000
@@ -173,8 +176,8 @@ def _check(name: str, value: Any) -> str | None:
     """Return why ``value`` cannot be used for ``name``, or None when it can."""
     if name == "poll_interval" and not 0.001 <= float(value) <= 5:
         return "must be between 0.001 and 5 seconds"
-    if name == "interrupt_fraction" and not 0.3 <= float(value) < 1:
-        return "must be in [0.3, 1)"
+    if name == "interrupt_fraction" and not 0.3 <= float(value) <= 1:
+        return "must be in [0.3, 1]"
     if name in ("reserve_bytes", "error_reserve_bytes") and not 0 <= int(value) <= (1 << 34):
         return "must be between 0 and 16G"
     if name == "child_oom_score_adj" and not -1000 <= int(value) <= 1000:

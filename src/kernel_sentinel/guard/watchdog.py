@@ -23,6 +23,7 @@ and the next tick simply reads again (``max_tick_gap_seconds`` in ``status()`` s
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
@@ -105,6 +106,7 @@ class SigintRouter:
         self._handler = self.handle  # one bound method, so ``getsignal() is`` works
         self._run_code = _run_code_code()
         self.protected: set[Any] = set()  # code objects (the guard's error handler) never interrupted
+        self._deep = False  # the last _in_cell_code walk ended deep in the cell's own recursion
 
     def install(self) -> None:
         """Install for the cell that starts now (main thread only); remembers the handler it replaces."""
@@ -120,6 +122,10 @@ class SigintRouter:
         guard = self.guard
         if guard.consume_interrupt():
             if guard.cell_running and self._in_cell_code(frame):
+                guard.interrupt_raised()  # first: no resend while this one is counted and unwinds
+                if self._deep and frame is not None:
+                    code = frame.f_code
+                    guard.note_recursion(_stack_depth(), code.co_name, code.co_filename, frame.f_lineno)
                 raise GuardInterrupt("memory use crossed the guard's threshold")
             return  # late or early: the watchdog resends while the cell still grows
         previous = self.previous
@@ -131,14 +137,41 @@ class SigintRouter:
 
     def _in_cell_code(self, frame: FrameType | None) -> bool:
         """Return True when ``frame`` runs inside IPython's ``run_code`` (the cell's own code)."""
+        self._deep = False
         if self._run_code is None:
             return True
         depth = 0
-        while frame is not None and depth < 400:
+        while frame is not None and depth < DEEP:
             if frame.f_code in self.protected:
                 return False  # the guard's own error path: a second interrupt there would hide the first
             if frame.f_code is self._run_code:
                 return depth > 0
             frame = frame.f_back
             depth += 1
-        return False
+        # Deeper than IPython or ipykernel ever go: the cell's own runaway recursion (whose frames, on
+        # the heap since 3.11, are what fills memory); dropping the interrupt there let it run forever.
+        self._deep = frame is not None
+        return self._deep
+
+
+DEEP = 400  # frames above IPython's run_code that only a recursion in the cell's code reaches
+
+
+_DEPTH = re.compile(r"recursion depth (\d+)")
+
+
+def _stack_depth() -> int | None:
+    """Return how many frames deep the calling thread is, in O(1): CPython says it when refusing a limit.
+
+    ``sys.setrecursionlimit(1)`` at depth d raises "cannot set the recursion limit to 1 at the recursion
+    depth d" and changes nothing. Walking millions of frames instead (``f_back`` or ``sys._getframe(n)``)
+    took seconds in the signal handler, long enough for the next SIGINT to nest another handler in it.
+    """
+    try:
+        sys.setrecursionlimit(1)
+    except RecursionError as exc:
+        match = _DEPTH.search(str(exc))
+        return int(match.group(1)) if match else None
+    except Exception:
+        return None
+    return None  # pragma: no cover - only at depth 0, which a handler never is

@@ -1,0 +1,740 @@
+"""The guard's controller: reads the meters, asks the policy, moves the fence and interrupts the cell.
+
+Measure -> decide -> act. ``Guard.tick()`` (the watchdog thread, every ~10 ms) takes a ``Reading``
+(``meters.py``), asks ``policy.py`` for the fence and the interrupt line, re-sets RLIMIT_DATA and sends
+SIGINT to the main thread when a cell's committed memory crosses the line. The full budget picture
+(``MemoryReader`` with ``rlimits=False``, so the guard never mistakes its own fence for the budget) is
+re-read every two seconds; that is also when the kernel's children are made OOM volunteers.
+
+Which thread may touch what (the code obeys this; "lock" is ``Guard._lock``):
+
+=====================  ===========================================================================
+thread                 may touch
+=====================  ===========================================================================
+any                    the meters (``Meters.read`` has its own lock)
+watchdog (``tick``)    candidates, ``_state``, growth rates, the fence (``Fence`` has its own
+                       lock); under the lock: ``_cell`` (peak), ``_ceiling``, ``_pending``, ``_sent``,
+                       ``_no_room_since``; the reserve only through ``_retake_reserve_if_room`` under
+                       the lock and never while ``_handling`` or ``_hold`` is set
+main (cell hooks,      ``cell_started``/``cell_finished``/``begin_failure``/``end_failure``: all of the
+error handler,         above under the lock; ``_reserve`` is released only in ``begin_failure``, under
+magics)                the lock, after ``_hold`` and ``_handling`` are set (so no tick can take it back)
+signal handler         ``consume_interrupt``, ``interrupt_raised``, ``note_recursion``: plain attribute
+(main thread)          writes (``_sent``, ``_raised_at``, ``_recursion``), never the lock: the handler runs
+                       between two bytecodes of the main thread, which may hold the lock at that moment
+dying thread           ``thread_failed``: under the lock, sets ``_pending`` and sends the interrupt
+(``excepthook``)
+forked child           nothing: ``children.py``'s at-fork hook gives the child the user's RLIMIT_DATA
+                       back; the child never ticks (the watchdog thread does not survive a fork)
+=====================  ===========================================================================
+
+The budget is the tightest of: every cgroup limit on the way to the root (measured against what the group
+has in use: its usage less the page cache the kernel drops before an OOM kill), system RAM (the kernel's
+RSS plus MemAvailable), a configured limit (``KERNEL_SENTINEL_MEMORY_LIMIT``, ``SentinelGuard.memory_limit``,
+``%sentinel budget``: measured like the machine's budget), and the user's own RLIMIT_DATA from before the
+guard (measured against VmData).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..memory import MemoryReader, MemorySnapshot
+from ..memory.reader import CgroupLocation
+from . import children
+from .config import GuardSettings
+from .fence import INFINITY, Fence
+from .meters import Meters
+from .policy import (
+    MiB,
+    Candidate,
+    Reading,
+    candidates_from,
+    cell_level,
+    fence_margin,
+    growth_lead,
+    interrupt_line,
+    poll_factor,
+    recursion_level,
+    requested_bytes,
+    sustained_rate,
+    threaded_margins,
+    tightest,
+)
+from .reclaim import malloc_trim
+
+REFRESH_SECONDS = 2.0  # full budget re-read (limits, MemAvailable): ~0.2-0.7 ms, so not at every tick
+CHILDREN_SECONDS = 2.0  # children scan
+RESEND_SECONDS = 0.1  # a cell that keeps growing after an interrupt gets another one
+UNWIND_SECONDS = 2.0  # ... unless one was raised this recently: it is still unwinding
+TIGHT_SLACK = 8 * MiB  # room left when the watchdog freezes growth, so the interrupt itself can unwind
+NO_ROOM_SECONDS = 2.0  # a cell that has had no room under the fence this long is interrupted
+IDLE_GROWTH = 32 * MiB  # growth with no cell running before the fence freezes (a background thread)
+GROWTH_NOISE = 4 * MiB  # a tick that moved committed memory less than this did not grow (meters' noise)
+RECURSION_CHECK_SECONDS = 0.2  # how often a growing cell's main thread is looked at for a recursion
+RECURSION_FRAMES = 2000  # deeper than this in one function is a recursion, not a program's call chain
+DELIVERY_SECONDS = 0.005  # from pthread_kill to the handler running, between two bytecodes (FACTS.md)
+
+
+@dataclass
+class CellState:
+    """What the guard knows about the cell that is running."""
+
+    execution_count: int | None
+    start_usage: int
+    level: int
+    peak: int
+    started: float
+    interrupts: int = 0
+    code: str | None = None
+    no_room_seen: bool = False
+    recursion: bool = False  # the main thread is deep in a recursion that grows memory
+
+
+class Guard:
+    """The memory guard of one kernel: budget, fence, watchdog, and the evidence of its last intervention."""
+
+    def __init__(self, settings: GuardSettings | None = None) -> None:
+        self.settings = settings or GuardSettings()
+        self.enabled = False
+        self.last_failure: dict[str, Any] | None = None
+        self.interventions = 0
+        self.stepped_aside: str | None = None  # why the watchdog stopped itself, when it did
+        self.warnings: list[str] = list(self.settings.warnings)
+        self._reader = MemoryReader(rlimits=False)
+        self._reader_lock = threading.Lock()
+        self._location: CgroupLocation | None = self._reader.location
+        self._group_dirs = {g.path: g.directory for g in self._location.groups} if self._location else {}
+        self._fence = Fence()
+        self._meters = Meters()
+        self._override: tuple[int, str] | None = None
+        self._candidates: list[Candidate] = []
+        self._snapshot: MemorySnapshot | None = None
+        self._state: tuple[Candidate, int, int, Reading] | None = None
+        self._lock = threading.RLock()
+        self._cell: CellState | None = None
+        self._ceiling: int | None = None  # absolute fence cap while the watchdog has frozen growth
+        self._idle_base: int | None = None  # usage when the last cell ended
+        self._idle_noted = False
+        self._hold: int | None = None  # absolute fence while the error path runs
+        self._reserve: bytearray | None = None
+        self._pending: dict[str, Any] | None = None  # what the watchdog saw when it interrupted
+        self._sent = False  # a SIGINT from the guard is on its way
+        self._handling = False  # the error path of this cell runs (or ran): no more interrupts
+        self._sent_at = 0.0
+        self._trimmed_at = 0.0
+        self._no_room_since: float | None = None
+        self._next_stuck_check = 0.0
+        self._next_recursion_check = 0.0
+        self._raised_at = 0.0  # when the signal handler last raised the guard's interrupt
+        self._rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # committed growth (bytes/s) over the last ticks
+        self._last_tick_at = 0.0
+        self._last_committed = 0
+        self._stall = 0.0  # how late ticks come, smoothed (GIL stalls on a busy machine)
+        self.reaction_seconds = self.settings.poll_interval + DELIVERY_SECONDS
+        self.line_bytes: int | None = None  # the interrupt line of the last tick
+        self._recursion: dict[str, Any] | None = None  # set by the signal handler when it stopped a recursion
+        self._start_wait_since: float | None = None
+        self._next_refresh = 0.0
+        self._next_children = 0.0
+        self._children = children.ChildAdjuster(self.settings.child_oom_score_adj)
+        self._watchdog: Any = None
+        self.main_ident = threading.main_thread().ident
+        self.ticks = 0
+        self.max_tick_gap = 0.0
+        self.watchdog_cpu_seconds = 0.0  # CPU time the watchdog thread itself has used
+        self._baseline_threads = threading.active_count()
+        self.interval_factor = 1  # the watchdog waits this many poll intervals (5 far from the budget)
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def enable(self) -> None:
+        """Start the fence, the watchdog and the children's volunteering (again)."""
+        from .watchdog import Watchdog
+
+        with self._lock:
+            if self.enabled:
+                return
+            self.stepped_aside = None
+            self.refresh()
+            self._take_reserve()
+            children.enable(self.settings.child_oom_score_adj, self._fence.original)
+            self.enabled = True
+            self.tick()
+            self._watchdog = Watchdog(self, self.settings.poll_interval)
+            self._watchdog.start()
+            self._baseline_threads = threading.active_count()  # ipykernel's own threads and the watchdog
+
+    def disable(self) -> None:
+        """Stop the watchdog, give the user's RLIMIT_DATA back, release the reserve."""
+        with self._lock:
+            self.enabled = False
+            watchdog, self._watchdog = self._watchdog, None
+            self._sent = False
+        if watchdog is not None:
+            watchdog.stop()
+        with self._lock:
+            self._fence.restore()
+            self._ceiling = self._hold = None
+            self._reserve = None
+            children.disable()
+
+    def step_aside(self, reason: str) -> None:
+        """Turn the guard off from inside (the watchdog failed): the user's RLIMIT_DATA comes back."""
+        with self._lock:
+            self.stepped_aside = reason
+            self.warnings.append(reason)
+            self.enabled = False
+            self._watchdog = None
+            self._sent = False
+            self._ceiling = self._hold = None
+            self._fence.restore()
+            children.disable()
+
+    def close(self) -> None:
+        """Disable and close the files the meters hold."""
+        self.disable()
+        self._meters.close()
+        self._reader.close()
+
+    @property
+    def budget_bytes(self) -> int | None:
+        state = self._current()
+        return state[0].limit_bytes if state else None
+
+    @property
+    def budget_source(self) -> str:
+        state = self._current()
+        return state[0].source if state else "unknown"
+
+    @property
+    def usage_bytes(self) -> int | None:
+        state = self._current()
+        return state[1] if state else None
+
+    def set_budget(self, nbytes: int | None, source: str = "%sentinel budget") -> None:
+        """Replace the configured limit by ``nbytes`` (None: back to the configured one); applied at once."""
+        if nbytes is not None and int(nbytes) <= 0:
+            raise ValueError(f"a budget must be positive, got {nbytes}")
+        with self._lock:
+            self._override = None if nbytes is None else (int(nbytes), source)
+            self.refresh()
+            if self.enabled:
+                self.tick()
+
+    def snapshot(self) -> MemorySnapshot:
+        """Return a fresh full memory reading (machine view: without the guard's own fence)."""
+        with self._reader_lock:
+            self._snapshot = self._reader.snapshot()
+            return self._snapshot
+
+    def status(self) -> dict[str, Any]:
+        """Return the guard's state as plain data for ``%sentinel`` and tests."""
+        state = self._current()
+        cand, usage, headroom, reading = state if state else (None, None, None, None)
+        limit = cand.limit_bytes if cand else None
+        return {
+            "enabled": self.enabled,
+            "budget_bytes": limit,
+            "budget_source": cand.source if cand else "unknown",
+            "usage_bytes": usage,
+            "headroom_bytes": headroom,
+            "rss_bytes": reading.rss if reading else None,
+            "vm_data_bytes": reading.vm_data if reading else None,
+            "interrupt_at_bytes": self._line_now(limit) if limit else None,
+            "margin_bytes": self._margin(limit) if limit else None,
+            "reaction_seconds": round(self.reaction_seconds, 4),
+            "fence_bytes": self._fence.current,
+            "original_rlimit_data": [_rl(v) for v in self._fence.original],
+            "poll_interval": self.settings.poll_interval,
+            "watchdog_alive": bool(self._watchdog and self._watchdog.is_alive()),
+            "ticks": self.ticks,
+            "max_tick_gap_seconds": round(self.max_tick_gap, 4),
+            "watchdog_cpu_seconds": round(self.watchdog_cpu_seconds, 4),
+            "interventions": self.interventions,
+            "reserve_held": self._reserve is not None,
+            "stepped_aside": self.stepped_aside,
+            "last_failure": self.last_failure,
+            "limits": [
+                {"source": c.source, "limit_bytes": c.limit_bytes, "kind": c.kind} for c in self._candidates
+            ],
+            "warnings": list(self.warnings),
+        }
+
+    # -- measuring -------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the full budget picture (every 2 s): limits, configured budgets, stack size."""
+        snap = self.snapshot()
+        machine = snap.budget.limit_bytes if snap.budget else None
+        configured: list[tuple[int, str]] = []
+        if self._override is not None:
+            configured.append(self._override)
+        else:
+            for setting in self.settings.memory_limits:
+                try:
+                    configured.append((setting.resolve(machine), setting.source))
+                except ValueError:
+                    continue  # a percentage with no machine budget to take it of
+        cands = candidates_from(snap, self._group_dirs, configured, self._fence.original_soft)
+        dirs = sorted({c.meter[7:] for c in cands if c.meter.startswith("cgroup:")})
+        if self._location is not None:
+            self._meters.watch(dirs, self._location.version)
+        try:
+            statm_data = self._meters.statm_data
+            if snap.process.vm_data_bytes is not None:
+                self._meters.stack_bytes = max(0, statm_data - snap.process.vm_data_bytes)
+        except (OSError, ValueError, IndexError):
+            pass
+        self._candidates = cands
+
+    def _current(self) -> tuple[Candidate, int, int, Reading] | None:
+        if self._state is None or not self.enabled:
+            if not self._candidates:
+                self.refresh()
+            reading = self._meters.read()
+            best = tightest(self._candidates, reading)
+            if best is None:
+                return None
+            self._state = (*best, reading)
+        return self._state
+
+    def _line_now(self, limit: int) -> int:
+        """Return the interrupt line as of the last tick (without growth: a fresh one when none ran yet)."""
+        if self.line_bytes is not None:
+            return self.line_bytes
+        return interrupt_line(limit, self._margin(limit), 0, self.settings.interrupt_fraction)
+
+    def _margin(self, limit: int) -> int:
+        return fence_margin(limit, self.settings.reserve_bytes)
+
+    # -- the tick --------------------------------------------------------------------------------
+
+    def _line(self, limit: int, margin: int, committed: int, now: float, fraction: float) -> int:
+        """Return the interrupt line now, after folding this reading into the growth rates (watchdog only).
+
+        The lead is judged at full polling speed (near the line the watchdog polls every interval), and
+        ``poll_factor`` keeps the wait short while growth is sustained, so the lead holds for the next tick.
+        """
+        dt = now - self._last_tick_at if self._last_tick_at else 0.0
+        if 0 < dt < 5.0:
+            expected = self.settings.poll_interval * self.interval_factor
+            self._stall = 0.8 * self._stall + 0.2 * max(0.0, dt - expected)
+            delta = committed - self._last_committed
+            rate = delta / dt if delta > GROWTH_NOISE else 0.0
+            self._rates = (*self._rates[1:], rate)
+        self._last_tick_at = now
+        self._last_committed = committed
+        reaction = self.settings.poll_interval + self._stall + DELIVERY_SECONDS
+        self.reaction_seconds = reaction
+        return interrupt_line(limit, margin, growth_lead(self._rates, reaction), fraction)
+
+    def tick(self, now: float | None = None) -> None:
+        """Read, decide and act once: re-set the fence; interrupt a cell that crossed its line (watchdog)."""
+        now = time.monotonic() if now is None else now
+        self.ticks += 1
+        if now >= self._next_refresh:
+            self._next_refresh = now + REFRESH_SECONDS
+            self.refresh()
+            with self._lock:
+                if self._reserve is None and self._hold is None and not self._handling:
+                    self._retake_reserve_if_room()
+        if now >= self._next_children:
+            self._next_children = now + CHILDREN_SECONDS
+            self._children.adjust_existing()
+        reading = self._meters.read()
+        best = tightest(self._candidates, reading)
+        if best is None:
+            return
+        cand, usage, headroom = best
+        self._state = (cand, usage, headroom, reading)
+        committed_best = tightest(self._candidates, reading, committed=True) or best
+        ccand, committed, fence_headroom = committed_best
+        limit = ccand.limit_bytes
+        margin = self._margin(limit)
+        fraction = self.settings.interrupt_fraction
+        # Threads of the cell's own (beyond ipykernel's and ours) cannot be interrupted: wider margins.
+        threaded = threading.active_count() > self._baseline_threads
+        if threaded:
+            margin, cap = threaded_margins(limit, margin, self.settings.reserve_bytes)
+            fraction = min(fraction, cap)
+        self._meters.forgive = not threaded
+        line = self._line(limit, margin, committed, now, fraction)
+        self.line_bytes = line
+        with self._lock:
+            if not self.enabled:
+                return
+            cell = self._cell
+            level = cell_level(line, limit, cell.start_usage) if cell is not None else line
+            if cell is not None and not cell.recursion and self._rates[-1] > 0 and now >= self._next_recursion_check:
+                self._next_recursion_check = now + RECURSION_CHECK_SECONDS
+                cell.recursion = self._main_recurses()
+            if cell is not None and cell.recursion:
+                level = min(level, recursion_level(limit, margin, cell.start_usage))
+            self.interval_factor = poll_factor(
+                level, committed, limit, sustained_rate(self._rates), self.settings.poll_interval
+            )
+            if cell is not None:
+                cell.level = level
+                cell.peak = max(cell.peak, usage)
+                # No room left under the fence for a while: something in the cell waits on memory it
+                # cannot get (even Thread.start() can hang when its new thread cannot allocate).
+                if fence_headroom - margin > 0:
+                    self._no_room_since = None
+                elif self._no_room_since is None:
+                    self._no_room_since = now
+                if self._no_room_since is not None:
+                    cell.no_room_seen = True
+                stuck = self._no_room_since is not None and now - self._no_room_since >= NO_ROOM_SECONDS
+                if not stuck and cell.no_room_seen and now >= self._next_stuck_check:
+                    self._next_stuck_check = now + 0.5
+                    stuck = self._thread_start_hangs(now)
+                # Committed memory (in use plus taken-but-untouched) is judged, so a big allocation the fence
+                # let through and that is being filled is not growth; the line is lowered by sustained growth.
+                over = committed >= level or stuck
+                if over and self._ceiling is None and self._trim_first(now):
+                    # malloc gave its cache of freed memory back to the OS: judge again, at once
+                    reading = self._meters.read()
+                    best = tightest(self._candidates, reading) or best
+                    cand, usage, headroom = best
+                    self._state = (cand, usage, headroom, reading)
+                    committed_best = tightest(self._candidates, reading, committed=True) or best
+                    fence_headroom = committed_best[2]
+                    over = committed_best[1] >= level or stuck
+                if over:
+                    if self._ceiling is None and not cell.recursion:
+                        # (unwinding a recursion needs memory for every frame: no freeze for it)
+                        self._ceiling = reading.vm_data + TIGHT_SLACK
+                        self._pending = self._evidence("watchdog", reading=reading, best=best)
+                    if (
+                        not self._handling
+                        and now - self._sent_at >= RESEND_SECONDS
+                        and now - self._raised_at >= UNWIND_SECONDS
+                    ):
+                        self._interrupt_main(now)
+            else:
+                base = self._idle_base if self._idle_base is not None else committed
+                if committed >= line and committed > base + IDLE_GROWTH:
+                    if self._ceiling is None and self._trim_first(now):
+                        return
+                    if self._ceiling is None:
+                        # Memory grows with no cell running: a background thread. Interrupting the idle
+                        # main thread would stop nothing, so growth is frozen instead: the thread's next
+                        # allocation fails with MemoryError (in that thread), the kernel lives.
+                        self._ceiling = reading.vm_data + TIGHT_SLACK
+                        self._note_background(usage, cand)
+                elif self._ceiling is not None and committed < line:
+                    self._ceiling = None
+            ceiling = self._hold if self._hold is not None else self._ceiling
+            self._fence.apply(self._fence.compute(reading.vm_data, fence_headroom, margin, ceiling))
+
+    def _main_recurses(self) -> bool:
+        """Return True when the main thread runs the same function thousands of frames deep (watchdog).
+
+        Since 3.11 Python frames live on the heap, so a runaway recursion under a raised recursion limit
+        is a memory loop; only asked while memory grows, every 0.2 s, and it looks at 2,000 frames at most.
+        """
+        frame = sys._current_frames().get(self.main_ident)  # type: ignore[arg-type]
+        counts: dict[Any, int] = {}
+        depth = 0
+        while frame is not None and depth < RECURSION_FRAMES:
+            counts[frame.f_code] = counts.get(frame.f_code, 0) + 1
+            frame = frame.f_back
+            depth += 1
+        del frame
+        return depth >= RECURSION_FRAMES and max(counts.values()) * 2 >= depth
+
+    def _thread_start_hangs(self, now: float) -> bool:
+        """Return True when the main thread has waited over a second in ``Thread.start()``.
+
+        CPython (3.11/3.12) waits forever in ``Thread.start()`` when the new thread hits MemoryError
+        before it signals that it started, which happens when the fence had no room. Only asked after
+        the fence had no room during this cell; the interrupt turns the hang into MemoryBudgetError.
+        """
+        frame = sys._current_frames().get(self.main_ident)  # type: ignore[arg-type]
+        inside = False
+        depth = 0
+        while frame is not None and depth < 12:
+            if frame.f_code is _THREAD_START:
+                inside = True
+                break
+            frame = frame.f_back
+            depth += 1
+        del frame
+        if not inside:
+            self._start_wait_since = None
+            return False
+        if self._start_wait_since is None:
+            self._start_wait_since = now
+        return now - self._start_wait_since >= 1.0
+
+    def _trim_first(self, now: float, force: bool = False) -> bool:
+        """Return True when it asked malloc to give freed memory back (at most once a second).
+
+        glibc keeps freed memory of its arenas resident (threads that allocated and freed arrays leave
+        hundreds of MB counted as used): before interrupting anyone for usage that is only malloc's cache,
+        ``malloc_trim(0)`` returns it, and the next tick judges again.
+        """
+        if not force and now - self._trimmed_at < 1.0:
+            return False
+        self._trimmed_at = now
+        # What malloc_trim() gives back (RSS down, VmData not) stays counted as untouched: malloc hands
+        # those pages out again without VmData growing, i.e. without the fence seeing it, so the fence
+        # must keep room for them (forgetting them let a stress test of four threads reach the OOM).
+        self._meters.pin()
+        return malloc_trim()
+
+    def thread_failed(self, thread_name: str, exc: BaseException | None) -> None:
+        """A thread other than the main one died of MemoryError (at the fence): stop the running cell too.
+
+        Ticks stall while a thread holds the GIL between big allocations, so such a thread can reach the
+        fence before the watchdog's threshold; its death is the evidence. The cell that waits for it
+        (``t.join()``) then fails with MemoryBudgetError instead of ending as if nothing happened.
+        """
+        with self._lock:
+            if not self.enabled or self._cell is None or self._handling:
+                return
+            evidence = self._evidence("fence", exc=exc)
+            evidence["thread"] = thread_name
+            evidence["background"] = True
+            self._pending = evidence
+            self._interrupt_main(time.monotonic())
+
+    def _interrupt_main(self, now: float) -> None:
+        import signal
+
+        self._sent = True
+        self._sent_at = now
+        if self._cell is not None:
+            self._cell.interrupts += 1
+        signal.pthread_kill(self.main_ident, signal.SIGINT)  # type: ignore[arg-type]
+
+    def _note_background(self, usage: int, cand: Candidate) -> None:
+        if self._idle_noted:
+            return
+        self._idle_noted = True
+        from ..sizes import format_bytes
+
+        self._pending = self._evidence("watchdog", best=(cand, usage, cand.limit_bytes - usage))
+        self._pending["background"] = True
+        try:
+            print(
+                f"kernel-sentinel: memory grew to {format_bytes(usage)} of {format_bytes(cand.limit_bytes)} "
+                f"({cand.source}) while no cell was running (a background thread?). Further allocations "
+                "fail with MemoryError until memory is freed.",
+                file=sys.stderr,
+            )
+        except Exception:
+            pass
+
+    # -- cells and failures (called on the main thread by the extension) ------------------------
+
+    def cell_started(self, execution_count: int | None, code: str | None = None) -> None:
+        """A cell starts on the main thread: the usage it starts from fixes how its line is judged."""
+        state = self._current() if not self.enabled else None
+        # Untouched address space from earlier cells is forgotten at a cell's start once it has stopped
+        # growing for a second (a thread left running by an interrupted cell may still be taking it).
+        self._meters.rebase(quiet_seconds=1.0)
+        reading = self._meters.read()
+        best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
+        if best and best[1] >= self._line_now(best[0].limit_bytes) and self._trim_first(
+            time.monotonic(), force=True
+        ):
+            reading = self._meters.read()  # what is left once malloc's cache of freed memory is returned
+            best = tightest(self._candidates, reading, committed=True) or best
+        usage = best[1] if best else 0
+        limit = best[0].limit_bytes if best else 0
+        with self._lock:
+            level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
+            self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
+            self._ceiling = None
+            self._idle_noted = False
+            self._pending = None
+            self._sent = False
+            self._handling = False
+            self._no_room_since = None
+        if self.enabled:
+            try:
+                self.tick()  # the fence as of now, not as of the last tick (memory may just have been freed)
+            except Exception:
+                pass
+
+    def cell_finished(self) -> None:
+        """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
+        with self._lock:
+            self._cell = None
+            self._sent = False
+            self._handling = False
+            self._ceiling = None
+            self._hold = None
+            self._pending = None
+            self._no_room_since = None
+            self._start_wait_since = None
+            try:
+                self._idle_base = self._meters.read().committed(self._state[0].meter) if self._state else None
+            except Exception:
+                self._idle_base = None
+            state = self._state
+        if state is not None and self._idle_base is not None:
+            if self._idle_base >= self._line_now(state[0].limit_bytes):
+                # A full kernel after the cell: give malloc's cache of freed memory back now, so the next
+                # cell (and ipykernel's own threads) do not start at the fence.
+                if self._trim_first(time.monotonic(), force=True):
+                    try:
+                        self._idle_base = self._meters.read().committed(state[0].meter)
+                    except Exception:
+                        pass
+        with self._lock:
+            if self._reserve is None and self.enabled:
+                self._retake_reserve_if_room()
+
+    @property
+    def cell_running(self) -> bool:
+        return self._cell is not None
+
+    def note_recursion(self, depth: int, function: str, filename: str, line: int) -> None:
+        """Remember how deep the recursion the guard just stopped went (signal handler, main thread)."""
+        self._recursion = {"depth": depth, "function": function, "file": filename, "line": line}
+
+    def interrupt_raised(self) -> None:
+        """The signal handler raised the guard's interrupt in the cell: no resend while it unwinds."""
+        self._raised_at = time.monotonic()
+
+    def consume_interrupt(self) -> bool:
+        """Return True (once) when a SIGINT that just arrived was sent by the guard."""
+        sent, self._sent = self._sent, False
+        return sent
+
+    def begin_failure(self, trigger: str, exc: BaseException | None) -> dict[str, Any]:
+        """Return the evidence of this failure; free the reserve and hold the fence so the error can be shown.
+
+        The hold is an absolute fence (VmData after the release plus the reserve's size), set once: room
+        for the error path that does not move with VmData, so it cannot creep.
+        """
+        with self._lock:
+            # Order matters: _handling first, so no tick can take the reserve back once it is given up
+            # (a tick retakes it only under this lock, and never while _handling or _hold is set).
+            self._handling = True
+            self._reserve = None  # the error path's memory, given back now
+            try:
+                reading = self._meters.read()
+            except Exception:
+                reading = None
+            if reading is not None:
+                self._hold = reading.vm_data + max(self.settings.error_reserve_bytes, TIGHT_SLACK)
+                try:
+                    self._fence.apply(min(self._fence.current or INFINITY, self._hold))
+                except (ValueError, OSError):
+                    pass
+            pending = self._pending
+            self._pending = None
+        evidence = self._evidence(trigger, reading=reading, exc=exc)
+        recursion, self._recursion = self._recursion, None
+        if recursion is not None:
+            evidence["recursion_depth"] = recursion["depth"]
+            evidence["recursion_function"] = recursion["function"]
+        if pending is not None:
+            evidence["watchdog_fired"] = True
+            evidence["usage_at_interrupt_bytes"] = pending.get("usage_bytes")
+            if pending.get("background"):
+                evidence["background"] = True
+            if pending.get("thread"):
+                # A thread died at the fence and the cell was stopped for it: the fence refused.
+                evidence["thread"] = pending["thread"]
+                evidence["trigger"] = "fence"
+                evidence["exception"] = pending.get("exception")
+                evidence["requested_bytes"] = pending.get("requested_bytes")
+        self.interventions += 1
+        self.last_failure = evidence
+        return evidence
+
+    def end_failure(self) -> None:
+        """The error has been shown: let the fence follow usage again."""
+        with self._lock:
+            self._hold = None
+
+    def _evidence(
+        self,
+        trigger: str,
+        reading: Reading | None = None,
+        best: tuple[Candidate, int, int] | None = None,
+        exc: BaseException | None = None,
+    ) -> dict[str, Any]:
+        """Return the plain-data evidence dict of an intervention (no references to frames or objects)."""
+        if reading is None:
+            reading = self._meters.read()
+        if best is None:
+            best = tightest(self._candidates, reading)
+        cand = best[0] if best else None
+        cell = self._cell
+        ws = None
+        for d, (_usage, w) in reading.cgroups.items():
+            if cand is not None and cand.meter == f"cgroup:{d}":
+                ws = w
+        if ws is None and reading.cgroups:
+            ws = next(iter(reading.cgroups.values()))[1]
+        limit = cand.limit_bytes if cand else None
+        return {
+            "trigger": trigger,
+            "requested_bytes": requested_bytes(exc),
+            "budget_bytes": limit,
+            "budget_source": cand.source if cand else "unknown",
+            "budget_kind": cand.kind if cand else None,
+            "usage_bytes": best[1] if best else None,
+            "rss_bytes": reading.rss,
+            "working_set_bytes": ws,
+            "vm_data_bytes": reading.vm_data,
+            "fence_bytes": self._fence.current,
+            "interrupt_at_bytes": cell.level if cell else (self._line_now(limit) if limit else None),
+            "cell": cell.execution_count if cell else None,
+            "code": (cell.code or "")[:2000] if cell else None,
+            "usage_at_cell_start_bytes": cell.start_usage if cell else None,
+            "peak_usage_bytes": cell.peak if cell else None,
+            "exception": f"{type(exc).__name__}: {str(exc)[:300]}" if exc is not None else None,
+            "watchdog_fired": trigger == "watchdog",
+            "time": time.time(),
+        }
+
+    # -- the error path's reserve -----------------------------------------------------------------
+
+    def _take_reserve(self) -> None:
+        n = self.settings.error_reserve_bytes
+        if n <= 0 or self._reserve is not None:
+            return
+        try:
+            self._reserve = bytearray(n)  # zero-filled: its pages are resident, so freeing it frees memory
+        except MemoryError:
+            self._reserve = None
+
+    def _retake_reserve_if_room(self) -> None:
+        state = self._state
+        if state is None:
+            self._take_reserve()
+            return
+        cand, _usage, headroom, _reading = state
+        if headroom > self._margin(cand.limit_bytes) + 2 * self.settings.error_reserve_bytes:
+            self._take_reserve()
+
+
+_THREAD_START = threading.Thread.start.__code__
+
+
+def _rl(value: int) -> int | None:
+    return None if value == resource.RLIM_INFINITY else value
+
+
+def get_guard(ip: Any = None) -> Guard | None:
+    """Return the guard of the running IPython shell (or of ``ip``), or None when there is none."""
+    if ip is None:
+        try:
+            from IPython import get_ipython
+
+            ip = get_ipython()
+        except Exception:
+            return None
+    return getattr(ip, "_kernel_sentinel_guard", None) if ip is not None else None

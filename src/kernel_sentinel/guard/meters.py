@@ -1,0 +1,221 @@
+"""The guard's meters: one consistent, cheap ``Reading`` of the process and its cgroups per watchdog tick.
+
+Reads through ``kernel_sentinel.memory.linux`` (the one per-tick reader, shared with the runner's
+sampler) and adds what only the guard needs: untouched address space since the cell started (less the
+other threads' stacks), and a bounded credit for the cgroup counters' lag after our own frees.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+
+from ..memory.linux import GroupMeter, StatmMeter
+from .policy import MiB, Reading
+
+GAP_NOISE = 4 * MiB  # untouched address space moving by less than this is not "someone allocating"
+FORGIVE_SECONDS = 1.0  # address space left untouched this long is a reservation, not an allocation in flight
+
+
+def _thread_stack_size() -> int:
+    """Return the stack glibc gives a new thread: RLIMIT_STACK's soft limit, 8 MiB when unlimited or unread."""
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    except (ValueError, OSError):
+        return 8 * MiB
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 8 * MiB  # glibc's default for an unlimited stack is architecture-specific; 8 MiB is common
+    return min(int(soft), 64 * MiB)
+
+
+class Meters:
+    """The guard's per-tick reading: statm and the budget's cgroups through ``memory.linux``'s meters.
+
+    Read by the watchdog's tick and by the main thread (cell start and end, the error path): ``read`` and
+    ``rebase`` take the meters' own lock, since each reading moves the untouched base and the lag credits.
+    """
+
+    def __init__(self) -> None:
+        self._statm_meter = StatmMeter()
+        self._read_lock = threading.Lock()  # read() updates the base, the gap and the lag credits
+        self._stat_fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+        self._groups: dict[str, GroupMeter] = {}
+        self._lag: dict[str, tuple[int, int, int, float]] = {}  # dir -> (rss, ws, credit, since)
+        self.stack_bytes = 0  # statm's data counts the main stack too; RLIMIT_DATA does not
+        self.thread_stack_bytes = _thread_stack_size()
+        self.untouched_base: int | None = None  # the gap that counts as no one's allocation in flight
+        self.pinned: int | None = None  # gap before a malloc_trim(): pages it returned stay counted
+        self.forgive = True  # False while the cell's own threads run: their arenas reuse pages unseen
+        self._last_gap = 0
+        self.gap_rose_at = 0.0  # when untouched address space last grew (someone is allocating now)
+
+    @property
+    def statm_data(self) -> int:
+        """Return statm's data field (VmData plus the main stack) now, for working out the stack's size."""
+        return self._statm_meter.read()[1]
+
+    def watch(self, directories: list[str], version: int) -> None:
+        """Read these cgroup directories from now on (closing those no longer needed)."""
+        for d in list(self._groups):
+            if d not in directories:
+                self._groups.pop(d).close()
+        for d in directories:
+            if d in self._groups:
+                continue
+            try:
+                self._groups[d] = GroupMeter(d, version)
+            except OSError:
+                continue
+
+    def _statm(self) -> tuple[int, int, int]:
+        """Return (RSS, VmData, untouched gap) from one read of statm.
+
+        gap = VmData - resident anonymous memory - the stacks of the other threads: a thread reserves its
+        whole stack (RLIMIT_STACK, 8 MiB) as data address space and touches a few KB of it, so without the
+        credit every thread ipykernel, BLAS or OpenMP starts would shrink the fence by 8 MiB (an import of
+        scikit-learn in a 256 MiB group then hung: its OpenMP threads could not start).
+        """
+        rss, data, shared = self._statm_meter.read()
+        vm_data = max(0, data - self.stack_bytes)
+        stacks = max(0, self._threads() - 1) * self.thread_stack_bytes
+        return rss, vm_data, vm_data - (rss - shared) - stacks  # RSS - file/shmem = resident anonymous
+
+    def _threads(self) -> int:
+        """Return the number of threads of this process (field 20 of /proc/self/stat), 1 when unreadable."""
+        try:
+            raw = os.pread(self._stat_fd, 1024, 0)
+            return int(raw[raw.rindex(b")") + 2 :].split()[17])
+        except (OSError, ValueError, IndexError):
+            return 1
+
+    def read(self) -> Reading:
+        """Return one reading (any thread; serialised by the meters' own lock)."""
+        with self._read_lock:
+            return self._read()
+
+    def _read(self) -> Reading:
+        """Return one reading whose VmData, untouched space and working sets are safe to combine.
+
+        The fence is VmData + limit - (working set + untouched) - margin, and untouched = VmData - resident
+        anonymous - base, so it is in effect "VmData may reach limit + base - margin + (resident anonymous -
+        working set)": the process's own figures and the group's must describe the same moment. They are read
+        one after the other, and between the reads the watchdog can wait on the GIL for a long C call (a
+        thread touching a 300 MB array) while another thread frees an array: its RSS read before the free
+        and the group's working set read after it raised the fence by the whole freed size (also while a
+        munmap is under way: pages are uncharged long before VmData drops), and threads mapped that much past
+        the budget before the next tick (OOM kills in the four-thread stress test). So statm is read again
+        after the group's counters and the safe side of each figure is kept: the lowest VmData and the highest
+        untouched gap (a mapping or a free in between then lowers the fence, never raises it).
+        """
+        rss, vm_data, gap = self._statm()
+        rss_low = rss
+        groups: dict[str, tuple[int, int]] = {}
+        for d, group in self._groups.items():
+            try:
+                usage, ws = group.read()  # ws: in use, i.e. usage minus the cache an OOM would drop first
+            except (OSError, ValueError):
+                continue
+            rss_before = rss_low
+            try:
+                rss_after, vm_after, gap_after = self._statm()
+                vm_data = min(vm_data, vm_after)
+                gap = max(gap, gap_after)
+                rss_low = min(rss_low, rss_after)
+            except (OSError, ValueError, IndexError):
+                pass
+            groups[d] = (usage, max(0, ws - self._lag_credit(d, rss_before, rss_low, ws)))
+        now = time.monotonic()
+        if gap > self._last_gap + GAP_NOISE:
+            self.gap_rose_at = now
+        self._last_gap = gap
+        self.untouched_base = self._base(gap, now)
+        return Reading(vm_data, rss, groups, gap - self.untouched_base)
+
+    def _base(self, gap: int, now: float) -> int:
+        """Return the gap that is no one's allocation in flight: today's once it has been quiet for a second.
+
+        Untouched address space counts against the fence while something is taking it: ``np.empty`` of
+        most of the headroom, twice in two ticks (or two threads), must not pass the fence both times
+        before it is touched; and pages a thread's malloc arena gave back (``MADV_DONTNEED``: RSS down,
+        VmData not) are taken again without VmData growing, unseen by any fence. Space that stays untouched
+        while nothing allocates for a second is a reservation (BLAS buffers, arenas): counting it for good
+        made scipy's OpenBLAS retry malloc forever inside ``import scipy`` in a 256 MiB group. Pages
+        malloc_trim() returned stay counted (``pin``) until they are taken again or the cell ends.
+        """
+        base = self.untouched_base
+        quiet = self.forgive and now - self.gap_rose_at >= FORGIVE_SECONDS
+        if base is None or gap < base or quiet:
+            base = gap  # freed or touched below the base (it follows down), or quiet: forgiven
+        if self.pinned is not None:
+            if gap <= self.pinned:
+                self.pinned = None  # the returned pages were taken again (or freed): nothing pinned is left
+            else:
+                base = min(base, self.pinned)
+        return base
+
+    def pin(self) -> None:
+        """Keep today's gap as the base until the cell ends: called just before malloc_trim()."""
+        with self._read_lock:
+            self.pinned = self._last_gap if self.pinned is None else min(self.pinned, self._last_gap)
+
+    @property
+    def last_gap(self) -> int:
+        return self._last_gap
+
+    def rebase(self, quiet_seconds: float = 1.0) -> bool:
+        """Forget untouched address space taken so far (at a cell's start), unless it is still growing.
+
+        Drops the pin of malloc_trim()'s pages and the last second's window. But while something allocates
+        untouched memory right now (a thread left running by an interrupted cell), forgetting it would let
+        that thread touch it all past the budget. Returns True when it rebased.
+        """
+        self.read()
+        if quiet_seconds > 0 and time.monotonic() - self.gap_rose_at < quiet_seconds:
+            return False
+        with self._read_lock:
+            self.pinned = None
+            self.untouched_base = None
+        self.read()
+        return True
+
+    def _lag_credit(self, directory: str, rss_before: int, rss_low: int, ws: int) -> int:
+        """Return how much of the group's working set is memory we freed that it has not uncharged yet.
+
+        The group's counters lag our own frees (a 700 MB ``del`` showed in RSS at once, in
+        memory.usage_in_bytes only some readings later); without this the fence stays shut right after
+        the user freed memory. Only what our own RSS dropped counts, for at most a second, and the credit
+        shrinks as the group's counter catches up, so nobody else's growth can hide behind it; it is never
+        more than the working set exceeds our lowest RSS (the lag itself, as far as it is visible). The drop
+        is measured from the lowest RSS of the previous reading (read after its working set too) to the
+        RSS read before this working set: a free that the previous working set already showed is no lag.
+        """
+        now = time.monotonic()
+        prev = self._lag.get(directory)
+        credit, since = 0, 0.0
+        if prev is not None:
+            prev_rss, prev_ws, credit, since = prev
+            if credit and now - since > 1.0:
+                credit = 0
+            ws_drop = max(0, prev_ws - ws)
+            credit = max(0, credit - ws_drop)
+            rss_drop = prev_rss - rss_before
+            if rss_drop > GAP_NOISE and rss_drop > ws_drop:
+                credit += rss_drop - ws_drop
+                since = now
+        # A lag shows as a working set above our RSS; once the counter has caught up (while new growth kept
+        # the working set from dropping) no credit is left, or it would raise the fence over real usage.
+        credit = min(credit, max(0, ws - rss_low))
+        self._lag[directory] = (rss_low, ws, credit, since)
+        return credit
+
+    def close(self) -> None:
+        for group in self._groups.values():
+            group.close()
+        self._groups.clear()
+        self._statm_meter.close()
+        try:
+            os.close(self._stat_fd)
+        except OSError:
+            pass
