@@ -117,7 +117,7 @@ class Hub:
         install = subprocess.run([str(BIN / "kernel-sentinel"), "install", "--replace", "--prefix", str(prefix)],
                                  capture_output=True, text=True)
         assert install.returncode == 0, install.stderr
-        (tmp / "homes").mkdir()
+        (tmp / "homes" / "alice" / "course").mkdir(parents=True)  # the notebook's folder: the kernel's cwd
         config = tmp / "jupyterhub_config.py"
         config.write_text(HUB_CONFIG.format(
             port=self.port, hub_port=_port(), proxy_api_port=_port(), service_port=_port(), tmp=tmp,
@@ -262,6 +262,7 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
         rows = wait_for(alice_death, timeout=120, step=1)
         assert rows, f"alice's kernel death did not reach PostgreSQL: {hub.tail()}"
         assert rows[0]["cause"] == "segfault" and rows[0]["username"] == "alice"
+        assert rows[0]["notebook"] == "course/week1.ipynb" and "/user/alice/" in rows[0]["server"]
         assert "ctypes.string_at(0)" in rows[0]["cell_code"]
         with SharedStore(urls["bob"]) as shared:  # bob's role does not see alice's rows
             assert not shared.rows("SELECT 1 FROM deaths WHERE kernel_id = ?", (kernel_id,))

@@ -198,8 +198,9 @@ def redact(url: str) -> str:
 def identity(report: dict[str, Any]) -> dict[str, Any]:
     """Return who and where a record comes from (user, host, server, kernel_name, notebook).
 
-    The report's own fields win (the records stream fills them from the kernel's connection and session);
-    otherwise the hub's environment (JUPYTERHUB_USER, the server's URL) and this process's user and host.
+    The report's own fields win (the records stream fills them from the kernel's connection and session),
+    except the user on a hub (JUPYTERHUB_USER); missing ones come from the environment the server gives its
+    kernels (the server's URL, JPY_SESSION_NAME) and from this process's user and host.
     """
     server = report.get("server") or os.environ.get("JUPYTER_SERVER_URL") or os.environ.get("JUPYTERHUB_SERVICE_URL")
     return {
@@ -209,8 +210,18 @@ def identity(report: dict[str, Any]) -> dict[str, Any]:
         "host": report.get("host") or socket.gethostname(),
         "server": server,
         "kernel_name": report.get("kernel_name"),
-        "notebook": report.get("notebook"),
+        "notebook": report.get("notebook") or _session_notebook(),
     }
+
+
+def _session_notebook() -> str | None:
+    """Return the notebook jupyter_server started this kernel for (JPY_SESSION_NAME, an absolute path), relative
+    to the user's home when under it: the same course notebook then groups together across users."""
+    path = os.environ.get("JPY_SESSION_NAME")
+    home = os.environ.get("HOME", "").rstrip("/")
+    if path and home and path.startswith(home + "/"):
+        return path[len(home) + 1 :]
+    return path or None
 
 
 def death_record(

@@ -58,8 +58,7 @@ def memory_error_from(err: BaseException, code: str | None, execution_count: int
         "usage_bytes": evidence.get("usage_at_interrupt_bytes") or evidence.get("usage_bytes"),
         "trigger": evidence.get("trigger"),
         "execution_count": execution_count,
-        "code": code,
-        "notebook": os.environ.get("JPY_SESSION_NAME"),  # jupyter_server names the session's path here
+        "code": code,  # user, host, server and notebook: the store's identity() from the kernel's environment
     }
 
 
