@@ -98,6 +98,23 @@ def sentinel_run(workdir: Path) -> dict:
     return {"exit": code, "report": data, "output": out, "html": page}
 
 
+def lab_command(keep: Path) -> str:
+    """Return the one command that opens the demo notebook in JupyterLab on a sentinel kernel with the demo's limit.
+
+    It installs that kernelspec into this environment and writes a copy of the notebook asking for it, so the
+    command needs nothing else (the lab extension comes with `make test` / `make labextension`).
+    """
+    name = "python3-sentinel-demo"
+    display = f"Python 3 (sentinel, {LIMIT} demo)"
+    subprocess.run([sys.executable, "-m", "kernel_sentinel", "install", "--sys-prefix", "--name", name,
+                    "--display-name", display, "--memory-limit", LIMIT], capture_output=True, check=False)
+    nb = nbformat.read(str(NOTEBOOK), as_version=4)
+    nb.metadata["kernelspec"] = {"name": name, "display_name": display, "language": "python"}
+    target = keep / f"lab-{NOTEBOOK.name}"
+    nbformat.write(nb, str(target))
+    return f"{Path(sys.executable).with_name('jupyter')} lab {target}"
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwind through the finally blocks: the cgroup is removed
 
@@ -158,6 +175,8 @@ def main() -> int:
                 style="yellow",
             )
         console.print(f"Output notebook, JSON and HTML report: {keep}")
+        console.print(f"See it in JupyterLab (notification with the cause, Restore variables, memory in the status bar):\n"
+                      f"  {lab_command(keep)}", style="bold", soft_wrap=True)
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)

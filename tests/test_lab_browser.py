@@ -101,16 +101,16 @@ def _write_settings(settings: Path) -> None:
     (d / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
 
 
-def _start_server(app: str, work: Path, group: MemoryCgroup) -> Server:
+def _start_server(app: str, work: Path, group: MemoryCgroup, server_extension: bool = True) -> Server:
     work.mkdir(parents=True, exist_ok=True)
     root, home, prefix, settings = work / "root", work / "home", work / "prefix", work / "settings"
     for d in (root, home, settings):
         d.mkdir(exist_ok=True)
     _write_settings(settings)
-    # The server extension on, whether or not the package's jupyter_server_config.d file is installed yet.
+    # The server extension on (or off), whatever the package's jupyter_server_config.d file says.
     (work / "config").mkdir(exist_ok=True)
     (work / "config" / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": {"kernel_sentinel.server": True}}}))
+        json.dumps({"ServerApp": {"jpserver_extensions": {"kernel_sentinel.server": server_extension}}}))
     # The sentinel kernel as users install it for a budget: its own memory group (a child of the server's).
     install = subprocess.run([sys.executable, "-m", "kernel_sentinel", "install", "--prefix", str(prefix),
                               "--memory-limit", KERNEL_BUDGET],
@@ -426,6 +426,32 @@ def test_notebook7_segfault_notification(browser, memory_cgroup, tmp_path_factor
         _record_latency("notebook7", shown - death["died_at"] * 1000, shown - sent)
         assert toast.get_by_role("button", name="Details").count() == 1
         page.screenshot(path=str(shots / "notebook7-death-notification.png"))
+    finally:
+        context.close()
+        server.stop()
+
+
+def test_lab_without_the_server_extension_says_so_once(browser, memory_cgroup, tmp_path_factory, shots: Path):
+    """No server extension: one warning, a quiet status bar item, and the notebook works as before."""
+    if not (_lab_extension_dir() / "package.json").exists():
+        pytest.fail(f"the lab extension is not built into {_lab_extension_dir()}: run `make labextension`")
+    server = _start_server("lab", tmp_path_factory.mktemp("bare"), memory_cgroup(GiB), server_extension=False)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        name = _notebook(server.root / "plain.ipynb", "python3", ["6 * 7", "print('still works')"])
+        nb = NotebookPage(page, server, name)
+        assert "42" in nb.run_and_wait(0)
+        nb.wait_toast("server extension is not running")
+        page.wait_for_function(
+            "() => { const e = document.querySelector('.jp-KernelSentinel-memory'); return e && e.dataset.level === 'off'; }",
+            timeout=30000,
+        )
+        assert "still works" in nb.run_and_wait(1)
+        said = page.evaluate(
+            "() => window.__ksToasts.filter(x => x.el.innerText.includes('server extension is not running')).length")
+        assert said == 1
+        page.screenshot(path=str(shots / "lab-9-no-server-extension.png"))
     finally:
         context.close()
         server.stop()

@@ -45,15 +45,15 @@ async function get<T>(settings: ServerConnection.ISettings, path: string): Promi
 function problemText(status: number, reason: string): string {
   const why = reason ? `: ${reason}` : '';
   if (status === 404) {
-    return `the kernel-sentinel server extension is not running on this server (404)${why}`;
+    return `the server extension is not running on this server (404)${why}`;
   }
   if (status === 503) {
-    return `the kernel-sentinel store or autopsy is unavailable (503)${why}`;
+    return `the store or the autopsy is unavailable (503)${why}`;
   }
   if (status === 403) {
-    return `the kernel-sentinel server extension refused this user (403)${why}`;
+    return `the server extension refused this user (403)${why}`;
   }
-  return `the kernel-sentinel server extension answered ${status}${why}`;
+  return `the server extension answered ${status}${why}`;
 }
 
 /** Return the newest deaths (of one kernel), newest first. */
