@@ -101,8 +101,8 @@ def sentinel_run(workdir: Path) -> dict:
 def lab_command(keep: Path) -> str:
     """Return the one command that opens the demo notebook in JupyterLab on a sentinel kernel with the demo's limit.
 
-    It installs that kernelspec into this environment and writes a copy of the notebook asking for it, so the
-    command needs nothing else (the lab extension comes with `make test` / `make labextension`).
+    It installs that kernelspec into this environment and writes a copy of the notebook asking for it; the
+    command builds the lab extension first where `make test` / `make labextension` has not yet.
     """
     name = "python3-sentinel-demo"
     display = f"Python 3 (sentinel, {LIMIT} demo)"
@@ -112,7 +112,9 @@ def lab_command(keep: Path) -> str:
     nb.metadata["kernelspec"] = {"name": name, "display_name": display, "language": "python"}
     target = keep / f"lab-{NOTEBOOK.name}"
     nbformat.write(nb, str(target))
-    return f"{Path(sys.executable).with_name('jupyter')} lab {target}"
+    lab = f"{Path(sys.executable).with_name('jupyter')} lab {target}"
+    built = (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "kernel-sentinel" / "package.json").exists()
+    return lab if built else f"make -C {HERE.parent} labextension && {lab}"
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
