@@ -165,3 +165,15 @@ def test_arrow_backed_text_is_counted_by_its_buffers_not_as_one_object_per_row()
     assert objects == 0 and nbytes == s.nbytes  # 13 bytes of text + a 4-byte offset per row
     as_objects = column_footprint(s.astype(object))[0]
     assert as_objects > 3 * nbytes  # what it was counted as before: a Python str per row
+
+
+def test_every_file_in_advise_models_is_a_library_model_the_evaluator_asks() -> None:
+    from pathlib import Path
+
+    from kernel_sentinel.advise import models
+
+    files = sorted(p.stem for p in Path(models.__file__).parent.glob("*.py") if p.stem != "__init__")
+    assert files == ["numpy", "pandas"] and [m.MODULE for m in models.MODELS] == files
+    assert models.model_of("numpy.random.rand").MODULE == "numpy" and models.model_of("polars.read_csv") is None
+    assert models.canonical("pandas.io.parsers.read_csv") == "pandas.read_csv"
+    assert models.canonical("numpy.random.mtrand.rand") == "numpy.random.rand"
