@@ -23,6 +23,8 @@ from server_support import SENTINEL, STOCK, JupyterServer
 from kernel_sentinel.confine import ConfineError, MemoryCgroup
 
 GROUP_LIMIT = 512 * MiB
+GUARD_LIMIT = 400 * MiB  # the sentinel kernelspec's KERNEL_SENTINEL_MEMORY_LIMIT: tighter than the group
+GUARD = "__import__('kernel_sentinel.guard', fromlist=['get_guard']).get_guard()"
 SEGFAULT = "import ctypes; ctypes.string_at(0)"
 EAT_MEMORY = "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 << 20))"
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +43,8 @@ def group() -> Iterator[MemoryCgroup | None]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, group: MemoryCgroup | None) -> Iterator[JupyterServer]:
-    with JupyterServer(tmp_path_factory.mktemp("server"), cgroup=group) as srv:
+    limit = {"KERNEL_SENTINEL_MEMORY_LIMIT": str(GUARD_LIMIT)}
+    with JupyterServer(tmp_path_factory.mktemp("server"), cgroup=group, sentinel_env=limit) as srv:
         yield srv
 
 
@@ -130,21 +133,31 @@ def test_sentinel_kernel_segfault_is_one_death_one_event_one_count(server: Jupyt
     assert server.get(f"/api/kernel-sentinel/kernels/{kernel_id}")["deaths"] == 1
 
 
+def _value(kc, expr: str) -> str:
+    reply = kc.execute_interactive("", user_expressions={"v": expr}, timeout=60)
+    return reply["content"]["user_expressions"]["v"]["data"]["text/plain"]
+
+
 def test_kernel_memory_and_guard_seen_from_outside(server: JupyterServer, group: MemoryCgroup | None) -> None:
     sentinel, stock = server.start_kernel(SENTINEL), server.start_kernel(STOCK)
-    for kernel_id in (sentinel, stock):
-        server.client(kernel_id).stop_channels()  # both ready
+    server.client(stock).stop_channels()
+    kc = server.client(sentinel)
+    own_budget = int(_value(kc, f"{GUARD}.budget_bytes"))
+    kc.stop_channels()
     on = server.get(f"/api/kernel-sentinel/kernels/{sentinel}")
     absent = server.get(f"/api/kernel-sentinel/kernels/{stock}")
     assert on["kernel_id"] == sentinel and on["guard"] == "on" and absent["guard"] == "absent"
     for status in (on, absent):
         mem = status["memory"]
         assert 10 * MiB < mem["used_bytes"] < mem["budget_bytes"], mem
-        if group is not None:
-            assert mem["budget_bytes"] <= GROUP_LIMIT and mem["source"].startswith("cgroup"), mem
         assert status["deaths"] == 0 and status["memory_errors"] == 0
-    assert on["memory"]["used_bytes"] < on["memory"]["interrupt_bytes"] < on["memory"]["budget_bytes"]
+    # Seen from outside, the sentinel kernel's budget is the one its guard works with.
+    assert on["memory"]["budget_bytes"] == own_budget == GUARD_LIMIT
+    assert on["memory"]["source"] == "KERNEL_SENTINEL_MEMORY_LIMIT"
+    assert on["memory"]["used_bytes"] < on["memory"]["interrupt_bytes"] <= on["memory"]["budget_bytes"]
     assert "interrupt_bytes" not in absent["memory"]
+    if group is not None:
+        assert absent["memory"]["budget_bytes"] <= GROUP_LIMIT and absent["memory"]["source"].startswith("cgroup")
 
     def gauges() -> str | None:
         text = server.metrics()
@@ -229,6 +242,7 @@ def test_stock_kernel_oom_kill_proved_by_the_cgroup_counter(
     death = _kill_and_wait(server, kernel_id, events, code=EAT_MEMORY)
     assert group.oom_kills() > before  # control: the kernel really was OOM-killed in this group
     assert death["cause"] == "oom_kill" and death["scope"] == "cgroup", death["summary"]
+    assert death["memory"]["cgroup"]["limit_bytes"] == GROUP_LIMIT  # read while it ran, not as it exited
     counts = death["evidence"]["oom_kills"]
     assert counts["after"] > counts["before"]
     assert any("OOM-kill counter" in p for p in death["evidence"]["proof"])

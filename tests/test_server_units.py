@@ -16,7 +16,7 @@ import pytest
 from jupyter_events import EventLogger
 
 from kernel_sentinel.server.events import SCHEMA_ID, event_data, event_schema
-from kernel_sentinel.server.status import guard_budget, guard_state
+from kernel_sentinel.server.status import guard_budget, guard_settings, guard_state
 from kernel_sentinel.server.stock import SENTINEL_HINT, DeathSeen, stock_evidence, stock_report, with_where
 
 SAMPLES = Path(__file__).parent / "samples" / "autopsy"
@@ -67,26 +67,32 @@ def test_where_fills_only_what_the_report_lacks() -> None:
     assert out == {"kernel_id": "k", "notebook": "a.ipynb", "server": "http://h/"}
 
 
-def test_guard_state_prefers_the_guard_then_the_flight_record_then_the_environment() -> None:
-    assert guard_state(None, {"enabled": False}, {}, sentinel=True) == "off"
-    assert guard_state({"meta": {"guard": False}}, None, {}, sentinel=True) == "off"
-    assert guard_state({"meta": {"guard": True}}, None, {}, sentinel=False) == "on"
-    assert guard_state(None, None, {"KERNEL_SENTINEL_GUARD": "0"}, sentinel=True) == "off"
-    assert guard_state(None, None, {}, sentinel=True) == "on"
-    assert guard_state(None, None, {}, sentinel=False) == "absent"
+def test_guard_state_prefers_the_guard_then_the_flight_record_then_its_settings() -> None:
+    on, off = guard_settings({}), guard_settings({"KERNEL_SENTINEL_GUARD": "0"})
+    assert guard_state(None, {"enabled": False}, on, sentinel=True) == "off"
+    assert guard_state({"meta": {"guard": False}}, None, on, sentinel=True) == "off"
+    assert guard_state({"meta": {"guard": True}}, None, off, sentinel=False) == "on"
+    assert guard_state(None, None, off, sentinel=True) == "off"
+    assert guard_state(None, None, guard_settings({}, b"x\0--SentinelGuard.enabled=False\0"), sentinel=True) == "off"
+    assert guard_state(None, None, on, sentinel=True) == "on"
+    assert guard_state(None, None, on, sentinel=False) == "absent"
 
 
-def test_guard_budget_from_the_environment_and_from_the_guard() -> None:
+def test_guard_budget_from_the_kernels_settings_and_from_the_guard() -> None:
     memory = {"used_bytes": 10 * MiB, "budget_bytes": 1024 * MiB, "source": "cgroup v1 /x"}
     env = {"KERNEL_SENTINEL_MEMORY_LIMIT": "400M", "KERNEL_SENTINEL_INTERRUPT_AT": "0.5"}
-    assert guard_budget(memory, None, env) == {
+    assert guard_budget(memory, None, guard_settings(env)) == {
         "budget_bytes": 400 * MiB, "source": "KERNEL_SENTINEL_MEMORY_LIMIT", "interrupt_bytes": 200 * MiB
     }
-    assert guard_budget(memory, None, {"KERNEL_SENTINEL_MEMORY_LIMIT": "4G"})["budget_bytes"] == 1024 * MiB
-    assert guard_budget(memory, None, {"KERNEL_SENTINEL_MEMORY_LIMIT": "lots"})["interrupt_bytes"] == int(1024 * MiB * 0.9)
+    argv = b"python\0-m\0kernel_sentinel.launch\0--SentinelGuard.memory_limit=300M\0"
+    assert guard_budget(memory, None, guard_settings(env, argv))["budget_bytes"] == 300 * MiB
+    assert guard_budget(memory, None, guard_settings({"KERNEL_SENTINEL_MEMORY_LIMIT": "50%"}))["budget_bytes"] == 512 * MiB
+    assert guard_budget(memory, None, guard_settings({"KERNEL_SENTINEL_MEMORY_LIMIT": "4G"}))["budget_bytes"] == 1024 * MiB
+    default = guard_settings({"KERNEL_SENTINEL_MEMORY_LIMIT": "lots"})  # refused by the guard's rules: ignored
+    assert guard_budget(memory, None, default)["interrupt_bytes"] == int(1024 * MiB * default.interrupt_fraction)
     published = {"enabled": True, "budget_bytes": 300 * MiB, "budget_source": "%sentinel budget 300M",
                  "interrupt_at_bytes": 270 * MiB}
-    assert guard_budget(memory, published, env) == {
+    assert guard_budget(memory, published, guard_settings(env)) == {
         "budget_bytes": 300 * MiB, "source": "%sentinel budget 300M", "interrupt_bytes": 270 * MiB
     }
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from .stock import memory_record
 
-DEFAULT_INTERRUPT_FRACTION = 0.9  # the guard's default interrupt line (guard/config.py interrupt_fraction)
 
 
 @dataclass(frozen=True)
@@ -37,13 +36,15 @@ def look(kernel_id: str, pid: int | None, home: Path, *, sentinel: bool) -> Kern
         return KernelLook(None, "on" if sentinel else "absent", {}, None, None, None)
     kernel_pid, flight = _kernel_process(kernel_id, pid, home, launcher=sentinel)
     published = _published(flight)
-    env = _environ(kernel_pid)
-    guard = guard_state(flight, published, env, sentinel=sentinel)
+    settings = guard_settings(_environ(kernel_pid), _cmdline(kernel_pid))
+    guard = guard_state(flight, published, settings, sentinel=sentinel)
     try:
         # A guarded kernel's RLIMIT_DATA is the guard's own fence, not a limit on it (as the recorder reads it).
         snap = snapshot(kernel_pid, rlimits=guard != "on")
     except Exception:  # the process just ended, or /proc is unreadable: no reading this time
         snap = None
+    if snap is not None and dying(kernel_pid):
+        snap = None  # an exiting process has left its cgroup already (/proc says "/"): not its memory any more
     memory: dict[str, Any] = {}
     record = cgroup = None
     if snap is not None:
@@ -52,28 +53,42 @@ def look(kernel_id: str, pid: int | None, home: Path, *, sentinel: bool) -> Kern
         if snap.cgroup is not None:
             cgroup = (snap.cgroup.directory, snap.cgroup.version)
     if guard == "on" and memory:
-        memory.update(guard_budget(memory, published, env))
+        memory.update(guard_budget(memory, published, settings))
     errors = (published or {}).get("memory_errors")
     return KernelLook(kernel_pid, guard, memory, record, cgroup, int(errors) if errors is not None else None)
 
 
-def guard_state(
-    flight: dict[str, Any] | None, published: dict[str, Any] | None, env: dict[str, str], *, sentinel: bool
-) -> str:
-    """Return "on" | "off" | "absent": the guard's word first, then the flight record's, then the kernel's env."""
+def guard_settings(env: dict[str, str], cmdline: bytes = b"") -> Any:
+    """Return the guard's settings as the kernel will resolve them: its environment and its argv's
+    ``--SentinelGuard.*`` options, through the guard's own rules (``guard.config.resolve_settings``)."""
+    from traitlets.config.loader import KVArgParseConfigLoader
+
+    from ..guard.config import SentinelGuard, resolve_settings
+
+    args = [a for a in cmdline.decode("utf-8", "replace").split("\0") if a.startswith("--SentinelGuard.")]
+    try:
+        config = SentinelGuard(config=KVArgParseConfigLoader(args).load_config()) if args else SentinelGuard()
+    except Exception:  # a malformed option: the kernel says so itself; judge by the environment alone
+        config = SentinelGuard()
+    return resolve_settings(config, env)
+
+
+def guard_state(flight: dict[str, Any] | None, published: dict[str, Any] | None, settings: Any, *, sentinel: bool) -> str:
+    """Return "on" | "off" | "absent": the guard's word first, then the flight record's, then its settings."""
     if published is not None:
         return "on" if published.get("enabled", True) else "off"
     meta = (flight or {}).get("meta")
     if meta:
         return "on" if meta.get("guard", True) else "off"
     if sentinel:
-        return "off" if env.get("KERNEL_SENTINEL_GUARD") == "0" else "on"
+        return "on" if settings.enabled else "off"
     return "absent"
 
 
-def guard_budget(memory: dict[str, Any], published: dict[str, Any] | None, env: dict[str, str]) -> dict[str, Any]:
-    """Return the guard's budget, its source and its interrupt line, as the guard said or as its env implies."""
-    from ..sizes import SizeError, parse_size
+def guard_budget(memory: dict[str, Any], published: dict[str, Any] | None, settings: Any) -> dict[str, Any]:
+    """Return the guard's budget, its source and its interrupt line: as the guard published them, else as its
+    settings imply (the tightest of the measured budget and the configured limits; the interrupt fraction)."""
+    from ..sizes import SizeError
 
     if published is not None:
         out: dict[str, Any] = {}
@@ -83,22 +98,18 @@ def guard_budget(memory: dict[str, Any], published: dict[str, Any] | None, env: 
         if published.get("interrupt_at_bytes"):
             out["interrupt_bytes"] = int(published["interrupt_at_bytes"])
         return out
-    budget, source = memory.get("budget_bytes"), memory.get("source")
-    limit = env.get("KERNEL_SENTINEL_MEMORY_LIMIT")
-    if limit:
+    measured = budget = memory.get("budget_bytes")
+    source = memory.get("source")
+    for limit in settings.memory_limits:
         try:
-            own = parse_size(limit, of=budget)
+            own = limit.resolve(measured)
         except (SizeError, ValueError, TypeError):
-            own = None
+            continue
         if own and (budget is None or own < budget):
-            budget, source = own, "KERNEL_SENTINEL_MEMORY_LIMIT"
+            budget, source = own, limit.source
     if not budget:
         return {}
-    try:
-        fraction = float(env.get("KERNEL_SENTINEL_INTERRUPT_AT") or DEFAULT_INTERRUPT_FRACTION)
-    except ValueError:
-        fraction = DEFAULT_INTERRUPT_FRACTION
-    return {"budget_bytes": budget, "source": source, "interrupt_bytes": int(budget * fraction)}
+    return {"budget_bytes": budget, "source": source, "interrupt_bytes": int(budget * settings.interrupt_fraction)}
 
 
 def _published(flight: dict[str, Any] | None) -> dict[str, Any] | None:

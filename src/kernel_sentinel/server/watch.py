@@ -53,6 +53,7 @@ class Watched:
     pid: int | None = None  # the process jupyter_client started (the launcher for a sentinel kernel)
     started_at: float | None = None  # when this process was first seen (a little early, never late)
     last_look: KernelLook | None = None
+    cgroup: tuple[str, int] | None = None  # its memory cgroup, as last seen while it ran and was not dying
     # Its memory cgroup's OOM-kill counter, the last polls' readings while it ran and was not dying, oldest
     # first. The counter moves when the OOM killer picks the kernel, and the process takes a while longer to
     # exit (longer still under memory pressure): a reading taken in between would hide the kill.
@@ -147,12 +148,15 @@ class KernelWatch:
             return
         if proc.pid != w.pid:
             self._new_process(w, km, proc.pid)
+        cgroup = w.cgroup
+        # The counter first, the liveness after: a kernel alive and not dying after the reading was not yet
+        # OOM-killed when it was taken (the server itself may stall for seconds between two reads when its
+        # cgroup is under pressure).
+        count = oom_kill_counter(*cgroup) if cgroup is not None else None
         returncode = proc.poll()  # waitpid(WNOHANG): never blocks
         if returncode is None:
-            if w.last_look is not None and w.last_look.cgroup is not None and not dying(proc.pid):
-                count = oom_kill_counter(*w.last_look.cgroup)
-                if count is not None:
-                    w.oom_readings.append(count)
+            if count is not None and not dying(proc.pid):
+                w.oom_readings.append(count)
             return
         self._died(w, proc.pid, returncode)
 
@@ -160,6 +164,7 @@ class KernelWatch:
         w.pid = pid
         w.started_at = time.time() - POLL_SECONDS - 1.0
         w.last_look = None
+        w.cgroup = None
         w.oom_readings.clear()
         self._close_iopub(w)
         try:
@@ -219,9 +224,8 @@ class KernelWatch:
         if seen.record is None:
             return  # the process was gone: keep the last reading, the evidence of its death
         w.last_look = seen
-        count = (seen.record.get("cgroup") or {}).get("oom_kills")
-        if not w.oom_readings and count is not None:
-            w.oom_readings.append(count)
+        if seen.cgroup is not None:  # looks at a dying process carry no record (status.look): this one ran
+            w.cgroup = seen.cgroup
         if w.kernel_id in self.kernels:
             metrics.set_kernel(w.kernel_id, seen.memory.get("used_bytes"), seen.memory.get("budget_bytes"))
 
@@ -246,7 +250,7 @@ class KernelWatch:
             return
         w.handled_pids.add(pid)
         record = w.last_look.record if w.last_look else None
-        cgroup = w.last_look.cgroup if w.last_look else None
+        cgroup = w.cgroup
         seen = DeathSeen(
             kernel_id=w.kernel_id,
             pid=pid,
