@@ -356,10 +356,6 @@ class Store:
         """Return a read query's rows as dicts (``?`` placeholders): the fleet's queries run on either store."""
         return [dict(r) for r in self._query(sql, args)]
 
-    def columns(self, table: str) -> set[str]:
-        """Return the table's column names (an older store may lack the newest ones)."""
-        return {r["name"] for r in self._query(f"PRAGMA table_info({table})")}
-
     def __enter__(self) -> Store:
         return self
 
@@ -647,11 +643,6 @@ class SharedStore:
             raise StoreUnavailable(f"cannot reach the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
         except self._psycopg.Error as exc:
             raise StoreError(f"cannot read the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
-
-    def columns(self, table: str) -> set[str]:
-        """Return the table's column names."""
-        rows = self.rows("SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,))
-        return {r["column_name"] for r in rows}
 
     def __enter__(self) -> SharedStore:
         return self

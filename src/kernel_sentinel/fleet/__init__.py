@@ -2,5 +2,7 @@
 
 ``cells`` folds copies of the same cell together; ``forward`` carries records from each server's local
 SQLite outbox to the shared PostgreSQL; ``roles`` scopes PostgreSQL rows per hub user; ``query`` answers
-``kernel-sentinel fleet``; ``render`` draws it (terminal, JSON, HTML); ``cli`` registers the command.
+``kernel-sentinel fleet``; ``render`` draws it (terminal, JSON, HTML); ``cli`` registers the command;
+``kernel_side`` records the guard's memory errors in the kernel; ``spawner`` (JupyterHub, one memory cgroup per
+user's server) and ``hub_service`` (the fleet page behind the hub's login) are for hubs.
 """

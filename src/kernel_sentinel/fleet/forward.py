@@ -72,7 +72,7 @@ def forward(
                 if done:
                     local.outbox_done(done)
                     result.sent += len(done)
-            result.waiting, refused_total, _ = local.outbox_counts()
+            result.waiting = local.outbox_counts()[0]
     except StoreError as exc:  # StoreUnavailable included: the rows stay in the outbox
         result.error = str(exc)
         try:
