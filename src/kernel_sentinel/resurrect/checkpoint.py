@@ -43,12 +43,13 @@ IDLE_CPU_SHARE = 0.02
 CPU_GRACE_SECONDS = 2.0
 KEEP_EVENTS = 8
 # What forks may cost the kernel itself (the fork, and a write fault per page afterwards): 2% of its own CPU
-# time plus 0.1% of the time it has been up, plus a grace for the first ones.
+# time plus 0.1% of the time it has been up, plus a grace for the first one. bench/bench_default_cost.py saw
+# ~90k extra write faults per fork of a 350 MiB kernel, paid by the cells after it: ~1 us each on a busy machine.
 KERNEL_SHARE = 0.02
 IDLE_KERNEL_SHARE = 0.001
-KERNEL_GRACE_SECONDS = 0.2
+KERNEL_GRACE_SECONDS = 0.1
 PAGE_BYTES = 4096
-FAULT_SECONDS = 0.5e-6
+FAULT_SECONDS = 1e-6
 
 
 @dataclass
@@ -655,7 +656,7 @@ class Checkpointer:
             t0 = time.thread_time()
             writer.start(lambda: write_checkpoint(capture, previous))
             # what this fork costs the kernel itself: the fork (page tables), then one write fault on each
-            # page it writes later (no copy once the child is gone: ~0.5 us a page, measured)
+            # page it writes later (no copy once the child is gone, as it is when a cell starts)
             self.kernel_cost += time.thread_time() - t0 + self._process_rss() / PAGE_BYTES * FAULT_SECONDS
             self._fork_count = execution_count
         self.count += 1
