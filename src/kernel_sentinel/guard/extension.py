@@ -184,8 +184,8 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
     if isinstance(value, MemoryBudgetError) and (getattr(value, "evidence", None) or {}).get("trigger") == "prerun":
         _show_refusal(shell, value)
         return None
-    from_guard = isinstance(value, GuardInterrupt)
-    library = library_oom(value, guard)
+    library = library_oom(value, guard)  # duckdb's "Query interrupted" counts only when the guard sent the SIGINT
+    from_guard = isinstance(value, GuardInterrupt) or (library is not None and _is_duckdb_interrupt(value))
     ours = guard is not None and (
         from_guard
         or (guard.enabled and isinstance(value, MemoryError) and not isinstance(value, MemoryBudgetError))
@@ -536,6 +536,8 @@ def library_oom(value: BaseException, guard: Any = None) -> str | None:
     user's own and its error is left to IPython.
     """
     kind = type(value)
+    if _is_duckdb_interrupt(value) and getattr(guard, "_pending", None) is not None:
+        return "duckdb"  # the watchdog's SIGINT stopped the query: duckdb says only "Query interrupted"
     if kind.__name__ == "OutOfMemoryException" and kind.__module__.lstrip("_").startswith("duckdb"):
         if "bad allocation" in str(value):
             return "duckdb"
@@ -578,13 +580,28 @@ def release_duckdb(shell: Any, code: str) -> None:
         pass
 
 
+def _is_duckdb_interrupt(value: BaseException) -> bool:
+    """Return True for duckdb's answer to a SIGINT ("Query interrupted", a RuntimeError or InterruptException)."""
+    duckdb = sys.modules.get("duckdb")
+    interrupt = getattr(duckdb, "InterruptException", None) if duckdb is not None else None
+    kinds = (RuntimeError, interrupt) if isinstance(interrupt, type) else (RuntimeError,)
+    return isinstance(value, kinds) and str(value).startswith("Query interrupted")
+
+
 def _custom_exceptions() -> tuple[type, ...]:
-    """Return the exception classes the guard's handler takes: memory errors, interrupts, duckdb's OOM."""
+    """Return the exception classes the guard's handler takes: memory errors, interrupts, duckdb's OOM.
+
+    With duckdb loaded, RuntimeError too: duckdb answers the watchdog's SIGINT with "Query interrupted"
+    (a RuntimeError); any other one is shown exactly as IPython would (``_standard``).
+    """
     kinds: list[type] = [MemoryError, KeyboardInterrupt]
     duckdb = sys.modules.get("duckdb")
-    oom = getattr(duckdb, "OutOfMemoryException", None) if duckdb is not None else None
-    if isinstance(oom, type) and not issubclass(oom, MemoryError):
-        kinds.append(oom)
+    if duckdb is not None:
+        for name in ("OutOfMemoryException", "InterruptException"):
+            kind = getattr(duckdb, name, None)
+            if isinstance(kind, type) and not issubclass(kind, (MemoryError, RuntimeError)):
+                kinds.append(kind)
+        kinds.append(RuntimeError)
     return tuple(kinds)
 
 
