@@ -89,14 +89,6 @@ class KernelWatch:
             cb.start()
             self._callbacks.append(cb)
 
-    def stop(self) -> None:
-        for cb in self._callbacks:
-            cb.stop()
-        for w in self.kernels.values():
-            self._close_iopub(w)
-        self._pool.shutdown(wait=False)
-        self._deaths.shutdown(wait=False)
-
     def _safely(self, fn: Any, *args: Any) -> None:
         """Run ``fn``; a failure is logged once per call and never reaches the server or the kernels."""
         try:
@@ -109,11 +101,11 @@ class KernelWatch:
     def _poll(self) -> None:
         ids = set(self.km.list_kernel_ids())
         for kernel_id in ids - self.kernels.keys():
-            self._watch(kernel_id)
+            self._safely(self._watch, kernel_id)
         for kernel_id in list(self.kernels.keys() - ids):
-            self._unwatch(kernel_id)
+            self._safely(self._unwatch, kernel_id)
         for kernel_id in ids:
-            self._check(kernel_id)
+            self._safely(self._check, kernel_id)  # one kernel's trouble must not blind the watch to the others
 
     def _watch(self, kernel_id: str) -> None:
         km = self.km.get_kernel(kernel_id)
