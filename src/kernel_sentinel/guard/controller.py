@@ -49,7 +49,7 @@ from ..memory.reader import CgroupLocation
 from . import children
 from .config import GuardSettings
 from .fence import INFINITY, Fence
-from .meters import Meters
+from .meters import FORGIVE_SECONDS, Meters
 from .policy import (
     MiB,
     Candidate,
@@ -149,6 +149,7 @@ class Guard:
         self.max_tick_gap = 0.0
         self.watchdog_cpu_seconds = 0.0  # CPU time the watchdog thread itself has used
         self._baseline_threads = threading.active_count()
+        self._first_cell_seen = False
         self.interval_factor = 1  # the watchdog waits this many poll intervals (5 far from the budget)
 
     # -- public API ------------------------------------------------------------------------------
@@ -537,9 +538,14 @@ class Guard:
     def cell_started(self, execution_count: int | None, code: str | None = None) -> None:
         """A cell starts on the main thread: the usage it starts from fixes how its line is judged."""
         state = self._current() if not self.enabled else None
+        if not self._first_cell_seen:
+            # ipykernel starts some of its threads after the extension loads: the kernel's own threads are
+            # those alive when the first cell starts; any more are the cells' (threaded margins).
+            self._first_cell_seen = True
+            self._baseline_threads = max(self._baseline_threads, threading.active_count())
         # Untouched address space from earlier cells is forgotten at a cell's start once it has stopped
-        # growing for a second (a thread left running by an interrupted cell may still be taking it).
-        self._meters.rebase(quiet_seconds=1.0)
+        # growing for FORGIVE_SECONDS (a thread left running by an interrupted cell may still be taking it).
+        self._meters.rebase(quiet_seconds=FORGIVE_SECONDS)
         reading = self._meters.read()
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
         if best and best[1] >= self._line_now(best[0].limit_bytes) and self._trim_first(

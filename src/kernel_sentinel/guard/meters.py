@@ -16,7 +16,7 @@ from ..memory.linux import GroupMeter, StatmMeter
 from .policy import MiB, Reading
 
 GAP_NOISE = 4 * MiB  # untouched address space moving by less than this is not "someone allocating"
-FORGIVE_SECONDS = 1.0  # address space left untouched this long is a reservation, not an allocation in flight
+FORGIVE_SECONDS = 0.25  # address space left untouched this long is a reservation, not an allocation in flight
 
 
 def _thread_stack_size() -> int:
@@ -134,13 +134,13 @@ class Meters:
         return Reading(vm_data, rss, groups, gap - self.untouched_base)
 
     def _base(self, gap: int, now: float) -> int:
-        """Return the gap that is no one's allocation in flight: today's once it has been quiet for a second.
+        """Return the gap that is no one's allocation in flight: today's once nothing took more for a while.
 
         Untouched address space counts against the fence while something is taking it: ``np.empty`` of
         most of the headroom, twice in two ticks (or two threads), must not pass the fence both times
         before it is touched; and pages a thread's malloc arena gave back (``MADV_DONTNEED``: RSS down,
         VmData not) are taken again without VmData growing, unseen by any fence. Space that stays untouched
-        while nothing allocates for a second is a reservation (BLAS buffers, arenas): counting it for good
+        while nothing allocates for FORGIVE_SECONDS is a reservation (BLAS buffers, arenas): counting it for good
         made scipy's OpenBLAS retry malloc forever inside ``import scipy`` in a 256 MiB group. Pages
         malloc_trim() returned stay counted (``pin``) until they are taken again or the cell ends.
         """
