@@ -27,7 +27,8 @@ browser:
 
 # The JupyterLab 4 / Notebook 7 extension (labextension/, TypeScript): npm installs the locked packages, tsc and
 # the JupyterLab builder (against the JupyterLab installed in the venv) build it, and it is copied where Lab finds
-# prebuilt extensions. Node.js comes from apt where it is missing (CI runs as root on a fresh Debian).
+# prebuilt extensions (the wheel ships the same files). Node.js and npm come from apt where they are missing (CI
+# runs as root on a fresh Debian).
 LAB_EXT := $(VENV)/share/jupyter/labextensions/kernel-sentinel
 LAB_SOURCES := labextension/package.json labextension/package-lock.json labextension/tsconfig.json \
 	$(wildcard labextension/src/*.ts labextension/style/*)
@@ -39,9 +40,11 @@ labextension/node_modules/.package-lock.json: labextension/package.json labexten
 	cd labextension && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The build runs @jupyterlab/builder's own script (what `jupyter labextension build` runs): the jupyter_builder
+# wrapper insists on Node >= 20.19 even for this webpack build, and Debian 12 ships Node 18.
 $(LAB_EXT)/package.json: $(LAB_SOURCES) labextension/node_modules/.package-lock.json | $(VENV)/.installed
 	cd labextension && npx tsc
-	cd labextension && PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/jupyter labextension build \
+	cd labextension && node node_modules/@jupyterlab/builder/lib/build-labextension.js \
 		--core-path "$$($(abspath $(BIN))/python -c 'import jupyterlab, os; print(os.path.join(os.path.dirname(jupyterlab.__file__), "staging"))')" .
 	rm -rf $(LAB_EXT) && mkdir -p $(dir $(LAB_EXT)) && cp -r labextension/build/labextension $(LAB_EXT)
 

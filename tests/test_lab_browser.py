@@ -217,8 +217,9 @@ class NotebookPage:
         self.console: list[str] = []  # the page's console, for the failure message
         page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
         page.add_init_script(TOAST_WATCH)
-        route = f"/lab/tree/{path}" if ui == "lab" else f"/notebooks/{path}"
-        page.goto(f"{server.url}{route}?token={TOKEN}")
+        # ?reset: a fresh workspace, so Lab does not reopen (and start kernels for) earlier tests' notebooks.
+        route = f"/lab/tree/{path}?reset&" if ui == "lab" else f"/notebooks/{path}?"
+        page.goto(f"{server.url}{route}token={TOKEN}")
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=90000)
         page.wait_for_function(
             "() => { const w = window.jupyterapp.shell.currentWidget;"
@@ -272,6 +273,10 @@ class NotebookPage:
         except PlaywrightTimeout:
             shown = self.page.evaluate("() => (window.__ksToasts || []).map(x => x.el.innerText)")
             pytest.fail(f"no notification with {text!r}; notifications: {shown}; console: {self.console[-15:]}")
+        # Fully slid in (for the screenshot): its right edge inside the window.
+        self.page.wait_for_function(
+            """(s) => [...document.querySelectorAll('.Toastify__toast')].some(t => t.innerText.includes(s)
+                 && t.getBoundingClientRect().right <= window.innerWidth)""", arg=text, timeout=timeout)
         return toast
 
     def toast_time(self, text: str) -> float:
