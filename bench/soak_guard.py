@@ -94,6 +94,8 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
     k = start(work / f"kernel{kernels}", limit, env, files)
     time.sleep(2)
     rss_start = rss_of(k)
+    base = rss_start or 0  # this kernel's RSS after set-up (a replaced kernel starts a new base)
+    drifts: list[int] = []  # RSS over its base right after each killer's variables were deleted
     deadline = time.monotonic() + minutes * 60
     while time.monotonic() < deadline:
         killer = rng.random() < KILLER_SHARE
@@ -127,11 +129,15 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
             k.close()
             kernels += 1
             k = start(work / f"kernel{kernels}", limit, env, files)
+            time.sleep(2)
+            base = rss_of(k) or 0
             continue
         clean = k.run(cleanup_code(case), timeout=CELL_TIMEOUT)
         if clean.status == "timeout":
             counts["hangs"] += 1
             escaped.append(f"{case.name}: cleanup hang")
+        elif killer:
+            drifts.append((rss_of(k) or 0) - base)
     time.sleep(2)
     k.run("gc.collect()", timeout=CELL_TIMEOUT)
     time.sleep(2)
@@ -147,6 +153,9 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
         "kernels_started": kernels + 1,
         "rss_start_bytes": rss_start,
         "rss_end_bytes": rss_end,
+        "drift_after_deletes_bytes": {"median": sorted(drifts)[len(drifts) // 2] if drifts else None,
+                                      "max": max(drifts) if drifts else None,
+                                      "last": drifts[-1] if drifts else None},
         "false_refusals": refused,
         "escaped": escaped,
     }
@@ -170,6 +179,8 @@ def render(result: dict) -> str:
         f"  refusals of cells that fit: {c.get('false_refusals', 0)}   other failures of legitimate cells: "
         f"{c.get('legit_failed', 0) - c.get('false_refusals', 0)}",
         f"  kernel RSS after set-up -> at the end (killers' variables deleted): {drift}",
+        "  RSS over set-up right after each killer's variables were deleted: median {median}, max {max}, last {last}".format(
+            **{k: format_bytes(v) for k, v in result["drift_after_deletes_bytes"].items()}),
     ]
     for line in result["false_refusals"][:10]:
         lines.append(f"    refused: {line}")
