@@ -40,9 +40,19 @@ PASSWORD = "hub-test-password"
 
 
 def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _ports(1)[0]
+
+
+def _ports(n: int) -> list[int]:
+    """Return ``n`` distinct free ports (held open together, so no two are the same)."""
+    held = [socket.socket() for _ in range(n)]
+    try:
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def _need_tools() -> None:
@@ -109,7 +119,8 @@ class Hub:
 
     def __init__(self, tmp: Path, pg, urls: dict[str, str]) -> None:
         self.tmp = tmp
-        self.port = _port()
+        tmp.mkdir(parents=True)
+        self.port, hub_port, proxy_api_port, service_port = _ports(4)
         self.base = f"http://127.0.0.1:{self.port}"
         self.token = secrets.token_hex(16)
         self.prometheus_token = secrets.token_hex(16)
@@ -120,7 +131,7 @@ class Hub:
         (tmp / "homes" / "alice" / "course").mkdir(parents=True)  # the notebook's folder: the kernel's cwd
         config = tmp / "jupyterhub_config.py"
         config.write_text(HUB_CONFIG.format(
-            port=self.port, hub_port=_port(), proxy_api_port=_port(), service_port=_port(), tmp=tmp,
+            port=self.port, hub_port=hub_port, proxy_api_port=proxy_api_port, service_port=service_port, tmp=tmp,
             chp=CHP if CHP.exists() else shutil.which("configurable-http-proxy"), password=PASSWORD, bin=BIN,
             prefix=prefix, urls=urls, admin_url=pg.admin_url, prometheus_token=self.prometheus_token,
             tester_token=self.token,
@@ -130,8 +141,12 @@ class Hub:
         self.log = open(tmp / "hub.log", "w")
         self.proc = subprocess.Popen([str(BIN / "jupyterhub"), "-f", str(config)], cwd=tmp, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        up = wait_for(lambda: self._up(), timeout=120, step=0.5)
-        assert up, f"the hub did not come up: {self.tail()}"
+        try:
+            up = wait_for(lambda: self._up(), timeout=120, step=0.5)
+            assert up, f"the hub did not come up: {self.tail()}"
+        except BaseException:
+            self.close()  # its proxy too
+            raise
 
     def _up(self) -> bool:
         if self.proc.poll() is not None:
@@ -178,6 +193,10 @@ class Hub:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(30)
+        try:  # a hub that failed to start leaves its proxy behind, in the session this test started
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         self.log.close()
 
 
@@ -236,7 +255,12 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
         password = secrets.token_hex(8)
         roles.add_user(postgres.admin_url, user, password)
         urls[user] = postgres.url(user, password)
-    hub = Hub(tmp_path, postgres, urls)
+    try:
+        hub = Hub(tmp_path / "hub", postgres, urls)
+    except AssertionError as exc:
+        if "Address already in use" not in str(exc):
+            raise
+        hub = Hub(tmp_path / "hub-again", postgres, urls)  # a port was taken meanwhile by another process
     prometheus = None
     try:
         hub.start_server("alice")
