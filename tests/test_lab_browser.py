@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +161,23 @@ def _notebook(path: Path, kernel: str, cells: list[str]) -> str:
     return path.name
 
 
+def _started(app: str, tmp_path_factory: pytest.TempPathFactory, group: MemoryCgroup, **kwargs) -> Server:
+    """Return a running server of ``app`` ("lab" or "notebook") with the built lab extension, in ``group``."""
+    if not (_lab_extension_dir() / "package.json").exists():
+        pytest.fail(f"the lab extension is not built into {_lab_extension_dir()}: run `make labextension`")
+    return _start_server(app, tmp_path_factory.mktemp(app), group, **kwargs)
+
+
+@contextmanager
+def _page(browser) -> Iterator[object]:
+    """Yield a fresh browser page (its own context: no cookies or storage from another test), closed after."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """Return a Chromium driven by Playwright; skips (with the reason) only when Chromium cannot be launched."""
@@ -193,9 +211,7 @@ def server_group() -> Iterator[MemoryCgroup]:
 @pytest.fixture(scope="module")
 def lab(browser, server_group, tmp_path_factory) -> Iterator[Server]:
     """Return a running `jupyter lab` with the server extension and the prebuilt lab extension."""
-    if not (_lab_extension_dir() / "package.json").exists():
-        pytest.fail(f"the lab extension is not built into {_lab_extension_dir()}: run `make labextension`")
-    server = _start_server("lab", tmp_path_factory.mktemp("lab"), server_group)
+    server = _started("lab", tmp_path_factory, server_group)
     yield server
     server.stop()
 
@@ -302,71 +318,67 @@ def test_lab_segfault_notification_details_and_restore(browser, lab: Server, sho
         "import ctypes\nctypes.string_at(0)",
         "print(answer + 1, fruits, int(matrix.sum()))",
     ])
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
     try:
-        nb = NotebookPage(page, lab, name)
-        kernel_id = nb.kernel_id
-        assert "error" not in nb.run_and_wait(0)
-        time.sleep(1.0)  # the checkpoint after cell [1] is written in the background; the restore reads it
-        sent = nb.run(1)
-        toast = nb.wait_toast("segmentation fault")
-        shown = nb.toast_time("segmentation fault")
-        death = _death(lab, kernel_id)
-        assert death["cause"] == "segfault"
-        latency = shown - death["died_at"] * 1000
-        print(f"\nlab notification latency: {latency:.0f} ms from the death (died_at), "
-              f"{shown - sent:.0f} ms from the execute request")
-        _record_latency("lab", latency, shown - sent)
-        text = toast.inner_text()
-        assert "SIGSEGV" in text and "[2]" in text, text
-        page.screenshot(path=str(shots / "lab-1-death-notification.png"))
+        with _page(browser) as page:
+            nb = NotebookPage(page, lab, name)
+            kernel_id = nb.kernel_id
+            assert "error" not in nb.run_and_wait(0)
+            time.sleep(1.0)  # the checkpoint after cell [1] is written in the background; the restore reads it
+            sent = nb.run(1)
+            toast = nb.wait_toast("segmentation fault")
+            shown = nb.toast_time("segmentation fault")
+            death = _death(lab, kernel_id)
+            assert death["cause"] == "segfault"
+            latency = shown - death["died_at"] * 1000
+            print(f"\nlab notification latency: {latency:.0f} ms from the death (died_at), "
+                  f"{shown - sent:.0f} ms from the execute request")
+            _record_latency("lab", latency, shown - sent)
+            text = toast.inner_text()
+            assert "SIGSEGV" in text and "[2]" in text, text
+            page.screenshot(path=str(shots / "lab-1-death-notification.png"))
 
-        # Lab's own causeless "Kernel Restarting ... appears to have died" dialog is closed by the extension.
-        page.locator(".jp-Dialog", has_text="appears to have died").wait_for(state="detached", timeout=20000)
-        toast.get_by_role("button", name="Details").click()
-        dialog = page.locator(".jp-Dialog", has_text="Why the kernel")
-        dialog.wait_for(state="visible")
-        details = dialog.inner_text()
-        assert "ctypes.string_at(0)" in details and "What to do" in details and "Evidence" in details, details
-        page.screenshot(path=str(shots / "lab-2-details.png"))
-        dialog.get_by_role("button", name="Close").click()
-        dialog.wait_for(state="hidden")
+            # Lab's own causeless "Kernel Restarting ... appears to have died" dialog is closed by the extension.
+            page.locator(".jp-Dialog", has_text="appears to have died").wait_for(state="detached", timeout=20000)
+            toast.get_by_role("button", name="Details").click()
+            dialog = page.locator(".jp-Dialog", has_text="Why the kernel")
+            dialog.wait_for(state="visible")
+            details = dialog.inner_text()
+            assert "ctypes.string_at(0)" in details and "What to do" in details and "Evidence" in details, details
+            page.screenshot(path=str(shots / "lab-2-details.png"))
+            dialog.get_by_role("button", name="Close").click()
+            dialog.wait_for(state="hidden")
 
-        toast.get_by_role("button", name="Restore variables").click()
-        restored = page.locator(".jp-Dialog", has_text="Restore")
-        restored.wait_for(state="visible", timeout=90000)
-        said = restored.inner_text()
-        assert "Restored" in said, f"{said}\n{nb.console}" 
-        assert "answer" in said and "fruits" in said and "matrix" in said, said
-        # The same notification now says what came back.
-        page.locator(".Toastify__toast", has_text="Variables back in the new kernel: answer, fruits, matrix").wait_for()
-        page.screenshot(path=str(shots / "lab-3-variables-restored.png"))
-        restored.get_by_role("button", name="Close").click()
+            toast.get_by_role("button", name="Restore variables").click()
+            restored = page.locator(".jp-Dialog", has_text="Restore")
+            restored.wait_for(state="visible", timeout=90000)
+            said = restored.inner_text()
+            assert "Restored" in said, f"{said}\n{nb.console}" 
+            assert "answer" in said and "fruits" in said and "matrix" in said, said
+            # The same notification now says what came back.
+            page.locator(".Toastify__toast", has_text="Variables back in the new kernel: answer, fruits, matrix").wait_for()
+            page.screenshot(path=str(shots / "lab-3-variables-restored.png"))
+            restored.get_by_role("button", name="Close").click()
 
-        out = nb.run_and_wait(2)
-        assert "42 ['apple', 'pear'] 66" in out, out
-        page.screenshot(path=str(shots / "lab-4-variables-back.png"))
+            out = nb.run_and_wait(2)
+            assert "42 ['apple', 'pear'] 66" in out, out
+            page.screenshot(path=str(shots / "lab-4-variables-back.png"))
     finally:
-        context.close()
         lab.shutdown_kernels()
 
 
 def test_lab_stock_kernel_death_says_what_it_can(browser, lab: Server, shots: Path):
     """A stock ipykernel's death is still shown, with how to get the full explanation."""
     name = _notebook(lab.root / "stock.ipynb", "python3", ["import ctypes\nctypes.string_at(0)"])
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
     try:
-        nb = NotebookPage(page, lab, name)
-        nb.run(0)
-        toast = nb.wait_toast("kernel-sentinel install")
-        text = toast.inner_text()
-        assert "SIGSEGV" in text or "segmentation" in text.lower(), text
-        assert toast.get_by_role("button", name="Restore variables").count() == 0  # a stock kernel has no checkpoints
-        page.screenshot(path=str(shots / "lab-5-stock-kernel.png"))
+        with _page(browser) as page:
+            nb = NotebookPage(page, lab, name)
+            nb.run(0)
+            toast = nb.wait_toast("kernel-sentinel install")
+            text = toast.inner_text()
+            assert "SIGSEGV" in text or "segmentation" in text.lower(), text
+            assert toast.get_by_role("button", name="Restore variables").count() == 0  # a stock kernel has no checkpoints
+            page.screenshot(path=str(shots / "lab-5-stock-kernel.png"))
     finally:
-        context.close()
         lab.shutdown_kernels()
 
 
@@ -376,89 +388,81 @@ def test_lab_status_bar_turns_at_the_budget(browser, lab: Server, shots: Path):
         "import numpy as np\nhold = np.ones(210 * 2**20 // 8)  # about 290 MiB in all: near the guard's interrupt line",
         "more = np.ones(512 * 2**20 // 8)  # over the budget: the guard raises MemoryBudgetError",
     ])
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
     try:
-        nb = NotebookPage(page, lab, name)
-        item = page.locator(".jp-KernelSentinel-memory")
-        item.wait_for(state="visible", timeout=30000)
-        # The kernel's real budget (its own 400 MiB group, not the server's 1 GiB one) and where it comes from.
-        page.wait_for_function(
-            "() => { const e = document.querySelector('.jp-KernelSentinel-memory');"
-            " return e && e.dataset.level === 'ok' && e.textContent.includes('/ 400 MiB'); }",
-            timeout=60000,
-        )
-        tooltip = item.get_attribute("title")
-        assert "400 MiB budget (set by cgroup" in tooltip and "Guard: on" in tooltip, tooltip
-        page.screenshot(path=str(shots / "lab-6-status-ok.png"))
+        with _page(browser) as page:
+            nb = NotebookPage(page, lab, name)
+            item = page.locator(".jp-KernelSentinel-memory")
+            item.wait_for(state="visible", timeout=30000)
+            # The kernel's real budget (its own 400 MiB group, not the server's 1 GiB one) and where it comes from.
+            page.wait_for_function(
+                "() => { const e = document.querySelector('.jp-KernelSentinel-memory');"
+                " return e && e.dataset.level === 'ok' && e.textContent.includes('/ 400 MiB'); }",
+                timeout=60000,
+            )
+            tooltip = item.get_attribute("title")
+            assert "400 MiB budget (set by cgroup" in tooltip and "Guard: on" in tooltip, tooltip
+            page.screenshot(path=str(shots / "lab-6-status-ok.png"))
 
-        out = nb.run_and_wait(0)
-        assert "MemoryBudgetError" not in out, json.loads(out)[-1].get("evalue")
-        page.wait_for_function(
-            "() => document.querySelector('.jp-KernelSentinel-memory').dataset.level === 'amber'", timeout=30000
-        )
-        page.screenshot(path=str(shots / "lab-7-status-amber.png"))
+            out = nb.run_and_wait(0)
+            assert "MemoryBudgetError" not in out, json.loads(out)[-1].get("evalue")
+            page.wait_for_function(
+                "() => document.querySelector('.jp-KernelSentinel-memory').dataset.level === 'amber'", timeout=30000
+            )
+            page.screenshot(path=str(shots / "lab-7-status-amber.png"))
 
-        out = nb.run_and_wait(1)
-        assert "MemoryBudgetError" in out, out
-        page.wait_for_function(
-            "() => document.querySelector('.jp-KernelSentinel-memory').dataset.level === 'red'", timeout=30000
-        )
-        page.screenshot(path=str(shots / "lab-8-status-red.png"))
-        assert nb.page.evaluate(
-            "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status") == "idle"
+            out = nb.run_and_wait(1)
+            assert "MemoryBudgetError" in out, out
+            page.wait_for_function(
+                "() => document.querySelector('.jp-KernelSentinel-memory').dataset.level === 'red'", timeout=30000
+            )
+            page.screenshot(path=str(shots / "lab-8-status-red.png"))
+            # A MemoryBudgetError stays in its cell, as the kernel's own output: no notification for it.
+            assert page.evaluate("() => window.__ksToasts.length") == 0
+            assert nb.page.evaluate(
+                "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status") == "idle"
     finally:
-        context.close()
         lab.shutdown_kernels()
 
 
 def test_notebook7_segfault_notification(browser, memory_cgroup, tmp_path_factory, shots: Path):
     """The same notification in Notebook 7 (no status bar there)."""
-    if not (_lab_extension_dir() / "package.json").exists():
-        pytest.fail(f"the lab extension is not built into {_lab_extension_dir()}: run `make labextension`")
-    server = _start_server("notebook", tmp_path_factory.mktemp("nb7"), memory_cgroup(GiB))
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
+    server = _started("notebook", tmp_path_factory, memory_cgroup(GiB))
     try:
-        name = _notebook(server.root / "crash7.ipynb", SENTINEL_KERNEL, ["x = 1", "import ctypes\nctypes.string_at(0)"])
-        nb = NotebookPage(page, server, name, ui="notebook")
-        kernel_id = nb.kernel_id
-        nb.run_and_wait(0)
-        sent = nb.run(1)
-        toast = nb.wait_toast("segmentation fault")
-        shown = nb.toast_time("segmentation fault")
-        death = _death(server, kernel_id)
-        _record_latency("notebook7", shown - death["died_at"] * 1000, shown - sent)
-        assert toast.get_by_role("button", name="Details").count() == 1
-        page.screenshot(path=str(shots / "notebook7-death-notification.png"))
+        with _page(browser) as page:
+            name = _notebook(server.root / "crash7.ipynb", SENTINEL_KERNEL, ["x = 1", "import ctypes\nctypes.string_at(0)"])
+            nb = NotebookPage(page, server, name, ui="notebook")
+            kernel_id = nb.kernel_id
+            nb.run_and_wait(0)
+            sent = nb.run(1)
+            toast = nb.wait_toast("segmentation fault")
+            shown = nb.toast_time("segmentation fault")
+            death = _death(server, kernel_id)
+            _record_latency("notebook7", shown - death["died_at"] * 1000, shown - sent)
+            assert toast.get_by_role("button", name="Details").count() == 1
+            page.screenshot(path=str(shots / "notebook7-death-notification.png"))
     finally:
-        context.close()
         server.stop()
 
 
 def test_lab_without_the_server_extension_says_so_once(browser, memory_cgroup, tmp_path_factory, shots: Path):
     """No server extension: one warning, a quiet status bar item, and the notebook works as before."""
-    if not (_lab_extension_dir() / "package.json").exists():
-        pytest.fail(f"the lab extension is not built into {_lab_extension_dir()}: run `make labextension`")
-    server = _start_server("lab", tmp_path_factory.mktemp("bare"), memory_cgroup(GiB), server_extension=False)
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
+    server = _started("lab", tmp_path_factory, memory_cgroup(GiB), server_extension=False)
     try:
-        name = _notebook(server.root / "plain.ipynb", "python3", ["6 * 7", "print('still works')"])
-        nb = NotebookPage(page, server, name)
-        assert "42" in nb.run_and_wait(0)
-        nb.wait_toast("server extension is not running")
-        page.wait_for_function(
-            "() => { const e = document.querySelector('.jp-KernelSentinel-memory'); return e && e.dataset.level === 'off'; }",
-            timeout=30000,
-        )
-        assert "still works" in nb.run_and_wait(1)
-        said = page.evaluate(
-            "() => window.__ksToasts.filter(x => x.el.innerText.includes('server extension is not running')).length")
-        assert said == 1
-        page.screenshot(path=str(shots / "lab-9-no-server-extension.png"))
+        with _page(browser) as page:
+            name = _notebook(server.root / "plain.ipynb", "python3", ["6 * 7", "print('still works')"])
+            nb = NotebookPage(page, server, name)
+            assert "42" in nb.run_and_wait(0)
+            nb.wait_toast("server extension is not running")
+            page.wait_for_function(
+                "() => { const e = document.querySelector('.jp-KernelSentinel-memory'); return e && e.dataset.level === 'off'; }",
+                timeout=30000,
+            )
+            assert "still works" in nb.run_and_wait(1)
+            said = page.evaluate(
+                "() => window.__ksToasts.filter(x => x.el.innerText.includes('server extension is not running')).length")
+            assert said == 1
+            page.screenshot(path=str(shots / "lab-9-no-server-extension.png"))
     finally:
-        context.close()
         server.stop()
 
 
