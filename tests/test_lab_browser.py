@@ -382,6 +382,21 @@ def test_lab_stock_kernel_death_says_what_it_can(browser, lab: Server, shots: Pa
         lab.shutdown_kernels()
 
 
+def test_lab_death_shown_by_polling_when_events_do_not_arrive(browser, lab: Server):
+    """Without the server's event stream the session's 'autorestarting' status makes the extension ask the REST API."""
+    name = _notebook(lab.root / "noevents.ipynb", SENTINEL_KERNEL, ["import ctypes\nctypes.string_at(0)"])
+    try:
+        with _page(browser) as page:
+            # The event socket answers nothing (never reaches the server): only the fallback can show the death.
+            page.route_web_socket("**/api/events/subscribe**", lambda ws: None)
+            nb = NotebookPage(page, lab, name)
+            nb.run(0)
+            nb.wait_toast("segmentation fault")
+            assert any("shown (via poll)" in line for line in nb.console), nb.console[-10:]
+    finally:
+        lab.shutdown_kernels()
+
+
 def test_lab_status_bar_turns_at_the_budget(browser, lab: Server, shots: Path):
     """The status bar shows memory against the real budget; amber near the interrupt line, red at it."""
     name = _notebook(lab.root / "memory.ipynb", SENTINEL_KERNEL, [
