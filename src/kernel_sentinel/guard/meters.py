@@ -16,6 +16,7 @@ from ..memory.linux import GroupMeter, StatmMeter
 from .policy import MiB, Reading
 
 GAP_NOISE = 4 * MiB  # untouched address space moving by less than this is not "someone allocating"
+THREADS_SECONDS = 0.5  # how often the thread count (for the stacks' credit) is re-read
 FORGIVE_SECONDS = 0.25  # address space left untouched this long is a reservation, not an allocation in flight
 
 
@@ -45,6 +46,8 @@ class Meters:
         self._lag: dict[str, tuple[int, int, int, float]] = {}  # dir -> (rss, ws, credit, since)
         self.stack_bytes = 0  # statm's data counts the main stack too; RLIMIT_DATA does not
         self.thread_stack_bytes = _thread_stack_size()
+        self._threads_count = 1
+        self._threads_next = 0.0
         self.untouched_base: int | None = None  # the gap that counts as no one's allocation in flight
         self.pinned: int | None = None  # gap before a malloc_trim(): pages it returned stay counted
         self.forgive = True  # False while the cell's own threads run: their arenas reuse pages unseen
@@ -83,12 +86,21 @@ class Meters:
         return rss, vm_data, vm_data - (rss - shared) - stacks  # RSS - file/shmem = resident anonymous
 
     def _threads(self) -> int:
-        """Return the number of threads of this process (field 20 of /proc/self/stat), 1 when unreadable."""
+        """Return the number of threads of this process (field 20 of /proc/self/stat), 1 when unreadable.
+
+        Re-read at most every ``THREADS_SECONDS``: /proc/self/stat costs more than the rest of a tick, and a
+        stale count only leaves a new thread's stack counted as untouched a little longer (the safe side).
+        """
+        now = time.monotonic()
+        if now < self._threads_next:
+            return self._threads_count
+        self._threads_next = now + THREADS_SECONDS
         try:
             raw = os.pread(self._stat_fd, 1024, 0)
-            return int(raw[raw.rindex(b")") + 2 :].split()[17])
+            self._threads_count = int(raw[raw.rindex(b")") + 2 :].split()[17])
         except (OSError, ValueError, IndexError):
-            return 1
+            self._threads_count = 1
+        return self._threads_count
 
     def read(self) -> Reading:
         """Return one reading (any thread; serialised by the meters' own lock)."""

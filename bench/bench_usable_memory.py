@@ -1,0 +1,111 @@
+"""How much of a memory group a guarded kernel lets the user use, against a stock kernel in the same group.
+
+Two workloads, each run in a stock kernel and a sentinel kernel (guard on, checkpoints off), alternated,
+each kernel in its own fresh memory cgroup of the same size (at most 1 GiB: the project's safety rule):
+
+- one big allocation: ``np.ones`` of growing size (16 MiB steps, from 60% of the group), each touched and
+  dropped; usable = the largest that completed (stock: before the OOM kill; sentinel: before its
+  MemoryBudgetError);
+- gradual growth: a loop appending 4 MiB arrays, writing its count to a file after each; usable = what it
+  held when it was stopped (stock: killed, the file says how far it got).
+
+Run: ``.venv/bin/python bench/bench_usable_memory.py [--limit 1G] [--rounds 2]``. Prints one line per
+run and the ratio sentinel/stock per workload (medians). Needs a writable cgroup memory controller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from kernel_harness import KernelHarness  # noqa: E402
+
+from kernel_sentinel.sizes import format_bytes, parse_size  # noqa: E402
+
+MiB = 1 << 20
+GUARDED = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "sentinel",
+    "language": "python",
+}
+ENV = {"KERNEL_SENTINEL_CHECKPOINT": "0"}
+
+
+def _kernel(kind: str, limit: int) -> KernelHarness:
+    workdir = Path(tempfile.mkdtemp(prefix="ks-bench-"))
+    env = {**ENV, "KERNEL_SENTINEL_HOME": str(workdir / "home")}
+    h = KernelHarness(workdir, limit_bytes=limit, kernelspec=GUARDED if kind == "sentinel" else None, env=env)
+    return h.start()
+
+
+def one_big_allocation(kind: str, limit: int) -> int:
+    """Return the largest single touched allocation that completed, in bytes."""
+    h = _kernel(kind, limit)
+    try:
+        assert h.run("import numpy as np").ok
+        best = 0
+        size = int(limit * 0.6) // (16 * MiB) * 16 * MiB
+        while size < limit:
+            res = h.run(f"a = np.ones({size // 8}); a[-1] = 2.0; del a", timeout=120)
+            if not res.ok:
+                break
+            best = size
+            size += 16 * MiB
+        return best
+    finally:
+        h.close()
+
+
+def gradual_growth(kind: str, limit: int) -> int:
+    """Return how much a loop of 4 MiB appends held when it was stopped, in bytes."""
+    h = _kernel(kind, limit)
+    progress = h.workdir / "progress"
+    try:
+        assert h.run("import numpy as np, os").ok
+        h.run(
+            "parts = []\n"
+            f"fd = os.open({str(progress)!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)\n"
+            "while True:\n"
+            "    parts.append(np.ones(4 * 2**20 // 8))\n"
+            "    os.pwrite(fd, b'%12d' % len(parts), 0)\n",
+            timeout=300,
+        )
+        text = progress.read_text().strip() if progress.exists() else "0"
+        return int(text or 0) * 4 * MiB
+    finally:
+        h.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", default="1G", help="the memory group's size (at most 1G)")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    limit = parse_size(args.limit)
+    if limit > 1 << 30:
+        print("--limit: at most 1G (nothing that exhausts memory runs in a bigger group)", file=sys.stderr)
+        return 64
+    results: dict[tuple[str, str], list[int]] = {}
+    for r in range(args.rounds):
+        for workload in (one_big_allocation, gradual_growth):
+            kinds = ("stock", "sentinel") if r % 2 == 0 else ("sentinel", "stock")
+            for kind in kinds:
+                got = workload(kind, limit)
+                results.setdefault((workload.__name__, kind), []).append(got)
+                print(f"round {r}: {workload.__name__:20s} {kind:8s} {format_bytes(got):>10s} "
+                      f"({got / limit:.1%} of the group)", flush=True)
+    for workload in ("one_big_allocation", "gradual_growth"):
+        stock = statistics.median(results[(workload, "stock")])
+        guarded = statistics.median(results[(workload, "sentinel")])
+        print(f"{workload}: sentinel {format_bytes(int(guarded))} / stock {format_bytes(int(stock))} "
+              f"= {guarded / stock:.1%} (group {format_bytes(limit)}, median of {args.rounds})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""What the guard counts as used, side by side with a stock kernel in the same-size memory group.
+
+Legitimate work a stock kernel completes must complete under the guard too (page cache that the kernel
+drops before an OOM kill, one big allocation near the limit, the imports of the data-science stack in a
+small container); a runaway recursion that OOM-kills a stock kernel is stopped with a short error and
+the kernel answers at once; ten stopped killers in a row leave no state behind that refuses small cells.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+from conftest import GiB, MiB
+
+pytestmark = pytest.mark.cgroup
+
+GUARDED = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "sentinel",
+    "language": "python",
+}
+GUARD = "__import__('kernel_sentinel.guard', fromlist=['get_guard']).get_guard()"
+ISOLATE = {"KERNEL_SENTINEL_CHECKPOINT": "0"}  # the guard alone (see test_guard_survival.py)
+
+
+def both(kernel, limit: int):
+    """Yield (name, kernel) for a stock kernel, then a sentinel kernel, each in its own group of ``limit``."""
+    for name, spec in (("stock", None), ("sentinel", GUARDED)):
+        k = kernel(limit_bytes=limit, kernelspec=spec, env=ISOLATE)
+        assert k.confinement == "cgroup"
+        yield name, k
+
+
+def _drop_cache(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # each kernel's group charges its own reads
+    finally:
+        os.close(fd)
+
+
+def test_page_cache_read_twice_is_headroom(kernel, tmp_path):
+    data = tmp_path / "stream.bin"
+    block = os.urandom(1 << 20)
+    with open(data, "wb") as f:
+        for _ in range(450):
+            f.write(block)
+    stream = (
+        "import numpy as np\n"
+        "for _ in range(2):  # read twice: the cache moves to the *active* file list\n"
+        f"    with open({str(data)!r}, 'rb') as f:\n"
+        "        while f.read(1 << 22):\n"
+        "            pass\n"
+    )
+    for name, k in both(kernel, GiB):
+        _drop_cache(data)
+        assert k.run(stream).ok
+        res = k.run("a = np.ones(458 * 2**20 // 8)\nfloat(a.sum())")
+        assert res.ok, (name, res.text()[-1500:])
+        assert k.alive and k.oom_kills() == 0, name
+
+
+def test_one_big_allocation_near_the_limit_completes(kernel):
+    for name, k in both(kernel, GiB):
+        assert k.run("import numpy as np\nbase = np.ones(480_000_000 // 8)").ok
+        res = k.run("c = base * 2\nfloat(c[-1])")  # ~95% of the group, as a stock kernel can
+        assert res.ok, (name, res.text()[-1500:])
+        assert k.alive and k.oom_kills() == 0, name
+
+
+@pytest.mark.parametrize("limit", [256 * MiB, 384 * MiB])
+def test_the_data_science_stack_imports_in_a_small_group(kernel, limit):
+    for name, k in both(kernel, limit):
+        res = k.run("import numpy, pandas, scipy, sklearn", timeout=90)
+        assert res.ok, (name, res.status, res.text()[-1500:])
+        for cell in ("import pandas as pd\npd.Series(['a', 'b', 'c', 'd', 'e', 'f'])",
+                     "pd.DataFrame([[1, 2, 3]] * 3)"):
+            res = k.run(cell, timeout=60)
+            assert res.ok, (name, cell, res.status, res.text()[-1500:])
+        if name == "sentinel":
+            assert k.value(f"{GUARD}.interventions") == 0
+
+
+RECURSION = "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)"
+
+
+def test_runaway_recursion_is_stopped_and_the_kernel_answers(kernel):
+    k = kernel(limit_bytes=384 * MiB, kernelspec=GUARDED, env=ISOLATE)
+    assert k.run("kept = 'still here'").ok
+    res = k.run(RECURSION, timeout=180)
+    assert res.status == "error" and res.ename == "MemoryBudgetError", (res.status, res.text()[-2000:])
+    assert len(res.text()) < 5000  # a short error, not a million frames
+    evidence = k.value(f"{GUARD}.last_failure")
+    assert evidence["recursion_function"] == "f" and evidence["recursion_depth"] > 100_000
+    assert k.run("kept").ok and k.value("kept") == "still here"
+    assert k.alive and k.oom_kills() == 0
+
+    # The control: a stock kernel in the same group never completes the cell (the OOM killer ends it,
+    # or it is still crawling at the limit, its code pages evicted and read back again and again).
+    stock = kernel(limit_bytes=384 * MiB, env=ISOLATE)
+    res = stock.run(RECURSION, timeout=120)
+    assert res.status in ("died", "timeout"), res.status
+    assert res.status == "timeout" or stock.oom_kills() >= 1
+
+
+KILLERS = [
+    "a = np.ones((30000, 30000))",  # one huge allocation: the fence
+    "parts = []\nwhile True:\n    parts.append(np.ones(8 * 2**20 // 8))",  # gradual growth: the watchdog
+    "s = [str(i) * 20 for i in range(10**9)]",  # Python objects
+    "b = np.empty(3 * 2**30, dtype=np.uint8); b[:] = 1",  # taken untouched, then touched
+    "df = pd.DataFrame({'k': np.zeros(20000)}); m = df.merge(df, on='k')",  # a merge explosion
+]
+SMALL = [
+    "small = np.arange(10**6).sum()",
+    "pd.Series(['a', 'b', 'c', 'd', 'e', 'f'])",
+    "x = np.ones(150 * 2**20 // 8); float(x.sum()); del x",  # 150 MiB at once: fits after every killer
+]
+
+
+def test_repeated_memory_errors_do_not_wear_the_guard_down(kernel):
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=ISOLATE)
+    assert k.run("import numpy as np, pandas as pd, gc").ok
+    for cell in SMALL:
+        assert k.run(cell).ok
+    start_rss = _rss(k.kernel_pid)
+    for i in range(10):
+        killer = KILLERS[i % len(KILLERS)]
+        res = k.run(killer, timeout=180)
+        assert res.ename == "MemoryBudgetError", (killer, res.status, res.text()[-1500:])
+        assert k.run("for _n in ('a', 'parts', 's', 'b', 'df', 'm'):\n    globals().pop(_n, None)\ngc.collect()").ok
+        for cell in SMALL:
+            res = k.run(cell)
+            assert res.ok, (i, killer, cell, res.text()[-1500:])
+    status = k.value(f"{GUARD}.status()")
+    assert status["interventions"] == 10 and status["reserve_held"]
+    assert _rss(k.kernel_pid) < start_rss + 64 * MiB, (start_rss, _rss(k.kernel_pid))
+    assert k.alive and k.oom_kills() == 0
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
