@@ -16,9 +16,8 @@ import time
 from dataclasses import dataclass, field
 
 from ..confine import MemoryCgroup
-from ..memory.reader import PreadFiles
+from ..memory.linux import GroupMeter, StatmMeter
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 @dataclass
@@ -53,12 +52,15 @@ class MemorySampler:
             f"cgroup v{cgroup.version} usage of {cgroup.path}" if cgroup else f"RSS of kernel process {pid} and children"
         )
         self.timeline = Timeline()
-        self._files = PreadFiles()
-        self._usage = (
-            os.path.join(cgroup.directory, "memory.usage_in_bytes" if cgroup.version == 1 else "memory.current")
-            if cgroup
-            else None
-        )
+        # The one per-tick reader the guard uses too (memory.linux): descriptors opened once, one pread each.
+        self._group: GroupMeter | None = None
+        if cgroup is not None:
+            try:
+                self._group = GroupMeter(cgroup.directory, cgroup.version)
+            except OSError:
+                self._group = None
+        self._usage = cgroup.directory if self._group is not None else None
+        self._statm: dict[int, StatmMeter] = {}
         self._watermark_path = (
             os.path.join(cgroup.directory, "memory.max_usage_in_bytes") if cgroup and cgroup.version == 1 else None
         )
@@ -88,29 +90,29 @@ class MemorySampler:
                 pass
         return self._pids
 
-    def _read(self, path: str) -> str | None:
-        try:
-            return self._files.read(path)
-        except OSError:  # a process that exited, a group being removed
-            return None
-
     def rss_bytes(self) -> int | None:
         """Return the summed RSS of the kernel's processes (None once they are all gone)."""
         total, seen = 0, False
         for pid in self._tree():
-            text = self._read(f"/proc/{pid}/statm")
-            if text:
-                parts = text.split()
-                if len(parts) > 1:
-                    total += int(parts[1]) * _PAGE
-                    seen = True
+            meter = self._statm.get(pid)
+            try:
+                if meter is None:
+                    meter = self._statm[pid] = StatmMeter(pid)
+                total += meter.read()[0]
+                seen = True
+            except (OSError, ValueError, IndexError):  # a process that exited
+                gone = self._statm.pop(pid, None)
+                if gone is not None:
+                    gone.close()
         return total if seen else None
 
     def usage_bytes(self) -> int | None:
         """Return the budgeted usage now: cgroup usage, else RSS of the kernel's processes."""
-        if self._usage is not None:
-            text = self._read(self._usage)
-            return int(text) if text else None
+        if self._group is not None:
+            try:
+                return self._group.usage()
+            except (OSError, ValueError):  # the group is being removed
+                return None
         return self.rss_bytes()
 
     def _read_watermark(self) -> int | None:
@@ -164,7 +166,11 @@ class MemorySampler:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self._files.close()
+        if self._group is not None:
+            self._group.close()
+        for meter in self._statm.values():
+            meter.close()
+        self._statm.clear()
 
     def elapsed(self) -> float:
         return time.monotonic() - self._start
