@@ -60,25 +60,32 @@ def test_untouched_address_space_counts_for_the_fence_not_for_the_interrupt():
     assert 500 * MiB > fence_limit(reading.vm_data, headroom, 64 * MiB) - reading.vm_data
 
 
-def test_meters_count_untouched_allocations():
+def test_meters_count_untouched_allocations_while_fresh():
     code = r"""
-import json, mmap
+import ctypes, json, mmap, time
 from kernel_sentinel.guard.core import Meters
+from kernel_sentinel.guard.meters import FORGIVE_SECONDS
 m = Meters()
 m.rebase()
 before = m.read().untouched
 buf = mmap.mmap(-1, 256 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # reserved, untouched
 mid = m.read().untouched
-for i in range(0, 128 * 2**20, 4096):
-    buf[i] = 1  # touch half
+addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+ctypes.memset(addr, 1, 128 * 2**20)  # touch half, at once
 after = m.read().untouched
-print(json.dumps([before, mid, after]))
+time.sleep(FORGIVE_SECONDS * 2)  # nothing allocates: what is still untouched is a reservation
+quiet = m.read().untouched
+buf2 = mmap.mmap(-1, 64 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # a fresh one counts again
+fresh = m.read().untouched
+print(json.dumps([before, mid, after, quiet, fresh]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    before, mid, after = json.loads(out)
+    before, mid, after, quiet, fresh = json.loads(out)
     assert before < 8 * MiB
     assert 250 * MiB <= mid - before <= 262 * MiB
     assert 122 * MiB <= after - before <= 134 * MiB
+    assert quiet < 8 * MiB
+    assert 60 * MiB <= fresh - quiet <= 70 * MiB
 
 
 def test_the_fence_is_never_above_the_users_own_limits():

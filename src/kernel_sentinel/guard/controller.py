@@ -557,13 +557,9 @@ class Guard:
         limit = best[0].limit_bytes if best else 0
         with self._lock:
             level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
-            self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
-            self._ceiling = None
+            self._release_cell_states()
             self._idle_noted = False
-            self._pending = None
-            self._sent = False
-            self._handling = False
-            self._no_room_since = None
+            self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
         if self.enabled:
             try:
                 self.tick()  # the fence as of now, not as of the last tick (memory may just have been freed)
@@ -574,13 +570,7 @@ class Guard:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
         with self._lock:
             self._cell = None
-            self._sent = False
-            self._handling = False
-            self._ceiling = None
-            self._hold = None
-            self._pending = None
-            self._no_room_since = None
-            self._start_wait_since = None
+            self._release_cell_states()
             try:
                 self._idle_base = self._meters.read().committed(self._state[0].meter) if self._state else None
             except Exception:
@@ -598,6 +588,21 @@ class Guard:
         with self._lock:
             if self._reserve is None and self.enabled:
                 self._retake_reserve_if_room()
+
+    def _release_cell_states(self) -> None:
+        """Drop every state a cell's trouble set (main thread, under the lock): none may outlive its cell.
+
+        The freeze (``_ceiling``), the error path's hold, the pending evidence, the interrupt on its way,
+        the no-room and Thread.start() timers: each tightens the fence or leads to an interrupt, so one
+        left behind would refuse the next, innocent cell (issue: legitimate cells refused after killers).
+        """
+        self._ceiling = None
+        self._hold = None
+        self._pending = None
+        self._sent = False
+        self._handling = False
+        self._no_room_since = None
+        self._start_wait_since = None
 
     @property
     def cell_running(self) -> bool:
