@@ -88,9 +88,9 @@ def test_v1_captured_group_is_the_budget(v1_tree: Path):
     usage = int((SAMPLES / "v1" / "memory.usage_in_bytes").read_text())
     assert snap.cgroup.usage_bytes == usage
     assert snap.cgroup.working_set_bytes == usage - stat["total_inactive_file"]
-    # Headroom counts the page cache the kernel drops before an OOM kill (both file lists, minus mapped
-    # pages) as free: in use is below kubelet's working set.
-    reclaimable = stat["total_active_file"] + stat["total_inactive_file"] - stat["total_mapped_file"]
+    # Headroom counts the page cache the kernel drops before an OOM kill (both file lists) as free: in
+    # use is below kubelet's working set.
+    reclaimable = stat["total_active_file"] + stat["total_inactive_file"]
     assert snap.cgroup.in_use_bytes == usage - reclaimable < snap.cgroup.working_set_bytes
     assert snap.available_bytes == 314572800 - snap.cgroup.in_use_bytes
     assert snap.cgroup.oom_kills == 0
@@ -109,13 +109,13 @@ def test_v2_tightest_ancestor_wins_and_high_counts(v2_tree: Path):
     # The pod's 2 GiB memory.max is tighter than the container's 3 GiB memory.high (and 4 GiB max).
     assert snap.budget_bytes == 2 * 1024**3
     assert snap.source == f"cgroup v2 {V2_POD}"
-    # pod: usage minus (active_file 64 MiB + inactive_file 200 MiB - file_mapped 40 MiB)
-    assert snap.available_bytes == 2 * 1024**3 - (1484783616 - (67108864 + 209715200 - 41943040))
+    # pod: usage minus (active_file 64 MiB + inactive_file 200 MiB)
+    assert snap.available_bytes == 2 * 1024**3 - (1484783616 - (67108864 + 209715200))
     leaf = snap.cgroup
     assert leaf.version == 2 and leaf.path == V2_LEAF
     assert leaf.limit_bytes == 2 * 1024**3 and leaf.limit_path == V2_POD
     assert leaf.working_set_bytes == 1350565888 - 201326592
-    assert leaf.in_use_bytes == 1350565888 - (67108864 + 201326592 - 41943040)
+    assert leaf.in_use_bytes == 1350565888 - (67108864 + 201326592)
     assert leaf.peak_bytes == 1610612736
     assert leaf.oom_kills == 2
     container = next(lim for lim in snap.limits if lim.source == f"cgroup v2 {V2_LEAF}")
@@ -237,13 +237,12 @@ def test_quick_on_this_process():
     assert quick.rss_bytes > 0 and quick.available_bytes > 0 and quick.source != "unknown"
 
 
-def test_reclaimable_cache_is_both_file_lists_less_mapped_pages():
+def test_reclaimable_cache_is_both_file_lists():
     v1 = "total_active_file 400\ntotal_inactive_file 100\ntotal_mapped_file 50\ntotal_dirty 20\ntotal_writeback 5\n"
     # v1's own counters (no total_ prefix) are ignored when the hierarchical ones exist; dirty pages are
-    # reclaimed once written back (a writer is throttled, not killed), so they do not count
-    assert parse.parse_reclaimable("active_file 7\ninactive_file 7\n" + v1) == 450
+    # reclaimed once written back (a writer is throttled, not killed), mapped ones at a refault cost
+    assert parse.parse_reclaimable("active_file 7\ninactive_file 7\n" + v1) == 500
     v2 = b"anon 9\nfile 600\nshmem 100\nfile_mapped 50\nfile_dirty 0\nfile_writeback 0\ninactive_file 100\nactive_file 400\n"
-    assert parse.parse_reclaimable(v2) == 450  # shmem is on the anon lists, not in active/inactive_file
-    assert parse.parse_reclaimable("total_active_file 1\ntotal_inactive_file 1\ntotal_mapped_file 9\n") == 0
+    assert parse.parse_reclaimable(v2) == 500  # shmem is on the anon lists, not in active/inactive_file
     with pytest.raises(ValueError):
         parse.parse_reclaimable("anon 5\n")

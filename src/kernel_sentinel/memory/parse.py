@@ -85,14 +85,15 @@ def parse_inactive_file(text: str) -> int:
     raise ValueError("no inactive_file line")
 
 
-# What the kernel drops before it OOM-kills anyone: page cache on the file LRU lists. Anonymous memory,
-# shmem/tmpfs (swap-backed, on the anon lists), unevictable/locked pages are not on those lists. Mapped file
-# pages are (the libraries' code), but evicting them only trades memory for refaults, so they stay counted
-# as in use. Dirty and writeback pages are reclaimed once written (reclaim waits for the writeback, and a
-# writer is throttled): a kernel writing a file twice its budget completes (FACTS.md "Memory accounting").
-_RECLAIM_V1 = (b"total_active_file ", b"total_inactive_file ", b"total_mapped_file ")
-_RECLAIM_V1_LOCAL = (b"active_file ", b"inactive_file ", b"mapped_file ")
-_RECLAIM_V2 = (b"active_file ", b"inactive_file ", b"file_mapped ")
+# What the kernel drops before it OOM-kills anyone: page cache on the file LRU lists, active or inactive,
+# mapped or not (mapped pages are reclaimed at a refault cost: a stock kernel near its limit evicts its own
+# libraries' code and reads it back). Anonymous memory, shmem/tmpfs (swap-backed, on the anon lists) and
+# unevictable/locked pages are not on those lists. Dirty and writeback pages are reclaimed once written
+# (reclaim waits for the writeback, a writer is throttled): a kernel writing a file twice its budget
+# completes (FACTS.md "Memory accounting").
+_RECLAIM_V1 = (b"total_active_file ", b"total_inactive_file ")
+_RECLAIM_V1_LOCAL = (b"active_file ", b"inactive_file ")
+_RECLAIM_V2 = (b"active_file ", b"inactive_file ")
 
 
 def _bfield(text: bytes, key: bytes) -> int | None:
@@ -112,20 +113,18 @@ def _bfield(text: bytes, key: bytes) -> int | None:
 
 
 def parse_reclaimable(text: bytes | str) -> int:
-    """Return the bytes of unmapped page cache in a memory.stat: what the kernel reclaims before an OOM kill.
+    """Return the bytes of page cache in a memory.stat: what the kernel reclaims before an OOM kill.
 
-    Both file LRU lists count (a file read twice sits on the *active* list, yet is dropped first), minus
-    mapped pages. cgroup v1's hierarchical ``total_`` counters when present, else the
+    Both file LRU lists count: a file read twice sits on the *active* list, yet is dropped first, and so
+    are mapped pages (at a refault cost). cgroup v1's hierarchical ``total_`` counters when present, else the
     group's own; v2's names otherwise. Raises ValueError when the file has no file-LRU lines.
     """
     data = text.encode() if isinstance(text, str) else text
     for keys in (_RECLAIM_V1, _RECLAIM_V2, _RECLAIM_V1_LOCAL):
         active = _bfield(data, keys[0])
         inactive = _bfield(data, keys[1])
-        if active is None or inactive is None:
-            continue
-        pinned = sum(_bfield(data, k) or 0 for k in keys[2:])
-        return max(0, active + inactive - pinned)
+        if active is not None and inactive is not None:
+            return active + inactive
     raise ValueError("no active_file/inactive_file lines")
 
 
