@@ -37,9 +37,15 @@ def test_shell_command_and_pool_worker_are_named(kernel) -> None:
 
     res = k.run(SHELL)
     assert res.status == "ok"  # IPython's `!` never fails a cell: the guard's interrupt went to the command
-    assert "kernel-sentinel: memory reached" in res.stderr, res.text()[:2000]
-    assert "the child process" in res.stderr and "python -c import numpy" in res.stderr
-    assert k.alive and k.oom_kills() == before
+    # Either the guard's interrupt stopped the command, or the OOM killer took it first (children volunteer,
+    # oom_score_adj 1000): either way one line names it, and the kernel is untouched.
+    if k.oom_kills() == before:
+        assert "kernel-sentinel: memory reached" in res.stderr, res.text()[:2000]
+    else:
+        assert "kernel-sentinel: the OOM killer ended the child process" in res.stderr, res.text()[:2000]
+    assert "python -c import numpy" in res.stderr, res.stderr
+    assert k.alive
+    before = k.oom_kills()
 
     res = k.run(POOL)
     assert res.status == "error" and res.ename == "MemoryBudgetError", res.text()[:2000]

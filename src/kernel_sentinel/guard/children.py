@@ -133,7 +133,7 @@ def note_child(pid: int, start: float | None = None) -> dict[str, object] | None
         if len(_SEEN) > 64:  # bounded: the oldest go first
             for old in sorted(_SEEN, key=lambda k: float(_SEEN[k].get("t", 0.0)))[:16]:  # type: ignore[arg-type]
                 _SEEN.pop(old, None)
-    elif str(record["command"]).startswith(FORKED):
+    elif str(record["command"]).startswith(FORKED) or record["command"] == "?":
         record["command"] = command_of(pid)  # noted right after fork(): it may have exec'd since (pexpect, `!cmd`)
     record["rss_bytes"] = rss
     record["peak_bytes"] = max(int(record["peak_bytes"]), rss)  # type: ignore[call-overload]
@@ -183,6 +183,32 @@ def command_of(pid: int) -> str:
         return f"{FORKED}: a multiprocessing or joblib worker"
     text = " ".join(argv)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def stop_child(pid: int, grace: float = 1.0) -> str:
+    """Stop a descendant that outlived the interrupt meant for it (SIGTERM, then SIGKILL); return what it took.
+
+    Used only for a child that ate the memory and is still running after the cell ended: left alone it
+    would grow on while the kernel is idle, until the OOM killer took it.
+    """
+    import signal
+
+    if pid not in (descendants() or []):
+        return "it had already ended"
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return "it had already ended"
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if pid not in (descendants() or []):
+            return "SIGTERM"
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return "SIGTERM"
+    return "SIGKILL after SIGTERM"
 
 
 def child_words(child: dict[str, object]) -> str:

@@ -472,7 +472,10 @@ class ChildrenWatch:
             return (f"kernel-sentinel: the OOM killer ended {who}: it ran out of {budget}. "
                     "The kernel and its variables are intact; give the command less data at once, or fewer workers.")
         used = format_bytes(ev.get("usage_at_interrupt_bytes") or ev.get("usage_bytes"))
-        return (f"kernel-sentinel: memory reached {used} of {budget}, so the cell was interrupted; it stopped {who}. "
+        how = ""
+        if child is not None and child.get("alive") and not child.get("pids"):
+            how = f" ({children.stop_child(int(child['pid']))})"  # the interrupt did not end it: it would grow on
+        return (f"kernel-sentinel: memory reached {used} of {budget}, so the cell was interrupted; it stopped {who}{how}. "
                 "The kernel and its variables are intact; give the command less data at once.")
 
 
