@@ -94,6 +94,7 @@ class CellState:
     code: str | None = None
     no_room_seen: bool = False
     recursion: bool = False  # the main thread is deep in a recursion that grows memory
+    others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
 
 
 class Guard:
@@ -359,9 +360,14 @@ class Guard:
         limit = ccand.limit_bytes
         margin = self._margin(limit)
         fraction = self.settings.interrupt_fraction
-        # Threads of the cell's own (beyond ipykernel's and ours) cannot be interrupted: wider margins.
+        # Threads of the cell's own (beyond ipykernel's and ours) cannot be interrupted, nor can children
+        # (a pool worker, a shell command) whose memory grows in our group beyond our own RSS: wider
+        # margins for both (a pool worker at 800 MB/s reached the OOM killer with the narrow ones).
         threaded = threading.active_count() > self._baseline_threads
-        if threaded:
+        others = max(0, usage - reading.rss) if ccand.meter.startswith("cgroup:") else 0
+        cell = self._cell
+        foreign = cell is not None and others > cell.others_at_start + IDLE_GROWTH
+        if threaded or foreign:
             margin, cap = threaded_margins(limit, margin, self.settings.reserve_bytes)
             fraction = min(fraction, cap)
         self._meters.forgive = not threaded
@@ -560,6 +566,9 @@ class Guard:
             self._release_cell_states()
             self._idle_noted = False
             self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
+            if best and best[0].meter.startswith("cgroup:"):
+                plain = reading.meter(best[0].meter)
+                self._cell.others_at_start = max(0, (plain or 0) - reading.rss)
         if self.enabled:
             try:
                 self.tick()  # the fence as of now, not as of the last tick (memory may just have been freed)
