@@ -1,13 +1,15 @@
 """Inside the kernel: every MemoryBudgetError the guard raises is stored as a memory error (a death avoided).
 
 A ``post_run_cell`` hook looks at the cell's error; when it is the guard's ``MemoryBudgetError`` it stores
-the guard's evidence (sizes and budget, never variable values) with the cell's code, on a daemon thread so
-that the kernel answers at once whatever the store or the shared database is doing. It never raises.
+the guard's evidence (sizes and budget, never variable values) with the cell's code, on a daemon thread
+(started at load, fed through a queue) so that the kernel answers at once whatever the store or the shared
+database is doing. It never raises.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from typing import Any
@@ -28,10 +30,23 @@ def load(ip: Any) -> None:
             if isinstance(err, MemoryBudgetError):
                 info = getattr(result, "info", None)
                 record = memory_error_from(err, getattr(info, "raw_cell", None), getattr(result, "execution_count", None))
-                threading.Thread(target=_store, args=(record,), name="kernel-sentinel-memory-error", daemon=True).start()
+                pending.put(record)  # no Thread.start() here: right after a memory error it can hang for good
         except Exception:  # a hook that raises is unregistered by IPython; recording is never worth that
             pass
 
+    # One writer thread, started now while memory is plentiful (cost stream: a thread started in this hook
+    # after a MemoryBudgetError hung the kernel in Thread.start(), tests/test_guard_with_checkpoints.py).
+    pending: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def drain() -> None:
+        while True:
+            record = pending.get()
+            try:
+                _store(record)
+            except Exception:
+                pass
+
+    threading.Thread(target=drain, name="kernel-sentinel-memory-error", daemon=True).start()
     ip.events.register("post_run_cell", post_run_cell)
     _HOOKED[id(ip)] = post_run_cell
 
