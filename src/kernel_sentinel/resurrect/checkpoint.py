@@ -438,8 +438,7 @@ class Checkpointer:
                 available = None
             if available is None or available >= self._fork_exposure + MEMORY_RESERVE:
                 return
-        if self._fork.stop():
-            self.writer_cpu += self._fork.last_cpu
+        if self._fork.stop():  # its CPU is counted when the scheduler reaps it
             self.stopped_writers += 1
             self._given_up_in_a_row += 1
             if self._dirty is False:
@@ -697,6 +696,8 @@ class Checkpointer:
     def _absorb(self, result: dict[str, Any] | None, kind: str) -> None:
         if result is None:
             return
+        if result.get("status") == "given_up":
+            return  # stopped for a cell: said when it was stopped, and the checkpoint is owed again
         if result.get("status") == "cancelled":
             self._dirty = self._dirty if self._dirty is not False else True  # try again at the next idle moment
             self._event("thread checkpoint given up: a cell started while it read the namespace")

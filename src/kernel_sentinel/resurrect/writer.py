@@ -116,6 +116,8 @@ class ForkWriter:
         self._result_path: str | None = None
         self.started_at = 0.0
         self.last_cpu = 0.0  # CPU seconds of the child last reaped (its rusage)
+        self._killed = False  # stop() sent SIGKILL; not reaped yet
+        self._last_pid = 0
         self.tmp_root = tmp_root  # where the child's half-written blobs would be left if it must leave
 
     def start(self, job: Job) -> None:
@@ -176,7 +178,7 @@ class ForkWriter:
             pid, status, usage = self.pid, 0, None
         if pid == 0:
             return None
-        self.pid = None
+        self._last_pid, self.pid = self.pid, None
         self.last_cpu = (usage.ru_utime + usage.ru_stime) if usage is not None else 0.0
         return status
 
@@ -186,22 +188,20 @@ class ForkWriter:
         return self._collect()
 
     def stop(self) -> bool:
-        """Kill the running child (our own, by pid), reap it and remove its half-written files; True if one ran."""
+        """Kill the running child (our own, by pid) without waiting for it; True if one ran.
+
+        Not reaped here: a child in the middle of an fsync dies only once the disk answers, and the cell
+        that asked for the stop must not wait for that. ``poll()`` reaps it later, removes its half-written
+        files and reports ``{"status": "given_up"}``.
+        """
         pid = self.pid
-        if pid is None:
+        if pid is None or self._killed:
             return False
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        self._reap(block=True)
-        _remove_partial(self.tmp_root, pid)
-        path, self._result_path = self._result_path, None
-        if path:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        self._killed = True
         return True
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
@@ -220,6 +220,14 @@ class ForkWriter:
         path, self._result_path = self._result_path, None
         if path is None:
             return None
+        if self._killed:
+            self._killed = False
+            _remove_partial(self.tmp_root, self._last_pid)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return {"status": "given_up", "notes": []}
         try:
             with open(path) as f:
                 text = f.read()
