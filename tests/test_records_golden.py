@@ -23,6 +23,9 @@ BUDGETS = {"churn_features.ipynb": ["2G", "32M"], "clean_churn_model.ipynb": ["2
 DEATHS = ["abort", "bus_error_disk_full", "exit3", "external_sigkill_child", "external_sigkill_supervisor",
           "external_sigterm_child", "oom_cgroup", "oom_cgroup_no_supervisor", "oom_recursion", "segfault"]
 RUNS = ["ok", "error", "died"]
+# The advisor names missing files by their absolute path, and the terminal wraps at 100 columns: the advisor's
+# samples are read from this fixed folder so the goldens are the same wherever the checkout is.
+FIXED_ADVISE = Path("/tmp/kernel-sentinel-golden/advise")
 
 
 def FIXED_DISK(path: Path) -> tuple[int, str, str]:  # noqa: N802
@@ -74,8 +77,11 @@ def render_all(samples: Path) -> dict[str, str]:
     rows = [{"id": i, "kernel_id": r.get("kernel_id"), "died_at": r.get("died_at"), "cause": r.get("cause"),
              "report": r, "shown_at": None} for i, r in enumerate(deaths.values(), 1)]
     out["deaths_list.terminal"] = rich_text(renderer("deaths", "terminal")(rows))
+    import shutil
+
+    shutil.copytree(samples / "advise", FIXED_ADVISE, dirs_exist_ok=True)
     for name, budgets in BUDGETS.items():
-        path = samples / "advise" / name
+        path = FIXED_ADVISE / name
         for budget in budgets:
             ctx = Context(path=f"advise/{name}", base_dir=path.parent, budget_bytes=parse_size(budget),
                           budget_source=f"--budget {budget}", notebook=path.suffix == ".ipynb", fs_info=FIXED_DISK)
