@@ -149,6 +149,8 @@ class MemoryCgroup:
             try:
                 os.rmdir(self.directory)
                 return
+            except FileNotFoundError:
+                return  # removed meanwhile by its maker (a kernel's supervisor or witness)
             except OSError:
                 if time.monotonic() > deadline:
                     raise
