@@ -184,6 +184,16 @@ def cleanup_code(case: Case) -> str:
     return f"{settle}for _n in ({names},):\n    globals().pop(_n, None)\ngc.collect()"
 
 
+def run_legitimate_work(k) -> None:
+    """Run every legitimate case in kernel ``k`` (a KernelHarness), deleting after each: each must complete."""
+    for case in LEGIT:
+        if case.prepare:
+            assert k.run(case.prepare).ok
+        res = k.run(case.code)
+        assert res.ok, (case.name, res.text()[:2000])
+        assert k.run(cleanup_code(case)).ok
+
+
 def by_name(name: str) -> Case:
     """Return the killer or legitimate case called ``name``."""
     return next(c for c in (*KILLERS, *LEGIT) if c.name == name)

@@ -39,11 +39,11 @@ def test_shell_command_and_pool_worker_are_named(kernel) -> None:
     assert res.status == "ok"  # IPython's `!` never fails a cell: the guard's interrupt went to the command
     # Either the guard's interrupt stopped the command, or the OOM killer took it first (children volunteer,
     # oom_score_adj 1000): either way one line names it, and the kernel is untouched.
+    said = res.stderr
+    assert ("kernel-sentinel: memory reached" in said or "kernel-sentinel: the OOM killer ended" in said), said
     if k.oom_kills() == before:
-        assert "kernel-sentinel: memory reached" in res.stderr, res.text()[:2000]
-    else:
-        assert "kernel-sentinel: the OOM killer ended the child process" in res.stderr, res.text()[:2000]
-    assert "python -c import numpy" in res.stderr, res.stderr
+        assert "kernel-sentinel: memory reached" in said, said
+    assert "python -c" in said and "import numpy" in said, said
     assert k.alive
     before = k.oom_kills()
 

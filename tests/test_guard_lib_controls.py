@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from conftest import GiB
 from kernel_harness import kill_signal_name
-from test_guard_lib_cases import KILLERS, LEGIT, SETUP, Case, cleanup_code, files_code, make_files
+from test_guard_lib_cases import KILLERS, SETUP, Case, files_code, make_files, run_legitimate_work
 
 pytestmark = pytest.mark.cgroup
 
@@ -44,10 +44,5 @@ def test_killer_oom_kills_a_stock_kernel(kernel, case_files, case: Case) -> None
 def test_legitimate_work_completes_in_a_stock_kernel(kernel, case_files) -> None:
     k = stock(kernel, case_files)
     before = k.oom_kills()
-    for case in LEGIT:
-        if case.prepare:
-            assert k.run(case.prepare).ok
-        res = k.run(case.code)
-        assert res.ok, (case.name, res.text()[:1500])
-        assert k.run(cleanup_code(case)).ok
+    run_legitimate_work(k)
     assert k.alive and k.oom_kills() == before

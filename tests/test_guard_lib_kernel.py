@@ -13,7 +13,16 @@ from __future__ import annotations
 
 import pytest
 from conftest import GiB
-from test_guard_lib_cases import KILLERS, LEGIT, SENTINEL_SPEC, SETUP, by_name, cleanup_code, files_code, make_files
+from test_guard_lib_cases import (
+    KILLERS,
+    SENTINEL_SPEC,
+    SETUP,
+    by_name,
+    cleanup_code,
+    files_code,
+    make_files,
+    run_legitimate_work,
+)
 
 pytestmark = pytest.mark.cgroup
 
@@ -108,11 +117,6 @@ def test_unstoppable_killers_are_refused_before_they_start(kernel, case_files) -
 def test_legitimate_work_passes(kernel, case_files) -> None:
     k = sentinel(kernel, case_files)
     before = k.oom_kills()
-    for case in LEGIT:
-        if case.prepare:
-            assert k.run(case.prepare).ok
-        res = k.run(case.code)
-        assert res.ok, (case.name, res.text()[:2000])
-        assert k.run(cleanup_code(case)).ok
+    run_legitimate_work(k)
     assert k.oom_kills() == before
     assert k.value(f"{GUARD}.interventions") == 0

@@ -95,7 +95,7 @@ def load(ip: Any) -> Guard | None:
             ip.set_custom_exc(_custom_exceptions(), _custom_exc)  # duckdb's OOM error is no MemoryError
         guard.cell_started(getattr(ip, "execution_count", None), raw)
         before.check(raw)
-        children_watch.start()
+        children_watch.start(raw)
 
     def post_run_cell(result: Any = None) -> None:
         before.done()
@@ -416,6 +416,7 @@ class ChildrenWatch:
     def __init__(self) -> None:
         self._oom_fd: int | None | bool = False  # False: not opened yet; None: no counter to read
         self._oom_before: int | None = None
+        self._shell: str | None = None
 
     def _oom_kills(self) -> int | None:
         """Return the kernel's memory group's OOM-kill counter (one pread of a file kept open: ~5 us)."""
@@ -437,8 +438,11 @@ class ChildrenWatch:
                 return int(line.split()[1])
         return None
 
-    def start(self) -> None:
+    def start(self, raw: str | None = None) -> None:
         children.forget_seen()  # a child of an earlier cell is not this cell's (a live one is read again)
+        # A shell escape's command, for when the child is gone before its command line could be read.
+        self._shell = next((ln.strip()[1:].strip() for ln in (raw or "").splitlines()
+                            if ln.strip().startswith("!")), None) if raw and "!" in raw else None
         try:
             self._oom_before = self._oom_kills()
         except Exception:
@@ -465,6 +469,9 @@ class ChildrenWatch:
             child = dict(found) if found else None
             if child is not None:
                 child["rss_bytes"] = child.get("peak_bytes")
+        command = str((child or {}).get("command") or "?")
+        if child is not None and self._shell and (command in ("?", "") or command.startswith(children.FORKED)):
+            child["command"] = self._shell  # seen only between fork and exec, or not at all: the cell's `!` line
         who = (f"{children.child_words(child)}, about {format_bytes(child['rss_bytes'])}"
                if child else "a child process of this cell")
         budget = f"the {format_bytes(ev.get('budget_bytes'))} budget" if ev.get("budget_bytes") else "the memory budget"
