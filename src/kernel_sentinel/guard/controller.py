@@ -490,10 +490,11 @@ class Guard:
         if not force and now - self._trimmed_at < 1.0:
             return False
         self._trimmed_at = now
-        # What malloc_trim() gives back (RSS down, VmData not) stays counted as untouched: malloc hands
-        # those pages out again without VmData growing, i.e. without the fence seeing it, so the fence
-        # must keep room for them (forgetting them let a stress test of four threads reach the OOM).
-        self._meters.pin()
+        # What malloc_trim() gives back (RSS down, VmData not) stays counted as untouched while the cell's
+        # threads run: malloc hands those pages out again without VmData growing, i.e. without the fence
+        # seeing it (forgetting them let a stress test of four threads reach the OOM).
+        if threading.active_count() > self._baseline_threads:
+            self._meters.pin()
         return malloc_trim()
 
     def thread_failed(self, thread_name: str, exc: BaseException | None) -> None:
@@ -554,9 +555,8 @@ class Guard:
         self._meters.rebase(quiet_seconds=FORGIVE_SECONDS)
         reading = self._meters.read()
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
-        if best and best[1] >= self._line_now(best[0].limit_bytes) and self._trim_first(
-            time.monotonic(), force=True
-        ):
+        # Half full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
+        if best and best[1] >= best[0].limit_bytes // 2 and self._trim_first(time.monotonic(), force=True):
             reading = self._meters.read()  # what is left once malloc's cache of freed memory is returned
             best = tightest(self._candidates, reading, committed=True) or best
         usage = best[1] if best else 0
@@ -586,7 +586,7 @@ class Guard:
                 self._idle_base = None
             state = self._state
         if state is not None and self._idle_base is not None:
-            if self._idle_base >= self._line_now(state[0].limit_bytes):
+            if self._idle_base >= state[0].limit_bytes // 2:
                 # A full kernel after the cell: give malloc's cache of freed memory back now, so the next
                 # cell (and ipykernel's own threads) do not start at the fence.
                 if self._trim_first(time.monotonic(), force=True):

@@ -154,14 +154,16 @@ class Meters:
         VmData not) are taken again without VmData growing, unseen by any fence. Space that stays untouched
         while nothing allocates for FORGIVE_SECONDS is a reservation (BLAS buffers, arenas): counting it for good
         made scipy's OpenBLAS retry malloc forever inside ``import scipy`` in a 256 MiB group. Pages
-        malloc_trim() returned stay counted (``pin``) until they are taken again or the cell ends.
+        malloc_trim() returned stay counted (``pin``) while the cell's own threads run, until they are taken
+        again: those threads reuse them unseen by any fence; a single thread's reuse shows in its usage,
+        which the watchdog sees (a pin kept after an append loop's ``del`` refused the next small cells).
         """
         base = self.untouched_base
         quiet = self.forgive and now - self.gap_rose_at >= FORGIVE_SECONDS
         if base is None or gap < base or quiet:
             base = gap  # freed or touched below the base (it follows down), or quiet: forgiven
         if self.pinned is not None:
-            if gap <= self.pinned:
+            if gap <= self.pinned or self.forgive:
                 self.pinned = None  # the returned pages were taken again (or freed): nothing pinned is left
             else:
                 base = min(base, self.pinned)
