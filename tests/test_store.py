@@ -97,3 +97,18 @@ def test_a_corrupt_store_is_named_by_every_reading_command(tmp_path, monkeypatch
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "store" in lines[0] and "not a database" in lines[0], (argv, proc.stderr)
         assert "no death" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_record_names_the_kernelspec_from_the_connection_file(tmp_path, monkeypatch) -> None:
+    """jupyter_client writes the kernelspec's name into the connection file: a death record carries it."""
+    import json as _json
+
+    from kernel_sentinel.store import identity
+
+    conn = tmp_path / "kernel-abc.json"
+    conn.write_text(_json.dumps({"shell_port": 1, "kernel_name": "python3-sentinel"}))
+    monkeypatch.setenv("KERNEL_SENTINEL_CONNECTION_FILE", str(conn))
+    assert identity({})["kernel_name"] == "python3-sentinel"
+    assert identity({"kernel_name": "ds"})["kernel_name"] == "ds"
+    conn.write_text("{not json")
+    assert identity({})["kernel_name"] is None

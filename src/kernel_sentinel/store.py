@@ -209,9 +209,28 @@ def identity(report: dict[str, Any]) -> dict[str, Any]:
         "username": os.environ.get("JUPYTERHUB_USER") or report.get("user") or report.get("username") or _os_user(),
         "host": report.get("host") or socket.gethostname(),
         "server": server,
-        "kernel_name": report.get("kernel_name"),
+        "kernel_name": report.get("kernel_name") or _kernel_name(),
         "notebook": report.get("notebook") or _session_notebook(),
     }
+
+
+def _kernel_name() -> str | None:
+    """Return the kernelspec name jupyter_client wrote into this kernel's connection file, when this process
+    was started with one (the supervisor, the kernel): the record then says which kernelspec died."""
+    import json
+    import sys
+
+    from .identity import connection_file_from_argv
+
+    try:
+        connection = os.environ.get("KERNEL_SENTINEL_CONNECTION_FILE") or connection_file_from_argv(sys.argv)
+        if not connection:
+            return None
+        with open(connection) as f:
+            name = json.load(f).get("kernel_name")
+        return name if isinstance(name, str) and name else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _session_notebook() -> str | None:
