@@ -25,3 +25,19 @@ def test_checkpoint_folders_and_files_are_private(tmp_path):
         assert _mode(folder) == 0o700, folder
     for file in (store.blob_path(bid), manifest):
         assert _mode(file) == 0o600, file
+
+
+def test_a_kernels_checkpointer_makes_its_folders_private(tmp_path):
+    """The checkpoints folder the kernel's checkpointer makes at load is 0700 too, parents included."""
+    from kernel_sentinel.resurrect.checkpoint import Checkpointer
+
+    os.umask(0o022)
+    home = tmp_path / "home"
+    cp = Checkpointer({}, enabled=False, kernel_id="k1", session_key="s", home=home)
+    try:
+        for folder in (home, checkpoints_root(home)):
+            assert _mode(folder) == 0o700, folder
+    finally:
+        close = getattr(cp, "close", None)
+        if close:
+            close()

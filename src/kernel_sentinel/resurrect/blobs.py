@@ -107,7 +107,7 @@ class BlobStore:
         if self.has_blob(bid):
             return 0
         path = self.blob_path(bid)
-        _private_dirs(path.parent)
+        private_dirs(path.parent)
         if isinstance(data, Path):
             fd = os.open(data, os.O_RDONLY)
             try:
@@ -179,7 +179,7 @@ class BlobStore:
     def write_manifest(self, kernel_id: str, seq: int, manifest: dict[str, Any]) -> Path:
         """Write a manifest atomically (temp file, fsync, rename, fsync of the folder); return its path."""
         kdir = self.kernel_dir(kernel_id)
-        _private_dirs(kdir)
+        private_dirs(kdir)
         path = kdir / f"manifest-{seq:08d}.json"
         _atomic_write(path, json.dumps(manifest, indent=1).encode())
         return path
@@ -302,7 +302,7 @@ def _unlink(path: Path) -> None:
         pass
 
 
-def _private_dirs(path: Path) -> None:
+def private_dirs(path: Path) -> None:
     """Create ``path`` and its missing parents as 0700 (mkdir's ``parents`` would make them 0755):
     checkpoint folders hold users' data."""
     missing = []

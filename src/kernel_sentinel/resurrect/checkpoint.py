@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sizes import format_bytes, parse_size
-from .blobs import BlobStore, checkpoints_root, enforce_disk_budget, home_dir, session_dirname
+from .blobs import BlobStore, checkpoints_root, enforce_disk_budget, home_dir, private_dirs, session_dirname
 from .detect import HASH_NAME, Cancelled, Unpicklable, big_buffer_bytes, blob_id, blob_size, serialize
 from .writer import ForkWriter, ThreadWriter
 
@@ -329,7 +329,7 @@ class Checkpointer:
         self.root = checkpoints_root(home if home is not None else home_dir())
         self.store = BlobStore(self.root / session_dirname(self.session_key, self.kernel_id))
         self.keep = keep or int(os.environ.get("KERNEL_SENTINEL_CHECKPOINT_KEEP", DEFAULT_KEEP))
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.root)
         budget_text = os.environ.get("KERNEL_SENTINEL_CHECKPOINT_DISK")
         free = _free_bytes(self.root) or (10 << 30)
         self.disk_budget = disk_budget or (parse_size(budget_text) if budget_text else min(10 << 30, free // 4))
