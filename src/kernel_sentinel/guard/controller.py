@@ -551,8 +551,10 @@ class Guard:
             self._first_cell_seen = True
             self._baseline_threads = max(self._baseline_threads, threading.active_count())
         # Untouched address space from earlier cells is forgotten at a cell's start once it has stopped
-        # growing for FORGIVE_SECONDS (a thread left running by an interrupted cell may still be taking it).
-        self._meters.rebase(quiet_seconds=FORGIVE_SECONDS)
+        # growing for FORGIVE_SECONDS, or for a second while threads of earlier cells still run (a thread
+        # left running by an interrupted cell may still be taking it: the stress test hung without this).
+        threads_left = threading.active_count() > self._baseline_threads
+        self._meters.rebase(quiet_seconds=1.0 if threads_left else FORGIVE_SECONDS)
         reading = self._meters.read()
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
         # Half full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
