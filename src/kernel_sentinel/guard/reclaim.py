@@ -81,7 +81,19 @@ _malloc_trim = _load_malloc_trim() if sys.platform.startswith("linux") else None
 
 
 def malloc_trim() -> bool:
-    """Ask glibc to return freed heap memory to the OS; return whether it could be asked (glibc only)."""
+    """Ask glibc (and Arrow's allocator, when loaded) to return freed memory to the OS; return whether glibc
+    could be asked.
+
+    pandas 3 keeps text in Arrow buffers, which Arrow's own pool (mimalloc or jemalloc) keeps after they are
+    freed: a deleted 3 M-row string column left 250 MiB resident that glibc's trim does not see, and the
+    guard counted it as in use. ``release_unused`` gives it back (measured 353 -> 107 MiB).
+    """
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        try:
+            arrow.default_memory_pool().release_unused()
+        except Exception:
+            pass
     if _malloc_trim is None:
         return False
     try:
