@@ -66,7 +66,7 @@ from .policy import (
     threaded_margins,
     tightest,
 )
-from .reclaim import bound_malloc_cache, malloc_trim
+from .reclaim import malloc_trim
 
 REFRESH_SECONDS = 2.0  # full budget re-read (limits, MemAvailable): ~0.2-0.7 ms, so not at every tick
 CHILDREN_SECONDS = 2.0  # children scan
@@ -95,25 +95,6 @@ class CellState:
     no_room_seen: bool = False
     recursion: bool = False  # the main thread is deep in a recursion that grows memory
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
-
-
-# A cell starts or ends with malloc_trim() once the group is this full (1/TRIM_FRACTION): a killer's threads
-# left 325-659 MiB of freed, fragmented arena memory resident after their del (a half-full rule let it stay).
-TRIM_FRACTION = 4
-
-
-def running_threads() -> int:
-    """Return how many Python threads run: ``threading.active_count()`` less threads that never started.
-
-    A ``Thread.start()`` interrupted by the guard (its new thread could not get memory) leaves the Thread in
-    threading's start-up table for good; counted, it made every later cell look threaded (no forgiving of
-    untouched space, wide margins): after a stress minute, seven such threads kept a 300 MiB cell refused.
-    """
-    limbo = getattr(threading, "_limbo", None)
-    try:
-        return threading.active_count() - (len(limbo) if limbo is not None else 0)
-    except Exception:  # the table changed size while read: the plain count (the safe side)
-        return threading.active_count()
 
 
 class Guard:
@@ -168,7 +149,7 @@ class Guard:
         self.ticks = 0
         self.max_tick_gap = 0.0
         self.watchdog_cpu_seconds = 0.0  # CPU time the watchdog thread itself has used
-        self._baseline_threads = running_threads()
+        self._baseline_threads = threading.active_count()
         self._first_cell_seen = False
         self.interval_factor = 1  # the watchdog waits this many poll intervals (5 far from the budget)
 
@@ -183,14 +164,13 @@ class Guard:
                 return
             self.stepped_aside = None
             self.refresh()
-            bound_malloc_cache()  # freed memory of thread arenas goes back to the OS, not only at a trim
             self._take_reserve()
             children.enable(self.settings.child_oom_score_adj, self._fence.original)
             self.enabled = True
             self.tick()
             self._watchdog = Watchdog(self, self.settings.poll_interval)
             self._watchdog.start()
-            self._baseline_threads = running_threads()  # ipykernel's own threads and the watchdog
+            self._baseline_threads = threading.active_count()  # ipykernel's own threads and the watchdog
 
     def disable(self) -> None:
         """Stop the watchdog, give the user's RLIMIT_DATA back, release the reserve."""
@@ -383,7 +363,7 @@ class Guard:
         # Threads of the cell's own (beyond ipykernel's and ours) cannot be interrupted, nor can children
         # (a pool worker, a shell command) whose memory grows in our group beyond our own RSS: wider
         # margins for both (a pool worker at 800 MB/s reached the OOM killer with the narrow ones).
-        threaded = running_threads() > self._baseline_threads
+        threaded = threading.active_count() > self._baseline_threads
         others = max(0, usage - reading.rss) if ccand.meter.startswith("cgroup:") else 0
         cell = self._cell
         foreign = cell is not None and others > cell.others_at_start + IDLE_GROWTH
@@ -513,7 +493,7 @@ class Guard:
         # What malloc_trim() gives back (RSS down, VmData not) stays counted as untouched while the cell's
         # threads run: malloc hands those pages out again without VmData growing, i.e. without the fence
         # seeing it (forgetting them let a stress test of four threads reach the OOM).
-        if running_threads() > self._baseline_threads:
+        if threading.active_count() > self._baseline_threads:
             self._meters.pin()
         return malloc_trim()
 
@@ -569,16 +549,16 @@ class Guard:
             # ipykernel starts some of its threads after the extension loads: the kernel's own threads are
             # those alive when the first cell starts; any more are the cells' (threaded margins).
             self._first_cell_seen = True
-            self._baseline_threads = max(self._baseline_threads, running_threads())
+            self._baseline_threads = max(self._baseline_threads, threading.active_count())
         # Untouched address space from earlier cells is forgotten at a cell's start once it has stopped
         # growing for FORGIVE_SECONDS, or for a second while threads of earlier cells still run (a thread
         # left running by an interrupted cell may still be taking it: the stress test hung without this).
-        threads_left = running_threads() > self._baseline_threads
+        threads_left = threading.active_count() > self._baseline_threads
         self._meters.rebase(quiet_seconds=1.0 if threads_left else FORGIVE_SECONDS)
         reading = self._meters.read()
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
-        # A quarter full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
-        if best and best[1] >= best[0].limit_bytes // TRIM_FRACTION and self._trim_first(time.monotonic(), force=True):
+        # Half full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
+        if best and best[1] >= best[0].limit_bytes // 2 and self._trim_first(time.monotonic(), force=True):
             reading = self._meters.read()  # what is left once malloc's cache of freed memory is returned
             best = tightest(self._candidates, reading, committed=True) or best
         usage = best[1] if best else 0
@@ -608,7 +588,7 @@ class Guard:
                 self._idle_base = None
             state = self._state
         if state is not None and self._idle_base is not None:
-            if self._idle_base >= state[0].limit_bytes // TRIM_FRACTION:
+            if self._idle_base >= state[0].limit_bytes // 2:
                 # A full kernel after the cell: give malloc's cache of freed memory back now, so the next
                 # cell (and ipykernel's own threads) do not start at the fence.
                 if self._trim_first(time.monotonic(), force=True):

@@ -52,8 +52,6 @@ class Meters:
         self.pinned: int | None = None  # gap before a malloc_trim(): pages it returned stay counted
         self.forgive = True  # False while the cell's own threads run: their arenas reuse pages unseen
         self._last_gap = 0
-        self._last_vm = 0
-        self._freed_unseen = 0  # gap that rose from frees while the cell's threads ran (no VmData growth)
         self.gap_rose_at = 0.0  # when untouched address space last grew (someone is allocating now)
 
     @property
@@ -141,24 +139,9 @@ class Meters:
                 pass
             groups[d] = (usage, max(0, ws - self._lag_credit(d, rss_before, rss_low, ws)))
         now = time.monotonic()
-        # The gap also rises when resident memory falls (a del, malloc_trim()): with no thread of the cell
-        # running that is no one allocating, and counting it refused the next cell with the freed pages
-        # (a 76 MiB cell after the killers' deletes: 140 MiB in use, 803 MiB of freed arena counted). While
-        # the cell's threads run, their arenas reuse such pages unseen by the fence: then it counts.
         if gap > self._last_gap + GAP_NOISE:
-            if vm_data > self._last_vm + GAP_NOISE:
-                self.gap_rose_at = now
-            elif not self.forgive:
-                self.gap_rose_at = now
-                self._freed_unseen += gap - self._last_gap  # forgiven once the cell's threads are gone
-            elif self.untouched_base is not None:
-                self.untouched_base += gap - self._last_gap  # freed pages: forgiven at once
-        if self.forgive and self._freed_unseen:
-            if self.untouched_base is not None:
-                self.untouched_base = min(gap, self.untouched_base + self._freed_unseen)
-            self._freed_unseen = 0
+            self.gap_rose_at = now
         self._last_gap = gap
-        self._last_vm = vm_data
         self.untouched_base = self._base(gap, now)
         return Reading(vm_data, rss, groups, gap - self.untouched_base)
 

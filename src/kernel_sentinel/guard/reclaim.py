@@ -80,34 +80,6 @@ def _load_malloc_trim() -> Any:
 _malloc_trim = _load_malloc_trim() if sys.platform.startswith("linux") else None
 
 
-# glibc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, and the trim threshold with
-# it (to 64 MiB): a thread arena's free top is then never given back, and malloc_trim() does not trim the tops
-# of thread arenas either. After a minute of four threads allocating arrays, 891 MiB sat free in 16 arenas
-# (mallinfo2: fordblks 891 MiB, in use 29 MiB) and the next 300 MiB cell was refused. Fixed thresholds
-# switch the dynamic rise off: a thread arena's top above 4 MiB goes back to the OS on free.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's own ceiling for the dynamic threshold: big arrays are mapped as before
-TRIM_THRESHOLD = 4 * 1024 * 1024
-
-
-def bound_malloc_cache() -> bool:
-    """Return whether glibc took fixed mmap/trim thresholds, so freed memory of thread arenas goes back.
-
-    Called once when the guard is enabled; without glibc (musl, macOS) nothing is set.
-    """
-    if _malloc_trim is None:
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        mallopt.restype = ctypes.c_int
-        return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
-
-
 def malloc_trim() -> bool:
     """Ask glibc (and Arrow's allocator, when loaded) to return freed memory to the OS; return whether glibc
     could be asked.
