@@ -246,3 +246,16 @@ def test_reclaimable_cache_is_both_file_lists():
     assert parse.parse_reclaimable(v2) == 500  # shmem is on the anon lists, not in active/inactive_file
     with pytest.raises(ValueError):
         parse.parse_reclaimable("anon 5\n")
+
+
+def test_portable_reader_is_psutils_view_of_ram_and_never_raises() -> None:
+    """Off Linux the reading is psutil's RAM; a process that cannot be read is a note, not an exception."""
+    import os as _os
+
+    from kernel_sentinel.memory.portable import portable_snapshot
+
+    own = portable_snapshot(_os.getpid(), [])
+    assert own.source == "system RAM" and own.cgroup is None and own.process.rss_bytes > 0
+    assert own.budget_bytes >= own.process.rss_bytes
+    gone = portable_snapshot(2**22 + 12345, [])  # above the default pid_max: no such process
+    assert gone.process.rss_bytes is None and any("cannot read process" in n for n in gone.notes)

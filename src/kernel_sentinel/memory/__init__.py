@@ -1,7 +1,9 @@
 """How much memory may a process still use, and who says so.
 
 ``snapshot()`` reads it once; ``MemoryReader`` reads it again and again, cheaply;
-``MemoryReader.quick()`` is the watchdog's per-tick reading.
+``MemoryReader.quick()`` is the watchdog's per-tick reading. Private per-platform modules, psutil style:
+``reader`` (Linux: /proc, cgroup v1/v2, rlimits, PSI), ``portable`` (psutil's view of RAM elsewhere),
+``linux`` (the per-tick meters the guard and the runner share), ``parse`` (the files' formats).
 """
 
 from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory, QuickReading

@@ -1,7 +1,8 @@
-"""How much memory may this process still use, and who says so: the one reader over every platform.
+"""How much memory may this process still use, and who says so: the Linux reader (``portable.py`` elsewhere).
 
 Linux: cgroup v1 and v2 (the process's group and every visible ancestor that sets a limit), MemAvailable,
-RLIMIT_DATA and RLIMIT_AS, PSI. Elsewhere: psutil's view of RAM. Nothing here raises on a missing or
+RLIMIT_DATA and RLIMIT_AS, PSI. Elsewhere it hands over to ``portable.portable_snapshot`` (psutil's view
+of RAM). The per-tick meters the guard and the runner share are in ``linux.py``. Nothing here raises on a missing or
 unreadable file: the reading gets a note instead, and the limits it could not read are simply absent.
 
 Cheap enough for a watchdog: files are opened once and re-read with ``pread`` (procfs and cgroupfs
@@ -16,6 +17,7 @@ import sys
 
 from . import parse
 from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory, QuickReading
+from .portable import portable_snapshot
 
 _READ_SIZE = 16384
 
@@ -228,7 +230,7 @@ class MemoryReader:
         """Return one consistent-enough reading of process, cgroup, system and rlimit memory."""
         notes = list(self._notes)
         if not self._linux:
-            return self._portable_snapshot(notes)
+            return portable_snapshot(self.pid, notes)
         process = self._read_process(notes)
         cgroup, cgroup_limits = self._read_cgroup(notes)
         limits = list(cgroup_limits)
@@ -433,20 +435,6 @@ class MemoryReader:
                 some_total_us=some.total_us,
             )
         return None
-
-    def _portable_snapshot(self, notes: list[str]) -> MemorySnapshot:
-        import psutil
-
-        try:
-            info = psutil.Process(self.pid).memory_info()
-            rss, vms = info.rss, info.vms
-        except (psutil.Error, OSError) as exc:
-            notes.append(f"cannot read process {self.pid}: {exc}")
-            rss = vms = None
-        available = psutil.virtual_memory().available
-        process = ProcessMemory(self.pid, rss, None, vms, getattr(info, "peak_wset", None) if rss else None)
-        limits = (Limit("system RAM", "system RAM", (rss or 0) + available, available),)
-        return MemorySnapshot(self.pid, sys.platform, process, None, limits, None, tuple(notes))
 
 
 def oom_kill_counter(directory: str | None, version: int | None) -> int | None:
