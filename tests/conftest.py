@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,13 @@ from kernel_sentinel.confine import ConfineError, MemoryCgroup
 
 MiB = 1 << 20
 GiB = 1 << 30
+# The sentinel kernel as users get it (the supervisor's launcher), and an expression for its guard inside it.
+SENTINEL_KERNELSPEC = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "sentinel",
+    "language": "python",
+}
+GUARD_EXPR = "__import__('kernel_sentinel.guard', fromlist=['get_guard']).get_guard()"
 MAX_TEST_CGROUP = GiB  # the safety rule: nothing that exhausts memory runs in a bigger group
 
 

@@ -9,19 +9,14 @@ the kernel answers at once; ten stopped killers in a row leave no state behind t
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
-from conftest import GiB, MiB
+from conftest import GUARD_EXPR, SENTINEL_KERNELSPEC, GiB, MiB
 
 pytestmark = pytest.mark.cgroup
 
-GUARDED = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "sentinel",
-    "language": "python",
-}
-GUARD = "__import__('kernel_sentinel.guard', fromlist=['get_guard']).get_guard()"
+GUARDED = SENTINEL_KERNELSPEC
+GUARD = GUARD_EXPR
 ISOLATE = {"KERNEL_SENTINEL_CHECKPOINT": "0"}  # the guard alone (see test_guard_survival.py)
 
 
