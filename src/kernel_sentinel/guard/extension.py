@@ -48,6 +48,7 @@ import sys
 import threading
 from typing import Any
 
+from ..memory.linux import OomKillMeter
 from ..errors import MemoryBudgetError
 from ..sizes import format_bytes
 from . import children, prerun
@@ -414,29 +415,23 @@ class ChildrenWatch:
     """
 
     def __init__(self) -> None:
-        self._oom_fd: int | None | bool = False  # False: not opened yet; None: no counter to read
+        self._oom: OomKillMeter | None | bool = False  # False: not opened yet; None: no counter to read
         self._oom_before: int | None = None
         self._shell: str | None = None
 
     def _oom_kills(self) -> int | None:
         """Return the kernel's memory group's OOM-kill counter (one pread of a file kept open: ~5 us)."""
-        if self._oom_fd is False:
-            self._oom_fd = None
+        if self._oom is False:
+            self._oom = None
             try:
                 from ..memory import locate_cgroup
 
                 location, _ = locate_cgroup()
                 if location is not None:
-                    name = "memory.oom_control" if location.version == 1 else "memory.events"
-                    self._oom_fd = os.open(os.path.join(location.directory, name), os.O_RDONLY | os.O_CLOEXEC)
+                    self._oom = OomKillMeter(location.leaf.directory, location.version)
             except Exception:
-                self._oom_fd = None
-        if self._oom_fd is None:
-            return None
-        for line in os.pread(self._oom_fd, 512, 0).split(b"\n"):  # type: ignore[arg-type]
-            if line.startswith(b"oom_kill "):
-                return int(line.split()[1])
-        return None
+                self._oom = None
+        return self._oom.read() if self._oom else None
 
     def start(self, raw: str | None = None) -> None:
         children.forget_seen()  # a child of an earlier cell is not this cell's (a live one is read again)

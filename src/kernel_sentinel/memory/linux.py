@@ -14,6 +14,32 @@ from .parse import parse_reclaimable
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+def oom_kill_file(directory: str, version: int | None) -> str:
+    """Return the file holding a memory cgroup's OOM-kill counter: v1 ``memory.oom_control`` (this group
+    only), v2 ``memory.events`` (descendants included)."""
+    return os.path.join(directory, "memory.oom_control" if version == 1 else "memory.events")
+
+
+class OomKillMeter:
+    """Reads one memory cgroup's OOM-kill counter: ``read() -> int | None``, one pread (~5 us) per call."""
+
+    def __init__(self, directory: str, version: int | None) -> None:
+        self._fd = os.open(oom_kill_file(directory, version), os.O_RDONLY | os.O_CLOEXEC)
+
+    def read(self) -> int | None:
+        """Return the counter, or None when the file has no ``oom_kill`` line (kernels before 4.13)."""
+        for line in os.pread(self._fd, 512, 0).split(b"\n"):
+            if line.startswith(b"oom_kill "):
+                return int(line.split()[1])
+        return None
+
+    def close(self) -> None:
+        try:
+            os.close(self._fd)
+        except OSError:
+            pass
+
+
 class StatmMeter:
     """Reads /proc/PID/statm: ``read() -> (rss, data+stack, resident file/shmem)`` in bytes."""
 

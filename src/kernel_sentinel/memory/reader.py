@@ -16,6 +16,7 @@ import resource
 import sys
 
 from . import parse
+from .linux import oom_kill_file
 from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory, QuickReading
 from .portable import portable_snapshot
 
@@ -444,9 +445,8 @@ def oom_kill_counter(directory: str | None, version: int | None) -> int | None:
     """
     if not directory:
         return None
-    name = "memory.oom_control" if version == 1 else "memory.events"
     try:
-        return parse.parse_keyed(_read_text(os.path.join(directory, name))).get("oom_kill")
+        return parse.parse_keyed(_read_text(oom_kill_file(directory, version))).get("oom_kill")
     except (OSError, ValueError):
         return None
 
