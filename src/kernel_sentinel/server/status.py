@@ -7,7 +7,6 @@ kernel that is busy, stuck or out of memory is measured all the same.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
