@@ -17,13 +17,17 @@ KERNELSPEC = {"name": "python3", "language": "python", "display_name": "Python 3
 # measurement of its peak RSS, compared with what the runner sampled from outside.
 HWM_SETUP = (
     "import numpy as np\n"
+    "def _status(field):\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith(field + ':'):\n"
+    "            return int(line.split()[1]) * 1024\n"
     "def _reset_hwm():\n"
+    "    global _HWM_BASE\n"
     "    with open('/proc/self/clear_refs', 'w') as f:\n"
     "        f.write('5')\n"
+    "    _HWM_BASE = _status('VmRSS')\n"
     "def _hwm():\n"
-    "    for line in open('/proc/self/status'):\n"
-    "        if line.startswith('VmHWM:'):\n"
-    "            return int(line.split()[1]) * 1024\n"
+    "    return f\"{_status('VmHWM')} {_HWM_BASE}\"\n"
 )
 
 
