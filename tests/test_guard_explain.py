@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import SENTINEL_KERNELSPEC
 
 from kernel_sentinel.guard.explain import MemoryExplanation, explain_memory_error, short_source
 from kernel_sentinel.guard.namespace import HiddenRef, NamespaceReport, VariableSize
-from kernel_sentinel.report.memory_error import error_message, render
+from kernel_sentinel.records import GuardEvidence
+from kernel_sentinel.report import memory_error
+
+
+def render(e: MemoryExplanation, evidence: dict | None = None) -> dict:
+    """Return the bundle the guard displays: it renders the record it builds from the evidence and explanation."""
+    return memory_error.render(GuardEvidence.explained(evidence or {}, e.to_dict()))
+
+
+def error_message(e: MemoryExplanation) -> str:
+    """Return the error's one-line message, as the guard makes it (from the record)."""
+    return memory_error.error_message(GuardEvidence.explained({}, e.to_dict()))
 
 SAMPLES = Path(__file__).parent / "samples" / "guard_evidence"
 MiB = 1 << 20
@@ -150,11 +161,7 @@ def test_error_message_is_one_line_with_headline_and_remedy() -> None:
 
 # --- in a real guarded kernel -----------------------------------------------------------------------------
 
-GUARDED = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "Python 3 (sentinel)",
-    "language": "python",
-}
+GUARDED = SENTINEL_KERNELSPEC
 
 
 def test_rendered_error_names_budget_source_largest_variable_and_remedy(kernel) -> None:

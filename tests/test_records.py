@@ -2,7 +2,8 @@
 
 Samples: real deaths (tests/samples/autopsy/, explained; the deaths inside real run reports), real run
 reports (tests/samples/runs/), the advisor's findings on tests/samples/advise/, the guard's real evidence
-(tests/samples/guard_evidence/).
+(tests/samples/guard_evidence/) and with its explanation (tests/samples/memory_errors/), fleet summaries
+(tests/samples/fleet/).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jsonschema
 import pytest
 from test_records_golden import death_reports, render_all
 
-from kernel_sentinel.records import RECORDS, DeathReport, Finding, GuardEvidence, RunReport
+from kernel_sentinel.records import RECORDS, DeathReport, Finding, FleetSummary, GuardEvidence, GuardExplanation, RunReport
 from kernel_sentinel.records.schema import schema_files, schema_of
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -49,7 +50,12 @@ def _findings() -> list[dict]:
 
 
 def _guard() -> list[dict]:
-    return [json.loads(p.read_text())["evidence"] for p in sorted((SAMPLES / "guard_evidence").glob("*.json"))]
+    bare = [json.loads(p.read_text())["evidence"] for p in sorted((SAMPLES / "guard_evidence").glob("*.json"))]
+    return bare + [json.loads(p.read_text()) for p in sorted((SAMPLES / "memory_errors").glob("*.json"))]
+
+
+def _fleet() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((SAMPLES / "fleet").glob("*.json"))]
 
 
 def test_death_reports_round_trip_exactly() -> None:
@@ -99,6 +105,29 @@ def test_guard_evidence_round_trips_exactly() -> None:
         assert dumped(GuardEvidence.from_dict(data).to_dict()) == dumped(data)
 
 
+def test_guard_evidence_carries_its_explanation_as_a_record() -> None:
+    data = json.loads((SAMPLES / "memory_errors" / "out_cache.json").read_text())
+    rec = GuardEvidence.from_dict(data)
+    assert isinstance(rec.explanation, GuardExplanation) and rec.explanation.remedy_kind == "free_hidden"
+    assert rec.explanation.hidden[0]["name"] == "Out" and rec.cell == data["cell"]
+    built = GuardEvidence.explained({k: v for k, v in data.items() if k != "explanation"}, data["explanation"])
+    assert dumped(built.to_dict()) == dumped(data)
+    assert "explanation" not in GuardEvidence.from_dict(_guard()[0]).to_dict()  # bare evidence stays bare
+
+
+def test_fleet_summaries_round_trip_exactly() -> None:
+    samples = _fleet()
+    assert len(samples) >= 4
+    for data in samples:
+        rec = FleetSummary.from_dict(data)
+        assert dumped(rec.to_dict()) == dumped(data)
+        assert rec.deaths.total == data["deaths"]["total"]
+        assert [c.deaths for c in rec.top_cells] == [c["deaths"] for c in data["top_cells"]]
+    empty = FleetSummary(since="7d")
+    assert empty.to_dict() == {"since": "7d", "by_key": "cause", "deaths": {"total": 0, "by": {}},
+                               "memory_errors": {"total": 0, "by": {}}, "top_cells": [], "by_day": {}}
+
+
 def test_a_record_built_in_code_writes_what_the_producer_wrote() -> None:
     f = Finding(path="a.py", cell=None, line=3, kind="big_allocation", message="m", remedy="r", estimate_bytes=8)
     assert list(f.to_dict()) == ["path", "cell", "line", "kind", "message", "remedy", "estimate_bytes",
@@ -129,7 +158,7 @@ def test_schemas_in_docs_are_current() -> None:
 @pytest.mark.parametrize("cls", RECORDS, ids=lambda c: c.__name__)
 def test_every_sample_validates_against_its_schema(cls) -> None:
     samples = {DeathReport: list(_deaths().values()), RunReport: list(_runs().values()),
-               Finding: _findings(), GuardEvidence: _guard()}[cls]
+               Finding: _findings(), GuardEvidence: _guard(), FleetSummary: _fleet()}[cls]
     validator = jsonschema.Draft202012Validator(schema_of(cls))
     for data in samples:
         validator.validate(json.loads(json.dumps(data)))

@@ -5,6 +5,13 @@ before the records existed: deaths (tests/samples/deaths/: the autopsy's explana
 tests/samples/autopsy/, and the deaths inside tests/samples/runs/),
 the advisor's findings on tests/samples/advise/ at two budgets each, and real ``kernel-sentinel run --json``
 reports (tests/samples/runs/). Here the same samples go through today's records and renderers.
+
+The guard's MemoryBudgetError (``memory_error_*``: text, HTML, the one-line message) and the fleet summary
+(``fleet_*``: JSON, terminal, HTML) joined later: their goldens were written by the code of commit 0ec3ca7,
+when the guard's renderer still read its explanation object and the fleet's lived in ``fleet/render.py``,
+from the records frozen in tests/samples/memory_errors/ (the guard's real evidence of
+tests/samples/guard_evidence/ plus its explanation, and two made-up cases: escaping, sparse evidence) and
+tests/samples/fleet/ (fleet summaries of a seeded store at a fixed time).
 """
 
 from __future__ import annotations
@@ -96,6 +103,22 @@ def render_all(samples: Path) -> dict[str, str]:
         out[f"run_{name}.json"] = render(report, "json")
         out[f"run_{name}.terminal"] = rich_text(render(report, "terminal"))
         out[f"run_{name}.html"] = render(report, "html")
+    from kernel_sentinel.records import FleetSummary, GuardEvidence
+    from kernel_sentinel.report.memory_error import error_message
+    from kernel_sentinel.report.memory_error import render as bundle
+
+    for path in sorted((samples / "memory_errors").glob("*.json")):
+        evidence = GuardEvidence.from_dict(json.loads(path.read_text()))
+        shown = bundle(evidence)
+        out[f"memory_error_{path.stem}.txt"] = shown["text/plain"]
+        out[f"memory_error_{path.stem}.html"] = shown["text/html"]
+        out[f"memory_error_{path.stem}.msg"] = error_message(evidence)
+        assert shown["text/plain"] == render(evidence, "text") and shown["text/html"] == render(evidence, "html")
+    for path in sorted((samples / "fleet").glob("*.json")):
+        summary = FleetSummary.from_dict(json.loads(path.read_text()))
+        out[f"fleet_{path.stem}.json"] = render(summary, "json")
+        out[f"fleet_{path.stem}.terminal"] = rich_text(render(summary, "terminal"))
+        out[f"fleet_{path.stem}.html"] = render(summary, "html")
     return out
 
 

@@ -54,22 +54,24 @@ def _fleet(args: argparse.Namespace) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     summary["source"] = source
-    from .render import render_fleet_html, render_fleet_json, render_fleet_terminal
+    from ..records import FleetSummary
+    from ..report import render
 
+    record = FleetSummary.from_dict(summary)
     if args.html:
         try:
             fd = os.open(args.html, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it shows users' code
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(render_fleet_html(summary))
+                out.write(render(record, "html"))
         except OSError as exc:
             print(f"{PROG}: cannot write {args.html}: {exc.strerror or exc}", file=sys.stderr)
             return 1
     if args.json:
-        print(render_fleet_json(summary))
+        print(render(record, "json"))
     elif not args.html:
         from rich.console import Console
 
-        Console().print(render_fleet_terminal(summary))
+        Console().print(render(record, "terminal"))
     else:
         print(f"wrote {args.html}")
     return 0

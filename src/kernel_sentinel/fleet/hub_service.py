@@ -20,9 +20,10 @@ from tornado.httpserver import HTTPServer
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 
+from ..records import FleetSummary
+from ..report import render
 from ..store import SharedStore, StoreError, database_url, redact, shared_pool
 from .query import BY_KEYS, fleet_summary, parse_since
-from .render import render_fleet_html, render_fleet_json
 
 
 class FleetPage(HubOAuthenticated, web.RequestHandler):
@@ -49,11 +50,12 @@ class FleetPage(HubOAuthenticated, web.RequestHandler):
         except StoreError as exc:
             raise web.HTTPError(503, str(exc)) from exc
         summary["source"] = redact(url)
+        record = FleetSummary.from_dict(summary)
         if self.get_argument("format", "html") == "json":
             self.set_header("Content-Type", "application/json")
-            self.finish(render_fleet_json(summary))
+            self.finish(render(record, "json"))
         else:
-            self.finish(render_fleet_html(summary))
+            self.finish(render(record, "html"))
 
 
 def _is_admin(user: dict[str, Any]) -> bool:

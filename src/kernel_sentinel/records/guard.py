@@ -1,15 +1,34 @@
 """The guard-evidence record: one intervention of the in-kernel guard, as plain data (no frames, no objects).
 
-Producer: the guard's core when it refuses an allocation or interrupts a cell. Consumers: the guard's
-explanation (the MemoryBudgetError message), the store's memory-error count, the fleet.
+Producer: the guard's core when it refuses an allocation or interrupts a cell; the guard adds its
+explanation's words (``GuardEvidence.explained``) before the error is shown. Consumers: the renderers of the
+MemoryBudgetError (``report/guard_*.py``: they read only this record), the store, the fleet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .base import Record, described, optional
+
+
+@dataclass
+class GuardExplanation(Record):
+    """What the user reads when the guard stops a cell: a headline, a few facts, what holds memory, one remedy."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("headline", "facts", "remedy")
+
+    headline: str | None = described(description="one sentence: what the cell did against the budget")
+    facts: list[str] = described([], description="short lines: the budget and its source, usage, what is intact")
+    top_variables: list[dict[str, Any]] = described(
+        [], description='the largest variables: {"name", "type_name", "nbytes", "exact", "detail"}'
+    )
+    hidden: list[dict[str, Any]] = described(
+        [], description='references the user did not make: {"name", "nbytes", "exclusive_bytes", "holds", "count"}'
+    )
+    remedy: str | None = described(description="the one thing to do (`code` in backticks)")
+    remedy_kind: str | None = described(description="chunked_read, free_hidden, merge_keys, smaller_dtype, memmap, ...")
 
 
 @dataclass
@@ -41,3 +60,23 @@ class GuardEvidence(Record):
     usage_at_interrupt_bytes: int | None = optional(description="usage when the watchdog interrupted")
     thread: str | None = optional(description="the thread whose allocation failed (background threads)")
     background: bool | None = optional(description="true when no cell was running, or another thread allocated")
+    explanation: GuardExplanation | None = optional(items=GuardExplanation)
+
+    @classmethod
+    def explained(cls, evidence: dict[str, Any], explanation: dict[str, Any]) -> GuardEvidence:
+        """Return the record the renderers read: the guard's evidence plus its explanation's words (both plain data).
+
+        The guard calls this once it has explained a failure; renderers then need nothing but the record.
+        """
+        return cls.from_dict({**evidence, "explanation": explanation})
+
+    @classmethod
+    def _load(cls, key: str, value: Any) -> Any:
+        if key == "explanation" and isinstance(value, dict):
+            return GuardExplanation.from_dict(value)
+        return value
+
+    def _dump(self, key: str, value: Any) -> Any:
+        if key == "explanation" and isinstance(value, GuardExplanation):
+            return value.to_dict()
+        return value

@@ -2,8 +2,10 @@
 
 One naming scheme: ``report/<record>_<format>.py`` holds ``render(record, **options)``. Records:
 ``death`` (``DeathReport``), ``deaths`` (store rows of deaths), ``run`` (``RunReport``), ``findings`` (a
-list of ``Finding``), ``budget`` (a memory snapshot), ``memory_error`` (the guard's explanation). Formats:
-``json``, ``text``, ``html``, ``notebook`` (a display_data output), ``terminal`` (a rich renderable).
+list of ``Finding``), ``budget`` (a memory snapshot), ``guard`` (``GuardEvidence`` carrying its explanation:
+the MemoryBudgetError; ``memory_error.py`` is the guard's entry: the mime bundle and the one-line message),
+``fleet`` (``FleetSummary``). Formats: ``json``, ``text``, ``html``, ``notebook`` (a display_data output),
+``terminal`` (a rich renderable), ``message`` (one line).
 Callers pick one: ``renderer("death", "json")(report)``, or ``render(report, "json")`` for a record.
 """
 
@@ -13,10 +15,10 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from ..records import DeathReport, Finding, RunReport
+from ..records import DeathReport, Finding, FleetSummary, GuardEvidence, RunReport
 from ..records.base import Record
 
-FORMATS = ("json", "text", "html", "notebook", "terminal")
+FORMATS = ("json", "text", "html", "notebook", "terminal", "message")
 
 
 def renderer(kind: str, fmt: str) -> Callable[..., Any]:
@@ -29,11 +31,15 @@ def renderer(kind: str, fmt: str) -> Callable[..., Any]:
 
 
 def kind_of(record: Any) -> str:
-    """Return which record ``record`` is: death, run or findings (a list of Finding)."""
+    """Return which record ``record`` is: death, run, guard, fleet or findings (a list of Finding)."""
     if isinstance(record, DeathReport):
         return "death"
     if isinstance(record, RunReport):
         return "run"
+    if isinstance(record, GuardEvidence):
+        return "guard"
+    if isinstance(record, FleetSummary):
+        return "fleet"
     if isinstance(record, (list, tuple)) and all(isinstance(f, Finding) for f in record):
         return "findings"
     raise ValueError(f"not a record: {type(record).__name__}")

@@ -1,17 +1,12 @@
-"""The fleet summary drawn three ways: a rich renderable for the terminal, JSON, a self-contained HTML page
-(inline SVG chart of deaths by day and cause; no script, no CDN, so it opens anywhere, mailed or archived).
-Pure: each takes the dict ``fleet.query.fleet_summary`` returns.
-"""
+"""The fleet summary as one self-contained HTML page: take a ``FleetSummary``, return the page (totals, an
+inline SVG chart of deaths by day and cause, the breakdown, the top cells; no script, no CDN, so it opens
+anywhere, mailed or archived)."""
 
 from __future__ import annotations
 
 import html
-import json
-from typing import Any
 
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
+from ..records import FleetSummary
 
 # One colour per cause, stable across pages; causes not listed share the last colour.
 _COLOURS = {
@@ -22,55 +17,21 @@ _COLOURS = {
 _OTHER = "#1f77b4"
 
 
-def render_fleet_json(summary: dict[str, Any]) -> str:
-    """Return the summary as JSON (the DESIGN.md contract's keys, plus by_key, by_day, source)."""
-    return json.dumps(summary, indent=2, default=str)
-
-
-def render_fleet_terminal(summary: dict[str, Any]) -> Group:
-    """Return rich renderables: totals, deaths and memory errors by the chosen key, the cells that kill most."""
-    key = summary.get("by_key", "cause")
-    deaths, errors = summary["deaths"], summary["memory_errors"]
-    head = Text.assemble(
-        (f"{deaths['total']} kernel deaths", "bold red" if deaths["total"] else "bold"),
-        f" and {errors['total']} memory errors (deaths the guard avoided) since {summary['since']}",
-        (f"  [{summary.get('source', '')}]", "dim"),
-    )
-    table = Table(title=f"by {key}", title_justify="left")
-    table.add_column(key)
-    table.add_column("deaths", justify="right")
-    table.add_column("memory errors", justify="right")
-    for name in _keys(summary):
-        table.add_row(str(name), str(deaths["by"].get(name, 0)), str(errors["by"].get(name, 0)))
-    cells = Table(title="cells that kill most (copies folded together)", title_justify="left")
-    cells.add_column("deaths", justify="right")
-    cells.add_column("memory errors", justify="right")
-    cells.add_column("code")
-    for cell in summary["top_cells"]:
-        cells.add_row(str(cell["deaths"]), str(cell["memory_errors"]), _snippet(cell["code"]))
-    parts: list[Any] = [head]
-    if deaths["total"] or errors["total"]:
-        parts.append(table)
-    if summary["top_cells"]:
-        parts.append(cells)
-    return Group(*parts)
-
-
-def render_fleet_html(summary: dict[str, Any]) -> str:
+def render(summary: FleetSummary) -> str:
     """Return one self-contained HTML page: totals, a stacked bar chart of deaths per day and cause (SVG),
     the breakdown table and the top cells."""
     e = html.escape
-    key = summary.get("by_key", "cause")
-    deaths, errors = summary["deaths"], summary["memory_errors"]
+    key = summary.by_key or "cause"
+    deaths, errors = summary.deaths, summary.memory_errors
     rows = "".join(
-        f"<tr><td>{e(str(name))}</td><td class=n>{deaths['by'].get(name, 0)}</td>"
-        f"<td class=n>{errors['by'].get(name, 0)}</td></tr>"
-        for name in _keys(summary)
+        f"<tr><td>{e(str(name))}</td><td class=n>{deaths.by.get(name, 0)}</td>"
+        f"<td class=n>{errors.by.get(name, 0)}</td></tr>"
+        for name in summary.keys()
     )
     cells = "".join(
-        f"<tr><td class=n>{c['deaths']}</td><td class=n>{c['memory_errors']}</td>"
-        f"<td><pre>{e(c['code'] or '')}</pre></td></tr>"
-        for c in summary["top_cells"]
+        f"<tr><td class=n>{c.deaths}</td><td class=n>{c.memory_errors}</td>"
+        f"<td><pre>{e(c.code or '')}</pre></td></tr>"
+        for c in summary.top_cells
     )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>kernel-sentinel fleet</title>
@@ -81,10 +42,10 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }} pre {{ margin:
 .legend span {{ display: inline-block; margin-right: 1em; }} .legend i {{ display: inline-block; width: 10px; height: 10px; margin-right: 4px; }}
 </style></head><body>
 <h1>Kernel deaths across the fleet</h1>
-<p><b>{deaths['total']}</b> kernel deaths and <b>{errors['total']}</b> memory errors (deaths the guard avoided)
-since {e(str(summary['since']))}. <small>{e(str(summary.get('source', '')))}</small></p>
+<p><b>{deaths.total}</b> kernel deaths and <b>{errors.total}</b> memory errors (deaths the guard avoided)
+since {e(str(summary.since))}. <small>{e(str(summary.source or ''))}</small></p>
 <h2>Deaths by day and cause</h2>
-{deaths_chart_svg(summary.get('by_day') or {})}
+{deaths_chart_svg(summary.by_day or {})}
 <h2>By {e(key)}</h2>
 <table><tr><th>{e(key)}</th><th>deaths</th><th>memory errors</th></tr>{rows}</table>
 <h2>Cells that kill most</h2>
@@ -130,13 +91,3 @@ def deaths_chart_svg(by_day: dict[str, dict[str, int]], width: int = 720, height
         f'<span><i style="background:{_COLOURS.get(c, _OTHER)}"></i>{html.escape(c)}</span>' for c in causes
     )
     return "".join(parts) + f'<div class="legend">{legend}</div>'
-
-
-def _keys(summary: dict[str, Any]) -> list[Any]:
-    seen = list(summary["deaths"]["by"])
-    return seen + [k for k in summary["memory_errors"]["by"] if k not in summary["deaths"]["by"]]
-
-
-def _snippet(code: str | None, lines: int = 4) -> str:
-    text = (code or "").strip().splitlines()
-    return "\n".join(text[:lines]) + ("\n..." if len(text) > lines else "")
