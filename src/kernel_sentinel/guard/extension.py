@@ -21,8 +21,9 @@ The handler, in this order (each step may fail on its own without hiding the err
    the rest has memory to work with (the cell line for the short traceback is read before).
 4. ``kernel_sentinel.guard.namespace.namespace_report(ip)``,
    ``kernel_sentinel.guard.explain.explain_memory_error(evidence, namespace_report)``,
-   ``kernel_sentinel.report.memory_error.render(explanation) -> {"text/plain", "text/html"}``: displayed;
-   the exception's message is ``kernel_sentinel.report.memory_error.error_message(explanation)``.
+   ``kernel_sentinel.records.GuardEvidence.explained(evidence, explanation.to_dict())`` (the record),
+   ``kernel_sentinel.report.memory_error.render(record) -> {"text/plain", "text/html"}``: displayed;
+   the exception's message is ``kernel_sentinel.report.memory_error.error_message(record)``.
    Without those modules (or when one fails), a short built-in text and message are used instead.
 5. A SHORT traceback: the cell line it came from and the error line (IPython's ultratb walks every frame
    and needs memory the kernel may not have).
@@ -681,8 +682,9 @@ def _release(shell: Any, etype: type, value: Any, tb: Any) -> None:
 
 
 def _explain(shell: Any, evidence: dict[str, Any]) -> tuple[Any, dict[str, str] | None]:
-    """Return the UX side's explanation and its text/plain + text/html bundle (None, None without it)."""
+    """Return the explained record (``GuardEvidence``) and its text/plain + text/html bundle (None, None without it)."""
     try:
+        from ..records import GuardEvidence
         from ..report.memory_error import render
         from .explain import explain_memory_error
         from .namespace import namespace_report
@@ -693,14 +695,15 @@ def _explain(shell: Any, evidence: dict[str, Any]) -> tuple[Any, dict[str, str] 
 
         evidence = {**evidence, **room_evidence()}  # room above the kernel's own group, if it has one
         explanation = explain_memory_error(evidence, namespace_report(shell))
+        record = GuardEvidence.explained(evidence, explanation.to_dict())  # all the renderers read
     except Exception as exc:
         _say(f"kernel-sentinel: could not explain the memory error: {type(exc).__name__}: {exc}")
         return None, None
     try:
-        return explanation, render(explanation)
+        return record, render(record)
     except Exception as exc:
         _say(f"kernel-sentinel: could not render the memory error: {type(exc).__name__}: {exc}")
-        return explanation, None
+        return record, None
 
 
 def _display(bundle: dict[str, str]) -> None:
