@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import signal
-import sys
 import time
 
 import pytest
-from conftest import GiB, MiB
+from conftest import GUARD_EXPR, SENTINEL_KERNELSPEC, GiB, MiB
 
 pytestmark = pytest.mark.cgroup
 
-LAUNCH = [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"]
-GUARDED = {"argv": LAUNCH, "display_name": "sentinel", "language": "python"}
-GUARD = "__import__('kernel_sentinel.guard', fromlist=['get_guard']).get_guard()"
+LAUNCH = SENTINEL_KERNELSPEC["argv"]
+GUARDED = SENTINEL_KERNELSPEC
+GUARD = GUARD_EXPR
 ISOLATE = {"KERNEL_SENTINEL_CHECKPOINT": "0"}  # the guard alone (see test_guard_survival.py)
 RLIMIT_DATA = "__import__('resource').getrlimit(__import__('resource').RLIMIT_DATA)"
 

@@ -8,19 +8,14 @@ the kernel never dies and the OOM killer never acts. Then the kernel still does 
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pytest
-from conftest import GiB
+from conftest import SENTINEL_KERNELSPEC, GiB
 
 pytestmark = pytest.mark.cgroup
 
-GUARDED = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "sentinel",
-    "language": "python",
-}
+GUARDED = SENTINEL_KERNELSPEC
 
 STRESS = r"""
 import random, threading, numpy as np

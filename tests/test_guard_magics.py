@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import textwrap
 
-from conftest import MiB
+from conftest import SENTINEL_KERNELSPEC, MiB
 from test_guard_reclaim import rss
 
-GUARDED = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "Python 3 (sentinel)",
-    "language": "python",
-}
+GUARDED = SENTINEL_KERNELSPEC
 
 
 def guarded(kernel, limit: int = 1024 * MiB):

@@ -13,7 +13,7 @@ import traceback
 import weakref
 
 import pytest
-from conftest import MiB
+from conftest import SENTINEL_KERNELSPEC, MiB
 
 from kernel_sentinel.guard.reclaim import clear_traceback
 
@@ -148,11 +148,7 @@ def test_free_hidden_frees_what_an_old_traceback_holds(kernel) -> None:
 
 # --- with the real guard (the sentinel kernelspec) -------------------------------------------------------
 
-GUARDED = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "Python 3 (sentinel)",
-    "language": "python",
-}
+GUARDED = SENTINEL_KERNELSPEC
 
 GUARDED_FAILURES = {
     # The watchdog stops a function that grows a local list of arrays: the frames held ~900 MB.

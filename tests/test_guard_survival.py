@@ -9,19 +9,13 @@ these tests can fail.
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-from conftest import GiB, MiB
+from conftest import GUARD_EXPR, SENTINEL_KERNELSPEC, GiB, MiB
 
 pytestmark = pytest.mark.cgroup
 
-GUARDED = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "sentinel",
-    "language": "python",
-}
-GUARD = "__import__('kernel_sentinel.guard', fromlist=['get_guard']).get_guard()"
+GUARDED = SENTINEL_KERNELSPEC
+GUARD = GUARD_EXPR
 # The guard alone: checkpoints (resurrect) fork the kernel after cells, and in a nearly full 1 GiB group
 # that forked writer is itself OOM-killed (it volunteers), which would move the OOM counter these tests
 # watch. That interaction is the checkpointer's to avoid; here the guard is tested on its own.

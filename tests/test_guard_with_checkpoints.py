@@ -6,19 +6,12 @@ promise (the cell fails, nothing is OOM-killed, the counter does not move) must 
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-from conftest import GiB
+from conftest import SENTINEL_KERNELSPEC, GiB
 
 pytestmark = pytest.mark.cgroup
 
-SENTINEL = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "sentinel",
-    "language": "python",
-    "env": {"KERNEL_SENTINEL_CHECKPOINT": "on"},
-}
+SENTINEL = {**SENTINEL_KERNELSPEC, "env": {"KERNEL_SENTINEL_CHECKPOINT": "on"}}
 
 
 def test_growth_loops_with_checkpoints_on_move_no_oom_counter(kernel):
