@@ -416,6 +416,8 @@ def test_lab_status_bar_turns_at_the_budget(browser, lab: Server, shots: Path):
             )
             tooltip = item.get_attribute("title")
             assert "400 MiB budget (set by cgroup" in tooltip and "Guard: on" in tooltip, tooltip
+            # The figure is the guard's own: the kernel's group's in-use memory, not the process's RSS.
+            assert "Counted as the guard counts it: in use in this kernel's own memory group" in tooltip, tooltip
             page.screenshot(path=str(shots / "lab-6-status-ok.png"))
 
             out = nb.run_and_wait(0)

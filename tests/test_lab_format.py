@@ -55,6 +55,9 @@ console.log(JSON.stringify({
   restore: f.restoreLine("Restored from kernel k's checkpoint after cell [1] (18:26:46): 2 variables.\\n" +
     "  restored: answer (int, 5 B), fruits (list, 31 B)", true),
   sections: f.detailSections(stock, true).map(s => s[0]),
+  tooltip: f.memoryTooltip({...state(300 * 1048576, 360 * 1048576), memory: {used_bytes: 300 * 1048576,
+    used_source: "in use in this kernel's own memory group: usage less page cache", budget_bytes: 400 * 1048576,
+    source: 'cgroup v1 /ks-kernel-1-k', interrupt_bytes: 360 * 1048576}}, 1),
 }));
 """
 
@@ -94,3 +97,10 @@ def test_one_key_per_death_and_status_levels(results: dict):
     assert results["levels"] == ["ok", "amber", "red", "red", "ok", "unknown"]  # no line: the budget (400) stands in
     assert results["text"] == "Mem: 300 MiB / 400 B"
     assert results["restore"] == "Variables back in the new kernel: answer, fruits"
+
+
+def test_the_tooltip_says_which_figure_the_bar_shows(results: dict):
+    lines = results["tooltip"].split("\n")
+    assert lines[0] == "In use 300 MiB of a 400 MiB budget (set by cgroup v1 /ks-kernel-1-k)"
+    assert lines[1] == "Counted as the guard counts it: in use in this kernel's own memory group: usage less page cache."
+    assert "MemoryBudgetErrors in this kernel: 1." in lines

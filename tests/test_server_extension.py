@@ -22,6 +22,8 @@ from conftest import MiB
 from server_support import SENTINEL, STOCK, JupyterServer
 
 from kernel_sentinel.confine import ConfineError, MemoryCgroup
+from kernel_sentinel.fleet.query import fleet_summary
+from kernel_sentinel.store import STORE_NAME, Store
 
 GROUP_LIMIT = 512 * MiB
 GUARD_LIMIT = 400 * MiB  # the sentinel kernelspec's KERNEL_SENTINEL_MEMORY_LIMIT: tighter than the group
@@ -159,6 +161,10 @@ def test_kernel_memory_and_guard_seen_from_outside(server: JupyterServer, group:
     assert "interrupt_bytes" not in absent["memory"]
     if group is not None:
         assert absent["memory"]["budget_bytes"] <= GROUP_LIMIT and absent["memory"]["source"].startswith("cgroup")
+        # Both kernels share the server's group: used is that group's in-use figure, as the guard counts it.
+        for status in (on, absent):
+            assert "(shared): usage less page cache" in status["memory"]["used_source"], status["memory"]
+            assert status["memory"]["used_bytes"] > status["memory"]["rss_bytes"], status["memory"]
 
     def gauges() -> str | None:
         text = server.metrics()
@@ -189,13 +195,53 @@ def test_memory_budget_error_counted_and_kernel_alive(server: JupyterServer) -> 
     status = server.wait_for("the memory error count", counted)
     assert status["deaths"] == 0
     assert _metric(server.metrics(), "kernel_sentinel_memory_errors_total") == 1.0
+    # One count: the store's row for it, which the fleet reads too, is the one the server counted.
+    with Store(server.home / STORE_NAME) as store:
+        (row,) = store.memory_errors(kernel_id)
+        fleet = fleet_summary(store, since="all")
+    assert "budget" in row["summary"] and json.loads(row["report"])["trigger"] in ("fence", "watchdog"), row
+    assert fleet["memory_errors"]["total"] == 1 and fleet["memory_errors"]["by"] == {"memory_budget": 1}
     # A restart the user asks for is not a death: no record, no event, no count.
     assert server.request("POST", f"/api/kernels/{kernel_id}/restart")[0] == 200
     kc = server.client(kernel_id)
     assert kc.execute_interactive("again = 1", timeout=60)["content"]["status"] == "ok"
     kc.stop_channels()
-    assert server.deaths(kernel_id) == [] and server.get(f"/api/kernel-sentinel/kernels/{kernel_id}")["deaths"] == 0
+    after = server.get(f"/api/kernel-sentinel/kernels/{kernel_id}")
+    assert server.deaths(kernel_id) == [] and after["deaths"] == 0
+    assert after["memory_errors"] == 1 and _metric(server.metrics(), "kernel_sentinel_memory_errors_total") == 1.0
     server.request("DELETE", f"/api/kernels/{kernel_id}")
+
+
+HOLD_IN_A_CHILD = (
+    "import subprocess, sys\n"
+    "holder = subprocess.Popen([sys.executable, '-c', \"import time; b = b'x' * (150 << 20); print('held', flush=True); "
+    "time.sleep(600)\"], stdout=subprocess.PIPE)\n"
+    "assert holder.stdout.readline() == b'held\\n'"
+)
+
+
+def test_kernel_memory_is_the_figure_its_guard_counts(tmp_path: Path, memory_cgroup) -> None:
+    """A kernel in its own memory group: the server reports the group's in-use memory, which the guard judges by,
+    not the kernel process's RSS (a child of the cell holds 150 MiB in the group: RSS misses it, the guard does not)."""
+    own = {"KERNEL_SENTINEL_GROUP_LIMIT": "400M", "KERNEL_SENTINEL_CHECKPOINT": "0"}
+    with JupyterServer(tmp_path / "own-group", cgroup=memory_cgroup(1024 * MiB), sentinel_env=own) as srv:
+        kernel_id = srv.start_kernel(SENTINEL)
+        kc = srv.client(kernel_id)
+        try:
+            assert kc.execute_interactive(HOLD_IN_A_CHILD, timeout=120)["content"]["status"] == "ok"
+            status = srv.get(f"/api/kernel-sentinel/kernels/{kernel_id}")
+            # Read in a cell: the guard takes a fresh reading when a cell starts (an idle kernel's may be older).
+            assert kc.execute_interactive(f"guard_usage = {GUARD}.status()['usage_bytes']", timeout=60)["content"]["status"] == "ok"
+            guard_usage = int(_value(kc, "guard_usage"))
+            mem = status["memory"]
+            assert mem["used_source"] == "in use in this kernel's own memory group: usage less page cache", mem
+            assert mem["budget_bytes"] == 400 * MiB and "ks-kernel-" in mem["source"], mem
+            # The child's 150 MiB is counted (less what the group was not charged for: library pages read first elsewhere).
+            assert mem["used_bytes"] >= mem["rss_bytes"] + 100 * MiB, mem
+            assert abs(mem["used_bytes"] - guard_usage) < 32 * MiB, (mem, guard_usage)  # the guard's own figure
+        finally:
+            kc.execute_interactive("'holder' in globals() and (holder.kill(), holder.wait())", timeout=60)
+            kc.stop_channels()
 
 
 def test_stock_kernel_sigkill_is_external_and_points_to_the_sentinel(

@@ -16,7 +16,9 @@ import pytest
 from jupyter_events import EventLogger
 
 from kernel_sentinel.server.events import SCHEMA_ID, event_data, event_schema
-from kernel_sentinel.server.status import guard_budget, guard_settings, guard_state
+from kernel_sentinel.memory.model import CgroupMemory, Limit, MemorySnapshot, ProcessMemory
+from kernel_sentinel.server.status import guard_budget, guard_settings, guard_state, in_use, memory_errors
+from kernel_sentinel.store import STORE_NAME, Store
 from kernel_sentinel.server.stock import SENTINEL_HINT, DeathSeen, stock_evidence, stock_report, with_where
 
 SAMPLES = Path(__file__).parent / "samples" / "autopsy"
@@ -149,3 +151,31 @@ def test_a_killed_process_is_dying_until_reaped_and_a_live_one_is_not() -> None:
         proc.kill()
         proc.wait()
     assert not dying(proc.pid)  # gone: nothing to read
+
+
+def _snap(*limits: Limit, rss: int = 90 * MiB) -> MemorySnapshot:
+    group = CgroupMemory(1, "/ks-test/x", "/sys/fs/cgroup/memory/ks-test/x", None, None, 300 * MiB, 250 * MiB, None, 0,
+                         in_use_bytes=240 * MiB)
+    return MemorySnapshot(4242, "linux", ProcessMemory(4242, rss, 200 * MiB, 400 * MiB, rss), group, limits, None)
+
+
+def test_in_use_is_what_the_guard_counts_against_the_tightest_limit() -> None:
+    own = "cgroup v1 /ks-test/ks-kernel-4000-abc"
+    used, said = in_use(_snap(Limit("cgroup v1", own, 400 * MiB, 160 * MiB), Limit("system RAM", "system RAM", 8 << 30, 7 << 30)))
+    assert used == 240 * MiB and said == "in use in this kernel's own memory group: usage less page cache"
+    used, said = in_use(_snap(Limit("cgroup v1", "cgroup v1 /ks-test", 512 * MiB, 212 * MiB)))
+    assert used == 300 * MiB and "memory group /ks-test (shared)" in said  # everyone in it counts, as for the OOM killer
+    # The machine's RAM is tighter than the group's limit: the guard measures the process, so does the server.
+    used, said = in_use(_snap(Limit("cgroup v1", own, 4 << 30, 3 << 30), Limit("system RAM", "system RAM", 1 << 30, 500 * MiB)))
+    assert used == 90 * MiB and "RSS" in said
+    assert in_use(_snap(rss=70 * MiB))[0] == 70 * MiB  # no limit known at all
+
+
+def test_memory_errors_are_the_stores_rows_of_that_kernel(tmp_path: Path) -> None:
+    assert memory_errors(tmp_path, "k1") == 0  # no store yet: none
+    with Store(tmp_path / STORE_NAME) as store:
+        for kernel_id in ("k1", "k1", "k2"):
+            store.add_memory_error({"kernel_id": kernel_id, "summary": "asked for 8 GiB", "at": 1.0})
+    assert (memory_errors(tmp_path, "k1"), memory_errors(tmp_path, "k2"), memory_errors(tmp_path, "k3")) == (2, 1, 0)
+    (tmp_path / STORE_NAME).write_bytes(b"not a database at all" * 100)
+    assert memory_errors(tmp_path, "k1") is None  # unreadable: unknown, not zero

@@ -33,7 +33,11 @@ export interface IKernelState {
   kernel_id: string;
   guard: 'on' | 'off' | 'absent';
   memory: {
+    /** What the guard counts against the budget: its memory group's usage less page cache, else its RSS. */
     used_bytes: number | null;
+    /** What `used_bytes` is, in words ("in use in this kernel's own memory group: usage less page cache"). */
+    used_source?: string | null;
+    rss_bytes?: number | null;
     budget_bytes: number | null;
     source: string | null;
     interrupt_bytes?: number | null;
@@ -174,9 +178,13 @@ export function memoryTooltip(state: IKernelState | null, memoryErrors: number):
     return 'kernel-sentinel: no memory reading for this kernel';
   }
   const lines = [
-    `Kernel memory ${formatBytes(mem.used_bytes)} of a ${formatBytes(mem.budget_bytes)} budget` +
+    `In use ${formatBytes(mem.used_bytes)} of a ${formatBytes(mem.budget_bytes)} budget` +
       (mem.source ? ` (set by ${mem.source})` : '')
   ];
+  if (mem.used_source) {
+    // The same figure the guard judges by: the bar turns where the guard's room goes.
+    lines.push(`Counted as the guard counts it: ${mem.used_source}.`);
+  }
   if (mem.interrupt_bytes) {
     lines.push(`The guard interrupts a cell at ${formatBytes(mem.interrupt_bytes)} (MemoryBudgetError).`);
   }

@@ -1,5 +1,8 @@
 """Inside the kernel: every MemoryBudgetError the guard raises is stored as a memory error (a death avoided).
 
+These rows are the one count of memory errors: ``kernel-sentinel fleet``, the server's REST answer
+(``memory_errors``) and its ``kernel_sentinel_memory_errors_total`` all read them.
+
 A ``post_run_cell`` hook looks at the cell's error; when it is the guard's ``MemoryBudgetError`` it stores
 the guard's evidence (sizes and budget, never variable values) with the cell's code, on a daemon thread
 (started at load, fed through a queue) so that the kernel answers at once whatever the store or the shared
@@ -78,15 +81,11 @@ def memory_error_from(err: BaseException, code: str | None, execution_count: int
 
 
 def _kernel_id() -> str:
-    explicit = os.environ.get("KERNEL_SENTINEL_KERNEL_ID")
-    if explicit:
-        return explicit
+    """Return this kernel's id by the one rule (``identity``): the server counts its errors by it."""
     try:
-        from ipykernel.connect import get_connection_file
+        from ..identity import kernel_identity
 
-        from ..autopsy.supervisor import kernel_id_from_connection_file
-
-        return kernel_id_from_connection_file(get_connection_file()) or f"pid-{os.getpid()}"
+        return kernel_identity()[0]
     except Exception:
         return f"pid-{os.getpid()}"
 

@@ -20,7 +20,7 @@ MEMORY_ERRORS = Counter(
 )
 KERNEL_MEMORY = Gauge(
     "kernel_sentinel_kernel_memory_bytes",
-    "Memory used by each running kernel's process (resident set size), read from outside",
+    "Memory each running kernel uses as its guard counts it (its memory group's usage less page cache, else RSS)",
     ["kernel_id"],
 )
 KERNEL_BUDGET = Gauge(

@@ -21,18 +21,19 @@ class KernelLook:
 
     kernel_pid: int | None  # the ipykernel process (the launcher's child for a sentinel kernel)
     guard: str  # "on" | "off" | "absent"
-    memory: dict[str, Any]  # the REST shape: used_bytes, budget_bytes, source (+ interrupt_bytes)
+    memory: dict[str, Any]  # the REST shape: used_bytes, used_source, rss_bytes, budget_bytes, source (+ interrupt_bytes)
     record: dict[str, Any] | None  # the flight record's "memory" shape, the evidence if the kernel dies
     cgroup: tuple[str, int] | None  # (directory, version) of its memory cgroup, for the OOM-kill counter
-    memory_errors: int | None  # from the guard's published state, when it publishes one
+    memory_errors: int | None  # its MemoryBudgetErrors in the store (None: the store could not be read)
 
 
 def look(kernel_id: str, pid: int | None, home: Path, *, sentinel: bool) -> KernelLook:
     """Return what can be seen of kernel ``kernel_id`` whose process jupyter_client started is ``pid``."""
     from ..memory import snapshot
 
+    errors = memory_errors(home, kernel_id)
     if pid is None:
-        return KernelLook(None, "on" if sentinel else "absent", {}, None, None, None)
+        return KernelLook(None, "on" if sentinel else "absent", {}, None, None, errors)
     kernel_pid, flight = _kernel_process(kernel_id, pid, home, launcher=sentinel)
     published = _published(flight)
     settings = guard_settings(_environ(kernel_pid), _cmdline(kernel_pid))
@@ -48,13 +49,53 @@ def look(kernel_id: str, pid: int | None, home: Path, *, sentinel: bool) -> Kern
     record = cgroup = None
     if snap is not None:
         record = memory_record(snap)
-        memory = {"used_bytes": snap.process.rss_bytes, "budget_bytes": snap.budget_bytes, "source": snap.source}
+        used, counted = in_use(snap)
+        memory = {"used_bytes": used, "used_source": counted, "rss_bytes": snap.process.rss_bytes,
+                  "budget_bytes": snap.budget_bytes, "source": snap.source}
         if snap.cgroup is not None:
             cgroup = (snap.cgroup.directory, snap.cgroup.version)
     if guard == "on" and memory:
         memory.update(guard_budget(memory, published, settings))
-    errors = (published or {}).get("memory_errors")
-    return KernelLook(kernel_pid, guard, memory, record, cgroup, int(errors) if errors is not None else None)
+    return KernelLook(kernel_pid, guard, memory, record, cgroup, errors)
+
+
+def memory_errors(home: Path, kernel_id: str) -> int | None:
+    """Return how many MemoryBudgetErrors of this kernel the store holds: the one count (None when unreadable).
+
+    The kernel writes one row per MemoryBudgetError (``fleet.kernel_side``, from the cell's own error) and
+    ``kernel-sentinel fleet`` counts the same rows; the server's REST answer and its metric read them here
+    rather than keep a count of their own. No store yet: none.
+    """
+    from ..store import STORE_NAME, Store, StoreError
+
+    path = home / STORE_NAME
+    if not path.exists():
+        return 0
+    try:
+        with Store(path, create=False) as store:
+            rows = store.rows("SELECT count(*) AS n FROM memory_errors WHERE kernel_id = ?", (kernel_id,))
+    except StoreError:
+        return None
+    return int(rows[0]["n"]) if rows else 0
+
+
+def in_use(snap: Any) -> tuple[int | None, str]:
+    """Return (bytes, what they are): the kernel's memory as its guard counts it against the budget.
+
+    The guard's rule (``guard.policy.candidates_from``): under a memory cgroup's limit, the group's usage less
+    the page cache the kernel drops before an OOM kill (the kernel's own group when it has one; a group it
+    shares counts everyone in it, as the OOM killer does); under the machine's RAM alone, the process's RSS.
+    A configured budget is measured the same way as the limit it tightens. Read from outside the kernel, so
+    the status bar turns amber and red where the guard sees its room go, not where the process's RSS does.
+    """
+    from ..autopsy.kernel_group import is_kernel_group
+
+    budget = snap.budget
+    if budget is not None and budget.kind.startswith("cgroup"):
+        path = budget.source.split(" ", 2)[-1]
+        whose = "this kernel's own memory group" if is_kernel_group(path) else f"its memory group {path} (shared)"
+        return budget.limit_bytes - budget.available_bytes, f"in use in {whose}: usage less page cache"
+    return snap.process.rss_bytes, "the kernel process's resident memory (RSS)"
 
 
 def guard_settings(env: dict[str, str], cmdline: bytes = b"") -> Any:

@@ -1,6 +1,7 @@
 """The kernel watch: every kernel the server runs, followed from start to death, each death told once.
 
-Flow: measure (a poll of each kernel's process every half second, a look at its memory every two) -> decide
+Flow: measure (a poll of each kernel's process every half second, a look at its memory and its recorded
+MemoryBudgetErrors every two) -> decide
 (a process that ended while nobody asked it to shut down died) -> act/record (the sentinel kernel's own
 report from the store, or the server's own for a stock kernel) -> explain (``why --json``) -> emit (one
 ``kernel_death`` event, the metrics).
@@ -18,7 +19,6 @@ for the autopsy's record, writing the store), so a burst of deaths never delays 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +39,6 @@ POLL_SECONDS = 0.5
 LOOK_SECONDS = 2.0
 OWN_REPORT_WAIT = 10.0  # how long a sentinel kernel's own record may take to reach the store
 OOM_READINGS = 2  # polls of the OOM-kill counter kept: the oldest is "before" (see Watched.oom_readings)
-MEMORY_ERROR = "MemoryBudgetError"
-_DELIM = b"<IDS|MSG>"
 
 
 @dataclass
@@ -59,11 +57,12 @@ class Watched:
     # exit (longer still under memory pressure): a reading taken in between would hide the kill.
     oom_readings: deque[int] = field(default_factory=lambda: deque(maxlen=OOM_READINGS))
     deaths: int = 0
-    memory_errors: int = 0  # MemoryBudgetErrors seen on its iopub channel
+    # Its MemoryBudgetErrors: the store's rows for this kernel (the kernel writes one per error, the fleet
+    # counts the same rows), as last read; the metric has been bumped up to this count.
+    memory_errors: int = 0
     handled_pids: set[int] = field(default_factory=set)
     reported: set[int] = field(default_factory=set)  # store ids of deaths already emitted
     looking: bool = False
-    iopub: Any = None
 
 
 class KernelWatch:
@@ -120,8 +119,7 @@ class KernelWatch:
             self.km.add_restart_callback(kernel_id, partial(self._safely, self._check, kernel_id), event)
 
     def _unwatch(self, kernel_id: str) -> None:
-        w = self.kernels.pop(kernel_id)
-        self._close_iopub(w)
+        self.kernels.pop(kernel_id)
         metrics.forget_kernel(kernel_id)
 
     def _check(self, kernel_id: str) -> None:
@@ -158,40 +156,7 @@ class KernelWatch:
         w.last_look = None
         w.cgroup = None
         w.oom_readings.clear()
-        self._close_iopub(w)
-        try:
-            w.iopub = self.km.connect_iopub(w.kernel_id)
-            w.iopub.on_recv(partial(self._on_iopub, w.kernel_id))
-        except Exception as exc:
-            self.log.warning("kernel-sentinel: cannot follow kernel %s's output: %s", w.kernel_id, exc)
         self._look(w)
-
-    def _close_iopub(self, w: Watched) -> None:
-        if w.iopub is not None:
-            try:
-                w.iopub.close()
-            except Exception:
-                pass
-            w.iopub = None
-
-    def _on_iopub(self, kernel_id: str, frames: list[bytes]) -> None:
-        """Count a cell's MemoryBudgetError (the guard kept the kernel alive) from the kernel's broadcast."""
-        try:
-            start = frames.index(_DELIM)
-            header, content = frames[start + 2], frames[start + 5]
-        except (ValueError, IndexError):
-            return
-        if b'"error"' not in header or MEMORY_ERROR.encode() not in content:
-            return  # the common case costs two substring tests
-        try:
-            if json.loads(header).get("msg_type") != "error" or json.loads(content).get("ename") != MEMORY_ERROR:
-                return
-        except ValueError:
-            return
-        w = self.kernels.get(kernel_id)
-        if w is not None:
-            w.memory_errors += 1
-        metrics.MEMORY_ERRORS.inc()
 
     def _look_all(self) -> None:
         for w in self.kernels.values():
@@ -213,6 +178,10 @@ class KernelWatch:
         self._apply(w, future.result())
 
     def _apply(self, w: Watched, seen: KernelLook) -> None:
+        if seen.memory_errors is not None and seen.memory_errors > w.memory_errors:
+            # New rows in the store: the metric counts each once, whichever look read them first.
+            metrics.MEMORY_ERRORS.inc(seen.memory_errors - w.memory_errors)
+            w.memory_errors = seen.memory_errors
         if seen.record is None:
             return  # the process was gone: keep the last reading, the evidence of its death
         w.last_look = seen
@@ -232,8 +201,8 @@ class KernelWatch:
         seen = await loop.run_in_executor(self._pool, partial(look, kernel_id, w.pid, self.home, sentinel=w.sentinel))
         if w.pid is not None:
             self._apply(w, seen)
-        errors = max(w.memory_errors, seen.memory_errors or 0)
-        return {"kernel_id": kernel_id, "guard": seen.guard, "memory": seen.memory, "deaths": w.deaths, "memory_errors": errors}
+        return {"kernel_id": kernel_id, "guard": seen.guard, "memory": seen.memory, "deaths": w.deaths,
+                "memory_errors": w.memory_errors}
 
     # -- decide, record, explain, emit --------------------------------------------------------------
 
