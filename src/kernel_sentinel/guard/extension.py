@@ -486,8 +486,8 @@ def note_flight(kind: str | None, data: dict[str, Any] | None = None) -> None:
     """Leave evidence in the flight record's ``guard`` region: a refusal or a risky native call, near a death.
 
     The autopsy reads it to tell a death that memory caused (polars aborting on a refused malloc) from
-    a crash (``memory_exhausted``); the server reads its ``status`` (the guard's state, and how many
-    MemoryBudgetErrors this kernel raised). ``kind`` None writes the status alone (at load).
+    a crash (``memory_exhausted``); the server reads its ``status`` (the guard's state; it counts
+    MemoryBudgetErrors from the store's rows, ``fleet.kernel_side``). ``kind`` None writes the status alone (at load).
     Best effort: no recorder, no region, or a failed write changes nothing.
     """
     try:
@@ -506,22 +506,17 @@ def note_flight(kind: str | None, data: dict[str, Any] | None = None) -> None:
             item["kind"], item["t"] = kind, round(time.time(), 3)
             _FLIGHT_ITEMS.append(item)
             del _FLIGHT_ITEMS[:-6]
-            if kind == "refusal":
-                _MEMORY_ERRORS[0] += 1
         rec.writer.write("guard", {"pid": os.getpid(), "items": _FLIGHT_ITEMS, "status": _flight_status()})
     except Exception:
         pass
 
 
-_MEMORY_ERRORS = [0]  # MemoryBudgetErrors this kernel raised (main thread)
-
-
 def _flight_status() -> dict[str, Any]:
-    """Return the guard's state for the flight record (a subset of ``Guard.status()``, plus the error count)."""
+    """Return the guard's state for the flight record (a subset of ``Guard.status()``)."""
     guard = get_guard()
     status = guard.status() if guard is not None else {}
     keys = ("enabled", "budget_bytes", "budget_source", "interrupt_at_bytes")
-    return {**{k: status.get(k) for k in keys}, "memory_errors": _MEMORY_ERRORS[0]}
+    return {k: status.get(k) for k in keys}
 
 
 _FLIGHT_KEYS = ("trigger", "cell", "library", "libraries", "call", "requested_bytes", "headroom_bytes", "budget_bytes",
