@@ -9,6 +9,7 @@ ones that are None (``Field(optional=True)``), as the producers always did. A le
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar, TypeVar
 
 R = TypeVar("R", bound="Record")
@@ -72,12 +73,34 @@ class Record:
         return rec
 
     @classmethod
+    @functools.cache
+    def nested(cls) -> dict[str, type[Record]]:
+        """Return {field: record class} for the fields that hold records (declared with ``items=Record``)."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            items = f.metadata.get("schema", {}).get("items")
+            if isinstance(items, type) and issubclass(items, Record):
+                out[f.name] = items
+        return out
+
+    @classmethod
     def _load(cls, key: str, value: Any) -> Any:
-        """Return ``value`` as the field ``key`` holds it (nested records override this)."""
+        """Return ``value`` as the field ``key`` holds it: a nested record (or a list of them) read from JSON."""
+        inner = cls.nested().get(key)
+        if inner is None:
+            return value
+        if isinstance(value, dict):
+            return inner.from_dict(value)
+        if isinstance(value, list):
+            return [inner.from_dict(v) if isinstance(v, dict) else v for v in value]
         return value
 
     def _dump(self, key: str, value: Any) -> Any:
-        """Return the JSON value of field ``key`` (nested records override this)."""
+        """Return the JSON value of field ``key``: nested records (or lists of them) written as their JSON."""
+        if isinstance(value, Record):
+            return value.to_dict()
+        if isinstance(value, list):
+            return [v.to_dict() if isinstance(v, Record) else v for v in value]
         return value
 
     def to_dict(self) -> dict[str, Any]:

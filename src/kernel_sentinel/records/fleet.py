@@ -59,21 +59,6 @@ class FleetSummary(Record):
         self.deaths = self.deaths if self.deaths is not None else FleetCounts()
         self.memory_errors = self.memory_errors if self.memory_errors is not None else FleetCounts()
 
-    @classmethod
-    def _load(cls, key: str, value: Any) -> Any:
-        if key in ("deaths", "memory_errors") and isinstance(value, dict):
-            return FleetCounts.from_dict(value)
-        if key == "top_cells" and isinstance(value, list):
-            return [FleetCell.from_dict(c) for c in value]
-        return value
-
-    def _dump(self, key: str, value: Any) -> Any:
-        if key in ("deaths", "memory_errors") and isinstance(value, FleetCounts):
-            return value.to_dict()
-        if key == "top_cells":
-            return [c.to_dict() if isinstance(c, FleetCell) else c for c in value]
-        return value
-
     def keys(self) -> list[Any]:
         """Return the breakdown's values in the order shown: the deaths' (largest first), then the memory errors' others."""
         seen = list(self.deaths.by)

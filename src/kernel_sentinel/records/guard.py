@@ -69,14 +69,3 @@ class GuardEvidence(Record):
         The guard calls this once it has explained a failure; renderers then need nothing but the record.
         """
         return cls.from_dict({**evidence, "explanation": explanation})
-
-    @classmethod
-    def _load(cls, key: str, value: Any) -> Any:
-        if key == "explanation" and isinstance(value, dict):
-            return GuardExplanation.from_dict(value)
-        return value
-
-    def _dump(self, key: str, value: Any) -> Any:
-        if key == "explanation" and isinstance(value, GuardExplanation):
-            return value.to_dict()
-        return value

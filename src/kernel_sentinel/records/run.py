@@ -81,21 +81,6 @@ class RunReport(Record):
     timeline: dict[str, Any] | None = described(type=["object", "null"], description='{"t", "bytes", "cell"}')
 
     @classmethod
-    def _load(cls, key: str, value: Any) -> Any:
-        if key == "cells" and isinstance(value, list):
-            return [CellReport.from_dict(c) for c in value]
-        if key == "death" and isinstance(value, dict):
-            return DeathReport.from_dict(value)
-        return value
-
-    def _dump(self, key: str, value: Any) -> Any:
-        if key == "cells":
-            return [c.to_dict() for c in value]
-        if key == "death" and isinstance(value, DeathReport):
-            return value.to_dict()
-        return value
-
-    @classmethod
     def from_result(cls, result: Any) -> RunReport:
         """Return the report of a ``kernel_sentinel.run.RunResult`` (read by attribute: records import nothing above)."""
         cells = [
