@@ -13,10 +13,13 @@ Measured from outside the kernel, from ``/proc`` (the kernel's own code never me
   kernel's minor page faults while the cells run (the copy-on-write faults a live writer causes show there);
 - added latency per cell (client round trip, execute request to idle), for each kind of cell;
 - the kernel's own RSS after ``import numpy, pandas`` (the ipykernel process, not the supervisor);
-- kernel ready time (start to ``kernel_info`` reply), graceful shutdown (``shutdown_kernel(now=False)``,
-  what nbclient and papermill do at the end), and graceful restart to ready again.
+- kernel ready time (start to ``wait_for_ready``), graceful shutdown (``shutdown_kernel(now=False)``,
+  what nbclient and papermill do at the end), and graceful restart to ready again (``--restarts`` of them
+  in each lifecycle pair: a restart is the noisiest of the measures on a shared machine).
+The package's bytecode is written first, as ``pip install`` does (an editable checkout may hold stale .pyc
+files that each kernel would compile again at start).
 
-    .venv/bin/python bench/bench_default_cost.py [--rounds 7] [--lifecycle 5] [--sentinel-env NAME=VALUE]
+    .venv/bin/python bench/bench_default_cost.py [--rounds 7] [--lifecycle 5] [--restarts 3] [--sentinel-env NAME=VALUE]
 
 Targets (issue 11): CPU ratio median <= 1.03, trivial cell <= +1 ms, ready/shutdown/restart <= +0.1 s, RSS
 <= +5 MiB.
@@ -125,100 +128,99 @@ def run_round(h: KernelHarness) -> tuple[dict[str, float], dict[str, list[float]
     }, latencies
 
 
-def lifecycle(h_factory, name: str) -> dict[str, float]:
-    """Start a kernel, time ready, graceful restart to ready, and graceful shutdown."""
-    h = h_factory(name)
-    t0 = time.perf_counter()
-    h.start()
-    ready = time.perf_counter() - t0
+def lifecycle(h_factory, order: tuple[str, str], restarts: int) -> dict[str, dict[str, list[float]]]:
+    """Start both kernels (in ``order``), time ready; ``restarts`` graceful restarts each, alternated; shut down.
+
+    Each restart and shutdown follows ``import numpy, pandas`` and a short pause (the sentinel's checkpoint
+    of nothing, its parts loaded): a kernel a user has used, not one still starting.
+    """
+    out: dict[str, dict[str, list[float]]] = {name: {"ready": [], "restart": [], "shutdown": []} for name in order}
+    kernels: dict[str, KernelHarness] = {}
     try:
-        res = h.run("import numpy, pandas")
-        assert res.ok, res.text()
-        t0 = time.perf_counter()
-        h.km.restart_kernel(now=False)
-        h.kc.wait_for_ready(timeout=60)
-        restart = time.perf_counter() - t0
-        res = h.run("import numpy, pandas\nx = 1")
-        assert res.ok, res.text()
-        h.kc.stop_channels()
-        h.kc = None
-        t0 = time.perf_counter()
-        h.km.shutdown_kernel(now=False)
-        shutdown = time.perf_counter() - t0
-    finally:
-        h.close()
-    return {"ready": ready, "restart": restart, "shutdown": shutdown}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--lifecycle", type=int, default=5, help="start/restart/shutdown pairs")
-    parser.add_argument("--sentinel-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the sentinel kernel (e.g. KERNEL_SENTINEL_CHECKPOINT=off)")
-    args = parser.parse_args(argv)
-    extra = dict(item.split("=", 1) for item in args.sentinel_env)
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        envs = {
-            "stock": {**THREADS_ENV, "KERNEL_SENTINEL_HOME": str(home)},
-            "sentinel": {**THREADS_ENV, "KERNEL_SENTINEL_HOME": str(home), **extra},
-        }
-        count = [0]
-
-        def harness(name: str) -> KernelHarness:
-            count[0] += 1
-            workdir = Path(tmp) / f"{name}{count[0]}"
-            workdir.mkdir()
-            return KernelHarness(workdir, kernelspec=SPECS[name], env=envs[name])
-
-        print(f"sentinel kernel env: {extra or 'default (everything on)'}", flush=True)
-        # -- lifecycle: ready, restart, shutdown ----------------------------------------------------
-        life: dict[str, list[dict[str, float]]] = {"stock": [], "sentinel": []}
-        for i in range(args.lifecycle):
-            for name in (("stock", "sentinel") if i % 2 == 0 else ("sentinel", "stock")):
-                life[name].append(lifecycle(harness, name))
-            print(f"lifecycle {i + 1}: " + "  ".join(
-                f"{n} ready {life[n][-1]['ready']:.3f} restart {life[n][-1]['restart']:.3f} "
-                f"shutdown {life[n][-1]['shutdown']:.3f}" for n in life), flush=True)
-        # -- cells --------------------------------------------------------------------------------
-        kernels = {name: harness(name).start() for name in SPECS}
-        try:
-            rss: dict[str, int] = {}
-            for name, h in kernels.items():
-                res = h.run(SETUP)
+        for name in order:
+            h = h_factory(name)
+            t0 = time.perf_counter()
+            h.start()
+            out[name]["ready"].append(time.perf_counter() - t0)
+            kernels[name] = h
+        for i in range(restarts):
+            for name in (order if i % 2 == 0 else order[::-1]):
+                h = kernels[name]
+                res = h.run("import numpy, pandas")
                 assert res.ok, res.text()
-                rss[name] = rss_bytes(h.kernel_pid)
-            on = kernels["sentinel"].value(
-                "[bool(getattr(get_ipython(), '_kernel_sentinel_guard', None)), "
-                "bool(getattr(get_ipython(), '_kernel_sentinel_checkpointer', None)) and "
-                "get_ipython()._kernel_sentinel_checkpointer.enabled]")
-            print(f"sentinel kernel: guard {'on' if on[0] else 'off'}, checkpoints {'on' if on[1] else 'off'}; "
-                  f"ipykernel pid {kernels['sentinel'].kernel_pid} under launcher {kernels['sentinel'].pid}")
-            for h in kernels.values():
-                run_round(h)  # warm-up: caches, first checkpoint of everything
-            rounds: dict[str, list[dict[str, float]]] = {"stock": [], "sentinel": []}
-            lat: dict[str, dict[str, list[float]]] = {"stock": {}, "sentinel": {}}
-            for r in range(args.rounds):
-                for name in (("stock", "sentinel") if r % 2 == 0 else ("sentinel", "stock")):
-                    stats, latencies = run_round(kernels[name])
-                    rounds[name].append(stats)
-                    for cell, values in latencies.items():
-                        lat[name].setdefault(cell, []).append(statistics.median(values))
-                s, k = rounds["stock"][-1], rounds["sentinel"][-1]
-                print(f"round {r + 1}: cpu stock {s['cpu']:.2f} s sentinel {k['cpu']:.2f} s "
-                      f"(ratio {k['cpu'] / s['cpu']:.3f}); writers {k['writer_cpu']:.2f} s; "
-                      f"minor faults stock {s['minflt']} sentinel {k['minflt']}", flush=True)
-            for name, h in kernels.items():
-                rss[name + "_end"] = rss_bytes(h.kernel_pid)
-            status = kernels["sentinel"].run("%sentinel checkpoint status").stdout.strip()
-        finally:
-            for h in kernels.values():
-                h.close()
-    # -- summary ----------------------------------------------------------------------------------
+                time.sleep(0.3)
+                t0 = time.perf_counter()
+                h.km.restart_kernel(now=False)
+                h.kc.wait_for_ready(timeout=60)
+                out[name]["restart"].append(time.perf_counter() - t0)
+        for name in order[::-1]:
+            h = kernels[name]
+            res = h.run("import numpy, pandas\nx = 1")
+            assert res.ok, res.text()
+            time.sleep(0.3)
+            h.kc.stop_channels()
+            h.kc = None
+            t0 = time.perf_counter()
+            h.km.shutdown_kernel(now=False)
+            out[name]["shutdown"].append(time.perf_counter() - t0)
+    finally:
+        for h in kernels.values():
+            h.close()
+    return out
+
+
+def compile_package() -> None:
+    """Write kernel_sentinel's bytecode, as ``pip install`` does: an editable checkout may hold stale .pyc files
+    (PYTHONDONTWRITEBYTECODE), and compiling them at every start is a cost no user pays."""
+    import compileall
+
+    import kernel_sentinel
+
+    compileall.compile_dir(str(Path(kernel_sentinel.__file__).parent), quiet=1)
+
+
+def run_cells(harness, rounds_wanted: int) -> dict:
+    """Run the cells' rounds on one stock and one sentinel kernel, alternated; return what the summary prints."""
+    kernels = {name: harness(name).start() for name in SPECS}
+    try:
+        rss: dict[str, int] = {}
+        for name, h in kernels.items():
+            res = h.run(SETUP)
+            assert res.ok, res.text()
+            rss[name] = rss_bytes(h.kernel_pid)
+        on = kernels["sentinel"].value(
+            "[bool(getattr(get_ipython(), '_kernel_sentinel_guard', None)), "
+            "bool(getattr(get_ipython(), '_kernel_sentinel_checkpointer', None)) and "
+            "get_ipython()._kernel_sentinel_checkpointer.enabled]")
+        print(f"sentinel kernel: guard {'on' if on[0] else 'off'}, checkpoints {'on' if on[1] else 'off'}; "
+              f"ipykernel pid {kernels['sentinel'].kernel_pid} under launcher {kernels['sentinel'].pid}")
+        for h in kernels.values():
+            run_round(h)  # warm-up: caches, first checkpoint of everything
+        rounds: dict[str, list[dict[str, float]]] = {"stock": [], "sentinel": []}
+        lat: dict[str, dict[str, list[float]]] = {"stock": {}, "sentinel": {}}
+        for r in range(rounds_wanted):
+            for name in (("stock", "sentinel") if r % 2 == 0 else ("sentinel", "stock")):
+                stats, latencies = run_round(kernels[name])
+                rounds[name].append(stats)
+                for cell, values in latencies.items():
+                    lat[name].setdefault(cell, []).append(statistics.median(values))
+            s, k = rounds["stock"][-1], rounds["sentinel"][-1]
+            print(f"round {r + 1}: cpu stock {s['cpu']:.2f} s sentinel {k['cpu']:.2f} s "
+                  f"(ratio {k['cpu'] / s['cpu']:.3f}); writers {k['writer_cpu']:.2f} s; "
+                  f"minor faults stock {s['minflt']} sentinel {k['minflt']}", flush=True)
+        for name, h in kernels.items():
+            rss[name + "_end"] = rss_bytes(h.kernel_pid)
+        status = kernels["sentinel"].run("%sentinel checkpoint status").stdout.strip()
+    finally:
+        for h in kernels.values():
+            h.close()
+    return {"rounds": rounds, "lat": lat, "rss": rss, "status": status}
+
+
+def print_cells(got: dict) -> None:
+    rounds, lat, rss = got["rounds"], got["lat"], got["rss"]
     med = statistics.median
     ratios = [k["cpu"] / s["cpu"] for s, k in zip(rounds["stock"], rounds["sentinel"])]
-    print("\n== summary (medians over pairs) ==")
     print(f"kernel CPU per round: stock {med(r['cpu'] for r in rounds['stock']):.3f} s, "
           f"sentinel {med(r['cpu'] for r in rounds['sentinel']):.3f} s, ratio {med(ratios):.3f} "
           f"(pairs {', '.join(f'{x:.3f}' for x in ratios)})  target <= 1.03")
@@ -236,15 +238,59 @@ def main(argv: list[str] | None = None) -> int:
         print(f"latency {cell:16s} stock {med(lat['stock'][cell]) * 1000:7.1f} ms  "
               f"sentinel {med(lat['sentinel'][cell]) * 1000:7.1f} ms  added {med(diffs):+6.1f} ms"
               + ("  target <= +1 ms" if cell == "trivial" else ""))
-    for what in ("ready", "restart", "shutdown"):
-        diffs = [k[what] - s[what] for s, k in zip(life["stock"], life["sentinel"])]
-        print(f"{what:8s} stock {med(x[what] for x in life['stock']):.3f} s  "
-              f"sentinel {med(x[what] for x in life['sentinel']):.3f} s  added {med(diffs):+.3f} s  target <= +0.1 s")
     mib = 1 << 20
     print(f"kernel RSS after import numpy, pandas: stock {rss['stock'] / mib:.1f} MiB, sentinel "
           f"{rss['sentinel'] / mib:.1f} MiB, added {(rss['sentinel'] - rss['stock']) / mib:+.1f} MiB  target <= +5 MiB")
     print(f"kernel RSS at the end: stock {rss['stock_end'] / mib:.1f} MiB, sentinel {rss['sentinel_end'] / mib:.1f} MiB")
-    print("\n%sentinel checkpoint status:\n" + status)
+    print("\n%sentinel checkpoint status:\n" + got["status"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of cells (0: lifecycle only)")
+    parser.add_argument("--lifecycle", type=int, default=5, help="start/shutdown pairs (0: cells only)")
+    parser.add_argument("--restarts", type=int, default=3, help="restart pairs within each lifecycle pair")
+    parser.add_argument("--sentinel-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the sentinel kernel (e.g. KERNEL_SENTINEL_CHECKPOINT=off)")
+    args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.sentinel_env)
+    compile_package()
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        envs = {
+            "stock": {**THREADS_ENV, "KERNEL_SENTINEL_HOME": str(home)},
+            "sentinel": {**THREADS_ENV, "KERNEL_SENTINEL_HOME": str(home), **extra},
+        }
+        count = [0]
+
+        def harness(name: str) -> KernelHarness:
+            count[0] += 1
+            workdir = Path(tmp) / f"{name}{count[0]}"
+            workdir.mkdir()
+            return KernelHarness(workdir, kernelspec=SPECS[name], env=envs[name])
+
+        print(f"sentinel kernel env: {extra or 'default (everything on)'}", flush=True)
+        life: dict[str, dict[str, list[float]]] = {n: {"ready": [], "restart": [], "shutdown": []} for n in SPECS}
+        for i in range(args.lifecycle):
+            order = ("stock", "sentinel") if i % 2 == 0 else ("sentinel", "stock")
+            got = lifecycle(harness, order, args.restarts)
+            for n, measures in got.items():
+                for what, values in measures.items():
+                    life[n][what].extend(values)
+            print(f"lifecycle {i + 1}: " + "  ".join(
+                f"{n} ready {got[n]['ready'][0]:.3f} restart "
+                f"{' '.join(f'{x:.3f}' for x in got[n]['restart'])} shutdown {got[n]['shutdown'][0]:.3f}"
+                for n in SPECS), flush=True)
+        cells = run_cells(harness, args.rounds) if args.rounds else None
+    print("\n== summary (medians over pairs) ==")
+    if cells is not None:
+        print_cells(cells)
+    med = statistics.median
+    for what in ("ready", "restart", "shutdown"):
+        diffs = [k - s for s, k in zip(life["stock"][what], life["sentinel"][what])]
+        if diffs:
+            print(f"{what:8s} stock {med(life['stock'][what]):.3f} s  sentinel {med(life['sentinel'][what]):.3f} s  "
+                  f"added {med(diffs):+.3f} s over {len(diffs)} pairs  target <= +0.1 s")
     return 0
 
 

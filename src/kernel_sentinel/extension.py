@@ -23,26 +23,44 @@ def _check(magics: Any, args: list[str]) -> None:
 
 
 def load_ipython_extension(ip: Any) -> None:
-    """Turn on the autopsy's flight recorder, the memory guard and checkpoints in this IPython shell."""
-    from .autopsy.recorder import load as load_recorder
+    """Turn on the autopsy's flight recorder now, and the guard and checkpoints as soon as the kernel is ready.
+
+    The recorder loads first, before the guard is even imported: a guard that fails to load is no excuse, and
+    a shutdown requested at any moment after this must be told from a death. The rest (~0.1-0.2 s of imports
+    and set-up) waits until a starting kernel has answered its first ``kernel_info_request``, and never past
+    the start of its first cell (``after_ready``): frontends wait for that reply at every start and restart.
+    """
+    from .after_ready import defer
+    from .autopsy import recorder
+
+    recorder.load(ip)
+    if not defer(ip, lambda: _load_parts(ip), shutting_down=recorder.shutdown_requested):
+        _load_parts(ip)
+
+
+def _load_parts(ip: Any) -> None:
+    """Load the guard, ``%sentinel``'s subcommands, checkpoints and the fleet's memory-error count, in that order."""
+    from .autopsy import recorder
     from .magics import install as install_magic
     from .magics import register_subcommand
 
-    load_recorder(ip)  # first, and before the guard is even imported: a guard that fails to load is no excuse
-    from .guard.extension import load as load_guard
+    try:
+        from .guard.extension import load as load_guard
 
-    load_guard(ip)
-    from .autopsy.group_budget import register as register_group_budget
+        load_guard(ip)
+        from .autopsy.group_budget import register as register_group_budget
 
-    register_group_budget()  # %sentinel budget moves the kernel's own memory group, when it has one
-    register_subcommand("check", _check, CHECK_USAGE)  # after the guard's, before checkpoints': the usage line's order
-    from .resurrect.extension import load as load_checkpoints
+        register_group_budget()  # %sentinel budget moves the kernel's own memory group, when it has one
+        register_subcommand("check", _check, CHECK_USAGE)  # after the guard's, before checkpoints': the usage line's order
+        from .resurrect.extension import load as load_checkpoints
 
-    load_checkpoints(ip)
-    from .fleet.kernel_side import load as load_fleet
+        load_checkpoints(ip)
+        from .fleet.kernel_side import load as load_fleet
 
-    load_fleet(ip)  # memory errors into the store: the fleet's "deaths avoided"
-    install_magic(ip)  # already there when the guard or checkpoints loaded; here for when neither could
+        load_fleet(ip)  # memory errors into the store: the fleet's "deaths avoided"
+        install_magic(ip)  # already there when the guard or checkpoints loaded; here for when neither could
+    finally:
+        recorder.parts_loaded()  # the recorder's sampler starts its own slower look-ups only now
 
 
 def unload_ipython_extension(ip: Any) -> None:

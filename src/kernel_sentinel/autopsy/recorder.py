@@ -33,6 +33,8 @@ SNAPSHOT_EVERY = 8  # ticks: limits and cgroup details every 2 s; RSS and headro
 KEEP_SAMPLES = 40  # ten seconds of history
 DEEP = 200  # frames: recursion deeper than this is reported
 PENDING_WAIT_SECONDS = 2.0  # the first cell waits at most this for the look for a previous death
+READY_FD_ENV = "KERNEL_SENTINEL_READY_FD"  # set by the supervisor: one byte there says "ready, do your chores"
+PARTS_WAIT_SECONDS = 5.0  # the sampler's first look-ups wait this long at most for the other parts to load
 
 _recorder: Recorder | None = None
 
@@ -48,6 +50,41 @@ def load(ip: Any) -> None:
         _recorder = rec
     except Exception as exc:  # the kernel matters more than its autopsy
         print(f"kernel-sentinel: flight recorder off: {exc}", file=sys.__stderr__)
+
+
+def shutdown_requested() -> bool:
+    """Return True once the frontend asked this kernel to shut down or restart (nothing more should start)."""
+    rec = _recorder
+    return rec is not None and rec._state == "shutdown_requested"
+
+
+def parts_loaded() -> None:
+    """Let the sampler thread begin its slower look-ups: the guard and checkpoints have loaded (or never will).
+
+    While a kernel starts, the main thread answers the frontend's first request and then loads the rest of
+    the sentinel; the sampler's first look-ups (the memory group, the store) would only compete with both.
+    """
+    rec = _recorder
+    if rec is not None:
+        rec._parts_loaded.set()
+    _tell_supervisor_ready()
+
+
+def _tell_supervisor_ready() -> None:
+    """Write the supervisor its "ready" byte and close the pipe, so that no process this kernel starts holds it."""
+    value = os.environ.pop(READY_FD_ENV, "")
+    if not value.isdigit():
+        return
+    fd = int(value)
+    try:
+        os.write(fd, b"R")
+    except OSError:
+        pass
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def unload(ip: Any) -> None:
@@ -78,6 +115,7 @@ class Recorder:
         self._pending: dict[str, Any] | None = None
         self._looked_for_pending = False
         self._pending_looked = threading.Event()  # set once the sampler thread has looked for a previous death
+        self._parts_loaded = threading.Event()  # set by the main thread once the guard and checkpoints loaded
         self._orig_shutdown: Any = None
         self._samples: list[list[Any]] = []
         self._reader: Any = None
@@ -111,6 +149,7 @@ class Recorder:
 
     def stop(self) -> None:
         self._stop.set()
+        self._parts_loaded.set()  # a sampler still waiting for them leaves at once
         try:
             self.ip.events.unregister("pre_run_cell", self._pre_run_cell)
             self.ip.events.unregister("post_run_cell", self._post_run_cell)
@@ -290,6 +329,9 @@ class Recorder:
 
     def _sample_loop(self) -> None:
         tick = 0
+        self._parts_loaded.wait(PARTS_WAIT_SECONDS)  # off the kernel's start; the first cell sets it at the latest
+        if self._stop.is_set():
+            return
         try:  # first what start() left for later: the memory group in the meta, a previous death to show
             self.writer.write("meta", self._meta())
         except Exception:

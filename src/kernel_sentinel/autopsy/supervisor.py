@@ -16,22 +16,23 @@ records that death (a SIGKILL of the whole group is jupyter_client's own forced 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
+import select
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+# Only what the fork needs is imported up here: every module imported before the kernel is forked delays
+# every start and restart. The rest (memory, flight, gather, store...) is imported after the fork.
 from ..identity import connection_file_from_argv, home_dir, kernel_id_from_connection_file
-from ..memory import oom_kill_counter
-from .flight import record_paths
-from .gather import discard_flight, finish, gather_disk, gather_flight, gather_kernel_log
 
 PR_SET_PDEATHSIG = 1
 GROUP_LIMIT_ENV = "KERNEL_SENTINEL_GROUP_LIMIT"  # kernel_group.ENV_LIMIT, not imported before the fork
+READY_FD_ENV = "KERNEL_SENTINEL_READY_FD"  # recorder.READY_FD_ENV: the kernel writes one byte there once it is ready
+READY_WAIT_SECONDS = 10.0  # the supervisor's own chores wait at most this long for the kernel to be ready
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HANDLED = (signal.SIGINT, *FORWARDED)
 
@@ -53,6 +54,8 @@ def _running(pid: int) -> bool:
 
 def _set_pdeathsig() -> None:
     try:
+        import ctypes  # in the child, between fork and exec: the parent goes on meanwhile
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except Exception:
@@ -66,7 +69,7 @@ class Supervisor:
         self.command = command
         self.connection_file = os.path.abspath(connection_file) if connection_file else None
         self.kernel_id = kernel_id_from_connection_file(connection_file) or f"pid-{os.getpid()}"
-        self.home = home_dir()
+        self._home: Any = None
         self.child: int | None = None
         self.pid = os.getpid()
         self.signals: list[dict[str, Any]] = []
@@ -74,16 +77,27 @@ class Supervisor:
         self._kmsg: Any = None
         self._witness_pid = 0
         self._limit: Any = None  # the kernel's own memory group (kernel_group.KernelLimit), when asked for
+        self._store: Any = None  # the store, open from _register on (main thread only; the witness never uses it)
+        self._ready = False  # the kernel said it was ready (its extension loaded)
+
+    @property
+    def home(self) -> Any:
+        """The store's folder (jupyter_core's data dir unless KERNEL_SENTINEL_HOME): looked up after the fork."""
+        if self._home is None:
+            self._home = home_dir()
+        return self._home
 
     # -- running -----------------------------------------------------------------------------------
 
     def run(self) -> None:
         """Start the kernel, wait for it, record its death, and exit as it did. Never returns.
 
-        The kernel is forked first: everything else (finding the memory group, sweeping what earlier
-        kernels left, preloading the autopsy) runs while it starts, so a sentinel kernel is ready as soon as
-        a stock one. Only the kernel's own memory group, when the kernelspec asks for one, comes before: the
-        child enters it before exec.
+        The kernel is forked first, with nothing imported that the fork does not need. The memory group's
+        OOM-kill counter is read while it starts; the rest (the store, sweeping what earlier kernels left,
+        preloading the autopsy) waits until the kernel writes "ready" into a pipe (its recorder does, once
+        the sentinel's parts have loaded), so that none of it takes CPU from the start a frontend waits
+        for. Only the kernel's own memory group, when the kernelspec asks for one, comes before: the child
+        enters it before exec.
         """
         own_group = bool((os.environ.get(GROUP_LIMIT_ENV) or "").strip())
         if own_group:
@@ -99,6 +113,9 @@ class Supervisor:
             **(self._limit.env if self._limit else {}),
         }
         command = self._limit.command(self.command) if self._limit else self.command
+        ready_r, ready_w = _ready_pipe()
+        if ready_w is not None:
+            env[READY_FD_ENV] = str(ready_w)
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: become the kernel
@@ -109,14 +126,20 @@ class Supervisor:
                 if os.getppid() != parent:  # the supervisor died before prctl took effect
                     os._exit(1)
                 signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+                if ready_w is not None:
+                    os.set_inheritable(ready_w, True)
                 if self._limit:
                     self._limit.enter(env)
                 os.execvpe(command[0], command, env)
             finally:
                 os._exit(127)
         self.child = pid
+        if ready_w is not None:
+            os.close(ready_w)  # now only the kernel holds it: its exit reads as "ready" (EOF) too
         # While the kernel starts. The OOM-kill counter is read before the kernel can have allocated much:
         # its interpreter is still starting (a kill before this read would be seen in the kernel log).
+        from ..memory import oom_kill_counter
+
         self._quietly(self._find_cgroup)
         oom_before = oom_kill_counter(*self._cgroup[:2]) if self._cgroup else None
         from .kmsg import KmsgCursor, boot_usec_of
@@ -125,6 +148,9 @@ class Supervisor:
         self._kmsg = KmsgCursor()
         witness = self._start_witness(pid, oom_before, child_start, old_mask)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        # The supervisor's own chores wait until the kernel is ready: on a shared or 2-core machine they
+        # would only take CPU from the kernel's start, which is what a frontend waits for.
+        self._ready = _wait_ready(ready_r)
         self._quietly(_preload)
         self._quietly(self._register)
         if not own_group:
@@ -206,12 +232,16 @@ class Supervisor:
 
     def _note_witness(self, child: int, witness: int) -> None:
         """Leave the witness's pid beside the flight record, so that a sweep waits for it."""
+        from .flight import record_paths
+
         path = record_paths(self.home, self.kernel_id, child)[0].with_suffix(".sup")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{os.getpid()} {witness}\n")
 
     def _witness_record(self, child: int, oom_before: int | None, child_start: int | None) -> None:
+        from ..memory import oom_kill_counter
         from .evidence import Evidence
+        from .gather import discard_flight, finish, gather_flight, gather_kernel_log
 
         deadline = time.monotonic() + 10
         while _running(child) and time.monotonic() < deadline:
@@ -252,12 +282,14 @@ class Supervisor:
             print(f"kernel-sentinel: {self._limit.message}", file=sys.stderr)
 
     def _register(self) -> None:
+        """Note the kernel in the store, and keep the store open: leaving after a shutdown then costs one UPDATE."""
         from ..store import Store
 
-        with Store(self.home / "store.db") as store:
-            store.kernel_started(
-                self.kernel_id, self.child or 0, supervisor_pid=os.getpid(), connection_file=self.connection_file
-            )
+        store = Store(self.home / "store.db")
+        store.kernel_started(
+            self.kernel_id, self.child or 0, supervisor_pid=os.getpid(), connection_file=self.connection_file
+        )
+        self._store = store  # never closed: the supervisor leaves with os._exit, WAL keeps every commit
 
     def _sweep_previous(self) -> None:
         from .sweep import sweep
@@ -269,7 +301,9 @@ class Supervisor:
     def _record(
         self, pid: int, code: int, usage: Any, died_at: float, oom_before: int | None, child_start: int | None
     ) -> None:
+        from ..memory import oom_kill_counter
         from .evidence import Evidence
+        from .gather import discard_flight, finish, gather_disk, gather_flight, gather_kernel_log
 
         ev = Evidence(kernel_id=self.kernel_id, pid=pid, supervisor_pid=os.getpid(), died_at=died_at)
         if code < 0:
@@ -292,6 +326,15 @@ class Supervisor:
             self._ended("shutdown")
             discard_flight(self.home, self.kernel_id, pid)
             return
+        if self._interrupted_while_starting(ev):
+            print(
+                f"kernel-sentinel: kernel {self.kernel_id} was interrupted while it started (a frontend's shutdown "
+                "or interrupt); not a death",
+                file=sys.stderr,
+            )
+            self._ended("interrupted_starting")
+            discard_flight(self.home, self.kernel_id, pid)
+            return
         if ev.signal is not None:
             gather_kernel_log(ev, child_start, self._kmsg)
         if ev.signal == signal.SIGBUS:
@@ -300,8 +343,25 @@ class Supervisor:
         print(f"kernel-sentinel: kernel {self.kernel_id} died: {report['summary']}", file=sys.stderr)
         self._ended("died")
 
+    def _interrupted_while_starting(self, ev: Any) -> bool:
+        """Return True when the kernel died of a SIGINT sent to our group before it was ever ready.
+
+        jupyter_client's shutdown interrupts the process group before it asks the kernel to leave; a kernel
+        still importing ipykernel (which ignores SIGINT from its own start-up on) dies of it, as stock does.
+        No cell can have run then, so nothing the user made is lost: it is the frontend's doing, not a death.
+        """
+        return (
+            ev.signal == signal.SIGINT
+            and not self._ready
+            and not (ev.flight or {}).get("cell")
+            and any(s.get("signal") == "SIGINT" for s in self.signals)
+        )
+
     def _ended(self, status: str) -> None:
         def write() -> None:
+            if self._store is not None:
+                self._store.kernel_ended(self.kernel_id, self.child or 0, status)
+                return
             from ..store import Store
 
             with Store(self.home / "store.db") as store:
@@ -335,6 +395,31 @@ class Supervisor:
             fn()
         except Exception as exc:
             print(f"kernel-sentinel: {getattr(fn, '__name__', 'step')}: {exc}", file=sys.stderr)
+
+
+def _ready_pipe() -> tuple[int | None, int | None]:
+    """Return (read end, write end) of the pipe the kernel says "ready" through; (None, None) without one."""
+    try:
+        return os.pipe()
+    except OSError:
+        return None, None
+
+
+def _wait_ready(fd: int | None) -> bool:
+    """Return True once the kernel wrote its "ready" byte; False when it ended first (EOF) or after
+    READY_WAIT_SECONDS. Closes ``fd``."""
+    if fd is None:
+        return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        if poller.poll(READY_WAIT_SECONDS * 1000):  # signals (forwarded to the kernel) do not end it (PEP 475)
+            return os.read(fd, 1) == b"R"
+        return False
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def supervise(args: Sequence[str], command: list[str]) -> None:

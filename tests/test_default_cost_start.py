@@ -1,0 +1,111 @@
+"""A sentinel kernel starts as fast as stock and loses nothing for it (issue 11: ready and restart cost).
+
+The guard, checkpoints and the rest load once the kernel has answered its first ``kernel_info_request``
+(``kernel_sentinel.after_ready``), the supervisor does its own chores once the kernel says it is ready.
+These tests show what must hold whatever the timing: no cell ever runs before the guard is on, code that
+IPython runs at start-up runs guarded, a kernel shut down before it was ready records no death, the
+supervisor still registers the kernel, and the "ready" pipe reaches no process the kernel starts.
+No timing is asserted (the speed is in bench/bench_default_cost.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from conftest import MiB
+from kernel_harness import KernelHarness
+
+SENTINEL = {
+    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
+    "display_name": "Python 3 (sentinel)",
+    "language": "python",
+}
+LOADED = (
+    "[bool(getattr(get_ipython(), '_kernel_sentinel_guard', None)), "
+    "bool(getattr(get_ipython(), '_kernel_sentinel_checkpointer', None)), "
+    "'sentinel' in get_ipython().magics_manager.magics['line']]"
+)
+
+
+def _started_without_waiting(tmp_path: Path, **kwargs) -> KernelHarness:
+    """A sentinel kernel whose client sends its first request at once, without waiting for kernel_info."""
+    workdir = tmp_path / "k"
+    workdir.mkdir()
+    h = KernelHarness(workdir, limit_bytes=384 * MiB, kernelspec=SENTINEL, **kwargs)
+    h.km.start_kernel(env=h._env, cwd=str(workdir))
+    h.kc = h.km.client()
+    h.kc.start_channels()
+    return h
+
+
+def _kernel_id(h: KernelHarness) -> str:
+    from kernel_sentinel.identity import kernel_id_from_connection_file
+
+    return kernel_id_from_connection_file(h.km.connection_file)
+
+
+def test_a_first_cell_sent_at_once_runs_with_everything_loaded(tmp_path) -> None:
+    """An execute request that comes before any kernel_info (a client that never waits) finds the guard on."""
+    h = _started_without_waiting(tmp_path)
+    try:
+        res = h.run(f"loaded = {LOADED}\nloaded")
+        assert res.ok, res.text()
+        assert h.value("loaded") == [True, True, True]
+        # The guard really works in that first kernel: its budget and interrupt line are set.
+        assert h.value("get_ipython()._kernel_sentinel_guard.status()['budget_bytes'] > 0") is True
+    finally:
+        h.close()
+
+
+def test_code_ipython_runs_at_start_up_runs_guarded(kernel, tmp_path) -> None:
+    """A profile's startup file runs before the kernel is ready: the guard must already be on for it."""
+    ipython_dir = tmp_path / "ipython"
+    startup = ipython_dir / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-check.py").write_text(f"guarded_at_startup = {LOADED}\n")
+    k = kernel(limit_bytes=384 * MiB, kernelspec=SENTINEL, env={"IPYTHONDIR": str(ipython_dir)})
+    assert k.value("guarded_at_startup") == [True, True, True]
+
+
+def test_a_kernel_shut_down_before_it_was_ready_records_no_death(tmp_path) -> None:
+    """A frontend that closes a kernel while it starts: the supervisor leaves cleanly, nothing is a death."""
+    from kernel_sentinel.autopsy import death_report
+
+    workdir = tmp_path / "k"
+    workdir.mkdir()
+    h = KernelHarness(workdir, limit_bytes=384 * MiB, kernelspec=SENTINEL)
+    try:
+        h.km.start_kernel(env=h._env, cwd=str(workdir))
+        kernel_id = _kernel_id(h)
+        time.sleep(0.3)  # the kernel is starting, not yet ready (no timing asserted: either way holds)
+        h.km.shutdown_kernel(now=False)
+        assert h.km.provisioner is None or not h.km.is_alive()
+        assert death_report(kernel_id, wait=2) is None
+    finally:
+        h.close()
+
+
+def test_the_supervisor_registers_the_kernel_once_it_is_ready(kernel) -> None:
+    """The supervisor's chores (store, sweep) wait for the kernel's "ready" byte, and then happen."""
+    from kernel_sentinel.store import Store, home_dir
+
+    k = kernel(limit_bytes=384 * MiB, kernelspec=SENTINEL)
+    assert k.run("x = 1").ok
+    kernel_id = _kernel_id(k)
+    deadline = time.monotonic() + 30
+    row = None
+    while time.monotonic() < deadline and row is None:
+        try:
+            with Store(home_dir() / "store.db", create=False) as store:
+                rows = store.rows("SELECT * FROM kernels WHERE kernel_id = ?", (kernel_id,))
+            row = rows[0] if rows else None
+        except Exception:
+            row = None
+        if row is None:
+            time.sleep(0.1)
+    assert row is not None and row["status"] == "running" and row["pid"] == k.kernel_pid, row
+    # The pipe's number is gone from the kernel's environment (a process it starts cannot find it), and the
+    # supervisor no longer waits on it: its chores above ran.
+    assert k.value("__import__('os').environ.get('KERNEL_SENTINEL_READY_FD')") is None
