@@ -254,6 +254,7 @@ def manifest_blob_ids(manifest: dict[str, Any]) -> set[str]:
     for entry in manifest.get("objects", []):
         if entry.get("inband"):
             ids.add(entry["inband"])
+        ids.update(entry.get("chunks", []))  # a big dict or list saved in chunks
         ids.update(entry.get("buffers", []))
     return ids
 

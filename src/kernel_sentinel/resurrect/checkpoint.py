@@ -5,7 +5,8 @@ that point at one object (aliases stay aliases), note which cell (re)bound each 
 disk headroom, and hand the references to a writer (a forked child when there is headroom for its
 copy-on-write pages, else a thread that the next cell waits for). The writer pickles each object
 (protocol 5, arrays out-of-band), hashes the parts, writes only blobs it does not have yet, then the
-manifest, then prunes old checkpoints.
+manifest, then prunes old checkpoints. A big dict or list is pickled in chunks of entries, each its own
+blob: rebound with one entry changed, it costs one chunk's write, not the whole container's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,17 @@ from typing import Any
 
 from ..sizes import format_bytes, parse_size
 from .blobs import BlobStore, checkpoints_root, enforce_disk_budget, home_dir, private_dirs, session_dirname
-from .detect import HASH_NAME, Cancelled, Unpicklable, big_buffer_bytes, blob_id, blob_size, serialize
+from .detect import (
+    HASH_NAME,
+    Cancelled,
+    Unpicklable,
+    big_buffer_bytes,
+    blob_id,
+    blob_size,
+    chunkable,
+    serialize,
+    serialize_chunks,
+)
 from .writer import ForkWriter, ThreadWriter
 
 EXCLUDED_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
@@ -164,7 +175,11 @@ def write_checkpoint(
         try:
             if cancelled is not None and cancelled():
                 raise Cancelled
-            parts = serialize(group.obj, spill_dir=str(store.dir / "tmp"), refs=refs, cancelled=cancelled)
+            spill = str(store.dir / "tmp")
+            # a big dict or list of small objects goes in chunks: a chunk that did not change is not written again
+            chunks = serialize_chunks(group.obj, spill_dir=spill, refs=refs, cancelled=cancelled) \
+                if chunkable(group.obj) else None
+            parts_list = chunks if chunks is not None else [serialize(group.obj, spill_dir=spill, refs=refs, cancelled=cancelled)]
         except Cancelled:
             return {"status": "cancelled", "bytes_written": written, "seconds": time.monotonic() - started, "notes": []}
         except Unpicklable as exc:
@@ -173,27 +188,43 @@ def write_checkpoint(
         except RecursionError:
             unpicklable.append({"names": group.names, "type": group.type_name, "reason": "too deeply nested to pickle", "cells": group.cells})
             continue
-        buffers = [blob_id(b) for b in parts.buffers]
-        pending: list[tuple[str, Any]] = [(parts.inband_id, parts.inband if parts.inband is not None else Path(parts.inband_path))]
-        pending.extend(zip(buffers, parts.buffers))
-        for i, (bid, data) in enumerate(pending):
-            if store.has_blob(bid):
-                _discard_spilled([(bid, data)])
-                continue
-            size = blob_size(bid)
-            free = _free_bytes(store.dir)
-            if free is not None and free - size < capture.disk_reserve:
-                _discard_spilled(pending[i:])
-                return {"status": "disk_full", "bytes_written": written, "seconds": time.monotonic() - started,
-                        "notes": [f"checkpoints stopped: {format_bytes(free)} free on the disk of {store.dir}, "
-                                  f"the checkpoint needs {format_bytes(size)} more and "
-                                  f"{format_bytes(capture.disk_reserve)} must stay free"]}
-            written += store.write_blob(bid, data)
-        total += parts.nbytes
-        objects.append({"names": group.names, "type": group.type_name, "method": parts.method, "inband": parts.inband_id,
-                        "buffers": buffers, "nbytes": parts.nbytes, "cells": group.cells,
-                        **({"refs": parts.refs} if parts.refs else {})})
-        del parts, pending
+        inbands: list[str] = []
+        buffers: list[str] = []
+        held: set[str] = set()
+        nbytes = 0
+        for n, parts in enumerate(parts_list):
+            part_buffers = [blob_id(b) for b in parts.buffers]
+            pending: list[tuple[str, Any]] = [(parts.inband_id, parts.inband if parts.inband is not None else Path(parts.inband_path))]
+            pending.extend(zip(part_buffers, parts.buffers))
+            for i, (bid, data) in enumerate(pending):
+                if store.has_blob(bid):
+                    _discard_spilled([(bid, data)])
+                    continue
+                size = blob_size(bid)
+                free = _free_bytes(store.dir)
+                if free is not None and free - size < capture.disk_reserve:
+                    _discard_spilled(pending[i:])
+                    for later in parts_list[n + 1:]:
+                        later.discard()
+                    return {"status": "disk_full", "bytes_written": written, "seconds": time.monotonic() - started,
+                            "notes": [f"checkpoints stopped: {format_bytes(free)} free on the disk of {store.dir}, "
+                                      f"the checkpoint needs {format_bytes(size)} more and "
+                                      f"{format_bytes(capture.disk_reserve)} must stay free"]}
+                written += store.write_blob(bid, data)
+            inbands.append(parts.inband_id)
+            buffers.extend(part_buffers)
+            held.update(parts.refs)
+            nbytes += parts.nbytes
+            method = parts.method
+        total += nbytes
+        entry: dict[str, Any] = {"names": group.names, "type": group.type_name, "method": method}
+        if chunks is not None:
+            entry.update({"container": type(group.obj).__name__, "inband": None, "chunks": inbands})
+        else:
+            entry["inband"] = inbands[0]
+        entry.update({"buffers": buffers, "nbytes": nbytes, "cells": group.cells, **({"refs": sorted(held)} if held else {})})
+        objects.append(entry)
+        del parts_list, chunks, parts, pending  # one object's pickles at a time
     state = {"objects": objects, "modules": capture.modules, "unpicklable": unpicklable}
     if previous is not None and _same_state(previous, state):
         return {"status": "unchanged", "bytes_written": written, "bytes_total": total, "seconds": time.monotonic() - started,
@@ -231,7 +262,8 @@ def _discard_spilled(pending: list[tuple[str, Any]]) -> None:
 def _same_state(previous: dict[str, Any], state: dict[str, Any]) -> bool:
     def key(m: dict[str, Any]) -> Any:
         return (
-            sorted((tuple(o["names"]), o["inband"], tuple(o["buffers"]), o["method"], tuple(o.get("refs", [])))
+            sorted((tuple(o["names"]), o["inband"] or "", tuple(o.get("chunks", [])), tuple(o["buffers"]), o["method"],
+                    tuple(o.get("refs", [])))
                    for o in m.get("objects", [])),
             sorted((tuple(x["names"]), x["module"]) for x in m.get("modules", [])),
             sorted((tuple(u["names"]), u["type"]) for u in m.get("unpicklable", [])),

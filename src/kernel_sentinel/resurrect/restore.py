@@ -18,7 +18,7 @@ from typing import Any
 
 from ..sizes import format_bytes
 from .blobs import BlobStore, ManifestRef, all_sessions, checkpoints_root, session_dirname
-from .detect import blob_id, deserialize
+from .detect import blob_id, deserialize, deserialize_chunks
 
 RESTORE_RESERVE = 64 << 20  # what must stay free under the budget after a restore
 
@@ -214,9 +214,9 @@ def load_checkpoint(
                                   "reason": f"it holds {', '.join(missing)}, which could not be restored"})
             continue
         try:
-            ids = [entry["inband"], *entry.get("buffers", [])]
+            inbands = entry.get("chunks") or [entry["inband"]]
             parts = []
-            for bid in ids:
+            for bid in [*inbands, *entry.get("buffers", [])]:
                 try:
                     data = store.read_blob(bid)
                 except FileNotFoundError:
@@ -225,7 +225,11 @@ def load_checkpoint(
                     raise ValueError(f"blob {bid[:12]}... is damaged (its hash does not match)")
                 parts.append(data)
                 report.bytes_read += memoryview(data).nbytes
-            value = deserialize(entry.get("method", "pickle5"), bytes(parts[0]), parts[1:], resolve=loaded.__getitem__)
+            if entry.get("chunks"):
+                value = deserialize_chunks(entry.get("container", "dict"), parts[:len(inbands)], parts[len(inbands):],
+                                           resolve=loaded.__getitem__)
+            else:
+                value = deserialize(entry.get("method", "pickle5"), bytes(parts[0]), parts[1:], resolve=loaded.__getitem__)
         except Exception as exc:
             report.failed.append({"names": entry["names"], "type": entry.get("type", "?"),
                                   "reason": str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}",
