@@ -309,7 +309,9 @@ def test_unreadable_store_is_503_and_deaths_are_still_told(server: JupyterServer
     kept = store.with_name("store.db.kept")
     store.rename(kept)
     try:
-        store.write_bytes(b"this is not a database\n" * 100)
+        # A folder where the store should be: nothing can read it. (Junk bytes no longer do: a sentinel kernel's
+        # supervisor keeps the store open, so its WAL file stays beside it and still holds valid pages.)
+        store.mkdir()
         status, body = server.request("GET", "/api/kernel-sentinel/deaths")
         assert status == 503 and "store" in body["message"] and "\n" not in body["message"]
         kernel_id = server.start_kernel(STOCK)
@@ -323,6 +325,6 @@ def test_unreadable_store_is_503_and_deaths_are_still_told(server: JupyterServer
         assert server.request("GET", "/api/status")[0] == 200
         server.request("DELETE", f"/api/kernels/{kernel_id}")
     finally:
-        store.unlink()
+        store.rmdir()
         kept.rename(store)
     assert server.request("GET", "/api/kernel-sentinel/deaths")[0] == 200
