@@ -10,18 +10,12 @@ No timing is asserted (the speed is in bench/bench_default_cost.py).
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
+from conftest import SENTINEL_KERNELSPEC as SENTINEL
 from conftest import MiB
 from kernel_harness import KernelHarness
-
-SENTINEL = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "Python 3 (sentinel)",
-    "language": "python",
-}
 LOADED = (
     "[bool(getattr(get_ipython(), '_kernel_sentinel_guard', None)), "
     "bool(getattr(get_ipython(), '_kernel_sentinel_checkpointer', None)), "

@@ -9,26 +9,19 @@ memory), and once through a real sentinel kernel killed by SIGKILL.
 from __future__ import annotations
 
 import signal
-import sys
 
 import pytest
 
-from conftest import MiB
+from conftest import SENTINEL_KERNELSPEC, MiB
+from test_resurrect_store import _run as _run_cell
+
 from kernel_sentinel.resurrect.checkpoint import Checkpointer
 from kernel_sentinel.resurrect.restore import load_checkpoint
 
 
-class _Result:
-    def __init__(self, code: str, count: int) -> None:
-        self.info = type("Info", (), {"raw_cell": code})()
-        self.execution_count = count
-
-
 def _run(cp: Checkpointer, ns: dict, code: str, count: int) -> dict:
-    cp.pre_run_cell(None)
-    exec(code, ns)
-    cp.post_run_cell(_Result(code, count))
-    cp.wait()
+    """Run one cell through the checkpointer's hooks, wait for its checkpoint; return the writer's result."""
+    _run_cell(cp, ns, code, count)
     return cp.last_result
 
 
@@ -73,11 +66,7 @@ def test_a_big_list_and_a_dict_holding_notebook_code_round_trip() -> None:
     assert rows_again["bytes_written"] < 200_000, rows_again  # one chunk of the ~2.6 MB list
 
 
-SENTINEL = {
-    "argv": [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"],
-    "display_name": "Python 3 (sentinel)",
-    "language": "python",
-}
+SENTINEL = SENTINEL_KERNELSPEC
 
 
 def test_a_chunked_dict_comes_back_after_sigkill(kernel) -> None:

@@ -162,6 +162,21 @@ def _dump(
     cancelled: Any = None,
 ) -> tuple[_Sink, list[memoryview]]:
     buffers: list[memoryview] = []
+    sink = _Sink(spill_dir, cancelled)
+    pickler = pickler_class(sink, protocol=5, buffer_callback=_out_of_band_into(buffers))
+    if refs:
+        pickler.persistent_id = _refs_by_name(refs, id(obj), used)
+    try:
+        pickler.dump(obj)
+    except BaseException:
+        sink.abandon()
+        raise
+    sink.close()
+    return sink, buffers
+
+
+def _out_of_band_into(buffers: list[memoryview]) -> Any:
+    """Return the pickler's ``buffer_callback``: big contiguous buffers go to ``buffers`` (out-of-band)."""
 
     def out_of_band(buf: pickle.PickleBuffer) -> bool:
         # returning True keeps the buffer in-band: small ones, and non-contiguous ones (no raw view)
@@ -174,28 +189,21 @@ def _dump(
         buffers.append(raw)
         return False
 
-    sink = _Sink(spill_dir, cancelled)
-    pickler = pickler_class(sink, protocol=5, buffer_callback=out_of_band)
-    if refs:
-        own = id(obj)
+    return out_of_band
 
-        def persistent_id(o: Any) -> Any:
-            # a big variable held inside another one is stored once and restored as the same object
-            key = refs.get(id(o))
-            if key is None or id(o) == own:
-                return None
-            if used is not None:
-                used.add(key)
-            return ("ks-ref", key)
 
-        pickler.persistent_id = persistent_id
-    try:
-        pickler.dump(obj)
-    except BaseException:
-        sink.abandon()
-        raise
-    sink.close()
-    return sink, buffers
+def _refs_by_name(refs: dict[int, str], own: int, used: set[str] | None) -> Any:
+    """Return the pickler's ``persistent_id``: a big variable held inside another is stored once, by name."""
+
+    def persistent_id(o: Any) -> Any:
+        key = refs.get(id(o))
+        if key is None or id(o) == own:
+            return None
+        if used is not None:
+            used.add(key)
+        return ("ks-ref", key)
+
+    return persistent_id
 
 
 def _parts(method: str, sink: _Sink, buffers: list[memoryview], used: set[str]) -> Parts:
@@ -345,16 +353,6 @@ def serialize_chunks(obj: Any, spill_dir: str | None = None, refs: dict[int, str
     used: set[str] = set()
     buffers: list[memoryview] = []
 
-    def out_of_band(buf: pickle.PickleBuffer) -> bool:
-        try:
-            raw = buf.raw()
-        except BufferError:
-            return True
-        if raw.nbytes < OUT_OF_BAND_MIN:
-            return True
-        buffers.append(raw)
-        return False
-
     class _Switch:
         """The pickler's one file: each chunk's bytes go to that chunk's sink."""
 
@@ -364,16 +362,9 @@ def serialize_chunks(obj: Any, spill_dir: str | None = None, refs: dict[int, str
             return self.sink.write(data)
 
     switch = _Switch()
-    pickler = pickle.Pickler(switch, protocol=5, buffer_callback=out_of_band)
+    pickler = pickle.Pickler(switch, protocol=5, buffer_callback=_out_of_band_into(buffers))
     if refs:
-        def persistent_id(o: Any) -> Any:
-            key = refs.get(id(o))
-            if key is None or id(o) == own:
-                return None
-            used.add(key)
-            return ("ks-ref", key)
-
-        pickler.persistent_id = persistent_id
+        pickler.persistent_id = _refs_by_name(refs, own, used)
     try:
         keys_it = iter(obj.keys()) if is_dict else None
         values_it = iter(obj.values()) if is_dict else iter(obj)
