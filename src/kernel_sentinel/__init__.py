@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .errors import MemoryBudgetError
 from .extension import load_ipython_extension, unload_ipython_extension
 
@@ -11,7 +9,7 @@ __version__ = "0.1.0"
 __all__ = ["MemoryBudgetError", "__version__", "load_ipython_extension", "shrink", "unload_ipython_extension"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:  # no typing import: the launcher starts here
     # shrink pulls in pandas: import it on first use, not on every `import kernel_sentinel.*`
     # (the launcher, the kernel and the CLI all import this package at start).
     if name == "shrink":
