@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
+
+TYPE_CHECKING = False  # pathlib (and the re it imports) cost ~5 ms: not on the launcher's way to forking the kernel
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def home_dir() -> Path:
     """Return where the store, flight records and checkpoints live: KERNEL_SENTINEL_HOME, else the Jupyter data dir."""
+    from pathlib import Path
+
     explicit = os.environ.get("KERNEL_SENTINEL_HOME")
     if explicit:
         return Path(explicit)
@@ -30,7 +35,7 @@ def kernel_id_from_connection_file(path: str | None) -> str | None:
     """Return the kernel id a connection file names: ``kernel-<id>.json`` -> ``<id>``, else the file's stem."""
     if not path:
         return None
-    stem = Path(path).name
+    stem = os.path.basename(path)
     stem = stem[: -len(".json")] if stem.endswith(".json") else stem
     return stem[len("kernel-") :] if stem.startswith("kernel-") and len(stem) > len("kernel-") else stem
 
