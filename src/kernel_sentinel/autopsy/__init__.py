@@ -7,7 +7,10 @@ that kernel's newest death (newest of all with None), waiting up to ``wait`` sec
 from __future__ import annotations
 
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing costs ~10 ms to import: not on the launcher's way to forking the kernel
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["death_report"]
 
