@@ -9,7 +9,9 @@ advisor's ``check`` is registered here, importing the advisor only when it is fi
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing costs ~10 ms to import: not on the launcher's way to forking the kernel
+if TYPE_CHECKING:
+    from typing import Any
 
 # Nothing imported at the top: ``import kernel_sentinel`` (the CLI, the launcher) must not pull in IPython.
 CHECK_USAGE = "check [PATH...]"

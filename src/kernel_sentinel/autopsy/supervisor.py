@@ -23,7 +23,9 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+TYPE_CHECKING = False  # typing costs ~10 ms to import: not on the launcher's way to forking the kernel
+if TYPE_CHECKING:
+    from typing import Any
 
 # Only what the fork needs is imported up here: every module imported before the kernel is forked delays
 # every start and restart. The rest (memory, flight, gather, store...) is imported after the fork.
