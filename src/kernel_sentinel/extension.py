@@ -2,7 +2,8 @@
 
 The one place where the in-kernel parts meet. The flight recorder loads first, so that a death while
 the guard is still loading is recorded too; then the guard, then checkpoints (which ask the guard's
-budget before they fork). Each part steps aside on its own if it cannot work. ``%sentinel`` and its
+budget before they fork). In a kernel that is starting, all but the recorder load just after it answered
+its first ``kernel_info_request`` and before any cell runs (``after_ready``): frontends wait for that reply. Each part steps aside on its own if it cannot work. ``%sentinel`` and its
 subcommand registry are in ``kernel_sentinel.magics``: each part registers its own subcommands there; the
 advisor's ``check`` is registered here, importing the advisor only when it is first used (~60 ms).
 """
