@@ -56,7 +56,7 @@ class _Once:
         self.fn = fn
         self.shutting_down = shutting_down
         self.done = False  # main thread only
-        self._originals: list[tuple[dict, str, object]] = []
+        self._originals: list[tuple[dict, str, object, object]] = []  # (handlers, name, original, ours)
         self._start = None
 
     def install(self, shell: dict, control: dict | None) -> None:
@@ -77,8 +77,9 @@ class _Once:
 
     def _wrap(self, handlers: dict, name: str, make: Callable[[Callable], Callable]) -> None:
         original = handlers[name]
-        handlers[name] = make(original)
-        self._originals.append((handlers, name, original))
+        ours = make(original)
+        handlers[name] = ours
+        self._originals.append((handlers, name, original, ours))
 
     def _after_reply(self, original: Callable) -> Callable:
         async def kernel_info_request(*args: object) -> None:
@@ -115,8 +116,9 @@ class _Once:
         if self.done:
             return
         self.done = True
-        for handlers, name, original in self._originals:
-            handlers[name] = original
+        for handlers, name, original, ours in self._originals:
+            if handlers.get(name) is ours:  # someone who wrapped it after us keeps their wrapper (and ours)
+                handlers[name] = original
         self._originals.clear()
         if self._start is not None:
             try:
