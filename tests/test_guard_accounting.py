@@ -58,9 +58,11 @@ def test_page_cache_read_twice_is_headroom(kernel, tmp_path):
 
 
 def test_one_big_allocation_near_the_limit_completes(kernel):
+    # Two arrays of 442 MiB and the kernel's own ~85 MiB: 95% of the group, as a stock kernel can. (With
+    # 480 MB arrays it was 98%: more than the guard's fence margin, error room and thread room leave, README.)
     for name, k in both(kernel, GiB):
-        assert k.run("import numpy as np\nbase = np.ones(480_000_000 // 8)").ok
-        res = k.run("c = base * 2\nfloat(c[-1])")  # ~95% of the group, as a stock kernel can
+        assert k.run("import numpy as np\nbase = np.ones(464_000_000 // 8)").ok
+        res = k.run("c = base * 2\nfloat(c[-1])")
         assert res.ok, (name, res.text()[-1500:])
         assert k.alive and k.oom_kills() == 0, name
 

@@ -47,19 +47,23 @@ def test_shell_command_is_named(kernel) -> None:
     assert k.alive
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap (README): on a loaded machine the pool worker can reach the OOM killer before the "
-    "watchdog's interrupt; Pool.map then waits forever, as in a stock kernel",
-)
 def test_pool_worker_is_named(kernel) -> None:
+    """The worker is stopped with the cell, or (when it outran the watchdog) the OOM killer's kill stops the cell.
+
+    Either way the cell ends with a MemoryBudgetError naming the worker, where a stock kernel's Pool.map
+    waits forever (the control below).
+    """
     k = sentinel(kernel)
     before = k.oom_kills()
     res = k.run(POOL, timeout=60)
     assert res.status == "error" and res.ename == "MemoryBudgetError", res.text()[:2000]
     assert "a forked copy of the kernel: a multiprocessing or joblib worker" in res.evalue
-    assert "grew to about" in res.evalue
-    assert k.alive and k.oom_kills() == before
+    if k.oom_kills() == before:
+        assert "grew to about" in res.evalue, res.evalue
+    else:
+        assert "The OOM killer ended" in res.evalue and "intact" in res.evalue, res.evalue
+        assert "kernel-sentinel: the OOM killer ended" not in res.stdout + res.stderr  # said once, in the error
+    assert k.alive
     assert k.value("sentinel_value") == "still here"
     assert k.run("b = np.ones(10**7); float(b.sum())").ok
 

@@ -12,7 +12,7 @@ Which thread may touch what (the code obeys this; "lock" is ``Guard._lock``):
 thread                 may touch
 =====================  ===========================================================================
 any                    the meters (``Meters.read`` has its own lock)
-watchdog (``tick``)    candidates, ``_state``, growth rates, the fence (``Fence`` has its own
+watchdog (``tick``)    candidates, ``_state``, growth rates + lead, the fence (``Fence`` has its own
                        lock); under the lock: ``_cell`` (peak), ``_ceiling``, ``_pending``, ``_sent``,
                        ``_no_room_since``; the reserve only through ``_retake_reserve_if_room`` under
                        the lock and never while ``_handling`` or ``_hold`` is set
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..memory import MemoryReader, MemorySnapshot
+from ..memory.linux import OomKillMeter
 from ..memory.reader import CgroupLocation
 from . import children
 from .config import GuardSettings
@@ -70,6 +71,7 @@ from .reclaim import malloc_trim
 
 REFRESH_SECONDS = 2.0  # full budget re-read (limits, MemAvailable): ~0.2-0.7 ms, so not at every tick
 CHILDREN_SECONDS = 2.0  # children scan
+OOM_CHECK_SECONDS = 0.05  # the kernel's group's OOM-kill counter, read while a cell runs
 RESEND_SECONDS = 0.1  # a cell that keeps growing after an interrupt gets another one
 UNWIND_SECONDS = 2.0  # ... unless one was raised this recently: it is still unwinding
 TIGHT_SLACK = 8 * MiB  # room left when the watchdog freezes growth, so the interrupt itself can unwind
@@ -78,6 +80,7 @@ IDLE_GROWTH = 32 * MiB  # growth with no cell running before the fence freezes (
 GROWTH_NOISE = 4 * MiB  # a tick that moved committed memory less than this did not grow (meters' noise)
 RECURSION_CHECK_SECONDS = 0.2  # how often a growing cell's main thread is looked at for a recursion
 RECURSION_FRAMES = 2000  # deeper than this in one function is a recursion, not a program's call chain
+LEAD_FADE = 0.8  # what is left of the growth lead after a tick without sustained growth
 DELIVERY_SECONDS = 0.005  # from pthread_kill to the handler running, between two bytecodes (FACTS.md)
 
 
@@ -95,6 +98,7 @@ class CellState:
     no_room_seen: bool = False
     recursion: bool = False  # the main thread is deep in a recursion that grows memory
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
+    start_gap: int = 0  # untouched address space when the cell started (``Reading.gap``)
 
 
 class Guard:
@@ -134,6 +138,7 @@ class Guard:
         self._next_recursion_check = 0.0
         self._raised_at = 0.0  # when the signal handler last raised the guard's interrupt
         self._rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # committed growth (bytes/s) over the last ticks
+        self._lead = 0  # the growth lead of the last tick (fades rather than drops)
         self._last_tick_at = 0.0
         self._last_committed = 0
         self._stall = 0.0  # how late ticks come, smoothed (GIL stalls on a busy machine)
@@ -143,6 +148,14 @@ class Guard:
         self._start_wait_since: float | None = None
         self._next_refresh = 0.0
         self._next_children = 0.0
+        self._next_oom_check = 0.0
+        self._oom_meter: OomKillMeter | None = None
+        self._oom_seen: int | None = None  # the counter as of the last check (watchdog only)
+        if self._location is not None:
+            try:
+                self._oom_meter = OomKillMeter(self._location.leaf.directory, self._location.version)
+            except OSError:
+                self._oom_meter = None
         self._children = children.ChildAdjuster(self.settings.child_oom_score_adj)
         self._watchdog: Any = None
         self.main_ident = threading.main_thread().ident
@@ -202,6 +215,8 @@ class Guard:
         """Disable and close the files the meters hold."""
         self.disable()
         self._meters.close()
+        if self._oom_meter is not None:
+            self._oom_meter.close()
         self._reader.close()
 
     @property
@@ -334,7 +349,16 @@ class Guard:
         self._last_committed = committed
         reaction = self.settings.poll_interval + self._stall + DELIVERY_SECONDS
         self.reaction_seconds = reaction
-        return interrupt_line(limit, margin, growth_lead(self._rates, reaction), fraction)
+        # One slower tick (a GIL stall, an array touched rather than taken) drops the sustained rate for three
+        # ticks, and with it the lead, just as a loop nears the line: a string-building loop at 900 MB/s had
+        # its line raised from 938 to 968 MiB one tick before the OOM killer. So while growth goes on the
+        # lead fades by a fifth per tick rather than at once; a tick without growth still ends it (bursts of
+        # imports must not keep the line low: `import sklearn` was stopped at 107 of 256 MiB).
+        lead = growth_lead(self._rates, reaction)
+        if self._rates[-1] > 0:
+            lead = max(lead, int(self._lead * LEAD_FADE))
+        self._lead = lead
+        return interrupt_line(limit, margin, self._lead, fraction)
 
     def tick(self, now: float | None = None) -> None:
         """Read, decide and act once: re-set the fence; interrupt a cell that crossed its line (watchdog)."""
@@ -349,6 +373,9 @@ class Guard:
         if now >= self._next_children:
             self._next_children = now + CHILDREN_SECONDS
             self._children.adjust_existing()
+        if self._oom_meter is not None and now >= self._next_oom_check:
+            self._next_oom_check = now + OOM_CHECK_SECONDS
+            self._check_oom_kills(now)
         reading = self._meters.read()
         best = tightest(self._candidates, reading)
         if best is None:
@@ -371,7 +398,13 @@ class Guard:
             margin, cap = threaded_margins(limit, margin, self.settings.reserve_bytes)
             fraction = min(fraction, cap)
         self._meters.forgive = not threaded
-        line = self._line(limit, margin, committed, now, fraction)
+        # Growth for the lead counts address space taken in this cell as used from the moment it is taken,
+        # without the meters' forgiveness: a 480 MB array being filled was forgiven as a reservation after
+        # 0.25 s, and its filling then looked like a loop growing at every tick (a cell that fits, stopped).
+        grown = committed
+        if cell is not None:
+            grown = committed - reading.untouched + max(0, reading.gap - cell.start_gap)
+        line = self._line(limit, margin, grown, now, fraction)
         self.line_bytes = line
         with self._lock:
             if not self.enabled:
@@ -480,6 +513,38 @@ class Guard:
             self._start_wait_since = now
         return now - self._start_wait_since >= 1.0
 
+    def _check_oom_kills(self, now: float) -> None:
+        """Stop the running cell when the OOM killer just ended one of its children (watchdog).
+
+        A pool worker growing at 800 MB/s can reach the group's limit between two ticks; the OOM killer
+        then ends it (children volunteer), the kernel lives, and ``Pool.map`` waits forever for the task
+        that died with it, as in a stock kernel. The counter moving is the evidence; the cell is
+        interrupted only when a child this cell had is gone, so a kill elsewhere in a shared group (another
+        kernel in the same container) never stops our cell.
+        """
+        try:
+            kills = self._oom_meter.read() if self._oom_meter is not None else None
+        except (OSError, ValueError):
+            kills = None
+        if kills is None:
+            return
+        before, self._oom_seen = self._oom_seen, kills
+        if before is None or kills <= before or self._cell is None:
+            return
+        try:
+            child = children.child_report()
+        except Exception:
+            child = None
+        if not child or child.get("alive"):
+            return
+        with self._lock:
+            if not self.enabled or self._cell is None or self._handling or self._sent:
+                return
+            evidence = self._evidence("watchdog")
+            evidence["child_killed"] = True
+            self._pending = evidence
+            self._interrupt_main(now)
+
     def _trim_first(self, now: float, force: bool = False) -> bool:
         """Return True when it asked malloc to give freed memory back (at most once a second).
 
@@ -567,7 +632,8 @@ class Guard:
             level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
             self._release_cell_states()
             self._idle_noted = False
-            self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
+            self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code,
+                                   start_gap=reading.gap)
             if best and best[0].meter.startswith("cgroup:"):
                 plain = reading.meter(best[0].meter)
                 self._cell.others_at_start = max(0, (plain or 0) - reading.rss)
@@ -579,6 +645,12 @@ class Guard:
 
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
+        if threading.active_count() <= self._baseline_threads:
+            # Address space the finished cell took and left untouched is a reservation (OpenBLAS's buffers
+            # at `import numpy`, an np.empty never filled), not an allocation in flight: no code of the cell
+            # runs any more to touch it. Waiting for a quarter second of quiet counted `import numpy`'s
+            # 97 MiB against the next cell whenever cells came back to back (nbclient, papermill).
+            self._meters.rebase(quiet_seconds=0)
         with self._lock:
             self._cell = None
             self._release_cell_states()
@@ -606,11 +678,16 @@ class Guard:
         The freeze (``_ceiling``), the error path's hold, the pending evidence, the interrupt on its way,
         the no-room and Thread.start() timers: each tightens the fence or leads to an interrupt, so one
         left behind would refuse the next, innocent cell (issue: legitimate cells refused after killers).
+        The last interrupt's times go too: "still unwinding, no resend" is about the cell that was
+        interrupted, and carried over it kept the watchdog silent for the next cell's first two seconds
+        (a string-building killer right after an interrupted one reached the OOM killer).
         """
         self._ceiling = None
         self._hold = None
         self._pending = None
         self._sent = False
+        self._sent_at = 0.0
+        self._raised_at = 0.0
         self._handling = False
         self._no_room_since = None
         self._start_wait_since = None
@@ -665,6 +742,8 @@ class Guard:
             evidence["usage_at_interrupt_bytes"] = pending.get("usage_bytes")
             if pending.get("background"):
                 evidence["background"] = True
+            if pending.get("child_killed"):
+                evidence["child_killed"] = True
             if pending.get("thread"):
                 # A thread died at the fence and the cell was stopped for it: the fence refused.
                 evidence["thread"] = pending["thread"]
@@ -725,6 +804,13 @@ class Guard:
     # -- the error path's reserve -----------------------------------------------------------------
 
     def _take_reserve(self) -> None:
+        """Hold ``error_reserve_bytes`` of resident memory, freed when a cell fails so the error can be shown.
+
+        Resident on purpose (it is most of the sentinel kernel's RSS over stock): a loop that overshoots its
+        line in one step (a list's pointer array reallocated, +120 MiB) leaves nothing under the limit, and
+        only memory really given back makes room then. Kept instead as room in the margins, the same growth
+        loop aborted the kernel in one run of three (8 MiB resident: one run of three too).
+        """
         n = self.settings.error_reserve_bytes
         if n <= 0 or self._reserve is not None:
             return

@@ -261,7 +261,13 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
     budget_txt = format_bytes(budget) if budget is not None else "its"
 
     child = ev.get("child") if isinstance(ev.get("child"), dict) else None
-    if child:
+    if child and child.get("killed"):
+        size = f" after growing to at least {format_bytes(child.get('rss_bytes'))}" if child.get("rss_bytes") else ""
+        headline = (
+            f"The OOM killer ended {child_words(child)}{size}: together they ran out of the {budget_txt} memory "
+            f"budget. {who} was stopped rather than left waiting forever for it; the kernel and its variables are intact."
+        )
+    elif child:
         headline = (
             f"{child_words(child)[0].upper()}{child_words(child)[1:]} grew to about "
             f"{format_bytes(child.get('rss_bytes'))} of the {budget_txt} memory budget while {who.lower() if who == 'This cell' else who} "

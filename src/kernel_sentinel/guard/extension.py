@@ -97,7 +97,7 @@ def load(ip: Any) -> Guard | None:
             ip.set_custom_exc(_custom_exceptions(), _custom_exc)  # duckdb's OOM error is no MemoryError
         guard.cell_started(getattr(ip, "execution_count", None), raw)
         before.check(raw)
-        children_watch.start(raw)
+        children_watch.start(raw, guard)
 
     def post_run_cell(result: Any = None) -> None:
         before.done()
@@ -396,6 +396,14 @@ def _child_that_grew(ev: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not child:
         return None
+    if ev.get("child_killed"):
+        # The OOM killer ended it (the evidence the watchdog stopped the cell for): named whatever its size
+        # was when last seen, since it grew between two scans and took its memory with it.
+        named = {"pid": child["pid"], "command": child["command"], "rss_bytes": child.get("peak_bytes"),
+                 "alive": False, "killed": True}
+        if child.get("pids"):
+            named["pids"] = child["pids"]
+        return named
     used = ev.get("usage_at_interrupt_bytes") or ev.get("usage_bytes") or 0
     outside = max(0, int(used) - int(ev.get("rss_bytes") or used))
     size = max(int(child.get("peak_bytes") or 0), outside)
@@ -419,6 +427,7 @@ class ChildrenWatch:
         self._oom: OomKillMeter | None | bool = False  # False: not opened yet; None: no counter to read
         self._oom_before: int | None = None
         self._shell: str | None = None
+        self._interventions = 0  # the guard's count at the cell's start: an error of this cell said it already
 
     def _oom_kills(self) -> int | None:
         """Return the kernel's memory group's OOM-kill counter (one pread of a file kept open: ~5 us)."""
@@ -434,7 +443,7 @@ class ChildrenWatch:
                 self._oom = None
         return self._oom.read() if self._oom else None
 
-    def start(self, raw: str | None = None) -> None:
+    def start(self, raw: str | None = None, guard: Guard | None = None) -> None:
         children.forget_seen()  # a child of an earlier cell is not this cell's (a live one is read again)
         # A shell escape's command, for when the child is gone before its command line could be read.
         self._shell = next((ln.strip()[1:].strip() for ln in (raw or "").splitlines()
@@ -443,6 +452,7 @@ class ChildrenWatch:
             self._oom_before = self._oom_kills()
         except Exception:
             self._oom_before = None
+        self._interventions = getattr(guard, "interventions", 0) or 0
 
     def finish(self, guard: Guard) -> None:
         try:
@@ -458,6 +468,9 @@ class ChildrenWatch:
         killed = after is not None and self._oom_before is not None and after > self._oom_before
         if not pending and not killed:
             return None
+        last = getattr(guard, "last_failure", None) or {}
+        if killed and last.get("child_killed") and getattr(guard, "interventions", 0) > self._interventions:
+            return None  # the cell's MemoryBudgetError named the child the OOM killer ended
         ev = dict(pending or {})
         child = _child_that_grew(ev) if pending else None
         if child is None and killed:

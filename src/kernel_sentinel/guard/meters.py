@@ -52,6 +52,7 @@ class Meters:
         self.pinned: int | None = None  # gap before a malloc_trim(): pages it returned stay counted
         self.forgive = True  # False while the cell's own threads run: their arenas reuse pages unseen
         self._last_gap = 0
+        self._last_vm_data = 0
         self.gap_rose_at = 0.0  # when untouched address space last grew (someone is allocating now)
 
     @property
@@ -139,13 +140,17 @@ class Meters:
                 pass
             groups[d] = (usage, max(0, ws - self._lag_credit(d, rss_before, rss_low, ws)))
         now = time.monotonic()
-        if gap > self._last_gap + GAP_NOISE:
+        # The part of the gap's rise that VmData did not make is pages handed back (RSS down, VmData not):
+        # malloc_trim(), Arrow's release, a thread arena's shrink. Nobody is taking memory there.
+        returned = max(0, (gap - self._last_gap) - max(0, vm_data - self._last_vm_data))
+        if gap - returned > self._last_gap + GAP_NOISE:
             self.gap_rose_at = now
         self._last_gap = gap
-        self.untouched_base = self._base(gap, now)
-        return Reading(vm_data, rss, groups, gap - self.untouched_base)
+        self._last_vm_data = vm_data
+        self.untouched_base = self._base(gap, now, returned)
+        return Reading(vm_data, rss, groups, gap - self.untouched_base, gap)
 
-    def _base(self, gap: int, now: float) -> int:
+    def _base(self, gap: int, now: float, returned: int = 0) -> int:
         """Return the gap that is no one's allocation in flight: today's once nothing took more for a while.
 
         Untouched address space counts against the fence while something is taking it: ``np.empty`` of
@@ -157,11 +162,16 @@ class Meters:
         malloc_trim() returned stay counted (``pin``) while the cell's own threads run, until they are taken
         again: those threads reuse them unseen by any fence; a single thread's reuse shows in its usage,
         which the watchdog sees (a pin kept after an append loop's ``del`` refused the next small cells).
+        For the same reason, without the cell's threads, pages handed back (``returned``) are forgiven at
+        once rather than after FORGIVE_SECONDS: the guard's own trim at a cell's start, after an append
+        loop's ``del``, raised the gap by 780 MiB and refused the 150 MiB cell that followed.
         """
         base = self.untouched_base
         quiet = self.forgive and now - self.gap_rose_at >= FORGIVE_SECONDS
         if base is None or gap < base or quiet:
             base = gap  # freed or touched below the base (it follows down), or quiet: forgiven
+        elif self.forgive and returned:
+            base = min(gap, base + returned)
         if self.pinned is not None:
             if gap <= self.pinned or self.forgive:
                 self.pinned = None  # the returned pages were taken again (or freed): nothing pinned is left
