@@ -33,7 +33,7 @@ from typing import Any
 
 from .identity import home_dir  # noqa: F401  (re-exported: the rule lives in identity, one leaf module)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STORE_NAME = "store.db"
 DATABASE_URL_ENV = "KERNEL_SENTINEL_DATABASE_URL"
 USERS_ROLE = "kernel_sentinel_users"  # the PostgreSQL group role every hub user's role is a member of
@@ -150,6 +150,13 @@ _MIGRATIONS: dict[int, tuple[str, str]] = {
         """
     CREATE INDEX IF NOT EXISTS deaths_fleet ON deaths (died_at, cause, username, host, notebook, library, cell_key);
     CREATE INDEX IF NOT EXISTS memory_errors_fleet ON memory_errors (at, username, host, notebook, library, cell_key)
+    """,
+        "",
+    ),
+    # The server counts each kernel's memory errors every 2 s (the one count): 1.9 ms on 10k rows without it.
+    5: (
+        """
+    CREATE INDEX IF NOT EXISTS memory_errors_by_kernel ON memory_errors (kernel_id)
     """,
         "",
     ),
