@@ -12,7 +12,7 @@ Which thread may touch what (the code obeys this; "lock" is ``Guard._lock``):
 thread                 may touch
 =====================  ===========================================================================
 any                    the meters (``Meters.read`` has its own lock)
-watchdog (``tick``)    candidates, ``_state``, growth rates + lead, the fence (``Fence`` has its own
+watchdog (``tick``)    candidates, ``_state``, growth rates, the fence (``Fence`` has its own
                        lock); under the lock: ``_cell`` (peak), ``_ceiling``, ``_pending``, ``_sent``,
                        ``_no_room_since``; the reserve only through ``_retake_reserve_if_room`` under
                        the lock and never while ``_handling`` or ``_hold`` is set
@@ -80,7 +80,6 @@ IDLE_GROWTH = 32 * MiB  # growth with no cell running before the fence freezes (
 GROWTH_NOISE = 4 * MiB  # a tick that moved committed memory less than this did not grow (meters' noise)
 RECURSION_CHECK_SECONDS = 0.2  # how often a growing cell's main thread is looked at for a recursion
 RECURSION_FRAMES = 2000  # deeper than this in one function is a recursion, not a program's call chain
-LEAD_FADE = 0.8  # what is left of the growth lead after a tick without sustained growth
 DELIVERY_SECONDS = 0.005  # from pthread_kill to the handler running, between two bytecodes (FACTS.md)
 
 
@@ -98,7 +97,6 @@ class CellState:
     no_room_seen: bool = False
     recursion: bool = False  # the main thread is deep in a recursion that grows memory
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
-    start_gap: int = 0  # untouched address space when the cell started (``Reading.gap``)
 
 
 class Guard:
@@ -138,7 +136,6 @@ class Guard:
         self._next_recursion_check = 0.0
         self._raised_at = 0.0  # when the signal handler last raised the guard's interrupt
         self._rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # committed growth (bytes/s) over the last ticks
-        self._lead = 0  # the growth lead of the last tick (fades rather than drops)
         self._last_tick_at = 0.0
         self._last_committed = 0
         self._stall = 0.0  # how late ticks come, smoothed (GIL stalls on a busy machine)
@@ -349,16 +346,7 @@ class Guard:
         self._last_committed = committed
         reaction = self.settings.poll_interval + self._stall + DELIVERY_SECONDS
         self.reaction_seconds = reaction
-        # One slower tick (a GIL stall, an array touched rather than taken) drops the sustained rate for three
-        # ticks, and with it the lead, just as a loop nears the line: a string-building loop at 900 MB/s had
-        # its line raised from 938 to 968 MiB one tick before the OOM killer. So while growth goes on the
-        # lead fades by a fifth per tick rather than at once; a tick without growth still ends it (bursts of
-        # imports must not keep the line low: `import sklearn` was stopped at 107 of 256 MiB).
-        lead = growth_lead(self._rates, reaction)
-        if self._rates[-1] > 0:
-            lead = max(lead, int(self._lead * LEAD_FADE))
-        self._lead = lead
-        return interrupt_line(limit, margin, self._lead, fraction)
+        return interrupt_line(limit, margin, growth_lead(self._rates, reaction), fraction)
 
     def tick(self, now: float | None = None) -> None:
         """Read, decide and act once: re-set the fence; interrupt a cell that crossed its line (watchdog)."""
@@ -398,13 +386,7 @@ class Guard:
             margin, cap = threaded_margins(limit, margin, self.settings.reserve_bytes)
             fraction = min(fraction, cap)
         self._meters.forgive = not threaded
-        # Growth for the lead counts address space taken in this cell as used from the moment it is taken,
-        # without the meters' forgiveness: a 480 MB array being filled was forgiven as a reservation after
-        # 0.25 s, and its filling then looked like a loop growing at every tick (a cell that fits, stopped).
-        grown = committed
-        if cell is not None:
-            grown = committed - reading.untouched + max(0, reading.gap - cell.start_gap)
-        line = self._line(limit, margin, grown, now, fraction)
+        line = self._line(limit, margin, committed, now, fraction)
         self.line_bytes = line
         with self._lock:
             if not self.enabled:
@@ -632,8 +614,7 @@ class Guard:
             level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
             self._release_cell_states()
             self._idle_noted = False
-            self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code,
-                                   start_gap=reading.gap)
+            self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
             if best and best[0].meter.startswith("cgroup:"):
                 plain = reading.meter(best[0].meter)
                 self._cell.others_at_start = max(0, (plain or 0) - reading.rss)
@@ -645,12 +626,6 @@ class Guard:
 
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
-        if threading.active_count() <= self._baseline_threads:
-            # Address space the finished cell took and left untouched is a reservation (OpenBLAS's buffers
-            # at `import numpy`, an np.empty never filled), not an allocation in flight: no code of the cell
-            # runs any more to touch it. Waiting for a quarter second of quiet counted `import numpy`'s
-            # 97 MiB against the next cell whenever cells came back to back (nbclient, papermill).
-            self._meters.rebase(quiet_seconds=0)
         with self._lock:
             self._cell = None
             self._release_cell_states()

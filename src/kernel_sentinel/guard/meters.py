@@ -148,7 +148,7 @@ class Meters:
         self._last_gap = gap
         self._last_vm_data = vm_data
         self.untouched_base = self._base(gap, now, returned)
-        return Reading(vm_data, rss, groups, gap - self.untouched_base, gap)
+        return Reading(vm_data, rss, groups, gap - self.untouched_base)
 
     def _base(self, gap: int, now: float, returned: int = 0) -> int:
         """Return the gap that is no one's allocation in flight: today's once nothing took more for a while.

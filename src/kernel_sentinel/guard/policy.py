@@ -45,7 +45,6 @@ class Reading:
     rss: int
     cgroups: dict[str, tuple[int, int]] = field(default_factory=dict)  # directory -> (usage, in use)
     untouched: int = 0  # address space taken since the cell started but not yet resident (np.empty, calloc)
-    gap: int = 0  # all untouched data address space, forgiven or not (VmData - resident anonymous - stacks)
 
     def meter(self, name: str) -> int | None:
         """Return the usage ``name`` measures (None when it could not be read)."""
