@@ -495,6 +495,13 @@ class Guard:
             self._start_wait_since = now
         return now - self._start_wait_since >= 1.0
 
+    def oom_kills(self) -> int | None:
+        """Return the kernel's memory group's OOM-kill counter (any thread: one pread), None when unreadable."""
+        try:
+            return self._oom_meter.read() if self._oom_meter is not None else None
+        except (OSError, ValueError):
+            return None
+
     def _check_oom_kills(self, now: float) -> None:
         """Stop the running cell when the OOM killer just ended one of its children (watchdog).
 
@@ -504,10 +511,7 @@ class Guard:
         interrupted only when a child this cell had is gone, so a kill elsewhere in a shared group (another
         kernel in the same container) never stops our cell.
         """
-        try:
-            kills = self._oom_meter.read() if self._oom_meter is not None else None
-        except (OSError, ValueError):
-            kills = None
+        kills = self.oom_kills()
         if kills is None:
             return
         before, self._oom_seen = self._oom_seen, kills

@@ -49,7 +49,6 @@ import sys
 import threading
 from typing import Any
 
-from ..memory.linux import OomKillMeter
 from ..errors import MemoryBudgetError
 from ..sizes import format_bytes
 from . import children, prerun
@@ -396,20 +395,20 @@ def _child_that_grew(ev: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not child:
         return None
-    if ev.get("child_killed"):
+    killed = bool(ev.get("child_killed"))
+    if killed:
         # The OOM killer ended it (the evidence the watchdog stopped the cell for): named whatever its size
         # was when last seen, since it grew between two scans and took its memory with it.
-        named = {"pid": child["pid"], "command": child["command"], "rss_bytes": child.get("peak_bytes"),
-                 "alive": False, "killed": True}
-        if child.get("pids"):
-            named["pids"] = child["pids"]
-        return named
-    used = ev.get("usage_at_interrupt_bytes") or ev.get("usage_bytes") or 0
-    outside = max(0, int(used) - int(ev.get("rss_bytes") or used))
-    size = max(int(child.get("peak_bytes") or 0), outside)
-    if not used or size < max(64 << 20, CHILD_SHARE * used):
-        return None
+        size = child.get("peak_bytes")
+    else:
+        used = ev.get("usage_at_interrupt_bytes") or ev.get("usage_bytes") or 0
+        outside = max(0, int(used) - int(ev.get("rss_bytes") or used))
+        size = max(int(child.get("peak_bytes") or 0), outside)
+        if not used or size < max(64 << 20, CHILD_SHARE * used):
+            return None
     named = {"pid": child["pid"], "command": child["command"], "rss_bytes": size, "alive": child.get("alive")}
+    if killed:
+        named.update(alive=False, killed=True)
     if child.get("pids"):
         named["pids"] = child["pids"]
     return named
@@ -424,34 +423,22 @@ class ChildrenWatch:
     """
 
     def __init__(self) -> None:
-        self._oom: OomKillMeter | None | bool = False  # False: not opened yet; None: no counter to read
+        self._guard: Guard | None = None  # whose OOM-kill counter (the kernel's own group) is read
         self._oom_before: int | None = None
         self._shell: str | None = None
         self._interventions = 0  # the guard's count at the cell's start: an error of this cell said it already
 
     def _oom_kills(self) -> int | None:
-        """Return the kernel's memory group's OOM-kill counter (one pread of a file kept open: ~5 us)."""
-        if self._oom is False:
-            self._oom = None
-            try:
-                from ..memory import locate_cgroup
-
-                location, _ = locate_cgroup()
-                if location is not None:
-                    self._oom = OomKillMeter(location.leaf.directory, location.version)
-            except Exception:
-                self._oom = None
-        return self._oom.read() if self._oom else None
+        """Return the kernel's memory group's OOM-kill counter, read through the guard's meter."""
+        return self._guard.oom_kills() if self._guard is not None else None
 
     def start(self, raw: str | None = None, guard: Guard | None = None) -> None:
         children.forget_seen()  # a child of an earlier cell is not this cell's (a live one is read again)
         # A shell escape's command, for when the child is gone before its command line could be read.
         self._shell = next((ln.strip()[1:].strip() for ln in (raw or "").splitlines()
                             if ln.strip().startswith("!")), None) if raw and "!" in raw else None
-        try:
-            self._oom_before = self._oom_kills()
-        except Exception:
-            self._oom_before = None
+        self._guard = guard
+        self._oom_before = self._oom_kills()
         self._interventions = getattr(guard, "interventions", 0) or 0
 
     def finish(self, guard: Guard) -> None:
