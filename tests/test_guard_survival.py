@@ -131,6 +131,48 @@ def test_background_growth_while_no_cell_runs(kernel):
     assert k.run("import time\ntime.sleep(0.5)\nd = 1").ok  # nothing stray interrupts a later cell
 
 
+GROWER = (
+    "import threading, time\n"
+    "grown = []\n"
+    "def _grow():\n"
+    "    for _ in range(2000):\n"
+    "        grown.append(np.ones(10**6))\n"
+    "        time.sleep(0.002)\n"
+    "th = threading.Thread(target=_grow, name='grower')\n"
+    "th.start()\n"
+    "th.join()"
+)
+
+
+def test_a_cells_growing_thread_stops_with_it_and_idle_workers_live_on(kernel):
+    """The cell's thread keeps growing after the cell is stopped: it gets a MemoryBudgetError of its own.
+
+    Without that it took the room the cell's error path had freed, and libzmq aborted the kernel (3 runs
+    in 8 under load). A pool's worker blocked on its queue runs no Python meanwhile: it is not touched.
+    """
+    k = guarded(kernel)
+    before = k.oom_kills()
+    assert k.run("from concurrent.futures import ThreadPoolExecutor\npool = ThreadPoolExecutor(2)\n"
+                 "assert pool.submit(sum, [1, 2]).result() == 3").ok
+    res = k.run(GROWER)
+    assert_survived(k, res, before)
+    assert k.run("th.join(60)").ok
+    assert k.value("th.is_alive()") is False
+    assert k.value(f"{GUARD}.status()['threads_stopped']") == ["grower"]
+    assert k.value("pool.submit(sum, [3, 4]).result(timeout=30)") == 7  # the idle worker lives on
+    assert k.run("del grown\nc = np.ones(50 * 2**20 // 8); int(c.sum())").ok
+    assert k.alive and k.oom_kills() == before
+    assert k.value("sentinel_value") == "still here"
+
+    # The control: a stock kernel in the same group is OOM-killed by the same cell.
+    stock = kernel(limit_bytes=GiB, env=ISOLATE)
+    assert stock.run("import numpy as np").ok
+    res = stock.run(GROWER, timeout=120)
+    assert res.status == "died"
+    stock.wait_for_death()
+    assert stock.oom_kills() >= 1
+
+
 def test_leak_across_cells(kernel):
     k = guarded(kernel)
     before = k.oom_kills()

@@ -4,7 +4,9 @@ Measure -> decide -> act. ``Guard.tick()`` (the watchdog thread, every ~10 ms) t
 (``meters.py``), asks ``policy.py`` for the fence and the interrupt line, re-sets RLIMIT_DATA and sends
 SIGINT to the main thread when a cell's committed memory crosses the line. The full budget picture
 (``MemoryReader`` with ``rlimits=False``, so the guard never mistakes its own fence for the budget) is
-re-read every two seconds; that is also when the kernel's children are made OOM volunteers.
+re-read every two seconds; that is also when the kernel's children are made OOM volunteers. Threads running
+a cell's code that keep growing once the main thread was stopped (or while no cell runs) are stopped in
+their own thread (``threadstop.py``), before they take the room the kernel's own machinery needs.
 
 Which thread may touch what (the code obeys this; "lock" is ``Guard._lock``):
 
@@ -13,17 +15,19 @@ thread                 may touch
 =====================  ===========================================================================
 any                    the meters (``Meters.read`` has its own lock)
 watchdog (``tick``)    candidates, ``_state``, growth rates, the fence (``Fence`` has its own
-                       lock); under the lock: ``_cell`` (peak), ``_ceiling``, ``_pending``, ``_sent``,
-                       ``_no_room_since``; the reserve only through ``_retake_reserve_if_room`` under
-                       the lock and never while ``_handling`` or ``_hold`` is set
+                       lock), the thread-stops (``_stopping``, ``threads_stopped``); under the lock:
+                       ``_cell`` (peak), ``_ceiling``, ``_pending``, ``_sent``, ``_no_room_since``; the
+                       reserve only through ``_retake_reserve_if_room`` under the lock and never while
+                       ``_handling`` or ``_hold`` is set
 main (cell hooks,      ``cell_started``/``cell_finished``/``begin_failure``/``end_failure``: all of the
-error handler,         above under the lock; ``_reserve`` is released only in ``begin_failure``, under
-magics)                the lock, after ``_hold`` and ``_handling`` are set (so no tick can take it back)
+error handler,         above under the lock, and ``_after_stop``, ``_kernel_threads``; ``_reserve`` is
+magics)                released only in ``begin_failure``, under the lock, after ``_hold`` and
+                       ``_handling`` are set (so no tick can take it back)
 signal handler         ``consume_interrupt``, ``interrupt_raised``, ``note_recursion``: plain attribute
 (main thread)          writes (``_sent``, ``_raised_at``, ``_recursion``), never the lock: the handler runs
                        between two bytecodes of the main thread, which may hold the lock at that moment
-dying thread           ``thread_failed``: under the lock, sets ``_pending`` and sends the interrupt
-(``excepthook``)
+dying thread           ``thread_failed``: under the lock, sets ``_pending`` and sends the interrupt;
+(``excepthook``)       ``thread_stopped``: appends to ``threads_stopped`` (a list: one append is atomic)
 forked child           nothing: ``children.py``'s at-fork hook gives the child the user's RLIMIT_DATA
                        back; the child never ticks (the watchdog thread does not survive a fork)
 =====================  ===========================================================================
@@ -47,7 +51,7 @@ from typing import Any
 from ..memory import MemoryReader, MemorySnapshot
 from ..memory.linux import OomKillMeter
 from ..memory.reader import CgroupLocation
-from . import children
+from . import children, threadstop
 from .config import GuardSettings
 from .fence import INFINITY, Fence
 from .meters import FORGIVE_SECONDS, Meters
@@ -77,10 +81,12 @@ UNWIND_SECONDS = 2.0  # ... unless one was raised this recently: it is still unw
 TIGHT_SLACK = 8 * MiB  # room left when the watchdog freezes growth, so the interrupt itself can unwind
 NO_ROOM_SECONDS = 2.0  # a cell that has had no room under the fence this long is interrupted
 IDLE_GROWTH = 32 * MiB  # growth with no cell running before the fence freezes (a background thread)
-GROWTH_NOISE = 4 * MiB  # a tick that moved committed memory less than this did not grow (meters' noise)
-RECURSION_CHECK_SECONDS = 0.2  # how often a growing cell's main thread is looked at for a recursion
+GROWTH_NOISE = 4 * MiB  # committed memory moving less than this did not grow (meters' noise)
+RATE_SECONDS = 0.05  # ... within this long: a growth sample is this long at least, unless it grew more
+RECURSION_CHECK_SECONDS = 0.05  # how often a growing cell's main thread is looked at for a recursion
 RECURSION_FRAMES = 2000  # deeper than this in one function is a recursion, not a program's call chain
 DELIVERY_SECONDS = 0.005  # from pthread_kill to the handler running, between two bytecodes (FACTS.md)
+STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
 
 
 @dataclass
@@ -97,6 +103,7 @@ class CellState:
     no_room_seen: bool = False
     recursion: bool = False  # the main thread is deep in a recursion that grows memory
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
+    threads_at_start: frozenset[int] = frozenset()  # threads alive before the cell: not its own
 
 
 class Guard:
@@ -137,7 +144,7 @@ class Guard:
         self._raised_at = 0.0  # when the signal handler last raised the guard's interrupt
         self._rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # committed growth (bytes/s) over the last ticks
         self._last_tick_at = 0.0
-        self._last_committed = 0
+        self._rate_anchor = (0.0, 0)  # (when, committed) the growth sample being measured started from
         self._stall = 0.0  # how late ticks come, smoothed (GIL stalls on a busy machine)
         self.reaction_seconds = self.settings.poll_interval + DELIVERY_SECONDS
         self.line_bytes: int | None = None  # the interrupt line of the last tick
@@ -160,6 +167,11 @@ class Guard:
         self.max_tick_gap = 0.0
         self.watchdog_cpu_seconds = 0.0  # CPU time the watchdog thread itself has used
         self._baseline_threads = threading.active_count()
+        self._kernel_threads: set[int] = threadstop.alive()  # main thread, at the first cell
+        self._after_stop: int | None = None  # committed when the cell's error path began (lock)
+        self._stopping: list[int] = []  # threads a ThreadMemoryError is pending in (watchdog only)
+        self._stopping_at = 0.0
+        self.threads_stopped: list[str] = []  # the cells' threads it stopped (their excepthook appends)
         self._first_cell_seen = False
         self.interval_factor = 1  # the watchdog waits this many poll intervals (5 far from the budget)
 
@@ -271,6 +283,7 @@ class Guard:
             "max_tick_gap_seconds": round(self.max_tick_gap, 4),
             "watchdog_cpu_seconds": round(self.watchdog_cpu_seconds, 4),
             "interventions": self.interventions,
+            "threads_stopped": list(self.threads_stopped),
             "reserve_held": self._reserve is not None,
             "stepped_aside": self.stepped_aside,
             "last_failure": self.last_failure,
@@ -339,11 +352,23 @@ class Guard:
         if 0 < dt < 5.0:
             expected = self.settings.poll_interval * self.interval_factor
             self._stall = 0.8 * self._stall + 0.2 * max(0.0, dt - expected)
-            delta = committed - self._last_committed
-            rate = delta / dt if delta > GROWTH_NOISE else 0.0
-            self._rates = (*self._rates[1:], rate)
         self._last_tick_at = now
-        self._last_committed = committed
+        # One growth sample spans at least GROWTH_NOISE of growth, or RATE_SECONDS: near the line ticks come
+        # every 10 ms, and a loop's tick that moved less than the noise (a list's pointer array moved, a GC
+        # pass) counted as "no growth" took the lead away for three ticks; a string-building loop at 600 MB/s
+        # then crossed a line 30 MiB higher and reached the OOM killer under CI's load.
+        since, start = self._rate_anchor
+        span = now - since if since else 0.0
+        if not 0 < span < 5.0:
+            self._rate_anchor = (now, committed)
+        else:
+            delta = committed - start
+            if delta > GROWTH_NOISE:
+                self._rates = (*self._rates[1:], delta / span)
+                self._rate_anchor = (now, committed)
+            elif span >= RATE_SECONDS or delta < -GROWTH_NOISE:
+                self._rates = (*self._rates[1:], 0.0)
+                self._rate_anchor = (now, committed)
         reaction = self.settings.poll_interval + self._stall + DELIVERY_SECONDS
         self.reaction_seconds = reaction
         return interrupt_line(limit, margin, growth_lead(self._rates, reaction), fraction)
@@ -419,28 +444,48 @@ class Guard:
                 # Committed memory (in use plus taken-but-untouched) is judged, so a big allocation the fence
                 # let through and that is being filled is not growth; the line is lowered by sustained growth.
                 over = committed >= level or stuck
+                if over and self._ceiling is None and reading.untouched and self._meters.forgive_settled(now):
+                    # Over only with address space no one took in the last SETTLED_SECONDS: a reservation
+                    # (OpenBLAS takes ~116 MiB during `import sklearn` and touches it later), no allocation
+                    # in flight; the fence still counts it until it is forgiven for good.
+                    reading, best, fence_headroom, over = self._judge_again(best, level, stuck)
                 if over and self._ceiling is None and self._trim_first(now):
                     # malloc gave its cache of freed memory back to the OS: judge again, at once
-                    reading = self._meters.read()
-                    best = tightest(self._candidates, reading) or best
-                    cand, usage, headroom = best
-                    self._state = (cand, usage, headroom, reading)
-                    committed_best = tightest(self._candidates, reading, committed=True) or best
-                    fence_headroom = committed_best[2]
-                    over = committed_best[1] >= level or stuck
+                    reading, best, fence_headroom, over = self._judge_again(best, level, stuck)
+                cand, usage = best[0], best[1]
                 if over:
                     if self._ceiling is None and not cell.recursion:
                         # (unwinding a recursion needs memory for every frame: no freeze for it)
                         self._ceiling = reading.vm_data + TIGHT_SLACK
                         self._pending = self._evidence("watchdog", reading=reading, best=best)
+                    # Another interrupt only for a cell that still grows (or is stuck): one unwinding 2.5 M
+                    # frames of a recursion, or formatting their traceback, is over the line without growing,
+                    # and each resend restarted that work (a 180 s livelock in a 384 MiB group).
                     if (
                         not self._handling
                         and now - self._sent_at >= RESEND_SECONDS
                         and now - self._raised_at >= UNWIND_SECONDS
+                        and (cell.interrupts == 0 or stuck or sustained_rate(self._rates) > 0)
                     ):
                         self._interrupt_main(now)
+                        if threaded:
+                            # The cell's own threads would keep growing into the room its error path needs
+                            # (libzmq aborted the kernel 3 times in 8): they stop with it.
+                            self._stop_cell_threads(now, self._kernel_threads | cell.threads_at_start)
+                if (
+                    self._handling
+                    and self._after_stop is not None
+                    and committed >= level
+                    and committed > self._after_stop + GROWTH_NOISE
+                ):
+                    # The main thread is stopped, memory still grows: the cell's threads. Stopped now, while
+                    # there is room left under the fence for the kernel's own machinery.
+                    self._stop_cell_threads(now, self._kernel_threads)
             else:
                 base = self._idle_base if self._idle_base is not None else committed
+                if committed >= line and committed > base + GROWTH_NOISE:
+                    # growth above the line with no cell running: a thread left running by a cell
+                    self._stop_cell_threads(now, self._kernel_threads)
                 if committed >= line and committed > base + IDLE_GROWTH:
                     if self._ceiling is None and self._trim_first(now):
                         return
@@ -452,8 +497,21 @@ class Guard:
                         self._note_background(usage, cand)
                 elif self._ceiling is not None and committed < line:
                     self._ceiling = None
+            if self._stopping and now - self._stopping_at >= STOP_PENDING_SECONDS:
+                threadstop.clear(self._stopping)
+                self._stopping = []
             ceiling = self._hold if self._hold is not None else self._ceiling
             self._fence.apply(self._fence.compute(reading.vm_data, fence_headroom, margin, ceiling))
+
+    def _judge_again(
+        self, best: tuple[Candidate, int, int], level: int, stuck: bool
+    ) -> tuple[Reading, tuple[Candidate, int, int], int, bool]:
+        """Return (reading, best, fence headroom, over) read afresh, once memory was given back (watchdog)."""
+        reading = self._meters.read()
+        best = tightest(self._candidates, reading) or best
+        self._state = (*best, reading)
+        committed_best = tightest(self._candidates, reading, committed=True) or best
+        return reading, best, committed_best[2], committed_best[1] >= level or stuck
 
     def _main_recurses(self) -> bool:
         """Return True when the main thread runs the same function thousands of frames deep (watchdog).
@@ -564,6 +622,26 @@ class Guard:
             self._pending = evidence
             self._interrupt_main(time.monotonic())
 
+    def _stop_cell_threads(self, now: float, exclude: set[int] | frozenset[int]) -> None:
+        """Raise ThreadMemoryError in the cells' threads that run Python now (watchdog, under the lock).
+
+        Threads blocked in C (waiting on a lock, a queue, a socket) do not take it: ``clear`` withdraws it
+        after STOP_PENDING_SECONDS, so only threads that ran meanwhile (the one growing among them) stop.
+        """
+        if now - self._stopping_at < RESEND_SECONDS:
+            return
+        threads = {t.ident: t.name for t in threadstop.cell_threads(exclude)}
+        if not threads:
+            return
+        stopped = threadstop.stop([i for i in threads if i is not None])
+        self._stopping = sorted(set(self._stopping) | set(stopped))
+        self._stopping_at = now
+
+    def thread_stopped(self, thread_name: str) -> None:
+        """A cell's thread ended with the guard's ThreadMemoryError (its excepthook): remember its name."""
+        self.threads_stopped.append(thread_name)
+        del self.threads_stopped[:-20]
+
     def _interrupt_main(self, now: float) -> None:
         import signal
 
@@ -601,6 +679,7 @@ class Guard:
             # those alive when the first cell starts; any more are the cells' (threaded margins).
             self._first_cell_seen = True
             self._baseline_threads = max(self._baseline_threads, threading.active_count())
+            self._kernel_threads = threadstop.alive()
         # Untouched address space from earlier cells is forgotten at a cell's start once it has stopped
         # growing for FORGIVE_SECONDS, or for a second while threads of earlier cells still run (a thread
         # left running by an interrupted cell may still be taking it: the stress test hung without this).
@@ -618,7 +697,9 @@ class Guard:
             level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
             self._release_cell_states()
             self._idle_noted = False
+            self._next_recursion_check = 0.0  # the new cell's first growth is looked at at once
             self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
+            self._cell.threads_at_start = frozenset(threadstop.alive())
             if best and best[0].meter.startswith("cgroup:"):
                 plain = reading.meter(best[0].meter)
                 self._cell.others_at_start = max(0, (plain or 0) - reading.rss)
@@ -668,6 +749,7 @@ class Guard:
         self._sent_at = 0.0
         self._raised_at = 0.0
         self._handling = False
+        self._after_stop = None
         self._no_room_since = None
         self._start_wait_since = None
 
@@ -705,6 +787,7 @@ class Guard:
                 reading = None
             if reading is not None:
                 self._hold = reading.vm_data + max(self.settings.error_reserve_bytes, TIGHT_SLACK)
+                self._after_stop = reading.committed(self._state[0].meter) if self._state else None
                 try:
                     self._fence.apply(min(self._fence.current or INFINITY, self._hold))
                 except (ValueError, OSError):

@@ -54,6 +54,7 @@ from ..sizes import format_bytes
 from . import children, prerun
 from .config import SentinelGuard, resolve_settings
 from .core import Guard, get_guard
+from .threadstop import ThreadMemoryError
 from .watchdog import GuardInterrupt, SigintRouter
 
 _ATTR = "_kernel_sentinel_guard"
@@ -110,7 +111,9 @@ def load(ip: Any) -> Guard | None:
     def thread_excepthook(args: Any) -> None:
         # A thread that dies of MemoryError under the guard stops the cell that waits for it, too.
         try:
-            if (
+            if isinstance(args.exc_value, ThreadMemoryError):
+                guard.thread_stopped(getattr(args.thread, "name", "?"))  # the guard's own doing: no interrupt
+            elif (
                 guard.enabled
                 and isinstance(args.exc_value, MemoryError)
                 and args.thread is not threading.main_thread()

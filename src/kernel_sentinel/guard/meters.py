@@ -11,6 +11,7 @@ import os
 import resource
 import threading
 import time
+from collections import deque
 
 from ..memory.linux import GroupMeter, StatmMeter
 from .policy import MiB, Reading
@@ -18,6 +19,7 @@ from .policy import MiB, Reading
 GAP_NOISE = 4 * MiB  # untouched address space moving by less than this is not "someone allocating"
 THREADS_SECONDS = 0.5  # how often the thread count (for the stacks' credit) is re-read
 FORGIVE_SECONDS = 0.25  # address space left untouched this long is a reservation, not an allocation in flight
+SETTLED_SECONDS = 0.1  # ... or this long, when it alone would make the watchdog interrupt a cell
 
 
 def _thread_stack_size() -> int:
@@ -54,6 +56,7 @@ class Meters:
         self._last_gap = 0
         self._last_vm_data = 0
         self.gap_rose_at = 0.0  # when untouched address space last grew (someone is allocating now)
+        self._gaps: deque[tuple[float, int]] = deque()  # (when, gap) of the readings of the last SETTLED_SECONDS
 
     @property
     def statm_data(self) -> int:
@@ -149,6 +152,9 @@ class Meters:
             self.gap_rose_at = now
         self._last_gap = gap
         self._last_vm_data = vm_data
+        self._gaps.append((now, gap))
+        while len(self._gaps) > 1 and self._gaps[1][0] <= now - SETTLED_SECONDS:
+            self._gaps.popleft()  # the newest reading at least SETTLED_SECONDS old is kept
         self.untouched_base = self._base(gap, now, returned)
         return Reading(vm_data, rss, groups, gap - self.untouched_base)
 
@@ -180,6 +186,33 @@ class Meters:
             else:
                 base = min(base, self.pinned)
         return base
+
+    def forgive_settled(self, now: float) -> bool:
+        """Return True when it forgave untouched space taken over SETTLED_SECONDS ago (watchdog's second look).
+
+        Before the watchdog interrupts a cell for committed memory, only address space taken in the last
+        SETTLED_SECONDS (an allocation in flight) still counts: what stayed untouched longer while the cell
+        went on is a reservation (OpenBLAS takes ~97 MiB at `import numpy` and ~116 MiB more at `import
+        sklearn`, and touches it later), and a fill of older space runs in one C call no interrupt can stop.
+        The fence keeps counting it until FORGIVE_SECONDS of quiet. Never while the cell's threads run
+        (their arenas reuse pages unseen), nor with pages pinned by a malloc_trim().
+        """
+        with self._read_lock:
+            base = self.untouched_base
+            if not self.forgive or self.pinned is not None or base is None:
+                return False
+            then = None
+            for t, gap in self._gaps:
+                if t > now - SETTLED_SECONDS:
+                    break
+                then = gap
+            if then is None:
+                return False
+            settled = min(then, self._last_gap)
+            if settled <= base:
+                return False
+            self.untouched_base = settled
+            return True
 
     def pin(self) -> None:
         """Keep today's gap as the base until the cell ends: called just before malloc_trim()."""
