@@ -97,6 +97,7 @@ def test_runaway_recursion_is_stopped_and_the_kernel_answers(kernel):
     assert len(res.text()) < 5000  # a short error, not a million frames
     evidence = k.value(f"{GUARD}.last_failure")
     assert evidence["recursion_function"] == "f" and evidence["recursion_depth"] > 100_000
+    assert f"runaway recursion: f() called itself {evidence['recursion_depth']:,} levels deep" in res.evalue
     assert k.run("kept").ok and k.value("kept") == "still here"
     assert k.alive and k.oom_kills() == 0
 

@@ -51,6 +51,7 @@ EXPECTED_REMEDY = {
     "read_csv": "chunked_read",
     "out_cache": "free_hidden",
     "ctypes_buffer": "generic",
+    "recursion": "recursion",
 }
 
 
@@ -68,6 +69,16 @@ def test_the_text_is_short_enough_to_read_in_ten_seconds() -> None:
         text = render(explain(name))["text/plain"]
         words = len(text.split())
         assert len(text.splitlines()) <= 9 and words <= 130, (name, words, text)
+
+
+def test_a_stopped_recursion_is_named_with_its_function_and_depth() -> None:
+    evidence, _ = sample("recursion")
+    e = explain("recursion")
+    depth = evidence["recursion_depth"]
+    assert depth > 100_000 and evidence["recursion_function"] == "f"
+    assert f"runaway recursion: f() called itself {depth:,} levels deep" in e.headline
+    assert "sys.setrecursionlimit" in e.remedy and "loop" in e.remedy
+    assert "runaway recursion" in error_message(e)
 
 
 def test_numpy_headline_says_what_was_asked_for_and_the_budget_source() -> None:

@@ -93,6 +93,14 @@ def _peak(ev: dict[str, Any]) -> int | None:
     return _usage(ev)
 
 
+def _recursion(ev: dict[str, Any]) -> tuple[str, int] | None:
+    """Return (function, depth) when the guard stopped a runaway recursion, else None."""
+    depth, fn = ev.get("recursion_depth"), ev.get("recursion_function")
+    if isinstance(depth, int) and depth > 0 and isinstance(fn, str) and fn:
+        return fn, depth
+    return None
+
+
 def short_source(source: str | None) -> str:
     """Return the budget's source for a ten-second read: a cgroup's long path cut to its last part."""
     if not source:
@@ -164,6 +172,11 @@ def _remedy(ev: dict[str, Any], report: NamespaceReport | None) -> tuple[str, st
     own = library_remedy(ev.get("library"))
     if own is not None:
         return own
+    if _recursion(ev):
+        return "recursion", (
+            "Give the recursion a case that ends it, or write it as a loop: with the recursion limit raised "
+            "(`sys.setrecursionlimit`), each call keeps a frame in memory until the whole chain returns."
+        )
     if isinstance(ev.get("child"), dict):
         return "child", (
             "Give the child less at once: process the data in chunks, or use fewer workers "
@@ -272,6 +285,17 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
             f"{child_words(child)[0].upper()}{child_words(child)[1:]} grew to about "
             f"{format_bytes(child.get('rss_bytes'))} of the {budget_txt} memory budget while {who.lower() if who == 'This cell' else who} "
             "waited for it; the cell was stopped (and with it the child) before the kernel could be killed."
+        )
+    elif _recursion(ev):
+        fn, depth = _recursion(ev)
+        took = (
+            f"took memory use to {format_bytes(_peak(ev))} of the {budget_txt} budget"
+            if _peak(ev) is not None
+            else f"filled the {budget_txt} budget"
+        )
+        headline = (
+            f"{who} ran into a runaway recursion: {fn}() called itself {depth:,} levels deep. Its frames "
+            f"{took}; it was stopped before the kernel could be killed."
         )
     elif ev.get("thread"):
         headline = (

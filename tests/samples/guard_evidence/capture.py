@@ -87,6 +87,22 @@ def out_cache_case(k: KernelHarness) -> dict:
     return run_case(k, "", "frame = pd.DataFrame(np.ones((4_000_000, 8)))")
 
 
+def recursion_case(workdir: Path) -> dict:
+    """A runaway recursion in the sentinel kernel itself (its signal handler notes the depth), in 384 MiB."""
+    from conftest import GUARD_EXPR, SENTINEL_KERNELSPEC
+
+    k = KernelHarness(workdir, limit_bytes=384 << 20, kernelspec=SENTINEL_KERNELSPEC,
+                      env={"KERNEL_SENTINEL_CHECKPOINT": "0"}).start()
+    try:
+        res = k.run("import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)", timeout=180)
+        assert res.ename == "MemoryBudgetError", res.text()[-1500:]
+        report = k.value("__import__('kernel_sentinel.guard.namespace', fromlist=['_'])"
+                         ".namespace_report(get_ipython()).to_dict()")
+        return {"evidence": k.value(f"{GUARD_EXPR}.last_failure"), "report": report, "alive_after": k.alive}
+    finally:
+        k.close()
+
+
 def run_case(k: KernelHarness, setup: str, code: str) -> dict:
     if setup:
         res = k.run(setup)
@@ -98,10 +114,16 @@ def run_case(k: KernelHarness, setup: str, code: str) -> dict:
 
 def main() -> None:
     only = set(sys.argv[1:])
-    for name in [*CASES, "read_csv", "out_cache"]:
+    for name in [*CASES, "read_csv", "out_cache", "recursion"]:
         if only and name not in only:
             continue
         workdir = Path(tempfile.mkdtemp(prefix=f"ks-capture-{name}-"))
+        if name == "recursion":
+            got = recursion_case(workdir)
+            got["case"] = name
+            (HERE / f"{name}.json").write_text(json.dumps(got, indent=1, sort_keys=True) + "\n")
+            print(name, got["evidence"]["recursion_function"], got["evidence"]["recursion_depth"])
+            continue
         # read_csv: a budget configured below the cgroup's, as KERNEL_SENTINEL_MEMORY_LIMIT sets it.
         env = {"KERNEL_SENTINEL_MEMORY_LIMIT": "400M"} if name == "read_csv" else {}
         k = KernelHarness(workdir, limit_bytes=1 << 30, env=env).start()
