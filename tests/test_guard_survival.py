@@ -173,6 +173,40 @@ def test_a_cells_growing_thread_stops_with_it_and_idle_workers_live_on(kernel):
     assert stock.oom_kills() >= 1
 
 
+THREADS_AT_THE_LINE = (
+    "import threading\n"
+    "out = []\n"
+    "ts = [threading.Thread(target=lambda: out.append(len(bytearray(2**20)))) for _ in range(4)]\n"
+    "for t in ts:\n"
+    "    t.start()\n"
+    "for t in ts:\n"
+    "    t.join()"
+)
+
+
+def test_threads_start_with_the_kernel_just_under_its_line(kernel):
+    """Legitimate work at the edge: the room kept between the line and the fence lets new threads start.
+
+    Each thread takes 8 MiB of address space for its stack at once. With threads of its own a cell's line
+    is 90% of the budget (README): held 24 MiB under it, four threads start, work and end, and the kernel
+    answers, as in a stock kernel holding the same. (Held above it, they get a MemoryBudgetError where a
+    stock kernel runs them: README, "Known gaps".)
+    """
+    k = guarded(kernel)
+    before = k.oom_kills()
+    status = k.value(f"{GUARD}.status()")
+    fill = int(status["budget_bytes"] * 0.9) - status["usage_bytes"] - 24 * MiB
+    assert fill > 512 * MiB, status
+    for name, kk in (("sentinel", k), ("stock", kernel(limit_bytes=GiB, env=ISOLATE))):
+        assert kk.run(f"import numpy as np\nheld = np.ones({fill} // 8)").ok, name
+        res = kk.run(THREADS_AT_THE_LINE)
+        assert res.ok, (name, res.text()[-1500:])
+        assert kk.value("out") == [2**20] * 4, name
+        assert kk.run("del held").ok and kk.alive, name
+    assert k.value(f"{GUARD}.interventions") == 0
+    assert k.alive and k.oom_kills() == before
+
+
 def test_leak_across_cells(kernel):
     k = guarded(kernel)
     before = k.oom_kills()
