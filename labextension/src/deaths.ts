@@ -17,11 +17,11 @@ import { ServerState } from './server';
 /** Delays (ms) after a session reports its kernel dead at which the fallback asks the server for the record. */
 const FALLBACK_DELAYS = [1500, 3000, 6000, 12000];
 
-/** How long the restore waits for the restarted kernel to be idle. */
+/** How long the restore waits for the restarted kernel to answer. */
 const RESTART_WAIT_MS = 60000;
 
-/** A death's notification and Lab's own view of the restart may come in either order, this far apart. */
-const RESTART_SLACK_MS = 15000;
+/** How long one kernel_info request may take before it is sent again (one sent to the dead kernel is lost). */
+const PROBE_MS = 2000;
 
 export class DeathWatcher {
   constructor(
@@ -68,13 +68,6 @@ export class DeathWatcher {
       if (id && (status === 'autorestarting' || status === 'dead')) {
         this._fallback(id);
       }
-      const life = this._life.get(panel) ?? { downAt: 0, upAt: 0 };
-      if (status === 'autorestarting' || status === 'dead' || status === 'restarting') {
-        life.downAt = Date.now();
-      } else if ((status === 'starting' || status === 'idle' || status === 'busy') && life.downAt > life.upAt) {
-        life.upAt = Date.now(); // the first sign of the restarted kernel
-      }
-      this._life.set(panel, life);
     });
   }
 
@@ -124,7 +117,6 @@ export class DeathWatcher {
       guard = state.data?.guard ?? null;
     }
     const stock = isStockDeath(death, guard);
-    const shownAt = Date.now();
     const line = deathLine(death, stock);
     console.info(`kernel-sentinel: death of ${death.kernel_id} shown (via ${via}): ${line}`);
     const actions: Notification.IAction[] = [
@@ -144,7 +136,7 @@ export class DeathWatcher {
         displayType: 'accent',
         callback: event => {
           event.preventDefault();
-          void this._restore(panel, id, shownAt);
+          void this._restore(panel, id);
         }
       });
     }
@@ -152,12 +144,12 @@ export class DeathWatcher {
     dismissCauselessDialog(panel);
   }
 
-  private async _restore(panel: NotebookPanel, toast: string, shownAt: number): Promise<void> {
+  private async _restore(panel: NotebookPanel, toast: string): Promise<void> {
     Notification.update({ id: toast, message: 'Restoring variables in the restarted kernel…', type: 'in-progress' });
     let text: string;
     let ok = false;
     try {
-      const kernel = await this._restartedKernel(panel, shownAt);
+      const kernel = await this._restartedKernel(panel);
       const reply = await runAndCollect(kernel, '%sentinel restore');
       text = reply.text.trim() || '(the kernel printed nothing)';
       ok = reply.ok && /^Restored/m.test(text);
@@ -179,19 +171,18 @@ export class DeathWatcher {
   }
 
   /**
-   * Return the notebook's kernel once it is back after the automatic restart of the death shown at `shownAt`.
+   * Return the notebook's kernel once it is back after the automatic restart of the death that was shown.
    *
-   * Lab keeps a restarted kernel's status at 'starting' until it next runs something, so "back" is: the session
-   * went down and then showed a sign of life (within RESTART_SLACK_MS of the notification, which may come before
-   * or after Lab sees the death), and its connection is up. Sending earlier would lose the request in the dead one.
+   * "Back" is: it answers a kernel_info request. The dead kernel never answers, so the first answer after the
+   * death was shown comes from the restarted one. (Following Lab's session statuses instead raced: a restart's
+   * statuses can come in an order after which Lab shows no further change until the next execution, and the
+   * restore waited its whole minute in one CI run in three.)
    */
-  private async _restartedKernel(panel: NotebookPanel, shownAt: number): Promise<Kernel.IKernelConnection> {
+  private async _restartedKernel(panel: NotebookPanel): Promise<Kernel.IKernelConnection> {
     const deadline = Date.now() + RESTART_WAIT_MS;
     while (Date.now() < deadline) {
       const kernel = panel.sessionContext.session?.kernel;
-      const life = this._life.get(panel);
-      const back = life && life.upAt > life.downAt && life.upAt > shownAt - RESTART_SLACK_MS;
-      if (kernel && back && kernel.connectionStatus === 'connected' && ['starting', 'idle', 'busy'].includes(kernel.status)) {
+      if (kernel && kernel.connectionStatus === 'connected' && kernel.status !== 'dead' && (await answers(kernel))) {
         return kernel;
       }
       await new Promise(resolve => window.setTimeout(resolve, 200));
@@ -199,7 +190,6 @@ export class DeathWatcher {
     throw new Error('the kernel did not come back within 60 s');
   }
 
-  private readonly _life = new WeakMap<NotebookPanel, { downAt: number; upAt: number }>();
   private readonly _seen = new Set<string>();
   private readonly _baselined = new Set<string>();
   private readonly _shownAt = new Map<string, number>();
@@ -233,6 +223,21 @@ function dismissCauselessDialog(panel: NotebookPanel): void {
   };
   Dialog.tracker.widgetAdded.connect(onAdded);
   window.setTimeout(() => Dialog.tracker.widgetAdded.disconnect(onAdded), STOCK_DIALOG_WINDOW_MS);
+}
+
+/** Return true when the kernel answers a kernel_info request within PROBE_MS: it is up and its channels work. */
+async function answers(kernel: Kernel.IKernelConnection): Promise<boolean> {
+  let timer = 0;
+  const late = new Promise<null>(resolve => {
+    timer = window.setTimeout(() => resolve(null), PROBE_MS);
+  });
+  try {
+    return (await Promise.race([kernel.requestKernelInfo(), late])) != null;
+  } catch {
+    return false;
+  } finally {
+    window.clearTimeout(timer);
+  }
 }
 
 /** Return what an execution printed (streams, results, errors; not displays) and whether it ran ok. */
