@@ -443,12 +443,7 @@ class Guard:
                     stuck = self._thread_start_hangs(now)
                 # Committed memory (in use plus taken-but-untouched) is judged, so a big allocation the fence
                 # let through and that is being filled is not growth; the line is lowered by sustained growth.
-                over = committed >= level or stuck
-                if over and self._ceiling is None and reading.untouched and self._meters.forgive_settled(now):
-                    # Over only with address space no one took in the last SETTLED_SECONDS: a reservation
-                    # (OpenBLAS takes ~116 MiB during `import sklearn` and touches it later), no allocation
-                    # in flight; the fence still counts it until it is forgiven for good.
-                    reading, best, fence_headroom, over = self._judge_again(best, level, stuck)
+                over = self._over(reading, committed_best, level, stuck, now)
                 if over and self._ceiling is None and self._trim_first(now):
                     # malloc gave its cache of freed memory back to the OS: judge again, at once
                     reading, best, fence_headroom, over = self._judge_again(best, level, stuck)
@@ -511,7 +506,26 @@ class Guard:
         best = tightest(self._candidates, reading) or best
         self._state = (*best, reading)
         committed_best = tightest(self._candidates, reading, committed=True) or best
-        return reading, best, committed_best[2], committed_best[1] >= level or stuck
+        return reading, best, committed_best[2], self._over(reading, committed_best, level, stuck, time.monotonic())
+
+    def _over(
+        self, reading: Reading, committed_best: tuple[Candidate, int, int], level: int, stuck: bool, now: float
+    ) -> bool:
+        """Return True when the running cell is over its level (watchdog): committed memory, looked at twice.
+
+        The second look counts, of the untouched address space, only what was taken in the last
+        SETTLED_SECONDS (an allocation in flight): what stayed untouched longer while the cell went on is a
+        reservation (OpenBLAS takes ~116 MiB during `import sklearn` and touches it later). The fence keeps
+        counting all of it (forgiven there too, duckdb's threads reached the OOM killer in the soak).
+        """
+        cand, committed, _headroom = committed_best
+        if stuck:
+            return True
+        if committed < level:
+            return False
+        if reading.untouched and cand.meter != "vmdata":
+            return committed - reading.untouched + self._meters.fresh_untouched(now) >= level
+        return True
 
     def _main_recurses(self) -> bool:
         """Return True when the main thread runs the same function thousands of frames deep (watchdog).

@@ -187,32 +187,29 @@ class Meters:
                 base = min(base, self.pinned)
         return base
 
-    def forgive_settled(self, now: float) -> bool:
-        """Return True when it forgave untouched space taken over SETTLED_SECONDS ago (watchdog's second look).
+    def fresh_untouched(self, now: float) -> int:
+        """Return the part of the untouched space taken in the last SETTLED_SECONDS (watchdog's second look).
 
-        Before the watchdog interrupts a cell for committed memory, only address space taken in the last
-        SETTLED_SECONDS (an allocation in flight) still counts: what stayed untouched longer while the cell
-        went on is a reservation (OpenBLAS takes ~97 MiB at `import numpy` and ~116 MiB more at `import
-        sklearn`, and touches it later), and a fill of older space runs in one C call no interrupt can stop.
-        The fence keeps counting it until FORGIVE_SECONDS of quiet. Never while the cell's threads run
-        (their arenas reuse pages unseen), nor with pages pinned by a malloc_trim().
+        Before the watchdog interrupts a cell for committed memory, only an allocation in flight still counts:
+        what stayed untouched longer while the cell went on is a reservation (OpenBLAS takes ~97 MiB at
+        `import numpy` and ~116 MiB more at `import sklearn`, and touches it later), and a fill of older space
+        runs in one C call no interrupt can stop. All of it counts while the cell's threads run (their arenas
+        reuse pages unseen), with pages pinned by a malloc_trim(), or with no reading that old yet. The base,
+        and so the fence, is left as it is.
         """
         with self._read_lock:
             base = self.untouched_base
+            untouched = max(0, self._last_gap - base) if base is not None else 0
             if not self.forgive or self.pinned is not None or base is None:
-                return False
+                return untouched
             then = None
             for t, gap in self._gaps:
                 if t > now - SETTLED_SECONDS:
                     break
                 then = gap
             if then is None:
-                return False
-            settled = min(then, self._last_gap)
-            if settled <= base:
-                return False
-            self.untouched_base = settled
-            return True
+                return untouched
+            return min(untouched, max(0, self._last_gap - max(base, then)))
 
     def pin(self) -> None:
         """Keep today's gap as the base until the cell ends: called just before malloc_trim()."""
