@@ -79,6 +79,11 @@ def test_report_imports_records_only(name: str) -> None:
     assert third_party(name) <= {"rich"}, f"{name} imports {sorted(third_party(name))}"
 
 
+def test_the_executor_renders_nothing() -> None:
+    """``run/execute.py`` runs a notebook; the CLI picks the renderers (issue 12: it called one itself)."""
+    assert not {m for m in ours("kernel_sentinel.run.execute") if in_part(m, "report")}
+
+
 LEAVES = {"records": {"sizes"}, "sizes": set(), "identity": set(), "errors": set(), "memory": {"sizes", "errors"}}
 
 

@@ -41,7 +41,9 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError:  # not the main thread
         previous = None
     try:
-        result = run_notebook(opts, progress)
+        from ..report.death_notebook import render as death_output
+
+        result = run_notebook(opts, progress, death_output)
     except RunUsageError as exc:
         print(f"kernel-sentinel run: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -28,7 +28,6 @@ import nbformat
 
 from ..confine import ConfineError, MemoryCgroup, confined_command
 from ..sizes import format_bytes
-from ..report.death_notebook import render as death_output
 from .death import describe_status, runner_death
 from .notebook import META_KEY, RunUsageError, check_kernel, inject_parameters, is_runnable, load, mark_not_run
 from .sampler import MemorySampler, Timeline
@@ -213,8 +212,16 @@ def _autopsy_report(kernel_id: str, wait: float) -> dict[str, Any] | None:
     return report
 
 
-def run_notebook(opts: RunOptions, progress: Progress | None = None) -> RunResult:
-    """Return the outcome of running ``opts.notebook``; writes the output notebook (always) and reports."""
+def run_notebook(
+    opts: RunOptions,
+    progress: Progress | None = None,
+    death_output: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> RunResult:
+    """Return the outcome of running ``opts.notebook``; writes the output notebook (always).
+
+    ``death_output`` renders a kernel death as the output the dying cell gets in that notebook: the caller
+    picks the renderer (the CLI: ``report.death_notebook.render``), the executor renders nothing itself.
+    """
     from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_core.paths import jupyter_runtime_dir
@@ -345,7 +352,8 @@ def run_notebook(opts: RunOptions, progress: Progress | None = None) -> RunResul
                     if death.get("source") == "runner":
                         death["kernel_log_tail"] = _tail(os.path.join(folder, "kernel.log"))
                     rec.error = {"ename": "DeadKernelError", "evalue": str(death.get("summary"))}
-                    cell.outputs.append(nbformat.from_dict(death_output(death)))
+                    if death_output is not None:
+                        cell.outputs.append(nbformat.from_dict(death_output(death)))
                     outcome, exit_code, failed = "died", EXIT_DIED, index
                 elif rec.status == "error":
                     failed = index
