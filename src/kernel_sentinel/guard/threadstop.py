@@ -68,7 +68,6 @@ def cell_threads(exclude: set[int] | frozenset[int]) -> list[threading.Thread]:
                 break
             frame = frame.f_back
             depth += 1
-    del frames, frame
     return out
 
 
