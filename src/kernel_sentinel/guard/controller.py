@@ -446,8 +446,7 @@ class Guard:
                 over = self._over(reading, committed_best, level, stuck, now)
                 if over and self._ceiling is None and self._trim_first(now):
                     # malloc gave its cache of freed memory back to the OS: judge again, at once
-                    reading, best, fence_headroom, over = self._judge_again(best, level, stuck)
-                cand, usage = best[0], best[1]
+                    reading, best, fence_headroom, over = self._judge_again(best, level, stuck, now)
                 if over:
                     if self._ceiling is None and not cell.recursion:
                         # (unwinding a recursion needs memory for every frame: no freeze for it)
@@ -499,14 +498,14 @@ class Guard:
             self._fence.apply(self._fence.compute(reading.vm_data, fence_headroom, margin, ceiling))
 
     def _judge_again(
-        self, best: tuple[Candidate, int, int], level: int, stuck: bool
+        self, best: tuple[Candidate, int, int], level: int, stuck: bool, now: float
     ) -> tuple[Reading, tuple[Candidate, int, int], int, bool]:
         """Return (reading, best, fence headroom, over) read afresh, once memory was given back (watchdog)."""
         reading = self._meters.read()
         best = tightest(self._candidates, reading) or best
         self._state = (*best, reading)
         committed_best = tightest(self._candidates, reading, committed=True) or best
-        return reading, best, committed_best[2], self._over(reading, committed_best, level, stuck, time.monotonic())
+        return reading, best, committed_best[2], self._over(reading, committed_best, level, stuck, now)
 
     def _over(
         self, reading: Reading, committed_best: tuple[Candidate, int, int], level: int, stuck: bool, now: float
@@ -644,10 +643,10 @@ class Guard:
         """
         if now - self._stopping_at < RESEND_SECONDS:
             return
-        threads = {t.ident: t.name for t in threadstop.cell_threads(exclude)}
-        if not threads:
+        idents = [t.ident for t in threadstop.cell_threads(exclude)]
+        if not idents:
             return
-        stopped = threadstop.stop([i for i in threads if i is not None])
+        stopped = threadstop.stop(idents)
         self._stopping = sorted(set(self._stopping) | set(stopped))
         self._stopping_at = now
 

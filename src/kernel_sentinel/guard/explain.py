@@ -286,8 +286,8 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
             f"{format_bytes(child.get('rss_bytes'))} of the {budget_txt} memory budget while {who.lower() if who == 'This cell' else who} "
             "waited for it; the cell was stopped (and with it the child) before the kernel could be killed."
         )
-    elif _recursion(ev):
-        fn, depth = _recursion(ev)
+    elif (recursion := _recursion(ev)) is not None:
+        fn, depth = recursion
         took = (
             f"took memory use to {format_bytes(_peak(ev))} of the {budget_txt} budget"
             if _peak(ev) is not None
