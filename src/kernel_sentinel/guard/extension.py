@@ -105,6 +105,11 @@ def load(ip: Any) -> Guard | None:
         _run_left(_AFTER_CELL)
         if guard.cell_running:
             guard.cell_finished()
+        if _budget_key(guard) != _PUBLISHED[0]:
+            # `%sentinel budget` (either path: the guard's own or the kernel group's), `%sentinel on/off`, or a
+            # limit moved from outside: the server's REST and the status bar read the published state, so it is
+            # republished before the cell's reply, not whenever something else next writes the region.
+            note_flight(None)
 
     previous_hook = threading.excepthook
 
@@ -509,9 +514,26 @@ def note_flight(kind: str | None, data: dict[str, Any] | None = None) -> None:
             item["kind"], item["t"] = kind, round(time.time(), 3)
             _FLIGHT_ITEMS.append(item)
             del _FLIGHT_ITEMS[:-6]
-        rec.writer.write("guard", {"pid": os.getpid(), "items": _FLIGHT_ITEMS, "status": _flight_status()})
+        if rec.writer.write("guard", {"pid": os.getpid(), "items": _FLIGHT_ITEMS, "status": _flight_status()}):
+            _PUBLISHED[0] = _budget_key(get_guard())
     except Exception:
         pass
+
+
+_PUBLISHED: list[tuple[Any, ...] | None] = [None]  # the budget state last written to the flight record
+
+
+def _budget_key(guard: Any) -> tuple[Any, ...] | None:
+    """Return what the published status says about the budget, cheaply (the guard's cached state), to tell
+    when it must be written again; None without a guard."""
+    if guard is None:
+        return None
+    try:
+        if not guard.enabled:
+            return (False,)
+        return (True, guard.budget_bytes, guard.budget_source)
+    except Exception:  # a guard mid-close: nothing to publish
+        return None
 
 
 def _flight_status() -> dict[str, Any]:
