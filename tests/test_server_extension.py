@@ -180,6 +180,53 @@ def test_kernel_memory_and_guard_seen_from_outside(server: JupyterServer, group:
     assert not server.deaths(stock) and not server.deaths(sentinel)  # a shutdown is not a death
 
 
+def _magic(kc, line: str) -> str:
+    """Run one ``%sentinel`` line; return what it printed (it must not raise)."""
+    out: list[str] = []
+    reply = kc.execute_interactive(line, timeout=60, output_hook=lambda m: out.append(m["content"].get("text", "")))
+    assert reply["content"]["status"] == "ok", reply["content"]
+    return "".join(out)
+
+
+def test_budget_magic_shows_at_once(server: JupyterServer) -> None:
+    """``%sentinel budget`` (the guard's own budget: no group of its own here) is in ``kernels/ID`` as soon as the
+    magic's cell has answered: the REST answer and the status bar do not keep the old budget and line."""
+    kernel_id = server.start_kernel(SENTINEL)
+    kc = server.client(kernel_id)
+    try:
+        before = server.get(f"/api/kernel-sentinel/kernels/{kernel_id}")["memory"]
+        assert before["budget_bytes"] == GUARD_LIMIT, before  # control: the kernelspec's budget is published
+        said = _magic(kc, "%sentinel budget 300M")
+        assert "Budget: 300 MiB" in said, said
+        now = server.get(f"/api/kernel-sentinel/kernels/{kernel_id}")["memory"]
+        assert now["budget_bytes"] == 300 * MiB and now["source"] == "%sentinel budget 300M", now
+        assert now["interrupt_bytes"] <= 300 * MiB < before["interrupt_bytes"], (before, now)
+        _magic(kc, "%sentinel budget reset")
+        back = server.get(f"/api/kernel-sentinel/kernels/{kernel_id}")["memory"]
+        assert back["budget_bytes"] == GUARD_LIMIT and back["source"] == "KERNEL_SENTINEL_MEMORY_LIMIT", back
+    finally:
+        kc.stop_channels()
+        server.request("DELETE", f"/api/kernels/{kernel_id}")
+
+
+def test_budget_magic_moving_the_kernels_group_shows_at_once(tmp_path: Path, memory_cgroup) -> None:
+    """In a kernel with its own memory group ``%sentinel budget`` moves the group; ``kernels/ID`` follows at once."""
+    own = {"KERNEL_SENTINEL_GROUP_LIMIT": "400M", "KERNEL_SENTINEL_CHECKPOINT": "0"}
+    with JupyterServer(tmp_path / "own-group", cgroup=memory_cgroup(1024 * MiB), sentinel_env=own) as srv:
+        kernel_id = srv.start_kernel(SENTINEL)
+        kc = srv.client(kernel_id)
+        try:
+            before = srv.get(f"/api/kernel-sentinel/kernels/{kernel_id}")["memory"]
+            assert before["budget_bytes"] == 400 * MiB and "ks-kernel-" in before["source"], before
+            said = _magic(kc, "%sentinel budget 300M")
+            assert "Budget: 300 MiB" in said and "it was 400 MiB" in said, said
+            now = srv.get(f"/api/kernel-sentinel/kernels/{kernel_id}")["memory"]
+            assert now["budget_bytes"] == 300 * MiB and "ks-kernel-" in now["source"], now
+            assert now["interrupt_bytes"] <= 300 * MiB < before["interrupt_bytes"], (before, now)
+        finally:
+            kc.stop_channels()
+
+
 def test_memory_budget_error_counted_and_kernel_alive(server: JupyterServer) -> None:
     kernel_id = server.start_kernel(SENTINEL)
     kc = server.client(kernel_id)
