@@ -565,6 +565,24 @@ class Store:
         )[0]
         return int(waiting), int(refused["n"]), refused["e"]
 
+    def outbox_state(self) -> dict[str, Any]:
+        """Return what the outbox holds: ``waiting`` (never refused, not yet sent), ``refused`` (refused by the
+        shared database at least once; retried up to 3 times, then left aside, never deleted), ``given_up``
+        (of those, no longer retried) and ``reason`` (why the newest refused record was refused). Exists so that commands can say
+        which records are not in the shared view, and why, instead of keeping them silently."""
+        tables = {r["name"] for r in self._query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "outbox" not in tables:  # a store older than the outbox (read as it is): nothing queued
+            return {"waiting": 0, "refused": 0, "given_up": 0, "reason": None}
+        row = self._query(
+            "SELECT coalesce(sum(attempts = 0), 0) AS waiting, coalesce(sum(attempts > 0), 0) AS refused,"
+            " coalesce(sum(attempts >= 3), 0) AS given_up FROM outbox"
+        )[0]
+        reason = _first(self._query("SELECT last_error FROM outbox WHERE attempts > 0 ORDER BY id DESC LIMIT 1"))
+        return {
+            "waiting": int(row["waiting"]), "refused": int(row["refused"]), "given_up": int(row["given_up"]),
+            "reason": reason["last_error"] if reason is not None else None,
+        }
+
 
 class SharedStore:
     """The shared PostgreSQL store: same tables as the local one, written by ``fleet.forward``, read by ``fleet``.
