@@ -144,3 +144,74 @@ def test_a_real_memory_error_and_a_real_death_are_counted(kernel, tmp_path, monk
     data = wait_for(lambda: (d := json.loads(_cli("--json", env={"KERNEL_SENTINEL_HOME": home}).stdout))["deaths"]["total"] and d,
                     timeout=60)
     assert data["deaths"]["by"] == {"segfault": 1} and data["memory_errors"]["total"] == 1
+
+
+def _deaths_cli(home, url: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kernel_sentinel", "deaths", "--json"], capture_output=True, text=True,
+                          env={**os.environ, "KERNEL_SENTINEL_HOME": str(home), "KERNEL_SENTINEL_DATABASE_URL": url},
+                          timeout=120)
+
+
+def test_fleet_names_the_records_the_database_refused(postgres, tmp_path):
+    """A server whose role may not write what it holds (dave's server writing in alice's name): the database refuses
+    the row, fleet and deaths say so in one line with PostgreSQL's reason, the record stays in the local store."""
+    from kernel_sentinel.fleet import roles
+
+    roles.setup(postgres.admin_url)
+    roles.add_user(postgres.admin_url, "dave", "pw-dave")
+    dave = postgres.url("dave", "pw-dave")
+    home = tmp_path / "dave"
+    old = os.environ.get("KERNEL_SENTINEL_DATABASE_URL")
+    os.environ["KERNEL_SENTINEL_DATABASE_URL"] = dave
+    try:
+        with Store(home / "store.db") as store:
+            _add(store, 1, "dave", "oom_kill", OTHER_CELL, tag="own-")
+            _add(store, 2, "alice", "oom_kill", OTHER_CELL, tag="forged-")  # the database refuses this one
+    finally:
+        if old is None:
+            os.environ.pop("KERNEL_SENTINEL_DATABASE_URL", None)
+        else:
+            os.environ["KERNEL_SENTINEL_DATABASE_URL"] = old
+    env = {"KERNEL_SENTINEL_HOME": str(home), "KERNEL_SENTINEL_DATABASE_URL": dave}
+    proc = _cli("--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["deaths"]["total"] == 1  # dave's own death reached the database; the forged one did not
+    assert (data["outbox"]["refused"], data["outbox"]["waiting"]) == (1, 0)
+    assert "row-level security" in data["outbox"]["reason"]
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert "1 record refused by the shared database" in proc.stderr and "row-level security" in proc.stderr
+    assert "retried up to 3 times" in proc.stderr and "pw-dave" not in proc.stderr  # no password in messages
+    for _ in range(2):  # two more refusals: left aside, still named, still kept
+        proc = _cli("--json", env=env)
+    assert json.loads(proc.stdout)["outbox"]["given_up"] == 1 and "no longer retried" in proc.stderr
+    deaths = _deaths_cli(home, dave)
+    assert deaths.returncode == 0 and deaths.stderr.count("\n") == 1 and "1 record refused" in deaths.stderr
+    assert {d["kernel_id"] for d in json.loads(deaths.stdout)} == {"own-dave-1", "forged-alice-2"}  # nothing lost
+    with SharedStore(postgres.admin_url) as shared:
+        assert not shared.rows("SELECT 1 FROM deaths WHERE kernel_id = 'forged-alice-2'")
+
+    # The database down: fleet's one line names the outage and what this server holds back meanwhile.
+    os.environ["KERNEL_SENTINEL_DATABASE_URL"] = dave
+    try:
+        with Store(home / "store.db") as store:
+            postgres.stop()
+            try:
+                _add(store, 3, "dave", "segfault", OTHER_CELL, tag="while-down-")
+                proc = _cli("--json", env=env)
+                deaths = _deaths_cli(home, dave)
+            finally:
+                postgres.start()
+    finally:
+        if old is None:
+            os.environ.pop("KERNEL_SENTINEL_DATABASE_URL", None)
+        else:
+            os.environ["KERNEL_SENTINEL_DATABASE_URL"] = old
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "cannot reach the database" in proc.stderr and "1 record waiting to be sent" in proc.stderr
+    assert "1 record refused" in proc.stderr and "Traceback" not in proc.stderr
+    assert "1 record waiting to be sent" in deaths.stderr and deaths.stderr.count("\n") == 1
+    proc = _cli("--json", env=env)  # back up: the waiting record lands, the refused one is still named
+    assert json.loads(proc.stdout)["deaths"]["total"] == 2
+    assert json.loads(proc.stdout)["outbox"] == {"waiting": 0, "refused": 1, "given_up": 1,
+                                                 "reason": json.loads(proc.stdout)["outbox"]["reason"]}

@@ -12,26 +12,30 @@ EX_USAGE = 64
 PROG = "kernel-sentinel fleet"
 
 
-def _open() -> tuple[Any, str]:
-    """Return (a readable store, what it is): the shared database when configured, else the local SQLite."""
+def _open() -> tuple[Any, str, str | None]:
+    """Return (a readable store, what it is, why this server's waiting records could not be sent): the shared
+    database when configured, else the local SQLite."""
     from ..store import STORE_NAME, SharedStore, Store, StoreError, database_url, home_dir, redact
     from .forward import forward
 
     url = database_url()
     path = home_dir() / STORE_NAME
     if url:
-        forward(path, url)  # what this machine still holds goes first; if the database is down, the read says so
-        return SharedStore(url), redact(url)
+        # What this machine still holds goes first; if the database is down, the read says so.
+        sent = forward(path, url)
+        return SharedStore(url), redact(url), sent.error
     if not path.exists():
-        return None, str(path)
+        return None, str(path), None
+    unset = "KERNEL_SENTINEL_DATABASE_URL is not set here"
     try:
-        return Store(path), str(path)  # migrates an older local store, so its newest columns exist
+        return Store(path), str(path), unset  # migrates an older local store, so its newest columns exist
     except StoreError:
-        return Store(path, create=False), str(path)  # read-only folder: read as it is (or fail in one line)
+        return Store(path, create=False), str(path), unset  # read-only folder: read as it is (or fail in one line)
 
 
 def _fleet(args: argparse.Namespace) -> int:
     from ..store import StoreError
+    from .outbox import outbox_line, outbox_state
     from .query import fleet_summary, parse_since
 
     try:
@@ -44,16 +48,24 @@ def _fleet(args: argparse.Namespace) -> int:
             return _setup()
         if args.add_user:
             return _add_user(args.add_user)
-        store, source = _open()
+        store, source, unsent = _open()
         try:
             summary = fleet_summary(store, since=args.since, by=args.by) if store is not None else _empty(args)
         finally:
             if store is not None:
                 store.close()
     except StoreError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        # Still one line: the database's fault, then what this server holds back meanwhile.
+        line = outbox_line(outbox_state())
+        print(f"{PROG}: {exc}" + (f"; {line}" if line else ""), file=sys.stderr)
         return 1
     summary["source"] = source
+    state = outbox_state()
+    if state is not None:  # this server's records not in the view read above: counted here, named on stderr
+        summary["outbox"] = {k: state[k] for k in ("waiting", "refused", "given_up", "reason")}
+        line = outbox_line(state, unreachable=unsent)
+        if line:
+            print(f"{PROG}: {line}", file=sys.stderr)
     from ..records import FleetSummary
     from ..report import render
 
