@@ -55,6 +55,11 @@ def _deaths(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"kernel-sentinel deaths: {exc}", file=sys.stderr)
         return 1
+    from ..fleet.outbox import outbox_line, outbox_state
+
+    line = outbox_line(outbox_state())  # records the shared database has not got (waiting, or refused): say so
+    if line:
+        print(f"kernel-sentinel deaths: {line}", file=sys.stderr)
     if args.json:
         import json
 
