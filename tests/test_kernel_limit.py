@@ -223,7 +223,7 @@ def test_cgroup_v2_without_delegation_falls_back_to_a_systemd_scope_or_the_guard
     assert "the guard's budget of 300 MiB alone holds kernel k" in started.message
     from kernel_sentinel.autopsy.group_budget import group_line
 
-    assert group_line(started.env).startswith("Memory group: none of its own (no memory group of its own: cgroup v2")
+    assert group_line(started.env).startswith("Memory group: none of its own (cgroup v2 without a delegated subtree above")
     # Where no supervisor runs (macOS, Windows), the kernelspec's request alone: the guard holds the kernel.
     assert "no kernel-sentinel supervisor started this kernel" in group_line({"KERNEL_SENTINEL_GROUP_LIMIT": "4G"})
     assert group_line({}) is None

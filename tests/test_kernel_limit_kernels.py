@@ -7,6 +7,7 @@ the kernel's own group is a child of it. Killer cells run only there.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from conftest import GiB, MiB
 
 from kernel_sentinel.autopsy.kernel_group import own_group
 from kernel_sentinel.confine import confined_command
+from kernel_sentinel.identity import kernel_id_from_connection_file
 from kernel_sentinel.kernelspec import kernelspec_dict
 
 GUARD = "__import__('kernel_sentinel.guard', fromlist=['x']).get_guard()"
@@ -58,6 +60,7 @@ def test_each_kernel_runs_in_its_own_group_which_goes_away_with_it(kernel) -> No
     assert res.stdout.startswith("Budget: 300 MiB, set by this kernel's own memory group (cgroup v1 .../ks-kernel-"), res.text()
     res = k.run("%sentinel")
     assert "Memory group: this kernel's own (cgroup v1 " in res.stdout and "limit 300 MiB" in res.stdout, res.text()
+    assert f"Budget: 300 MiB, set by this kernel's own memory group (cgroup v1 .../{group.name})" in res.text()
     cli = subprocess.run(
         [sys.executable, "-m", "kernel_sentinel", "budget", "--pid", str(k.kernel_pid)],
         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
@@ -111,6 +114,9 @@ def test_sentinel_budget_moves_the_group_live_and_the_guard_follows(kernel) -> N
     assert res.ename == "MemoryBudgetError", res.text()
     hint = "`%sentinel budget 768M` gives this kernel 468 MiB more; the machine has "
     assert hint in res.text() + res.html().replace("<code>", "`").replace("</code>", "`"), res.text()
+    # The machine's free memory as a figure ("... the machine has 9.1 GiB available."), and the group as the source.
+    assert re.search(re.escape(hint) + r"\d+(\.\d)? [KMGT]iB available\.", res.text()), res.text()
+    assert f"Budget: 300 MiB, set by this kernel's own memory group (cgroup v1 .../{group.name})" in res.text()
 
     res = k.run("%sentinel budget 768M")
     assert res.stdout.startswith("Budget: 768 MiB (768M), set by this kernel's own memory group"), res.text()
@@ -221,3 +227,67 @@ def test_a_kernel_oom_killed_in_its_own_group_is_explained_as_such(kernel) -> No
     # The counter read is the kernel's own group's (v1's is per group: the parent's would have said 0).
     assert any("OOM-kill counter went 0 -> 1" in line for line in report["evidence"]["proof"]), report["evidence"]
     assert gone(group.directory)  # removed once the death was recorded
+
+
+def test_a_share_of_what_the_machine_allows_becomes_the_kernels_own_group(kernel) -> None:
+    # `kernel-sentinel install --memory-limit 80%`: 80% of what the supervisor is allowed (the test's 1 GiB group).
+    k = kernel(limit_bytes=GiB, kernelspec=sentinel_spec("80%"))
+    group = own_group(k.kernel_pid)
+    assert group is not None and os.path.dirname(group.directory) == k.cgroup.directory
+    assert group.limit_bytes() == int(0.8 * GiB) // 4096 * 4096  # the kernel keeps whole pages
+    assert k.value(f"{GUARD}.budget_bytes") == group.limit_bytes()
+    res = k.run("%sentinel budget")
+    assert res.stdout.startswith("Budget: 819 MiB, set by this kernel's own memory group"), res.text()
+
+
+# A view of this machine as a cgroup v2 host, for the kernel's supervisor alone: a mount namespace of its own
+# with every cgroup mount taken away and one cgroup2 mount at /sys/fs/cgroup (what a v2-only host or container
+# shows). The processes stay where they were: the kernel is still held by the test's v1 group, out of sight.
+V2_VIEW = 'umount -R /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"'
+
+
+def v2_view(argv: list[str]) -> list[str]:
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", V2_VIEW, "sh", *argv]
+
+
+def v2_controllers() -> str:
+    """Return the memory-relevant controllers a real cgroup2 mount offers here; skip where none can be mounted."""
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to give the supervisor a cgroup v2 view of its own")
+    probe = subprocess.run(
+        v2_view(["cat", "/sys/fs/cgroup/cgroup.controllers"]), capture_output=True, text=True, timeout=30
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount cgroup2 in a mount namespace of its own here: {probe.stderr.strip()}")
+    return probe.stdout
+
+
+def test_on_a_real_cgroup2_mount_without_a_memory_controller_the_guard_alone_holds_it_said_once(kernel, capfd) -> None:
+    # The "none" path on a real cgroup2 mount (not a file tree): no memory controller in cgroup v2 (here
+    # it is bound to the v1 hierarchy, FACTS.md; a container whose v2 group has none delegated looks the same).
+    if "memory" in v2_controllers().split():
+        pytest.skip("this machine's cgroup v2 has a memory controller: the group would be made there")
+    spec = sentinel_spec("300M")
+    spec["argv"] = v2_view(spec["argv"])
+    k = kernel(limit_bytes=GiB, kernelspec=spec)  # the test's 1 GiB v1 group still holds it, whatever it sees
+    assert own_group(k.kernel_pid) is None
+    assert not [n for n in os.listdir(k.cgroup.directory) if n.startswith("ks-kernel-")]  # no group was made
+    why = "cgroup v2 at /sys/fs/cgroup has no memory controller for this process"
+    decided = k.value("__import__('os').environ['KERNEL_SENTINEL_KERNEL_GROUP']")
+    assert decided == f"none|{300 * MiB}|no memory group of its own: {why}", decided
+    assert k.value(f"{GUARD}.budget_bytes") == 300 * MiB  # the guard's budget, from the kernelspec's limit
+
+    res = k.run("%sentinel")
+    line = f"Memory group: none of its own ({why}); the guard's budget alone holds this kernel."
+    assert line in res.stdout.splitlines(), res.text()
+    res = k.run("import numpy as np\na = np.ones(400 * 1024 * 1024 // 8)")  # 400 MiB: over the guard's budget
+    assert res.ename == "MemoryBudgetError" and "Budget: 300 MiB" in res.text(), res.text()
+    assert "`%sentinel budget " not in res.text()  # no group of its own: no more to offer from the machine
+    assert k.alive and k.oom_kills() == 0
+
+    said = [line for line in capfd.readouterr().err.splitlines() if "no memory group of its own" in line]
+    kernel_id = kernel_id_from_connection_file(k.km.connection_file)
+    alone = f"the guard's budget of 300 MiB alone holds kernel {kernel_id}"
+    assert said == [f"kernel-sentinel: no memory group of its own: {why}; {alone}"], said  # once, at start (server log)

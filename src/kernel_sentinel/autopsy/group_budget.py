@@ -32,7 +32,8 @@ def group_line(env: dict[str, str] | None = None) -> str | None:
     mechanism, _, rest = text.partition("|")
     detail = rest.partition("|")[2]
     if mechanism == "none":
-        return f"Memory group: none of its own ({detail}); the guard's budget alone holds this kernel."
+        why = detail.removeprefix("no memory group of its own: ")  # the supervisor's log line starts so; said once here
+        return f"Memory group: none of its own ({why}); the guard's budget alone holds this kernel."
     group = own_group()
     if group is None:
         return f"Memory group: {mechanism} {detail} was made for this kernel, but the kernel is not in it."
