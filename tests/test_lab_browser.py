@@ -483,6 +483,46 @@ def test_lab_without_the_server_extension_says_so_once(browser, memory_cgroup, t
         server.stop()
 
 
+def test_lab_with_the_store_unreachable_says_so_once(browser, lab: Server, shots: Path):
+    """The server extension runs but its store cannot be read (503): one warning, the notebook works as before,
+    and a death is still shown with its cause (the event does not need the store)."""
+    store = lab.home / "store.db"
+    kept = store.with_name("store.db.kept")
+    if store.exists():
+        store.rename(kept)
+    store.mkdir()  # a folder where the store should be: nothing can open it (as in test_server_extension)
+    name = _notebook(lab.root / "nostore.ipynb", SENTINEL_KERNEL,
+                     ["6 * 7", "print('still works')", "import ctypes\nctypes.string_at(0)"])
+    try:
+        status = urllib.request.Request(f"{lab.url}/api/kernel-sentinel/deaths",
+                                        headers={"Authorization": f"token {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(status, timeout=10)
+        assert refused.value.code == 503  # control: the store really is unreachable for the server
+        with _page(browser) as page:
+            nb = NotebookPage(page, lab, name)
+            assert "42" in nb.run_and_wait(0)
+            nb.wait_toast("store or the autopsy cannot be read (503)")
+            assert "still works" in nb.run_and_wait(1)
+            # The status bar still reads the kernel's memory (it does not need the store).
+            page.wait_for_function(
+                "() => { const e = document.querySelector('.jp-KernelSentinel-memory');"
+                " return e && e.dataset.level === 'ok' && e.textContent.includes('/ 400 MiB'); }",
+                timeout=60000,
+            )
+            page.screenshot(path=str(shots / "lab-10-store-unreachable.png"))
+            nb.run(2)
+            nb.wait_toast("segmentation fault")
+            said = page.evaluate(
+                "() => window.__ksToasts.filter(x => x.el.innerText.includes('cannot be read (503)')).length")
+            assert said == 1, nb.console[-10:]
+    finally:
+        lab.shutdown_kernels()
+        store.rmdir()
+        if kept.exists():
+            kept.rename(store)
+
+
 def _record_latency(ui: str, from_death_ms: float, from_execute_ms: float) -> None:
     """Append the figure to $KERNEL_SENTINEL_LAB_LATENCY (JSON lines) when set; printed either way."""
     print(f"\n{ui}: death -> notification {from_death_ms:.0f} ms; execute -> notification {from_execute_ms:.0f} ms")

@@ -41,9 +41,14 @@ export class ServerState {
     if (!this._said) {
       this._said = true;
       console.warn(`kernel-sentinel: ${problem}`);
-      Notification.warning(`kernel-sentinel: ${problem}. Kernel deaths are shown without their cause.`, {
-        autoClose: 8000
-      });
+      // Said short (Lab cuts a toast's text at 140 characters) and true to the case: with the store unreadable
+      // (503) the server still sends each death's event with its cause; only without the extension is it lost.
+      const said =
+        status === 503
+          ? 'kernel-sentinel: its store or the autopsy cannot be read (503). The notebook works as before; ' +
+            'new deaths are still explained.'
+          : `kernel-sentinel: ${problem}. Kernel deaths are shown without their cause.`;
+      Notification.warning(said, { autoClose: 8000 });
     }
   }
 
