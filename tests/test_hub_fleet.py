@@ -37,6 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CHP = ROOT / ".services" / "node_modules" / ".bin" / "configurable-http-proxy"
 PASSWORD = "hub-test-password"
+# Grows until the OOM killer ends the kernel (16 MiB of touched bytes at a time): run only in a memory group
+# of at most 1 GiB (the user's server's 512 MiB on the hub; the control's 512 MiB group below).
+KILLER = "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 << 20))  # keep everything\n"
 
 
 def _port() -> int:
@@ -283,6 +286,16 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
             with SharedStore(postgres.admin_url) as shared:
                 return shared.rows("SELECT * FROM deaths WHERE kernel_id = ?", (kernel_id,))
 
+        # bob's kernel dies of memory: the guard switched off in the cell (as a user may), the cell grows until
+        # the OOM killer of his server's 512 MiB group ends the kernel, not the server beside it
+        bob_session = hub.api("POST", "/user/bob/api/sessions", json={
+            "path": "oom.ipynb", "type": "notebook", "name": "oom.ipynb", "kernel": {"name": "python3"}})
+        assert bob_session.status_code == 201, bob_session.text
+        bob_kernel = bob_session.json()["kernel"]["id"]
+        (bob_group,) = _user_groups("bob")
+        oom_before = bob_group.oom_kills()
+        asyncio.run(_execute(f"{hub.base}/user/bob", hub.token, bob_kernel, "%sentinel off\n" + KILLER))
+
         rows = wait_for(alice_death, timeout=120, step=1)
         assert rows, f"alice's kernel death did not reach PostgreSQL: {hub.tail()}"
         assert rows[0]["cause"] == "segfault" and rows[0]["username"] == "alice"
@@ -291,11 +304,29 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
         with SharedStore(urls["bob"]) as shared:  # bob's role does not see alice's rows
             assert not shared.rows("SELECT 1 FROM deaths WHERE kernel_id = ?", (kernel_id,))
 
+        def bob_death():
+            with SharedStore(urls["bob"]) as shared:  # written, and read back, under bob's own role
+                return shared.rows("SELECT * FROM deaths WHERE kernel_id = ?", (bob_kernel,))
+
+        oom_rows = wait_for(bob_death, timeout=120, step=1)
+        assert oom_rows, f"bob's OOM death did not reach PostgreSQL: {hub.tail()}"
+        assert oom_rows[0]["cause"] == "oom_kill" and oom_rows[0]["memory_exhausted"] == 1
+        assert oom_rows[0]["username"] == "bob" and oom_rows[0]["notebook"] == "oom.ipynb"
+        assert "chunks.append" in oom_rows[0]["cell_code"]
+        assert json.loads(oom_rows[0]["report"])["scope"] == "cgroup"
+        assert bob_group.oom_kills() > oom_before  # the OOM killer of bob's server's group, not a signal we sent
+        assert hub.api("GET", "/hub/api/users/bob").json()["servers"][""]["ready"]  # the server lived on
+
         # the admin: the CLI over the shared database
         fleet = subprocess.run([str(BIN / "kernel-sentinel"), "fleet", "--json", "--by", "user"], capture_output=True,
                                text=True, env={**os.environ, "KERNEL_SENTINEL_DATABASE_URL": postgres.admin_url})
         assert fleet.returncode == 0, fleet.stderr
         assert json.loads(fleet.stdout)["deaths"]["by"].get("alice", 0) >= 1
+        by_cause = subprocess.run([str(BIN / "kernel-sentinel"), "fleet", "--json"], capture_output=True, text=True,
+                                  env={**os.environ, "KERNEL_SENTINEL_DATABASE_URL": postgres.admin_url})
+        assert by_cause.returncode == 0, by_cause.stderr
+        causes = json.loads(by_cause.stdout)["deaths"]["by"]
+        assert causes.get("oom_kill", 0) >= 1 and causes.get("segfault", 0) >= 1, causes
 
         # the admin: the hub service page, behind the hub's login; bob is not an admin; nobody logged in: login
         page = f"{hub.base}/services/kernel-sentinel/"
@@ -318,10 +349,10 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
             ["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=prom_log, stderr=subprocess.STDOUT)
 
-        def deaths_in_prometheus():
+        def deaths_in_prometheus(job: str = "alice"):
             try:
                 r = requests.get(f"http://127.0.0.1:{prom_port}/api/v1/query",
-                                 params={"query": 'kernel_sentinel_deaths_total{job="alice"}'}, timeout=10)
+                                 params={"query": f'kernel_sentinel_deaths_total{{job="{job}"}}'}, timeout=10)
                 return [x for x in r.json()["data"]["result"] if float(x["value"][1]) >= 1]
             except (requests.RequestException, ValueError, KeyError):
                 return None
@@ -329,6 +360,9 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
         found = wait_for(deaths_in_prometheus, timeout=90, step=1)
         assert found, (tmp_path / "prometheus.log").read_text()[-3000:]
         assert found[0]["metric"]["cause"] == "segfault"
+        found = wait_for(lambda: deaths_in_prometheus("bob"), timeout=90, step=1)
+        assert found, (tmp_path / "prometheus.log").read_text()[-3000:]
+        assert [x["metric"]["cause"] for x in found] == ["oom_kill"]
         def health():
             targets = requests.get(f"http://127.0.0.1:{prom_port}/api/v1/targets", timeout=10).json()
             return {t["labels"]["job"]: t["health"] for t in targets["data"]["activeTargets"]}
@@ -350,3 +384,12 @@ def _user_groups(user: str) -> list[MemoryCgroup]:
     parent = location.leaf
     return [MemoryCgroup(os.path.join(parent.directory, name), location.version, f"{parent.path}/{name}")
             for name in sorted(os.listdir(parent.directory)) if name.startswith(f"hub-{user}-")]
+
+
+@pytest.mark.cgroup
+def test_the_hub_killer_kills_a_stock_kernel_in_the_same_size_of_group(kernel):
+    """The control of the hub's OOM death: the same cell in a stock ipykernel in a 512 MiB group (the hub's
+    mem_limit) is ended by the OOM killer too, so the hub test's death is the cell's, not the sentinel's."""
+    k = kernel(limit_bytes=512 * 2**20)
+    assert k.run(KILLER).status == "died"
+    assert k.oom_kills() >= 1 and k.exit_status == -signal.SIGKILL
