@@ -218,3 +218,22 @@ def test_a_hub_derives_each_users_url(postgres, tmp_path, monkeypatch):
         assert [r["kernel_id"] for r in shared.rows("SELECT kernel_id FROM deaths")] == ["dora-1"]
     with pytest.raises(StoreError, match="not a user name"):
         roles.user_url(postgres.admin_url, "x'; DROP TABLE deaths; --", "s")
+
+
+def test_a_nul_in_a_cells_code_does_not_get_the_record_refused(postgres, tmp_path, monkeypatch):
+    """SQLite keeps a NUL character (a pasted byte string in a cell); PostgreSQL's text refuses it: the shared copy
+    gets U+FFFD in its place, the local copy keeps the code as it was."""
+    _use(monkeypatch, postgres.admin_url)
+    code = "data = 'a\x00b'\nimport ctypes; ctypes.string_at(0)"
+    with Store(tmp_path / "store.db") as store:
+        store.add_death(_report("k-nul", 21, cell={"execution_count": 1, "code": code}), {"pid": 21})
+        store.add_memory_error({"kernel_id": "k-nul", "summary": "needed\x00more", "code": code, "user": "alice"})
+    wait_for(lambda: forward(tmp_path / "store.db").waiting == 0, timeout=60)
+    with Store(tmp_path / "store.db") as store:
+        assert store.outbox_state()["refused"] == 0
+        assert store.death("k-nul")["cell_code"] == code
+    with SharedStore(postgres.admin_url) as shared:
+        (row,) = shared.rows("SELECT cell_code FROM deaths WHERE kernel_id = 'k-nul'")
+        assert row["cell_code"] == code.replace("\x00", "\ufffd")
+        (err,) = shared.rows("SELECT summary FROM memory_errors WHERE kernel_id = 'k-nul'")
+        assert err["summary"] == "needed\ufffdmore"

@@ -668,7 +668,7 @@ class SharedStore:
                 cur.execute(f"CREATE TEMP TABLE ks_incoming ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA")
                 with cur.copy(f"COPY ks_incoming ({cols}) FROM STDIN") as copy:
                     for record in records:
-                        copy.write_row([record.get(c) for c in columns])
+                        copy.write_row([_pg_text(record.get(c)) for c in columns])
                 cur.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM ks_incoming ON CONFLICT DO NOTHING")
         except self._psycopg.OperationalError as exc:
             raise StoreUnavailable(f"cannot reach the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
@@ -789,6 +789,14 @@ def _os_user() -> str | None:
 
 def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _pg_text(value: Any) -> Any:
+    """Return ``value`` as PostgreSQL's text takes it: NUL (which SQLite keeps, in a cell's code or a summary) as
+    U+FFFD, so that one such character does not get the whole record refused; the local copy keeps the original."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
 
 
 def _pg_reason(exc: BaseException) -> str:
