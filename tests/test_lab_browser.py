@@ -372,6 +372,15 @@ def test_lab_stock_kernel_death_says_what_it_can(browser, lab: Server, shots: Pa
     try:
         with _page(browser) as page:
             nb = NotebookPage(page, lab, name)
+            # The status bar measures a stock kernel too: its memory against the server's 1 GiB group, no guard line.
+            page.wait_for_function(
+                "() => { const e = document.querySelector('.jp-KernelSentinel-memory');"
+                " return e && e.dataset.level === 'ok' && e.textContent.includes('/ 1'); }",
+                timeout=60000,
+            )
+            tooltip = page.locator(".jp-KernelSentinel-memory").get_attribute("title")
+            assert "Stock kernel: no guard" in tooltip and "set by cgroup" in tooltip, tooltip
+            assert "interrupts a cell" not in tooltip, tooltip
             nb.run(0)
             toast = nb.wait_toast("kernel-sentinel install")
             text = toast.inner_text()
