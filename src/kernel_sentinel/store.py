@@ -33,7 +33,7 @@ from typing import Any
 
 from .identity import home_dir  # noqa: F401  (re-exported: the rule lives in identity, one leaf module)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 STORE_NAME = "store.db"
 DATABASE_URL_ENV = "KERNEL_SENTINEL_DATABASE_URL"
 USERS_ROLE = "kernel_sentinel_users"  # the PostgreSQL group role every hub user's role is a member of
@@ -159,6 +159,27 @@ _MIGRATIONS: dict[int, tuple[str, str]] = {
     CREATE INDEX IF NOT EXISTS memory_errors_by_kernel ON memory_errors (kernel_id)
     """,
         "",
+    ),
+    # What each server's outbox holds back (records the database refused): the admin's `fleet` runs on another
+    # machine than the servers, so each forwarder reports its refusals here, under its own role's name.
+    6: (
+        "",
+        f"""
+    CREATE TABLE IF NOT EXISTS outbox_status (
+        username TEXT NOT NULL DEFAULT current_user,
+        host TEXT NOT NULL,
+        store TEXT NOT NULL,
+        refused INTEGER NOT NULL,
+        given_up INTEGER NOT NULL,
+        reason TEXT,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (username, host, store)
+    );
+    ALTER TABLE outbox_status ENABLE ROW LEVEL SECURITY;
+    CREATE POLICY own_outbox_status ON outbox_status
+        USING (username = current_user) WITH CHECK (username = current_user);
+    GRANT SELECT, INSERT, UPDATE ON outbox_status TO {USERS_ROLE};
+    """,
     ),
 }
 
@@ -675,6 +696,24 @@ class SharedStore:
         except self._psycopg.Error as exc:
             raise StoreError(f"the database at {redact(self.url)} refused the records: {_pg_reason(exc)}") from exc
 
+    def report_outbox(self, host: str, store: str, state: dict[str, Any]) -> None:
+        """Record, under this role's name, how many records of the local store ``store`` on ``host`` the database
+        refused (``Store.outbox_state``), so that the admin's ``fleet`` can name them; raises StoreError."""
+        try:
+            with self._connection() as conn:
+                conn.execute(
+                    "INSERT INTO outbox_status (host, store, refused, given_up, reason, updated_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (username, host, store) DO UPDATE SET"
+                    " refused = excluded.refused, given_up = excluded.given_up, reason = excluded.reason,"
+                    " updated_at = excluded.updated_at",
+                    (host, store, int(state.get("refused") or 0), int(state.get("given_up") or 0),
+                     _pg_text(state.get("reason")), time.time()),
+                )
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"cannot reach the database at {redact(self.url)}: {_pg_reason(exc)}") from exc
+        except self._psycopg.Error as exc:
+            raise StoreError(f"the database at {redact(self.url)} refused the outbox status: {_pg_reason(exc)}") from exc
+
     def rows(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Return a read query's rows as dicts (``?`` placeholders, as for the local store)."""
         from psycopg.rows import dict_row
@@ -746,7 +785,7 @@ def migration_sql(version: int, dialect: str) -> str:
     common, postgres_only = _MIGRATIONS[version]
     sql = common.format(**_DIALECT[dialect])
     if dialect == "postgresql" and postgres_only:
-        sql = sql.rstrip().rstrip(";") + ";\n" + postgres_only
+        sql = (sql.rstrip().rstrip(";") + ";\n" if sql.strip() else "") + postgres_only
     return sql
 
 
