@@ -58,11 +58,13 @@ def forward(
             if "outbox" not in {r["name"] for r in local.rows("SELECT name FROM sqlite_master WHERE type = 'table'")}:
                 return result
             last = 0
+            retried = False  # a record refused before was in a batch: its server's status may have changed
             while True:
                 batch = local.outbox(BATCH, after=last)
                 if not batch:
                     break
                 last = batch[-1]["id"]
+                retried = retried or any(r["attempts"] for r in batch)
                 if shared is None:
                     shared = own = SharedStore(url, pool=pool, connect_timeout=connect_timeout)
                 done, refused = _send(shared, batch)
@@ -73,6 +75,13 @@ def forward(
                     local.outbox_done(done)
                     result.sent += len(done)
             result.waiting = local.outbox_counts()[0]
+            state = local.outbox_state()
+            if state["refused"] or retried:
+                # Tell the shared database what this server holds back (or that it holds nothing back now):
+                # the admin's fleet runs elsewhere and cannot read this outbox.
+                if shared is None:
+                    shared = own = SharedStore(url, pool=pool, connect_timeout=connect_timeout)
+                _report_status(shared, store_path, state)
     except StoreError as exc:  # StoreUnavailable included: the rows stay in the outbox
         result.error = str(exc)
         try:
@@ -84,6 +93,19 @@ def forward(
         if own is not None:
             own.close()
     return result
+
+
+def _report_status(shared: SharedStore, store_path: Path, state: dict[str, Any]) -> None:
+    """Record this store's refusals in the shared database; a database older than the status table is no
+    reason to stop forwarding (the next ``fleet --setup`` adds it)."""
+    import socket
+
+    try:
+        shared.report_outbox(socket.gethostname(), str(store_path), state)
+    except StoreUnavailable:
+        raise
+    except StoreError:
+        pass
 
 
 def _send(shared: SharedStore, batch: list[dict[str, Any]]) -> tuple[list[int], list[dict[str, Any]]]:
