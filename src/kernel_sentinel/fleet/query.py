@@ -77,7 +77,20 @@ def fleet_summary(
             for r in cells
         ],
         "by_day": dict(sorted(by_day.items())),
+        **({"refused": _refusals(store)} if store.dialect == "postgresql" else {}),
     }
+
+
+def _refusals(store: Readable) -> dict[str, Any]:
+    """Return the records the shared database refused, by server (each server's forwarder reports its own):
+    ``{"records": N, "servers": [{"user", "host", "store", "refused", "given_up", "reason"}]}``, newest first."""
+    rows = store.rows(
+        "SELECT username, host, store, refused, given_up, reason FROM outbox_status WHERE refused > 0"
+        " ORDER BY updated_at DESC"
+    )
+    servers = [{"user": r["username"], "host": r["host"], "store": r["store"], "refused": int(r["refused"]),
+                "given_up": int(r["given_up"]), "reason": r["reason"]} for r in rows]
+    return {"records": sum(s["refused"] for s in servers), "servers": servers}
 
 
 def _grouped(store: Readable, table: str, column: str, time_column: str, start: float) -> dict[str, int]:
