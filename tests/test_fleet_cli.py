@@ -180,13 +180,23 @@ def test_fleet_names_the_records_the_database_refused(postgres, tmp_path):
     assert (data["outbox"]["refused"], data["outbox"]["waiting"]) == (1, 0)
     assert "row-level security" in data["outbox"]["reason"]
     assert proc.stderr.count("\n") == 1, proc.stderr
-    assert "1 record refused by the shared database" in proc.stderr and "row-level security" in proc.stderr
-    assert "retried up to 3 times" in proc.stderr and "pw-dave" not in proc.stderr  # no password in messages
+    assert "1 record refused by the shared database on 1 server (dave@" in proc.stderr, proc.stderr
+    assert "row-level security" in proc.stderr and "pw-dave" not in proc.stderr  # no password in messages
     for _ in range(2):  # two more refusals: left aside, still named, still kept
         proc = _cli("--json", env=env)
-    assert json.loads(proc.stdout)["outbox"]["given_up"] == 1 and "no longer retried" in proc.stderr
-    deaths = _deaths_cli(home, dave)
-    assert deaths.returncode == 0 and deaths.stderr.count("\n") == 1 and "1 record refused" in deaths.stderr
+    assert json.loads(proc.stdout)["outbox"]["given_up"] == 1 and "1 record refused" in proc.stderr
+    deaths = _deaths_cli(home, dave)  # this server's own view: its outbox, and that it is no longer retried
+    assert deaths.returncode == 0 and deaths.stderr.count("\n") == 1, deaths.stderr
+    assert "1 record refused by the shared database (no longer retried)" in deaths.stderr
+    # the admin, elsewhere, cannot read dave's outbox: dave's forwarder reported it to the shared database
+    admin = _cli("--json", env={"KERNEL_SENTINEL_HOME": str(tmp_path / "admin"),
+                                "KERNEL_SENTINEL_DATABASE_URL": postgres.admin_url})
+    assert admin.returncode == 0, admin.stderr
+    refused = json.loads(admin.stdout)["refused"]
+    assert refused["records"] == 1 and [s["user"] for s in refused["servers"]] == ["dave"]
+    assert refused["servers"][0]["store"] == str(home / "store.db") and refused["servers"][0]["given_up"] == 1
+    assert "1 record refused by the shared database on 1 server (dave@" in admin.stderr
+    assert "row-level security" in admin.stderr and admin.stderr.count("\n") == 1
     assert {d["kernel_id"] for d in json.loads(deaths.stdout)} == {"own-dave-1", "forged-alice-2"}  # nothing lost
     with SharedStore(postgres.admin_url) as shared:
         assert not shared.rows("SELECT 1 FROM deaths WHERE kernel_id = 'forged-alice-2'")
@@ -208,9 +218,9 @@ def test_fleet_names_the_records_the_database_refused(postgres, tmp_path):
         else:
             os.environ["KERNEL_SENTINEL_DATABASE_URL"] = old
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "cannot reach the database" in proc.stderr and "1 record waiting to be sent" in proc.stderr
+    assert "cannot reach the database" in proc.stderr and "1 record of this server waiting to be sent" in proc.stderr
     assert "1 record refused" in proc.stderr and "Traceback" not in proc.stderr
-    assert "1 record waiting to be sent" in deaths.stderr and deaths.stderr.count("\n") == 1
+    assert "1 record of this server waiting to be sent" in deaths.stderr and deaths.stderr.count("\n") == 1
     proc = _cli("--json", env=env)  # back up: the waiting record lands, the refused one is still named
     assert json.loads(proc.stdout)["deaths"]["total"] == 2
     assert json.loads(proc.stdout)["outbox"] == {"waiting": 0, "refused": 1, "given_up": 1,

@@ -61,11 +61,11 @@ def _fleet(args: argparse.Namespace) -> int:
         return 1
     summary["source"] = source
     state = outbox_state()
-    if state is not None:  # this server's records not in the view read above: counted here, named on stderr
+    if state is not None:  # this server's records not in the view read above
         summary["outbox"] = {k: state[k] for k in ("waiting", "refused", "given_up", "reason")}
-        line = outbox_line(state, unreachable=unsent)
-        if line:
-            print(f"{PROG}: {line}", file=sys.stderr)
+    line = outbox_line(state, unreachable=unsent, shared=summary.get("refused"))
+    if line:  # every server's refused records (from the shared database) and this one's waiting ones
+        print(f"{PROG}: {line}", file=sys.stderr)
     from ..records import FleetSummary
     from ..report import render
 

@@ -27,23 +27,40 @@ def outbox_state(path: str | os.PathLike[str] | None = None) -> dict[str, Any] |
         return None
 
 
-def outbox_line(state: dict[str, Any] | None, *, unreachable: str | None = None) -> str | None:
-    """Return one line saying how many of this server's records are not in the shared database and why, or
-    None when none are. ``unreachable`` is why the database could not be reached just now (waiting records)."""
-    if not state or not (state.get("waiting") or state.get("refused")):
-        return None
-    waiting, refused = int(state.get("waiting") or 0), int(state.get("refused") or 0)
+def outbox_line(
+    state: dict[str, Any] | None, *, unreachable: str | None = None, shared: dict[str, Any] | None = None
+) -> str | None:
+    """Return one line saying how many records are not in the shared database and why, or None when none are.
+
+    ``state`` is this server's outbox (``outbox_state``): its waiting records, and its refused ones unless
+    ``shared`` is given: the fleet-wide refusals every server's forwarder reported to the shared database
+    (``fleet_summary``'s ``refused``), which the admin's ``fleet`` shows instead. ``unreachable`` is why the
+    database could not be reached just now (waiting records).
+    """
     parts = []
-    if refused:
-        given_up = int(state.get("given_up") or 0)
+    if shared is not None and shared.get("records"):
+        servers = shared.get("servers") or []
+        named = ", ".join(f"{s.get('user')}@{s.get('host')}: {s.get('refused')}" for s in servers[:3])
+        more = f", {len(servers) - 3} more" if len(servers) > 3 else ""
+        reason = servers[0].get("reason") if servers else None
+        parts.append(
+            f"{_records(int(shared['records']))} refused by the shared database on {len(servers)} "
+            f"server{'s' if len(servers) != 1 else ''} ({named}{more}; newest reason: {reason or 'none given'}), "
+            "kept in their servers' outboxes"
+        )
+    elif state and state.get("refused"):
+        refused, given_up = int(state["refused"]), int(state.get("given_up") or 0)
         retry = "no longer retried" if given_up == refused else (
             "retried up to 3 times" if not given_up else f"{given_up} no longer retried")
-        parts.append(f"{_records(refused)} refused by the shared database ({retry}): {state.get('reason') or 'no reason given'}")
-    if waiting:
+        parts.append(f"{_records(refused)} refused by the shared database ({retry}): {state.get('reason') or 'no reason given'}; "
+                     f"kept in this server's outbox ({state.get('path') or 'the local store'})")
+    if state and state.get("waiting"):
         why = f" ({unreachable})" if unreachable else ""
-        parts.append(f"{_records(waiting)} waiting to be sent{why}")
-    where = state.get("path") or "the local store"
-    return f"{'; '.join(parts)}; kept in this server's outbox ({where}), not in the shared view"
+        parts.append(f"{_records(int(state['waiting']))} of this server waiting to be sent{why}, "
+                     f"kept in its outbox ({state.get('path') or 'the local store'})")
+    if not parts:
+        return None
+    return "; ".join(parts) + "; not in the shared view"
 
 
 def _records(n: int) -> str:
