@@ -225,3 +225,12 @@ def test_fleet_names_the_records_the_database_refused(postgres, tmp_path):
     assert json.loads(proc.stdout)["deaths"]["total"] == 2
     assert json.loads(proc.stdout)["outbox"] == {"waiting": 0, "refused": 1, "given_up": 1,
                                                  "reason": json.loads(proc.stdout)["outbox"]["reason"]}
+
+
+def test_fleet_on_postgresql_names_this_servers_unreadable_store(postgres, tmp_path):
+    """The shared view is read, and this server's corrupt store (whose records it cannot send) is named in one line."""
+    (tmp_path / "store.db").write_bytes(b"this is not a database" * 200)
+    proc = _cli("--json", env={"KERNEL_SENTINEL_HOME": str(tmp_path), "KERNEL_SENTINEL_DATABASE_URL": postgres.admin_url})
+    assert proc.returncode == 0, proc.stderr
+    assert "deaths" in json.loads(proc.stdout)
+    assert proc.stderr.count("\n") == 1 and "this server's" in proc.stderr and "not a database" in proc.stderr

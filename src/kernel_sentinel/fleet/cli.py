@@ -35,6 +35,7 @@ def _open() -> tuple[Any, str, str | None]:
 
 def _fleet(args: argparse.Namespace) -> int:
     from ..store import StoreError
+    from ..store import problem as store_problem
     from .outbox import outbox_line, outbox_state
     from .query import fleet_summary, parse_since
 
@@ -64,6 +65,9 @@ def _fleet(args: argparse.Namespace) -> int:
     if state is not None:  # this server's records not in the view read above
         summary["outbox"] = {k: state[k] for k in ("waiting", "refused", "given_up", "reason")}
     line = outbox_line(state, unreachable=unsent, shared=summary.get("refused"))
+    trouble = store_problem() if state is None else None  # read from PostgreSQL; this server's store unreadable
+    if trouble:
+        line = "; ".join(filter(None, [f"this server's {trouble}", line]))
     if line:  # every server's refused records (from the shared database) and this one's waiting ones
         print(f"{PROG}: {line}", file=sys.stderr)
     from ..records import FleetSummary
