@@ -586,6 +586,12 @@ class Store:
         )[0]
         return int(waiting), int(refused["n"]), refused["e"]
 
+    def outbox_retry(self) -> int:
+        """Return how many refused records were queued again (their refusals forgotten): for after the cause of
+        the refusals was fixed (the server's database URL named the wrong role), so nothing stays aside for good."""
+        with self._tx() as db:
+            return int(db.execute("UPDATE outbox SET attempts = 0 WHERE attempts > 0").rowcount)
+
     def outbox_state(self) -> dict[str, Any]:
         """Return what the outbox holds: ``waiting`` (never refused, not yet sent), ``refused`` (refused by the
         shared database at least once; retried up to 3 times, then left aside, never deleted), ``given_up``
