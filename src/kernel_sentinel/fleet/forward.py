@@ -57,14 +57,15 @@ def forward(
         with Store(store_path, create=False) as local:
             if "outbox" not in {r["name"] for r in local.rows("SELECT name FROM sqlite_master WHERE type = 'table'")}:
                 return result
+            # A record refused before (and maybe queued again since) is still here: what this server reported
+            # holding back may change in this pass, so it reports again at the end.
+            had_refusals = bool(local.rows("SELECT 1 FROM outbox WHERE last_error IS NOT NULL LIMIT 1"))
             last = 0
-            retried = False  # a record refused before was in a batch: its server's status may have changed
             while True:
                 batch = local.outbox(BATCH, after=last)
                 if not batch:
                     break
                 last = batch[-1]["id"]
-                retried = retried or any(r["attempts"] for r in batch)
                 if shared is None:
                     shared = own = SharedStore(url, pool=pool, connect_timeout=connect_timeout)
                 done, refused = _send(shared, batch)
@@ -76,7 +77,7 @@ def forward(
                     result.sent += len(done)
             result.waiting = local.outbox_counts()[0]
             state = local.outbox_state()
-            if state["refused"] or retried:
+            if state["refused"] or had_refusals:
                 # Tell the shared database what this server holds back (or that it holds nothing back now):
                 # the admin's fleet runs elsewhere and cannot read this outbox.
                 if shared is None:
