@@ -84,8 +84,11 @@ def fleet_summary(
 def _refusals(store: Readable) -> dict[str, Any]:
     """Return the records the shared database refused, by server (each server's forwarder reports its own):
     ``{"records": N, "servers": [{"user", "host", "store", "refused", "given_up", "reason"}]}``, newest first."""
+    # The newest report of each store wins, whichever role made it: a server moved to its right role reports
+    # under that one, and the wrong role's old report must not keep naming records since sent.
     rows = store.rows(
-        "SELECT username, host, store, refused, given_up, reason FROM outbox_status WHERE refused > 0"
+        "SELECT * FROM (SELECT DISTINCT ON (host, store) username, host, store, refused, given_up, reason, updated_at"
+        " FROM outbox_status ORDER BY host, store, updated_at DESC) AS newest WHERE refused > 0"
         " ORDER BY updated_at DESC"
     )
     servers = [{"user": r["username"], "host": r["host"], "store": r["store"], "refused": int(r["refused"]),
