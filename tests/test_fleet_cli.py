@@ -234,3 +234,38 @@ def test_fleet_on_postgresql_names_this_servers_unreadable_store(postgres, tmp_p
     assert proc.returncode == 0, proc.stderr
     assert "deaths" in json.loads(proc.stdout)
     assert proc.stderr.count("\n") == 1 and "this server's" in proc.stderr and "not a database" in proc.stderr
+
+
+def test_refused_records_land_after_the_cause_is_fixed(postgres, tmp_path):
+    """erin's server was given frank's database URL: her records are refused three times and left aside; once her
+    own URL is set, fleet --retry-refused sends them and the admin no longer sees a refusal."""
+    from kernel_sentinel.fleet import roles
+    from kernel_sentinel.fleet.forward import forward
+
+    roles.setup(postgres.admin_url)
+    roles.add_user(postgres.admin_url, "erin", "pw-erin")
+    roles.add_user(postgres.admin_url, "frank", "pw-frank")
+    wrong, right = postgres.url("frank", "pw-frank"), postgres.url("erin", "pw-erin")
+    home = tmp_path / "erin"
+    os.environ["KERNEL_SENTINEL_DATABASE_URL"] = wrong
+    try:
+        with Store(home / "store.db") as store:
+            _add(store, 1, "erin", "oom_kill", OTHER_CELL, tag="misrouted-")
+        for _ in range(3):
+            forward(home / "store.db", wrong)
+    finally:
+        os.environ.pop("KERNEL_SENTINEL_DATABASE_URL", None)
+    admin_env = {"KERNEL_SENTINEL_HOME": str(tmp_path / "admin"), "KERNEL_SENTINEL_DATABASE_URL": postgres.admin_url}
+    servers = json.loads(_cli("--json", env=admin_env).stdout)["refused"]["servers"]
+    assert [(s["user"], s["given_up"]) for s in servers if s["store"] == str(home / "store.db")] == [("frank", 1)]
+    env = {"KERNEL_SENTINEL_HOME": str(home), "KERNEL_SENTINEL_DATABASE_URL": right}
+    assert json.loads(_cli("--json", env=env).stdout)["outbox"]["given_up"] == 1  # her URL alone: still aside
+    proc = _cli("--json", "--retry-refused", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "kernel-sentinel fleet: 1 refused record of this server queued again\n"
+    data = json.loads(proc.stdout)
+    assert data["deaths"]["total"] == 1 and data["outbox"] == {"waiting": 0, "refused": 0, "given_up": 0, "reason": None}
+    with SharedStore(postgres.admin_url) as shared:
+        assert shared.rows("SELECT username FROM deaths WHERE kernel_id = 'misrouted-erin-1'") == [{"username": "erin"}]
+    admin = _cli("--json", env=admin_env)  # frank's old report of that store no longer counts: erin's is newer
+    assert [s for s in json.loads(admin.stdout)["refused"]["servers"] if s["store"] == str(home / "store.db")] == []

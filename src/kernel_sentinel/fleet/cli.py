@@ -49,6 +49,8 @@ def _fleet(args: argparse.Namespace) -> int:
             return _setup()
         if args.add_user:
             return _add_user(args.add_user)
+        if args.retry_refused:
+            _retry_refused()
         store, source, unsent = _open()
         try:
             summary = fleet_summary(store, since=args.since, by=args.by) if store is not None else _empty(args)
@@ -91,6 +93,17 @@ def _fleet(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {args.html}")
     return 0
+
+
+def _retry_refused() -> None:
+    """Queue this server's refused records again (sent by the forwarding pass that follows); say how many."""
+    from ..store import STORE_NAME, Store, home_dir
+
+    path = home_dir() / STORE_NAME
+    if path.exists():
+        with Store(path) as store:
+            count = store.outbox_retry()
+        print(f"{PROG}: {count} refused record{'s' if count != 1 else ''} of this server queued again", file=sys.stderr)
 
 
 def _empty(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,4 +149,6 @@ def register_fleet(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--setup", action="store_true", help="create or migrate the shared PostgreSQL schema (as its owner)")
     p.add_argument("--add-user", metavar="NAME", help="give hub user NAME a database role that reads only its own rows "
                    "(password on stdin)")
+    p.add_argument("--retry-refused", action="store_true", help="send this server's records the database refused "
+                   "again (after fixing the cause, e.g. the server's database URL)")
     p.set_defaults(func=_fleet)
