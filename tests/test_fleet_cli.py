@@ -187,7 +187,8 @@ def test_fleet_names_the_records_the_database_refused(postgres, tmp_path):
     assert json.loads(proc.stdout)["outbox"]["given_up"] == 1 and "1 record refused" in proc.stderr
     deaths = _deaths_cli(home, dave)  # this server's own view: its outbox, and that it is no longer retried
     assert deaths.returncode == 0 and deaths.stderr.count("\n") == 1, deaths.stderr
-    assert "1 record refused by the shared database (no longer retried)" in deaths.stderr
+    assert "1 record refused by the shared database (no longer retried: fix the cause, then `kernel-sentinel fleet " \
+        "--retry-refused`)" in deaths.stderr
     # the admin, elsewhere, cannot read dave's outbox: dave's forwarder reported it to the shared database
     admin = _cli("--json", env={"KERNEL_SENTINEL_HOME": str(tmp_path / "admin"),
                                 "KERNEL_SENTINEL_DATABASE_URL": postgres.admin_url})

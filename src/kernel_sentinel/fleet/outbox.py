@@ -50,8 +50,9 @@ def outbox_line(
         )
     elif state and state.get("refused"):
         refused, given_up = int(state["refused"]), int(state.get("given_up") or 0)
-        retry = "no longer retried" if given_up == refused else (
-            "retried up to 3 times" if not given_up else f"{given_up} no longer retried")
+        hint = "fix the cause, then `kernel-sentinel fleet --retry-refused`"
+        retry = f"no longer retried: {hint}" if given_up == refused else (
+            "retried up to 3 times" if not given_up else f"{given_up} no longer retried: {hint}")
         parts.append(f"{_records(refused)} refused by the shared database ({retry}): {state.get('reason') or 'no reason given'}; "
                      f"kept in this server's outbox ({state.get('path') or 'the local store'})")
     if state and state.get("waiting"):
