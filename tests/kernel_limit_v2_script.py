@@ -128,9 +128,46 @@ def main() -> dict:
     return out
 
 
+def scope() -> dict:
+    """Run a holder through the ``systemd-run --user --scope`` command line the supervisor uses, when a user manager runs."""
+    import time
+
+    from kernel_sentinel.autopsy.kernel_group import (
+        GroupPlan, KernelGroup, KernelLimit, group_name, move_limit, own_group, systemd_user_available,
+    )  # fmt: skip
+    from kernel_sentinel.memory import oom_kill_counter
+
+    if not systemd_user_available():
+        return {"available": False}
+    limit = KernelLimit(limit_bytes=64 << 20)
+    limit.group = KernelGroup.create(GroupPlan("systemd scope", None, 2), group_name(os.getpid(), "s1"), 64 << 20)
+    argv = limit.command([sys.executable, "-c", HOLDER])
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out: dict = {"available": True, "argv": argv[:5], "hold": ask(proc, "hold 16")}
+    located = limit.cgroup(proc.pid)  # the same pid: systemd-run execs the kernel inside the scope
+    group = own_group(proc.pid)
+    out["located"] = located[0] if located else None
+    out["own"] = [group.directory, group.mechanism] if group else None
+    out["memory.max"] = read(f"{located[0]}/memory.max") if located else None
+    out["memory.swap.max"] = read(f"{located[0]}/memory.swap.max") if located else None
+    move_limit(group, 96 << 20, proc.pid)
+    out["moved"] = read(f"{located[0]}/memory.max")
+    proc.stdin.write("grow\n")
+    proc.stdin.flush()
+    out["returncode"] = proc.wait(timeout=300)
+    # systemd removes the scope as soon as it is empty: its own counter goes with it; v2's is hierarchical.
+    out["oom_kills"] = [oom_kill_counter(located[0], 2), oom_kill_counter(os.path.dirname(located[0]), 2)]
+    deadline = time.monotonic() + 30
+    while os.path.exists(located[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    out["removed"] = not os.path.exists(located[0])  # systemd's to remove (--collect)
+    return out
+
+
 if __name__ == "__main__":
     try:
         result = main()
+        result["scope"] = scope()
     except Exception:
         result = {"error": traceback.format_exc()}
     print("RESULT " + json.dumps(result), flush=True)

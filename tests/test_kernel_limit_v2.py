@@ -20,6 +20,19 @@ from cgroup2_vm import run_in_vm, vm_skip_reason
 from conftest import MiB
 
 HERE = Path(__file__).resolve().parent
+# A systemd user manager for root in the VM (where the machine's own systemd is: the VM has no PID-1 systemd,
+# so /run/systemd/system is made for it to start), in user@0.service as logind would place it.
+SYSTEMD_USER = """
+if [ -x /usr/lib/systemd/systemd ]; then
+  mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/system /run/user/0 && chmod 700 /run/user/0
+  export XDG_RUNTIME_DIR=/run/user/0
+  echo +memory > /sys/fs/cgroup/cgroup.subtree_control
+  mkdir -p /sys/fs/cgroup/user.slice/user@0.service && echo +memory > /sys/fs/cgroup/user.slice/cgroup.subtree_control
+  echo $$ > /sys/fs/cgroup/user.slice/user@0.service/cgroup.procs
+  (/usr/lib/systemd/systemd --user > /dev/null 2>&1 &)
+  i=0; while [ ! -S /run/user/0/systemd/private ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done
+fi
+"""
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +41,7 @@ def v2(tmp_path_factory) -> dict:
     reason = vm_skip_reason()
     if reason:
         pytest.skip(f"no cgroup v2 VM can be started here: {reason}")
-    script = f"cd {HERE} && PYTHONDONTWRITEBYTECODE=1 exec {sys.executable} kernel_limit_v2_script.py kernel_sentinel\n"
+    script = SYSTEMD_USER + f"cd {HERE} && PYTHONDONTWRITEBYTECODE=1 exec {sys.executable} kernel_limit_v2_script.py kernel_sentinel\n"
     console = run_in_vm(script, tmp_path_factory.mktemp("v2vm"))
     line = next((x for x in console.splitlines() if x.startswith("RESULT ")), None)
     assert line is not None, console
@@ -84,3 +97,20 @@ def test_the_group_goes_away_with_its_kernel_and_leftovers_are_swept(v2: dict) -
     assert v2["removed"]
     swept, left = v2["swept"]
     assert swept == [left] and "-left" in left
+
+
+def test_a_systemd_scope_made_by_the_supervisors_command_line_holds_the_kernel(v2: dict) -> None:
+    scope = v2["scope"]
+    if not scope["available"]:
+        pytest.skip("no systemd user manager could be started in the VM (needs systemd installed on this machine)")
+    assert scope["argv"] == ["systemd-run", "--user", "--scope", "--quiet", "--collect"] and scope["hold"] == "ok"
+    assert scope["located"].endswith("/app.slice/" + os.path.basename(scope["located"]))
+    assert os.path.basename(scope["located"]).startswith("ks-kernel-") and scope["located"].endswith("-s1.scope")
+    assert scope["own"] == [scope["located"], "systemd scope"]
+    assert scope["memory.max"] == str(64 * MiB) and scope["memory.swap.max"] == "0"
+    assert scope["moved"] == str(96 * MiB)  # %sentinel budget: the scope's memory.max, delegated to the user
+    # The runaway met its scope's limit. The scope's own OOM-kill counter goes with the scope (systemd removes
+    # it once empty, whether before or after this read: a known gap for the autopsy's proof); app.slice's,
+    # hierarchical, counted it.
+    assert scope["returncode"] == -9 and scope["oom_kills"][1] == 1 and scope["oom_kills"][0] in (None, 1)
+    assert scope["removed"]
