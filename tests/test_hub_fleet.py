@@ -312,6 +312,8 @@ def test_a_hub_users_kernel_death_reaches_the_admin(postgres, tmp_path):
         assert oom_rows, f"bob's OOM death did not reach PostgreSQL: {hub.tail()}"
         assert oom_rows[0]["cause"] == "oom_kill" and oom_rows[0]["memory_exhausted"] == 1
         assert oom_rows[0]["username"] == "bob" and oom_rows[0]["notebook"] == "oom.ipynb"
+        assert oom_rows[0]["kernel_name"] == "python3" and oom_rows[0]["host"] == socket.gethostname()
+        assert "/user/bob/" in oom_rows[0]["server"]
         assert "chunks.append" in oom_rows[0]["cell_code"]
         assert json.loads(oom_rows[0]["report"])["scope"] == "cgroup"
         assert bob_group.oom_kills() > oom_before  # the OOM killer of bob's server's group, not a signal we sent
