@@ -1,5 +1,7 @@
-"""What this server's outbox still holds for the shared database, and why: one line for every command that
-shows the store (``fleet``, ``deaths``), so that records waiting or refused are never kept silently.
+"""Which records the shared database has not got, and why: one line for every command that shows the store
+(``fleet``, ``deaths``), so that records waiting or refused are never kept silently. On a server it reads its
+own outbox; the admin's ``fleet`` names every server's refusals, which their forwarders report to the shared
+database (``outbox_status``), since the admin cannot read the servers' outboxes.
 
 A record the database refuses (a server writing under another user's role, a value PostgreSQL will not take)
 stays in the local outbox and in the local store: it is not lost, but it is not in the fleet's view either.
