@@ -184,53 +184,6 @@ def test_rss_returns_after_a_memory_budget_error(kernel, case: str) -> None:
     print(f"{case}: RSS {before / MiB:.0f} MiB before the cell, {after / MiB:.0f} MiB after the error")
 
 
-# Eight threads each take a 24 MB array and end, after a 32 MB array was freed: glibc's dynamic mmap threshold has
-# risen to 32 MiB, so the arrays come from the threads' own arenas, whose free tops malloc_trim() never returns.
-THREAD_ARRAYS = textwrap.dedent(
-    """
-    import threading, time, numpy as np
-    warm = np.ones(4_000_000); del warm  # a freed mapped block raises glibc's mmap threshold (stock behaviour)
-    out = []
-    def one():
-        a = np.ones(3_000_000)
-        time.sleep(0.1)  # working on it: the guard's watchdog sees the cell's threads
-        out.append(float(a.sum()))
-        del a
-    for _round in range(3):
-        ths = [threading.Thread(target=one) for _ in range(8)]
-        [t.start() for t in ths]; [t.join() for t in ths]
-    len(out)
-    """
-)
-
-
-def _arena_growth(k) -> int:
-    assert k.run("import numpy as np, gc\ngc.collect()").ok
-    before = rss(k.kernel_pid)
-    res = k.run(THREAD_ARRAYS)
-    assert res.ok, res.text()
-    assert k.run("del out\ngc.collect()").ok
-    return rss(k.kernel_pid) - before
-
-
-def test_thread_arenas_give_freed_arrays_back(kernel) -> None:
-    """With the guard on, arrays that a cell's threads freed leave the kernel's RSS when the cell ends."""
-    k = kernel(limit_bytes=1024 * MiB, kernelspec=GUARDED)
-    grown = _arena_growth(k)
-    print(f"guarded: RSS +{grown / MiB:.0f} MiB after 24 threads' 24 MB arrays were freed")
-    # Measured: +1-2 MiB, and in one run of four +24-25 MiB (one thread's array still held somewhere); a stock
-    # kernel keeps 160-250 MiB of the 24 arrays (the control below).
-    assert grown < 32 * MiB, f"RSS +{grown / MiB:.0f} MiB after the threads' arrays were freed"
-
-
-def test_control_stock_thread_arenas_keep_freed_arrays(kernel) -> None:
-    """The control: a stock kernel in the same group keeps them resident (so the test above can fail)."""
-    k = kernel(limit_bytes=1024 * MiB)
-    grown = _arena_growth(k)
-    print(f"stock: RSS +{grown / MiB:.0f} MiB after 24 threads' 24 MB arrays were freed")
-    assert grown >= 96 * MiB, f"RSS +{grown / MiB:.0f} MiB: stock glibc gave the arenas' tops back"
-
-
 def test_a_users_own_malloc_settings_are_kept(tmp_path) -> None:
     """``MALLOC_TRIM_THRESHOLD_`` (or glibc.malloc tunables) set by the user: the guard sets no thresholds."""
     import os
