@@ -104,12 +104,6 @@ class CellState:
     recursion: bool = False  # the main thread is deep in a recursion that grows memory
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
     threads_at_start: frozenset[int] = frozenset()  # threads alive before the cell: not its own
-    threaded: bool = False  # a tick saw threads of the cell's own running
-
-
-# From a quarter of the budget in use, a cell starts and ends with malloc_trim(): after a soak's killers and their
-# deletes, memory they freed stayed resident and legitimate cells were refused (half full was too late).
-TRIM_FRACTION = 4
 
 
 def running_threads() -> int:
@@ -428,8 +422,6 @@ class Guard:
         threaded = running_threads() > self._baseline_threads
         others = max(0, usage - reading.rss) if ccand.meter.startswith("cgroup:") else 0
         cell = self._cell
-        if threaded and cell is not None:
-            cell.threaded = True
         foreign = cell is not None and others > cell.others_at_start + IDLE_GROWTH
         if threaded or foreign:
             margin, cap = threaded_margins(limit, margin, self.settings.reserve_bytes)
@@ -724,9 +716,8 @@ class Guard:
         self._meters.rebase(quiet_seconds=1.0 if threads_left else FORGIVE_SECONDS)
         reading = self._meters.read()
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
-        # A quarter full at a cell's start: give malloc's cache of freed memory back first (at most 0.5 ms), or
-        # memory freed by earlier cells stays counted and refuses a cell that fits.
-        if best and best[1] >= best[0].limit_bytes // TRIM_FRACTION and self._trim_first(time.monotonic(), force=True):
+        # Half full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
+        if best and best[1] >= best[0].limit_bytes // 2 and self._trim_first(time.monotonic(), force=True):
             reading = self._meters.read()  # what is left once malloc's cache of freed memory is returned
             best = tightest(self._candidates, reading, committed=True) or best
         usage = best[1] if best else 0
@@ -750,7 +741,6 @@ class Guard:
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
         with self._lock:
-            threaded = self._cell is not None and self._cell.threaded
             self._cell = None
             self._release_cell_states()
             try:
@@ -759,11 +749,9 @@ class Guard:
                 self._idle_base = None
             state = self._state
         if state is not None and self._idle_base is not None:
-            if self._idle_base >= state[0].limit_bytes // TRIM_FRACTION or threaded:
-                # A kernel a quarter full after the cell: give malloc's cache of freed memory back now, so the
-                # next cell (and ipykernel's own threads) do not start at the fence. After a cell whose own
-                # threads ran, always: what they freed inside their arenas is otherwise kept for good (eight
-                # threads' 24 MB arrays: +47-92 MiB of RSS after the cell). It costs 0.003-0.5 ms.
+            if self._idle_base >= state[0].limit_bytes // 2:
+                # A full kernel after the cell: give malloc's cache of freed memory back now, so the next
+                # cell (and ipykernel's own threads) do not start at the fence.
                 if self._trim_first(time.monotonic(), force=True):
                     try:
                         self._idle_base = self._meters.read().committed(state[0].meter)
