@@ -144,9 +144,13 @@ def scope() -> dict:
     argv = limit.command([sys.executable, "-c", HOLDER])
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     out: dict = {"available": True, "argv": argv[:5], "hold": ask(proc, "hold 16")}
-    located = limit.cgroup(proc.pid)  # the same pid: systemd-run execs the kernel inside the scope
+    counter = limit.cgroup(proc.pid)  # the same pid: systemd-run execs the kernel inside the scope
+    located = (limit.group.directory,) if counter else None
     group = own_group(proc.pid)
     out["located"] = located[0] if located else None
+    # What the supervisor judges a death by: the parent slice's counter (the scope's goes with the scope).
+    out["counter_dir"] = counter[0] if counter else None
+    counted_before = oom_kill_counter(counter[0], 2) if counter else None
     out["own"] = [group.directory, group.mechanism] if group else None
     out["memory.max"] = read(f"{located[0]}/memory.max") if located else None
     out["memory.swap.max"] = read(f"{located[0]}/memory.swap.max") if located else None
@@ -157,6 +161,7 @@ def scope() -> dict:
     out["returncode"] = proc.wait(timeout=300)
     # systemd removes the scope as soon as it is empty: its own counter goes with it; v2's is hierarchical.
     out["oom_kills"] = [oom_kill_counter(located[0], 2), oom_kill_counter(os.path.dirname(located[0]), 2)]
+    out["counted"] = [counted_before, oom_kill_counter(counter[0], 2)]
     deadline = time.monotonic() + 30
     while os.path.exists(located[0]) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -110,7 +110,9 @@ def test_a_systemd_scope_made_by_the_supervisors_command_line_holds_the_kernel(v
     assert scope["memory.max"] == str(64 * MiB) and scope["memory.swap.max"] == "0"
     assert scope["moved"] == str(96 * MiB)  # %sentinel budget: the scope's memory.max, delegated to the user
     # The runaway met its scope's limit. The scope's own OOM-kill counter goes with the scope (systemd removes
-    # it once empty, whether before or after this read: a known gap for the autopsy's proof); app.slice's,
-    # hierarchical, counted it.
+    # it once empty, whether before or after this read); app.slice's, hierarchical, counted it, and that is the
+    # counter the supervisor reads before the kernel starts and after it ends (its proof of an OOM kill).
     assert scope["returncode"] == -9 and scope["oom_kills"][1] == 1 and scope["oom_kills"][0] in (None, 1)
+    assert scope["counter_dir"] == os.path.dirname(scope["located"])
+    assert scope["counted"][0] is not None and scope["counted"][1] == scope["counted"][0] + 1
     assert scope["removed"]

@@ -401,7 +401,14 @@ class KernelLimit:
         g = self.group
         if g is not None and g.directory is None and pid:
             g.locate(pid)
-        return (g.directory, g.version, g.path or g.directory) if g is not None and g.directory else None
+        if g is None or not g.directory:
+            return None
+        if g.mechanism == "systemd scope":
+            # systemd removes an empty scope at once, its memory.events (and the OOM-kill counter) with it, so the
+            # counter a death is judged by would be gone: the parent slice's counts the scope's kills too (v2's
+            # memory.events is hierarchical), read before the kernel starts and after it ends.
+            return (os.path.dirname(g.directory.rstrip("/")), g.version, g.path or g.directory)
+        return (g.directory, g.version, g.path or g.directory)
 
     def finish(self, home: Path) -> None:
         """Remove the group now that the kernel has ended (kept, for a later sweep, while processes remain)."""
