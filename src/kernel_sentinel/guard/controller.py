@@ -71,7 +71,7 @@ from .policy import (
     threaded_margins,
     tightest,
 )
-from .reclaim import bound_malloc_cache, malloc_trim
+from .reclaim import malloc_trim
 
 REFRESH_SECONDS = 2.0  # full budget re-read (limits, MemAvailable): ~0.2-0.7 ms, so not at every tick
 CHILDREN_SECONDS = 2.0  # children scan
@@ -201,7 +201,6 @@ class Guard:
                 return
             self.stepped_aside = None
             self.refresh()
-            bound_malloc_cache()  # freed memory of thread arenas goes back to the OS, not only at a trim
             self._take_reserve()
             children.enable(self.settings.child_oom_score_adj, self._fence.original)
             self.enabled = True

@@ -80,40 +80,6 @@ def _load_malloc_trim() -> Any:
 _malloc_trim = _load_malloc_trim() if sys.platform.startswith("linux") else None
 
 
-# glibc raises its mmap threshold (up to 32 MiB) each time a mapped block is freed, and its trim threshold with it
-# (to 64 MiB): the free top of a thread's arena is then never given back, and malloc_trim() does not trim the
-# tops of thread arenas either. Measured in a guarded kernel in a 1 GiB group, 40 random cells of the soak: 195
-# MiB sat free in the arenas (mallinfo2 fordblks) and RSS rose 190 -> 546 MiB with every variable deleted (eight
-# threads of 8 MB arrays left +60 MiB each time). Fixed thresholds switch the dynamic rise off: big arrays are
-# mapped above 32 MiB as in a warmed-up stock kernel, and a free top above 4 MiB goes back to the OS on free.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's own ceiling for the dynamic threshold
-TRIM_THRESHOLD = 4 * 1024 * 1024
-# A user who tuned glibc's malloc keeps their settings.
-_USER_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
-
-
-def bound_malloc_cache() -> bool:
-    """Return whether glibc took fixed mmap/trim thresholds, so that freed memory of thread arenas goes back.
-
-    Called once when the guard is enabled. Nothing is set without glibc (musl, macOS) or where the user tuned
-    malloc through its environment variables (``MALLOC_*_``, ``GLIBC_TUNABLES=glibc.malloc...``).
-    """
-    if _malloc_trim is None:
-        return False
-    if any(os.environ.get(name) for name in _USER_MALLOC_ENV) or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-        mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        mallopt.restype = ctypes.c_int
-        return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
-
-
 def malloc_trim() -> bool:
     """Ask glibc (and Arrow's allocator, when loaded) to return freed memory to the OS; return whether glibc
     could be asked.
