@@ -75,8 +75,8 @@ def forward(
                 if done:
                     local.outbox_done(done)
                     result.sent += len(done)
-            result.waiting = local.outbox_counts()[0]
             state = local.outbox_state()
+            result.waiting = state["waiting"] + state["refused"] - state["given_up"]  # not given up: attempts < 3
             if state["refused"] or had_refusals:
                 # Tell the shared database what this server holds back (or that it holds nothing back now):
                 # the admin's fleet runs elsewhere and cannot read this outbox.
