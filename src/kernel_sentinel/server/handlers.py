@@ -107,11 +107,11 @@ class DeathsHandler(_Base):
 
     async def _shared(self, loop: asyncio.AbstractEventLoop, limit: int) -> tuple[list[dict[str, Any]], str]:
         """Return (this user's deaths in the shared store, "ok" or why there are none): [] without one."""
-        from ..store import StoreError
-        from .shared_deaths import configured_url, shared_deaths, this_user
+        from ..store import StoreError, database_url
+        from .shared_deaths import shared_deaths, this_user
 
         try:
-            url = configured_url()
+            url = database_url()  # None: this machine's store alone; StoreError: not a postgresql:// URL
         except StoreError as exc:
             return [], _one_line(f"unusable: {exc}")
         if url is None:

@@ -14,16 +14,6 @@ import json
 from typing import Any
 
 
-def configured_url() -> str | None:
-    """Return the shared database's URL when one is configured (None: this machine's store alone).
-
-    Raises ``StoreError`` (one line) for a URL that is not ``postgresql://``.
-    """
-    from ..store import database_url
-
-    return database_url()
-
-
 def this_user() -> str | None:
     """Return the user name this server's records carry (the hub's user, else the OS account): whose rows to read."""
     from ..store import identity
