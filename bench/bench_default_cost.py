@@ -7,10 +7,11 @@ hits both alike; the figures are medians of per-pair ratios or differences.
 
 Measured from outside the kernel, from ``/proc`` (the kernel's own code never measures itself):
 - kernel CPU per round of realistic cells: the ipykernel process's threads' ``schedstat`` run time (ns; every
-  thread, the guard's watchdog and the recorder's sampler included; ``utime + stime`` where unreadable) while the cells run; then a one-second pause (a
-  user's), in which the sentinel kernel forks its checkpoint writer: the kernel's CPU in that pause, and
-  separately the CPU of the processes it forked and reaped (the writers: ``cutime + cstime``); and the
-  kernel's minor page faults while the cells run (the copy-on-write faults a live writer causes show there);
+  thread, the guard's watchdog and the recorder's sampler included; ``utime + stime`` where unreadable) while the
+  cells run; then a one-second pause (a user's), in which the sentinel kernel forks its checkpoint writer: the
+  kernel's CPU in that pause, and separately the CPU of the processes it forked and reaped (the writers:
+  ``cutime + cstime``); and the kernel's minor page faults while the cells run (the copy-on-write faults a live
+  writer causes show there);
 - added latency per cell (client round trip, execute request to idle), for each kind of cell;
 - the kernel's own RSS after ``import numpy, pandas`` (the ipykernel process, not the supervisor);
 - kernel ready time (start to ``wait_for_ready``), graceful shutdown (``shutdown_kernel(now=False)``,

@@ -182,4 +182,3 @@ def test_rss_returns_after_a_memory_budget_error(kernel, case: str) -> None:
     slack = 20 * MiB
     assert after <= before * 1.10 + slack, f"{case}: RSS {before / MiB:.0f} MiB before, {after / MiB:.0f} MiB after"
     print(f"{case}: RSS {before / MiB:.0f} MiB before the cell, {after / MiB:.0f} MiB after the error")
-
