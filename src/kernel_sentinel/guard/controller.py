@@ -106,6 +106,21 @@ class CellState:
     threads_at_start: frozenset[int] = frozenset()  # threads alive before the cell: not its own
 
 
+def running_threads() -> int:
+    """Return how many Python threads run: ``threading.active_count()`` less threads that never started.
+
+    A thread whose start the fence refused (its first allocations failed before it could leave threading's
+    start-up table) stays in that table for good: counted, it made every later cell look threaded (untouched
+    space never forgiven, wide margins). After the four-thread stress minute, eight such threads left the fence
+    at VmData and refused a 300 MiB cell with 131 MiB of the 1 GiB group in use.
+    """
+    limbo = getattr(threading, "_limbo", None)
+    try:
+        return threading.active_count() - (len(limbo) if limbo is not None else 0)
+    except Exception:  # the table changed size while read: the plain count (the safe side)
+        return threading.active_count()
+
+
 class Guard:
     """The memory guard of one kernel: budget, fence, watchdog, and the evidence of its last intervention."""
 
@@ -166,7 +181,7 @@ class Guard:
         self.ticks = 0
         self.max_tick_gap = 0.0
         self.watchdog_cpu_seconds = 0.0  # CPU time the watchdog thread itself has used
-        self._baseline_threads = threading.active_count()
+        self._baseline_threads = running_threads()
         self._kernel_threads: set[int] = threadstop.alive()  # main thread, at the first cell
         self._after_stop: int | None = None  # committed when the cell's error path began (lock)
         self._stopping: list[int] = []  # threads a ThreadMemoryError is pending in (watchdog only)
@@ -192,7 +207,7 @@ class Guard:
             self.tick()
             self._watchdog = Watchdog(self, self.settings.poll_interval)
             self._watchdog.start()
-            self._baseline_threads = threading.active_count()  # ipykernel's own threads and the watchdog
+            self._baseline_threads = running_threads()  # ipykernel's own threads and the watchdog
 
     def disable(self) -> None:
         """Stop the watchdog, give the user's RLIMIT_DATA back, release the reserve."""
@@ -403,7 +418,7 @@ class Guard:
         # Threads of the cell's own (beyond ipykernel's and ours) cannot be interrupted, nor can children
         # (a pool worker, a shell command) whose memory grows in our group beyond our own RSS: wider
         # margins for both (a pool worker at 800 MB/s reached the OOM killer with the narrow ones).
-        threaded = threading.active_count() > self._baseline_threads
+        threaded = running_threads() > self._baseline_threads
         others = max(0, usage - reading.rss) if ccand.meter.startswith("cgroup:") else 0
         cell = self._cell
         foreign = cell is not None and others > cell.others_at_start + IDLE_GROWTH
@@ -615,7 +630,7 @@ class Guard:
         # What malloc_trim() gives back (RSS down, VmData not) stays counted as untouched while the cell's
         # threads run: malloc hands those pages out again without VmData growing, i.e. without the fence
         # seeing it (forgetting them let a stress test of four threads reach the OOM).
-        if threading.active_count() > self._baseline_threads:
+        if running_threads() > self._baseline_threads:
             self._meters.pin()
         return malloc_trim()
 
@@ -691,12 +706,12 @@ class Guard:
             # ipykernel starts some of its threads after the extension loads: the kernel's own threads are
             # those alive when the first cell starts; any more are the cells' (threaded margins).
             self._first_cell_seen = True
-            self._baseline_threads = max(self._baseline_threads, threading.active_count())
+            self._baseline_threads = max(self._baseline_threads, running_threads())
             self._kernel_threads = threadstop.alive()
         # Untouched address space from earlier cells is forgotten at a cell's start once it has stopped
         # growing for FORGIVE_SECONDS, or for a second while threads of earlier cells still run (a thread
         # left running by an interrupted cell may still be taking it: the stress test hung without this).
-        threads_left = threading.active_count() > self._baseline_threads
+        threads_left = running_threads() > self._baseline_threads
         self._meters.rebase(quiet_seconds=1.0 if threads_left else FORGIVE_SECONDS)
         reading = self._meters.read()
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
