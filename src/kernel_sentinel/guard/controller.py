@@ -22,7 +22,9 @@ watchdog (``tick``)    candidates, ``_state``, growth rates, the fence (``Fence`
 main (cell hooks,      ``cell_started``/``cell_finished``/``begin_failure``/``end_failure``: all of the
 error handler,         above under the lock, and ``_after_stop``, ``_kernel_threads``; ``_reserve`` is
 magics)                released only in ``begin_failure``, under the lock, after ``_hold`` and
-                       ``_handling`` are set (so no tick can take it back)
+                       ``_handling`` are set (so no tick can take it back); runs a ``tick()`` itself
+                       (``_refence``) at a cell's start, after its error and at its end when the freeze
+                       or the hold went, so the fence never waits for the watchdog's next tick
 signal handler         ``consume_interrupt``, ``interrupt_raised``, ``note_recursion``: plain attribute
 (main thread)          writes (``_sent``, ``_raised_at``, ``_recursion``), never the lock: the handler runs
                        between two bytecodes of the main thread, which may hold the lock at that moment
@@ -463,8 +465,9 @@ class Guard:
                     # malloc gave its cache of freed memory back to the OS: judge again, at once
                     reading, best, fence_headroom, over = self._judge_again(best, level, stuck, now)
                 if over:
-                    if self._ceiling is None and not cell.recursion:
-                        # (unwinding a recursion needs memory for every frame: no freeze for it)
+                    if self._ceiling is None and not cell.recursion and (threaded or not self._handling):
+                        # (unwinding a recursion needs memory for every frame: no freeze for it; nor once
+                        # the interrupt has reached a cell without threads of its own: nothing of it runs)
                         self._ceiling = reading.vm_data + TIGHT_SLACK
                         self._pending = self._evidence("watchdog", reading=reading, best=best)
                     # Another interrupt only for a cell that still grows (or is stuck): one unwinding 2.5 M
@@ -731,16 +734,13 @@ class Guard:
             if best and best[0].meter.startswith("cgroup:"):
                 plain = reading.meter(best[0].meter)
                 self._cell.others_at_start = max(0, (plain or 0) - reading.rss)
-        if self.enabled:
-            try:
-                self.tick()  # the fence as of now, not as of the last tick (memory may just have been freed)
-            except Exception:
-                pass
+        self._refence()  # the fence as of now, not as of the last tick (memory may just have been freed)
 
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
         with self._lock:
             self._cell = None
+            tightened = self._ceiling is not None or self._hold is not None
             self._release_cell_states()
             try:
                 self._idle_base = self._meters.read().committed(self._state[0].meter) if self._state else None
@@ -759,6 +759,8 @@ class Guard:
         with self._lock:
             if self._reserve is None and self.enabled:
                 self._retake_reserve_if_room()
+        if tightened:
+            self._refence()  # not at the next tick: ipykernel sends the reply under the fence right now
 
     def _release_cell_states(self) -> None:
         """Drop every state a cell's trouble set (main thread, under the lock): none may outlive its cell.
@@ -845,9 +847,25 @@ class Guard:
         return evidence
 
     def end_failure(self) -> None:
-        """The error has been shown: let the fence follow usage again."""
+        """The error has been shown: let the fence follow usage again, at once.
+
+        The freeze goes too unless the cell's own threads still run: it was there to stop growth until the
+        interrupt arrived, and kept until the next cell it left ipykernel a few MB for the reply and the
+        idle status, so libzmq aborted the kernel after a stopped append loop (its arrays still held).
+        """
         with self._lock:
             self._hold = None
+            if self._ceiling is not None and running_threads() <= self._baseline_threads:
+                self._ceiling = None
+        self._refence()
+
+    def _refence(self) -> None:
+        """Re-set the fence from a fresh reading now rather than at the next tick (main thread)."""
+        if self.enabled:
+            try:
+                self.tick()
+            except Exception:
+                pass
 
     def _evidence(
         self,
