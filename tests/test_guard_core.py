@@ -300,3 +300,28 @@ def test_meters_read_this_process():
         assert r.rss > 0 and r.vm_data > 0
     finally:
         m.close()
+
+
+def test_a_guard_interrupt_is_raised_only_in_the_cells_own_code():
+    # The router raises the guard's interrupt only where the cell's own code runs: under IPython's run_code,
+    # in the "<module>" it executes. IPython's own frames under run_code (its CustomTB wrapper, after the
+    # guard's handler had shown the error) got it once in a loaded run: the wrapper then unregistered the
+    # handler and showed a second, raw GuardInterrupt traceback. Real frames, run_code stood in by `run_code`.
+    from kernel_sentinel.guard.watchdog import SigintRouter
+
+    router = SigintRouter(guard=None)
+    seen: dict[str, bool] = {}
+
+    def look(name: str) -> None:
+        seen[name] = router._in_cell_code(sys._getframe())
+
+    def wrapper() -> None:  # IPython's function under run_code, not the cell
+        look("wrapper")
+
+    def run_code() -> None:
+        exec(compile("look('cell')\ndef f():\n    look('cell function')\nf()", "<cell>", "exec"), {"look": look})
+        wrapper()
+
+    router._run_code = run_code.__code__
+    run_code()
+    assert seen == {"cell": True, "cell function": True, "wrapper": False}

@@ -143,9 +143,14 @@ class SigintRouter:
         depth = 0
         while frame is not None and depth < DEEP:
             if frame.f_code in self.protected:
+        below = None  # the frame run_code called: the cell's own code is its "<module>"
                 return False  # the guard's own error path: a second interrupt there would hide the first
             if frame.f_code is self._run_code:
-                return depth > 0
+                # Not in IPython's own frames under run_code either: raised in its CustomTB wrapper (after
+                # the guard's handler had shown the error), it unregistered the handler and showed a
+                # second, raw GuardInterrupt traceback.
+                return below is not None and below.f_code.co_name == "<module>"
+            below = frame
             frame = frame.f_back
             depth += 1
         # Deeper than IPython or ipykernel ever go: the cell's own runaway recursion (whose frames, on
