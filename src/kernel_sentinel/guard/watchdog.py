@@ -141,9 +141,9 @@ class SigintRouter:
         if self._run_code is None:
             return True
         depth = 0
+        below = None  # the frame run_code called: the cell's own code is its "<module>"
         while frame is not None and depth < DEEP:
             if frame.f_code in self.protected:
-        below = None  # the frame run_code called: the cell's own code is its "<module>"
                 return False  # the guard's own error path: a second interrupt there would hide the first
             if frame.f_code is self._run_code:
                 # Not in IPython's own frames under run_code either: raised in its CustomTB wrapper (after
