@@ -139,6 +139,20 @@ def threaded_margins(limit: int, margin: int, reserve: int) -> tuple[int, float]
     return max(margin, min(reserve, int(limit * 0.06))), 0.9
 
 
+def retouch_margin(limit: int, retouchable: int, growing: bool) -> int:
+    """Return the extra distance fence and line keep while a cell grows with freed heap it may take again.
+
+    Pages malloc holds free and handed back (a deleted list of arrays, ``malloc_trim``'d) are taken again
+    without VmData growing: the fence does not see that growth, only the watchdog does, and under load its
+    tick comes late. A string-building loop after ``del parts`` (1 GB of such pages) reached the OOM
+    killer with its fence 59 MB away. The margin is what may be retaken, at most 6% of the budget (the
+    threaded margin), and only while growth is sustained: a single allocation that fits is not touched.
+    """
+    if not growing or retouchable <= 0:
+        return 0
+    return min(retouchable, int(limit * 0.06))
+
+
 def growth_lead(rates: tuple[float, ...], reaction_seconds: float) -> int:
     """Return how far below the fence the interrupt must come: sustained growth times the reaction time, twice.
 
@@ -194,6 +208,10 @@ def recursion_level(limit: int, margin: int, start_usage: int) -> int:
     return start_usage + room // 4
 
 
+FAST_GROWTH = 16 << 30  # bytes/s: faster than a cell's threads fault pages in (one thread: 1-4 GB/s)
+MAX_POLL_FACTOR = 50  # the longest wait far below a big budget: 0.5 s at the default 10 ms
+
+
 def poll_factor(level: int, usage: int, limit: int, rate: float = 0.0, interval: float = 0.01) -> int:
     """Return how many poll intervals the watchdog may wait before its next reading.
 
@@ -202,10 +220,17 @@ def poll_factor(level: int, usage: int, limit: int, rate: float = 0.0, interval:
     4 GB/s of allocation moves 400 MB in 100 ms, under half of a 1 GiB budget), so it wakes up to 10x
     less often there; the fence, re-set at every reading, still stops any single allocation too big
     for the budget. A sustained ``rate`` that would cover half the distance in the longer wait keeps it short.
+
+    Further away than a budget's half in absolute terms (a machine's RAM, a big group), it waits longer still,
+    up to ``MAX_POLL_FACTOR``, as long as growth at ``FAST_GROWTH`` would cover at most half the distance in
+    that wait. Under 1 GiB this never exceeds the 10x above; with 22 GB left of a machine's 24 GiB it is 50x
+    (the watchdog's wake-ups during the cost bench's cells, 0.5% of the kernel's CPU, were ten a second).
     """
     distance = level - usage
     if distance > limit * 0.5:
         factor = 10
+        if interval > 0:
+            factor = max(factor, min(MAX_POLL_FACTOR, int(distance / (2 * FAST_GROWTH * interval))))
     elif distance > limit * 0.3:
         factor = 5
     elif distance > limit * 0.15:
