@@ -1,8 +1,10 @@
 """The watchdog thread, and how its interrupt reaches the running cell (and only the running cell).
 
 Every ``poll_interval`` (10 ms) the thread calls ``Guard.tick()``: a few ``pread`` calls and a
-``setrlimit`` when the fence moves. Far below the threshold it reads up to 5x less often
-(``core.poll_factor``): each wake-up also costs GIL hand-offs with the busy main thread. When a cell's usage crosses its threshold
+``setrlimit`` when the fence moves. Far below the threshold it reads up to 10x less often, and up to 50x
+less far below a big budget such as a machine's RAM (``policy.poll_factor``): each wake-up also costs GIL
+hand-offs with the busy main thread (each ``pread`` of a tick gives the GIL up, and taking it back from a
+thread running Python waits for the switch interval, 5 ms). When a cell's usage crosses its threshold
 the guard sends ``signal.pthread_kill(main, SIGINT)``: unlike ``_thread.interrupt_main`` it also wakes
 sleeps, lock waits (``thread.join()``) and pipe reads (FACTS.md).
 
