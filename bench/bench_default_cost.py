@@ -11,7 +11,10 @@ Measured from outside the kernel, from ``/proc`` (the kernel's own code never me
   cells run; then a one-second pause (a user's), in which the sentinel kernel forks its checkpoint writer: the
   kernel's CPU in that pause, and separately the CPU of the processes it forked and reaped (the writers:
   ``cutime + cstime``); and the kernel's minor page faults while the cells run (the copy-on-write faults a live
-  writer causes show there);
+  writer causes show there); the same CPU split by thread: the main thread (the cells themselves), the
+  sentinel's own threads (``kernel-sentinel-*``, ``sentinel-*``: watchdog, recorder, checkpoints) and the rest
+  (ipykernel's IOPub, shell, control, history and zmq threads). Two kernel processes differ by a few % in the
+  same Python code (measured stock against stock: +-2% on the main thread), so a ratio is read with the split;
 - added latency per cell (client round trip, execute request to idle), for each kind of cell;
 - the kernel's own RSS after ``import numpy, pandas`` (the ipykernel process, not the supervisor);
 - kernel ready time (start to ``wait_for_ready``), graceful shutdown (``shutdown_kernel(now=False)``,
@@ -87,6 +90,28 @@ def threads_cpu(pid: int) -> float | None:
     return total / 1e9
 
 
+def thread_split(pid: int, names: dict[int, str]) -> dict[str, float]:
+    """Return the CPU seconds of ``pid``'s main thread, of the sentinel's own threads and of the others."""
+    out = {"main": 0, "sentinel": 0, "other": 0}
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            name = names.get(int(tid), "")
+            key = "main" if int(tid) == pid else (
+                "sentinel" if name.startswith(("kernel-sentinel-", "sentinel-")) else "other")
+            out[key] += ns
+    except (OSError, ValueError, IndexError):
+        pass
+    return {k: v / 1e9 for k, v in out.items()}
+
+
+def thread_names(h: KernelHarness) -> dict[int, str]:
+    """Return the kernel's Python threads' names by native thread id (C threads such as zmq's are not there)."""
+    got = h.value("[(t.native_id, t.name) for t in __import__('threading').enumerate()]")
+    return {int(tid): name for tid, name in got}
+
+
 def proc_stat(pid: int) -> dict[str, float]:
     """Return the CPU seconds (own, reaped children) and minor faults of ``pid`` from /proc."""
     with open(f"/proc/{pid}/stat") as f:
@@ -122,10 +147,13 @@ def wait_children_gone(pid: int, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def run_round(h: KernelHarness) -> tuple[dict[str, float], dict[str, list[float]]]:
+def run_round(
+    h: KernelHarness, names: dict[int, str] | None = None
+) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Run every cell once; return the kernel's /proc deltas and each cell kind's latencies (seconds)."""
     pid = h.kernel_pid
     wait_children_gone(pid)
+    split0 = thread_split(pid, names or {})
     before = proc_stat(pid)
     latencies: dict[str, list[float]] = {}
     for name, code in CELLS:
@@ -137,6 +165,7 @@ def run_round(h: KernelHarness) -> tuple[dict[str, float], dict[str, list[float]
         if res.stdout.strip() or res.stderr.strip():
             print(f"  note: cell {name} printed: {(res.stdout + res.stderr).strip()[:200]}", flush=True)
     after_cells = proc_stat(pid)
+    split1 = thread_split(pid, names or {})
     time.sleep(IDLE_PAUSE)  # a user's pause: the sentinel kernel's checkpoint starts in it
     wait_children_gone(pid)
     after = proc_stat(pid)
@@ -145,6 +174,7 @@ def run_round(h: KernelHarness) -> tuple[dict[str, float], dict[str, list[float]
         "writer_cpu": after["children_cpu"] - before["children_cpu"],
         "idle_cpu": after["cpu"] - after_cells["cpu"],
         "minflt": after_cells["minflt"] - before["minflt"],
+        **{f"cpu_{k}": split1[k] - split0[k] for k in split0},
     }, latencies
 
 
@@ -222,11 +252,12 @@ def run_cells(harness, rounds_wanted: int) -> dict:
               f"ipykernel pid {kernels['sentinel'].kernel_pid} under launcher {kernels['sentinel'].pid}")
         for h in kernels.values():
             run_round(h)  # warm-up: caches, first checkpoint of everything
+        names = {name: thread_names(h) for name, h in kernels.items()}  # the threads live as long as the kernel
         rounds: dict[str, list[dict[str, float]]] = {"stock": [], "sentinel": []}
         lat: dict[str, dict[str, list[float]]] = {"stock": {}, "sentinel": {}}
         for r in range(rounds_wanted):
             for name in (("stock", "sentinel") if r % 2 == 0 else ("sentinel", "stock")):
-                stats, latencies = run_round(kernels[name])
+                stats, latencies = run_round(kernels[name], names[name])
                 rounds[name].append(stats)
                 for cell, values in latencies.items():
                     lat[name].setdefault(cell, []).append(statistics.median(values))
@@ -250,6 +281,11 @@ def print_cells(got: dict) -> None:
     print(f"kernel CPU per round: stock {med(r['cpu'] for r in rounds['stock']):.3f} s, "
           f"sentinel {med(r['cpu'] for r in rounds['sentinel']):.3f} s, ratio {med(ratios):.3f} "
           f"(pairs {', '.join(f'{x:.3f}' for x in ratios)})  target <= 1.03")
+    split = {n: {k: med(r[f"cpu_{k}"] for r in rounds[n]) for k in ("main", "sentinel", "other")} for n in rounds}
+    main_ratios = [k["cpu_main"] / s["cpu_main"] for s, k in zip(rounds["stock"], rounds["sentinel"])]
+    print(f"  by thread: main stock {split['stock']['main']:.3f} s, sentinel {split['sentinel']['main']:.3f} s "
+          f"(ratio {med(main_ratios):.3f}); the sentinel's own threads {split['sentinel']['sentinel'] * 1000:.1f} ms; "
+          f"other threads stock {split['stock']['other'] * 1000:.1f} ms, sentinel {split['sentinel']['other'] * 1000:.1f} ms")
     idle = {n: med(r["idle_cpu"] for r in rounds[n]) for n in rounds}
     print(f"kernel CPU in the pause after a round (the fork of a checkpoint lands here): stock {idle['stock']:.3f} s, "
           f"sentinel {idle['sentinel']:.3f} s")
