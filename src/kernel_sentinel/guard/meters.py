@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 
-from ..memory.linux import GroupMeter, StatmMeter
+from ..memory.linux import GroupMeter, StatmMeter, pread
 from .policy import MiB, Reading
 
 GAP_NOISE = 4 * MiB  # untouched address space moving by less than this is not "someone allocating"
@@ -100,7 +100,7 @@ class Meters:
             return self._threads_count
         self._threads_next = now + THREADS_SECONDS
         try:
-            raw = os.pread(self._stat_fd, 1024, 0)
+            raw = pread(self._stat_fd, 1024)
             self._threads_count = int(raw[raw.rindex(b")") + 2 :].split()[17])
         except (OSError, ValueError, IndexError):
             self._threads_count = 1
