@@ -325,3 +325,13 @@ def test_a_guard_interrupt_is_raised_only_in_the_cells_own_code():
     router._run_code = run_code.__code__
     run_code()
     assert seen == {"cell": True, "cell function": True, "wrapper": False}
+
+
+def test_freed_heap_a_growing_cell_may_retake_widens_fence_and_line():
+    from kernel_sentinel.guard.policy import retouch_margin
+
+    limit = GiB
+    assert retouch_margin(limit, 1024 * MiB, growing=False) == 0  # one allocation that fits: untouched
+    assert retouch_margin(limit, 0, growing=True) == 0
+    assert retouch_margin(limit, 20 * MiB, growing=True) == 20 * MiB
+    assert retouch_margin(limit, 1024 * MiB, growing=True) == int(limit * 0.06)  # capped at the threaded margin

@@ -69,11 +69,12 @@ from .policy import (
     poll_factor,
     recursion_level,
     requested_bytes,
+    retouch_margin,
     sustained_rate,
     threaded_margins,
     tightest,
 )
-from .reclaim import malloc_trim
+from .reclaim import malloc_free_bytes, malloc_trim
 
 REFRESH_SECONDS = 2.0  # full budget re-read (limits, MemAvailable): ~0.2-0.7 ms, so not at every tick
 CHILDREN_SECONDS = 2.0  # children scan
@@ -106,6 +107,7 @@ class CellState:
     recursion: bool = False  # the main thread is deep in a recursion that grows memory
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
     threads_at_start: frozenset[int] = frozenset()  # threads alive before the cell: not its own
+    retouchable: int = 0  # freed heap handed back when it started, which malloc reuses unseen by the fence
 
 
 def running_threads() -> int:
@@ -428,6 +430,10 @@ class Guard:
             margin, cap = threaded_margins(limit, margin, self.settings.reserve_bytes)
             fraction = min(fraction, cap)
         self._meters.forgive = not threaded
+        if cell is not None and cell.retouchable:
+            retouch = min(cell.retouchable, self._meters.untouched_base or 0)  # what is left to retake
+            extra = retouch_margin(limit, retouch, sum(r > 0 for r in self._rates) >= 2)
+            margin = max(margin, self._margin(limit) + extra)
         line = self._line(limit, margin, committed, now, fraction)
         self.line_bytes = line
         with self._lock:
@@ -464,6 +470,9 @@ class Guard:
                 if over and self._ceiling is None and self._trim_first(now):
                     # malloc gave its cache of freed memory back to the OS: judge again, at once
                     reading, best, fence_headroom, over = self._judge_again(best, level, stuck, now)
+                    # Growth is measured from here on: the drop the trim made is no "tick without growth",
+                    # which took the lead and the re-take margin away from a loop for three ticks.
+                    self._rate_anchor = (now, reading.committed(ccand.meter) or committed)
                 if over:
                     if self._ceiling is None and not cell.recursion and (threaded or not self._handling):
                         # (unwinding a recursion needs memory for every frame: no freeze for it; nor once
@@ -724,6 +733,7 @@ class Guard:
             best = tightest(self._candidates, reading, committed=True) or best
         usage = best[1] if best else 0
         limit = best[0].limit_bytes if best else 0
+        retouchable = self._retouchable(limit)
         with self._lock:
             level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
             self._release_cell_states()
@@ -731,10 +741,23 @@ class Guard:
             self._next_recursion_check = 0.0  # the new cell's first growth is looked at at once
             self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
             self._cell.threads_at_start = frozenset(threadstop.alive())
+            self._cell.retouchable = retouchable
             if best and best[0].meter.startswith("cgroup:"):
                 plain = reading.meter(best[0].meter)
                 self._cell.others_at_start = max(0, (plain or 0) - reading.rss)
         self._refence()  # the fence as of now, not as of the last tick (memory may just have been freed)
+
+    def _retouchable(self, limit: int) -> int:
+        """Return how much freed heap, handed back, the starting cell may take again unseen (main thread).
+
+        Asked only when the forgiven untouched space is over a sixteenth of the budget (mallinfo2 walks
+        every arena, ~0.15 ms): after ``import numpy`` it is mostly OpenBLAS's buffers, not malloc's.
+        """
+        base = self._meters.untouched_base or 0
+        if not limit or base <= limit // 16:
+            return 0
+        free = malloc_free_bytes()
+        return min(base, free) if free is not None else 0
 
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
