@@ -96,6 +96,7 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
     rss_start = rss_of(k)
     base = rss_start or 0  # this kernel's RSS after set-up (a replaced kernel starts a new base)
     drifts: list[int] = []  # RSS over its base right after each killer's variables were deleted
+    log: list[list] = []  # one row a cell: [case, killer, status, ename, RSS after its clean-up (MiB)]
     deadline = time.monotonic() + minutes * 60
     while time.monotonic() < deadline:
         killer = rng.random() < KILLER_SHARE
@@ -133,11 +134,13 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
             base = rss_of(k) or 0
             continue
         clean = k.run(cleanup_code(case), timeout=CELL_TIMEOUT)
+        rss = rss_of(k) or 0
+        log.append([case.name, killer, res.status, res.ename, rss >> 20])
         if clean.status == "timeout":
             counts["hangs"] += 1
             escaped.append(f"{case.name}: cleanup hang")
         elif killer:
-            drifts.append((rss_of(k) or 0) - base)
+            drifts.append(rss - base)
     time.sleep(2)
     k.run("gc.collect()", timeout=CELL_TIMEOUT)
     time.sleep(2)
@@ -158,6 +161,7 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
                                       "last": drifts[-1] if drifts else None},
         "false_refusals": refused,
         "escaped": escaped,
+        "cells": log,
     }
 
 
