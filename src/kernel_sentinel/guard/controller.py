@@ -89,6 +89,7 @@ RATE_SECONDS = 0.05  # ... within this long: a growth sample is this long at lea
 RECURSION_CHECK_SECONDS = 0.05  # how often a growing cell's main thread is looked at for a recursion
 RECURSION_FRAMES = 2000  # deeper than this in one function is a recursion, not a program's call chain
 DELIVERY_SECONDS = 0.005  # from pthread_kill to the handler running, between two bytecodes (FACTS.md)
+RETAKE_MIN = 16 * MiB  # freed heap less than this is malloc's usual slack, not a risk worth a margin
 STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
 
 
@@ -108,6 +109,8 @@ class CellState:
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
     threads_at_start: frozenset[int] = frozenset()  # threads alive before the cell: not its own
     retouchable: int = 0  # freed heap handed back when it started, which malloc reuses unseen by the fence
+    base_at_start: int = 0  # the forgiven untouched space when it started: below it, that heap is retaken
+    retaking: bool = False  # it grew while taking that heap again (watchdog only)
 
 
 def running_threads() -> int:
@@ -392,8 +395,11 @@ class Guard:
         self.reaction_seconds = reaction
         return interrupt_line(limit, margin, growth_lead(self._rates, reaction), fraction)
 
-    def tick(self, now: float | None = None) -> None:
-        """Read, decide and act once: re-set the fence; interrupt a cell that crossed its line (watchdog)."""
+    def tick(self, now: float | None = None, reading: Reading | None = None) -> None:
+        """Read, decide and act once: re-set the fence; interrupt a cell that crossed its line (watchdog).
+
+        ``reading``: one the main thread took a moment ago at a cell's start (instead of reading again).
+        """
         now = time.monotonic() if now is None else now
         self.ticks += 1
         if now >= self._next_refresh:
@@ -408,7 +414,8 @@ class Guard:
         if self._oom_meter is not None and now >= self._next_oom_check:
             self._next_oom_check = now + OOM_CHECK_SECONDS
             self._check_oom_kills(now)
-        reading = self._meters.read()
+        if reading is None:
+            reading = self._meters.read()
         best = tightest(self._candidates, reading)
         if best is None:
             return
@@ -431,9 +438,14 @@ class Guard:
             fraction = min(fraction, cap)
         self._meters.forgive = not threaded
         if cell is not None and cell.retouchable:
-            retouch = min(cell.retouchable, self._meters.untouched_base or 0)  # what is left to retake
-            extra = retouch_margin(limit, retouch, sum(r > 0 for r in self._rates) >= 2)
-            margin = max(margin, self._margin(limit) + extra)
+            # Only once the cell grows into space forgiven before it started: filling its own allocation
+            # (`base * 2` near the limit) grows the same way but never below that, and must not be stopped.
+            base_now = self._meters.untouched_base or 0
+            if not cell.retaking and base_now < cell.base_at_start - GROWTH_NOISE:
+                cell.retaking = sum(r > 0 for r in self._rates) >= 2
+            if cell.retaking:
+                extra = retouch_margin(limit, min(cell.retouchable, base_now), True)
+                margin = max(margin, self._margin(limit) + extra)
         line = self._line(limit, margin, committed, now, fraction)
         self.line_bytes = line
         with self._lock:
@@ -724,8 +736,7 @@ class Guard:
         # growing for FORGIVE_SECONDS, or for a second while threads of earlier cells still run (a thread
         # left running by an interrupted cell may still be taking it: the stress test hung without this).
         threads_left = running_threads() > self._baseline_threads
-        self._meters.rebase(quiet_seconds=1.0 if threads_left else FORGIVE_SECONDS)
-        reading = self._meters.read()
+        reading = self._meters.rebase(quiet_seconds=1.0 if threads_left else FORGIVE_SECONDS)
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
         # Half full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
         if best and best[1] >= best[0].limit_bytes // 2 and self._trim_first(time.monotonic(), force=True):
@@ -742,10 +753,11 @@ class Guard:
             self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
             self._cell.threads_at_start = frozenset(threadstop.alive())
             self._cell.retouchable = retouchable
+            self._cell.base_at_start = self._meters.untouched_base or 0
             if best and best[0].meter.startswith("cgroup:"):
                 plain = reading.meter(best[0].meter)
                 self._cell.others_at_start = max(0, (plain or 0) - reading.rss)
-        self._refence()  # the fence as of now, not as of the last tick (memory may just have been freed)
+        self._refence(reading)  # the fence as of now, not as of the last tick (memory may just have been freed)
 
     def _retouchable(self, limit: int) -> int:
         """Return how much freed heap, handed back, the starting cell may take again unseen (main thread).
@@ -757,7 +769,8 @@ class Guard:
         if not limit or base <= limit // 16:
             return 0
         free = malloc_free_bytes()
-        return min(base, free) if free is not None else 0
+        retouchable = min(base, free) if free is not None else 0
+        return retouchable if retouchable >= RETAKE_MIN else 0
 
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
@@ -882,11 +895,11 @@ class Guard:
                 self._ceiling = None
         self._refence()
 
-    def _refence(self) -> None:
-        """Re-set the fence from a fresh reading now rather than at the next tick (main thread)."""
+    def _refence(self, reading: Reading | None = None) -> None:
+        """Re-set the fence from a fresh reading (or one just taken) now, not at the next tick (main thread)."""
         if self.enabled:
             try:
-                self.tick()
+                self.tick(reading=reading)
             except Exception:
                 pass
 

@@ -220,21 +220,21 @@ class Meters:
     def last_gap(self) -> int:
         return self._last_gap
 
-    def rebase(self, quiet_seconds: float = 1.0) -> bool:
-        """Forget untouched address space taken so far (at a cell's start), unless it is still growing.
+    def rebase(self, quiet_seconds: float = 1.0) -> Reading:
+        """Forget untouched address space taken so far (at a cell's start), unless it is still growing; return
+        the reading taken last (the caller's, so a cell's start reads the files once less).
 
         Drops the pin of malloc_trim()'s pages and the last second's window. But while something allocates
         untouched memory right now (a thread left running by an interrupted cell), forgetting it would let
-        that thread touch it all past the budget. Returns True when it rebased.
+        that thread touch it all past the budget.
         """
-        self.read()
+        reading = self.read()
         if quiet_seconds > 0 and time.monotonic() - self.gap_rose_at < quiet_seconds:
-            return False
+            return reading
         with self._read_lock:
             self.pinned = None
             self.untouched_base = None
-        self.read()
-        return True
+        return self.read()
 
     def _lag_credit(self, directory: str, rss_before: int, rss_low: int, ws: int) -> int:
         """Return how much of the group's working set is memory we freed that it has not uncharged yet.
