@@ -164,6 +164,10 @@ def test_the_watchdog_polls_fastest_near_the_line():
     assert poll_factor(line, 700 * MiB, GiB) == 2
     assert poll_factor(line, 850 * MiB, GiB) == 1
     assert poll_factor(line, 2 * GiB, GiB) == 1
+    # Far below a machine-sized budget it waits up to 50 intervals, unless growth would cover half the way.
+    big = 23 * GiB
+    assert poll_factor(int(big * 0.95), 300 * MiB, big) == 50
+    assert poll_factor(int(big * 0.95), 300 * MiB, big, rate=40e9) < 50
 
 
 def test_a_cell_that_starts_full_may_still_run_but_not_grow_much():
