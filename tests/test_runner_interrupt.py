@@ -30,6 +30,24 @@ def _groups_of(pid: int) -> set[str]:
     return {name for name in os.listdir(location.leaf.directory) if name.startswith(f"ks-run-{pid}-")}
 
 
+def _clean_up_after(runner_pid: int, started: Path) -> None:
+    """Kill the kernel (and its launcher) a runner we had to kill left behind, and remove the run's groups."""
+    try:
+        kernel = psutil.Process(int(started.read_text()))
+        for p in (kernel, *kernel.parents()[:1]):
+            if "kernel_sentinel" in " ".join(p.cmdline()) or "ipykernel" in " ".join(p.cmdline()):
+                p.kill()
+        psutil.wait_procs([kernel], timeout=10)
+    except (OSError, ValueError, psutil.Error):
+        pass
+    location, _ = locate_cgroup()
+    for name in _groups_of(runner_pid):
+        try:
+            os.rmdir(os.path.join(location.leaf.directory, name))
+        except OSError:
+            pass
+
+
 def _wait_for(predicate, what: str, limit: float = 120.0) -> None:
     deadline = time.monotonic() + limit  # a generous ceiling against hangs, not an assertion on speed
     while not predicate():
@@ -53,6 +71,9 @@ def test_stopping_the_run_removes_the_kernel_and_its_cgroup(tmp_path: Path, memo
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a command started in the background of a non-interactive shell inherits SIGINT
+        # ignored (POSIX), and Python then keeps it ignored, as a CLI should; pytest may have been started so.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         _wait_for(lambda: started.exists() and started.read_text().strip(), "the second cell to start")
@@ -64,6 +85,8 @@ def test_stopping_the_run_removes_the_kernel_and_its_cgroup(tmp_path: Path, memo
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+            _clean_up_after(proc.pid, started)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert not _groups_of(proc.pid), "the run's cgroup was left behind"
