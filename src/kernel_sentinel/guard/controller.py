@@ -443,8 +443,8 @@ class Guard:
             base_now = self._meters.untouched_base or 0
             if not cell.retaking and base_now < cell.base_at_start - GROWTH_NOISE:
                 cell.retaking = sum(r > 0 for r in self._rates) >= 2
-            if cell.retaking:
-                extra = retouch_margin(limit, min(cell.retouchable, base_now), True)
+            extra = retouch_margin(limit, min(cell.retouchable, base_now), cell.retaking)
+            if extra:
                 margin = max(margin, self._margin(limit) + extra)
         line = self._line(limit, margin, committed, now, fraction)
         self.line_bytes = line

@@ -146,8 +146,8 @@ def retouch_margin(limit: int, retouchable: int, growing: bool) -> int:
     without VmData growing: the fence does not see that growth, only the watchdog does, and under load its
     tick comes late. A string-building loop after ``del parts`` (1 GB of such pages) reached the OOM
     killer with its fence 59 MB away. The margin is what may be retaken, at most 6% of the budget (the
-    threaded margin), and only while the cell grows (two of the last three ticks): a single allocation
-    that fits is not touched.
+    threaded margin), and only once ``growing`` (the controller: the cell grew in two of the last three ticks
+    into space forgiven before it started): a single allocation that fits, or its filling, is not touched.
     """
     if not growing or retouchable <= 0:
         return 0

@@ -13,7 +13,6 @@ gh-113939). And memory that was freed stays in the process until glibc is asked 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 import sys
@@ -65,21 +64,6 @@ def rss_bytes() -> int | None:
             return None
 
 
-def _load_malloc_trim() -> Any:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-        trim.argtypes = [ctypes.c_size_t]
-        trim.restype = ctypes.c_int
-        return trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
-        return None
-
-
-# Loaded once at import: the guard's watchdog calls it from its tick, where a library lookup does not belong.
-_malloc_trim = _load_malloc_trim() if sys.platform.startswith("linux") else None
-
-
 class _MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
@@ -87,17 +71,26 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-def _load_mallinfo2() -> Any:
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2  # glibc 2.33+
-        fn.argtypes = []
-        fn.restype = _MallInfo2
-        return fn
-    except (OSError, AttributeError):
+def _libc_function(name: str, argtypes: list[Any], restype: Any) -> Any:
+    """Return the C library's function ``name`` with its signature set, None where there is none (not glibc).
+
+    Looked up in the process's own symbols (``CDLL(None)``, as the supervisor and the checkpoint writer do):
+    ``ctypes.util.find_library`` runs ldconfig, ~2-3 ms each time, on the kernel's start-up path.
+    """
+    if not sys.platform.startswith("linux"):
         return None
+    try:
+        fn = getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):  # musl has no malloc_trim, glibc before 2.33 no mallinfo2
+        return None
+    fn.argtypes = argtypes
+    fn.restype = restype
+    return fn
 
 
-_mallinfo2 = _load_mallinfo2() if sys.platform.startswith("linux") else None
+# Loaded once at import: the guard's watchdog calls them from its tick, where a library lookup does not belong.
+_malloc_trim = _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+_mallinfo2 = _libc_function("mallinfo2", [], _MallInfo2)
 
 
 def malloc_free_bytes() -> int | None:
