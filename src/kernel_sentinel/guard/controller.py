@@ -30,6 +30,9 @@ signal handler         ``consume_interrupt``, ``interrupt_raised``, ``note_recur
                        between two bytecodes of the main thread, which may hold the lock at that moment
 dying thread           ``thread_failed``: under the lock, sets ``_pending`` and sends the interrupt;
 (``excepthook``)       ``thread_stopped``: appends to ``threads_stopped`` (a list: one append is atomic)
+native stop            ``native_stop(code)`` (set once by the extension before the first cell): called by
+(watchdog)             the watchdog right after each SIGINT it sends, under the lock; it must only flag
+                       a library's own interrupt (duckdb's ``interrupt()``), never block or allocate
 forked child           nothing: ``children.py``'s at-fork hook gives the child the user's RLIMIT_DATA
                        back; the child never ticks (the watchdog thread does not survive a fork)
 =====================  ===========================================================================
@@ -171,6 +174,8 @@ class Guard:
         self.reaction_seconds = self.settings.poll_interval + DELIVERY_SECONDS
         self.line_bytes: int | None = None  # the interrupt line of the last tick
         self._recursion: dict[str, Any] | None = None  # set by the signal handler when it stopped a recursion
+        # Asks native code that never polls SIGINT to stop (duckdb's fetch runs on): see _interrupt_main.
+        self.native_stop: Any = None
         self._start_wait_since: float | None = None
         self._next_refresh = 0.0
         self._next_children = 0.0
@@ -702,6 +707,15 @@ class Guard:
         if self._cell is not None:
             self._cell.interrupts += 1
         signal.pthread_kill(self.main_ident, signal.SIGINT)  # type: ignore[arg-type]
+        # duckdb converting a result (fetchnumpy, fetchdf) never looks at SIGINT, and with address space its
+        # allocator kept from an earlier query it grows without VmData growing, unseen by the fence: a stock
+        # kernel given that SIGINT was OOM-killed 375 ms later; duckdb's own interrupt() stops it.
+        stop = self.native_stop
+        if stop is not None:
+            try:
+                stop(self._cell.code if self._cell is not None else None)
+            except BaseException:  # noqa: BLE001 - the watchdog must keep ticking
+                pass
 
     def _note_background(self, usage: int, cand: Candidate) -> None:
         if self._idle_noted:

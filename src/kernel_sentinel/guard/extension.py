@@ -81,6 +81,7 @@ def load(ip: Any) -> Guard | None:
         _say(f"kernel-sentinel: the memory guard is not available here: {exc}")
         return None
     setattr(ip, _ATTR, guard)
+    guard.native_stop = lambda code: interrupt_duckdb(ip, code)
     router = SigintRouter(guard)
     router.protected.add(_custom_exc.__code__)
 
@@ -222,7 +223,9 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
                 evidence["cell"] = result.execution_count  # IPython 9 counts up before pre_run_cell
         _release(shell, etype, value, tb)
         value = tb = None  # type: ignore[assignment]
-        if library == "duckdb":  # at the next cell: until this one is over, the failed result is held
+        if library == "duckdb" or _uses_duckdb(evidence.get("code")):
+            # At the next cell: until this one is over, the failed result is held. Not only when the error is
+            # duckdb's own: a fetch stopped in numpy's conversion left ~700 MiB held until the next statement.
             _NEXT_CELL.append(lambda: release_duckdb(shell, evidence.get("code") or ""))
         explanation, bundle = _explain(shell, evidence)
         err = MemoryBudgetError(_message(evidence, explanation))
@@ -606,12 +609,42 @@ def release_duckdb(shell: Any, code: str) -> None:
         pass
 
 
+def interrupt_duckdb(shell: Any, code: str | None) -> None:
+    """Ask every duckdb connection the kernel holds to stop its query: the guard's ``native_stop``.
+
+    Runs on the watchdog thread right after its SIGINT: duckdb's result conversion never looks at SIGINT,
+    its ``interrupt()`` only flags the query (harmless on an idle connection: the flag is reset when the
+    next query starts).
+    """
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is None:
+        return
+    conns = prerun.duckdb_connections(getattr(shell, "user_ns", {}), default=False)
+    if _uses_duckdb(code):
+        # Only a cell that names duckdb may run on its default connection; asking for it elsewhere would
+        # create a database (worker threads, buffers) in the middle of a memory emergency.
+        try:
+            conns.append(duckdb.default_connection())
+        except Exception:
+            pass
+    for conn in conns:
+        try:
+            conn.interrupt()
+        except Exception:
+            pass
+
+
+def _uses_duckdb(code: str | None) -> bool:
+    return bool(code) and "duckdb" in sys.modules and ("duckdb" in code or ".sql" in code)  # type: ignore[operator]
+
+
 def _is_duckdb_interrupt(value: BaseException) -> bool:
-    """Return True for duckdb's answer to a SIGINT ("Query interrupted", a RuntimeError or InterruptException)."""
+    """Return True for duckdb's answer to an interrupt: "Query interrupted" (SIGINT) or InterruptException."""
     duckdb = sys.modules.get("duckdb")
     interrupt = getattr(duckdb, "InterruptException", None) if duckdb is not None else None
-    kinds = (RuntimeError, interrupt) if isinstance(interrupt, type) else (RuntimeError,)
-    return isinstance(value, kinds) and str(value).startswith("Query interrupted")
+    if isinstance(interrupt, type) and isinstance(value, interrupt):
+        return True  # "INTERRUPT Error: Interrupted!" after interrupt_duckdb
+    return isinstance(value, RuntimeError) and str(value).startswith("Query interrupted")
 
 
 def _custom_exceptions() -> tuple[type, ...]:

@@ -281,16 +281,18 @@ class DuckdbSizer:
         return applied
 
 
-def duckdb_connections(ns: dict[str, Any], named_in: str | None = None) -> list[Any]:
-    """Return duckdb's default connection and the connections in ``ns`` (only those ``named_in`` names, if given)."""
+def duckdb_connections(ns: dict[str, Any], named_in: str | None = None, default: bool = True) -> list[Any]:
+    """Return duckdb's default connection (if ``default``) and the connections in ``ns`` (only those
+    ``named_in`` names, if given)."""
     duckdb = sys.modules.get("duckdb")
     if duckdb is None:
         return []
     conns = []
-    try:
-        conns.append(duckdb.default_connection())
-    except Exception:
-        pass
+    if default:
+        try:
+            conns.append(duckdb.default_connection())
+        except Exception:
+            pass
     conn_type = getattr(duckdb, "DuckDBPyConnection", None)
     if conn_type is not None:
         conns.extend(v for k, v in list(ns.items())

@@ -1,0 +1,59 @@
+"""duckdb's fetch does not always look at SIGINT: the guard asks duckdb itself to stop.
+
+Measured in a stock kernel in a 1 GiB group: SIGINT sent while ``fetchnumpy()`` grew past 300-850 MiB stopped
+the query ("Query interrupted") 4 times in 8; the other 4 reached the OOM killer. Control: the same cells
+OOM-kill a stock kernel in the same group. In a sentinel kernel the fetch, repeated with a 300 MiB array
+held (after a first fetch duckdb's allocator keeps its address space: the next fetch grows without VmData
+growing, unseen by the fence, and used to reach the OOM killer), ends each time with a MemoryBudgetError,
+and what the failed query held is given back by the next cell.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import GiB, MiB
+from kernel_harness import kill_signal_name
+from test_guard_lib_cases import SENTINEL_SPEC, SETUP, by_name, cleanup_code, files_code, make_files
+
+pytestmark = pytest.mark.cgroup
+
+FETCH = by_name("duckdb_fetch")
+RSS = "__import__('psutil').Process().memory_info().rss"
+
+
+@pytest.fixture(scope="module")
+def case_files(tmp_path_factory):
+    return make_files(tmp_path_factory.mktemp("guard-duckdb-files"))
+
+
+def test_the_same_cells_oom_kill_a_stock_kernel(kernel, case_files) -> None:
+    k = kernel(limit_bytes=GiB)
+    assert k.confinement == "cgroup"
+    assert k.run(SETUP + "\n" + files_code(case_files)).ok
+    assert k.run(f"pad = np.ones(300 * {MiB}, dtype=np.uint8)").ok
+    before = k.oom_kills()
+    res = k.run(FETCH.code, timeout=180)
+    assert res.status == "died", res.text()[:1500]
+    k.wait_for_death()
+    assert kill_signal_name(k.exit_status) == "SIGKILL"
+    assert k.oom_kills() > before
+
+
+def test_the_guard_stops_a_duckdb_fetch_sigint_cannot(kernel, case_files) -> None:
+    k = kernel(limit_bytes=GiB, kernelspec=SENTINEL_SPEC, env={"KERNEL_SENTINEL_CHECKPOINT": "0"})
+    assert k.confinement == "cgroup"
+    assert k.run(SETUP + "\n" + files_code(case_files)).ok
+    start_rss = k.value(RSS)
+    before = k.oom_kills()
+    for pad in (0, 300, 300, 400):
+        assert k.run(f"pad = np.ones({pad} * {MiB}, dtype=np.uint8)").ok
+        res = k.run(FETCH.code, timeout=180)
+        assert res.status == "error", (pad, res.status, res.text()[:2000])
+        assert res.ename == "MemoryBudgetError", (pad, res.text()[:2000])
+        assert k.alive and k.oom_kills() == before, pad
+        assert k.value("sentinel_value") == "still here"
+        assert k.run(cleanup_code(FETCH) + "\ndel pad\ngc.collect()").ok
+        # what the failed query held goes with the next cell (up to ~700 MiB stayed held before)
+        assert k.run("x = 1").ok
+        assert k.value(RSS) < start_rss + 100 * MiB, (pad, k.value(RSS) // MiB, start_rss // MiB)
+    assert k.run("print(duckdb.sql('SELECT 42').fetchall())").stdout.strip() == "[(42,)]"
