@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import stat
@@ -237,3 +238,32 @@ def test_a_nul_in_a_cells_code_does_not_get_the_record_refused(postgres, tmp_pat
         assert row["cell_code"] == code.replace("\x00", "\ufffd")
         (err,) = shared.rows("SELECT summary FROM memory_errors WHERE kernel_id = 'k-nul'")
         assert err["summary"] == "needed\ufffdmore"
+
+
+def test_a_refused_record_waits_until_it_is_given_up(postgres, tmp_path, monkeypatch):
+    """The forwarder's ``waiting`` is the store's (``outbox_counts``): a record the database refused still waits
+    while it is retried, and no longer once it is left aside after its third refusal."""
+    roles.setup(postgres.admin_url)
+    roles.add_user(postgres.admin_url, "hank", "pw-hank")
+    hank = postgres.url("hank", "pw-hank")
+    _use(monkeypatch, hank)
+    path = tmp_path / "store.db"
+    # Held, the "a forwarder waits to run" lock keeps closing the store from starting a detached forwarder:
+    # each pass below is the only one, so each counts exactly one refusal.
+    pending = os.open(tmp_path / "forward.pending", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(pending, fcntl.LOCK_EX)
+    try:
+        with Store(path) as store:
+            store.add_death(_report("hank-own", 31, user="hank"), {"pid": 31})
+            store.add_death(_report("hank-forged", 32, user="alice"), {"pid": 32})  # not his name: refused
+        for attempt in (1, 2, 3):
+            result = forward(path, hank)
+            with Store(path, create=False) as store:
+                waiting, state = store.outbox_counts()[0], store.outbox_state()
+            assert (result.sent, result.refused, result.error) == (1 if attempt == 1 else 0, 1, None)
+            assert (state["waiting"], state["refused"], state["given_up"]) == (0, 1, 0 if attempt < 3 else 1)
+            assert result.waiting == waiting == (1 if attempt < 3 else 0), attempt
+        result = forward(path, hank)  # left aside: not sent again, no longer waiting
+        assert (result.sent, result.refused, result.waiting, result.error) == (0, 0, 0, None)
+    finally:
+        os.close(pending)

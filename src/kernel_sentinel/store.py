@@ -579,7 +579,10 @@ class Store:
             )
 
     def outbox_counts(self) -> tuple[int, int, str | None]:
-        """Return (records waiting, records the database refused 3 times, the last refusal's reason)."""
+        """Return (records waiting, records the database refused 3 times, the last refusal's reason).
+
+        Waiting means still to be sent: never refused, or refused fewer than 3 times (``outbox_state``'s
+        ``waiting`` + ``refused`` - ``given_up``). The one definition, so the forwarder's ``waiting`` is this."""
         waiting = self._query("SELECT count(*) AS n FROM outbox WHERE attempts < 3")[0]["n"]
         refused = self._query(
             "SELECT count(*) AS n, max(last_error) AS e FROM outbox WHERE attempts >= 3"

@@ -27,7 +27,8 @@ _RUNNING: dict[str, Forwarder] = {}  # store path -> this process's Forwarder th
 
 @dataclass
 class ForwardResult:
-    """What one forwarding pass did: records sent, records still waiting, refused ones, and why it stopped."""
+    """What one forwarding pass did: records sent, records still waiting (``Store.outbox_counts``), refused
+    ones, and why it stopped."""
 
     sent: int = 0
     waiting: int = 0
@@ -76,7 +77,7 @@ def forward(
                     local.outbox_done(done)
                     result.sent += len(done)
             state = local.outbox_state()
-            result.waiting = state["waiting"] + state["refused"] - state["given_up"]  # not given up: attempts < 3
+            result.waiting = local.outbox_counts()[0]  # the store's one definition: not yet sent, not given up
             if state["refused"] or had_refusals:
                 # Tell the shared database what this server holds back (or that it holds nothing back now):
                 # the admin's fleet runs elsewhere and cannot read this outbox.
