@@ -39,6 +39,7 @@ def _why(args: argparse.Namespace) -> int:
 
 
 def _deaths(args: argparse.Namespace) -> int:
+    from ..fleet.outbox import outbox_line, outbox_state
     from ..store import Store, StoreError, home_dir
     from .sweep import sweep
 
@@ -52,12 +53,11 @@ def _deaths(args: argparse.Namespace) -> int:
     try:
         with Store(home_dir() / "store.db", create=False) as store:
             rows = store.deaths(args.limit)
+            state = outbox_state(store=store)  # the store just opened, not a second one
     except StoreError as exc:
         print(f"kernel-sentinel deaths: {exc}", file=sys.stderr)
         return 1
-    from ..fleet.outbox import outbox_line, outbox_state
-
-    line = outbox_line(outbox_state())  # records the shared database has not got (waiting, or refused): say so
+    line = outbox_line(state)  # records the shared database has not got (waiting, or refused): say so
     if line:
         print(f"kernel-sentinel deaths: {line}", file=sys.stderr)
     if args.json:

@@ -11,14 +11,25 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 
-def outbox_state(path: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+def outbox_state(path: str | os.PathLike[str] | None = None, *, store: Store | None = None) -> dict[str, Any] | None:
     """Return the local store's outbox state (``Store.outbox_state``) plus its ``path``, or None when there is no
-    store or it cannot be read (the command's own read names that fault)."""
+    store or it cannot be read (the command's own read names that fault).
+
+    ``store``, already open (``deaths`` has it), is read instead of opening the store at ``path`` a second time.
+    """
     from ..store import STORE_NAME, Store, StoreError, home_dir
 
+    if store is not None:
+        try:
+            return {**store.outbox_state(), "path": str(store.path)}
+        except StoreError:
+            return None
     store_path = Path(path) if path is not None else home_dir() / STORE_NAME
     if not store_path.exists():
         return None
