@@ -99,6 +99,66 @@ def test_html_page_is_self_contained(tmp_path, monkeypatch):
     assert "read_csv" in text and "&#x27;big.csv&#x27;" in text  # code escaped, not injected
 
 
+def test_html_page_lists_the_records_the_database_refused(postgres, tmp_path, monkeypatch):
+    """The page names the records the shared database refused, as --json and the one line do: each server's (user,
+    host, store, reason) on the admin's page and the server's own, its outbox's when fleet read the local store;
+    every name and reason escaped (this store's path has markup in it)."""
+    import fcntl
+    import html
+    import socket
+
+    from kernel_sentinel.fleet import roles
+
+    monkeypatch.delenv("KERNEL_SENTINEL_DATABASE_URL", raising=False)
+    roles.setup(postgres.admin_url)
+    roles.add_user(postgres.admin_url, "gina", "pw-gina")
+    gina = postgres.url("gina", "pw-gina")
+    home = tmp_path / "gina<i>"
+    home.mkdir()
+    # Held, the "a forwarder waits to run" lock keeps closing the store from starting a detached forwarder, which
+    # could report this store's refusal to the shared database after this test removed that report.
+    pending = os.open(home / "forward.pending", os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(pending, fcntl.LOCK_EX)
+    try:
+        monkeypatch.setenv("KERNEL_SENTINEL_DATABASE_URL", gina)
+        with Store(home / "store.db") as store:
+            _add(store, 1, "alice", "oom_kill", OTHER_CELL, tag="page-")  # not gina's name: the database refuses it
+        monkeypatch.delenv("KERNEL_SENTINEL_DATABASE_URL")
+        admin = {"KERNEL_SENTINEL_HOME": str(tmp_path / "admin"), "KERNEL_SENTINEL_DATABASE_URL": postgres.admin_url}
+        pages = {}
+        for who, env in (("gina", {"KERNEL_SENTINEL_HOME": str(home), "KERNEL_SENTINEL_DATABASE_URL": gina}),
+                         ("admin", admin)):
+            page = tmp_path / f"{who}.html"
+            proc = _cli("--html", str(page), env=env)  # gina's fleet forwards first: the refusal is reported
+            assert proc.returncode == 0 and "1 record refused by the shared database on 1 server (gina@" in proc.stderr, \
+                proc.stderr
+            pages[who] = page.read_text()
+        reason = json.loads(_cli("--json", env=admin).stdout)["refused"]["servers"][0]["reason"]
+        assert "row-level security" in reason and '"' in reason  # PostgreSQL quotes the table's name
+        for who, text in pages.items():
+            assert "<h2>Records the shared database refused</h2>" in text, who
+            assert "<b>1</b> record refused by the shared database on 1 server, kept in their servers' outboxes" in text
+            row = (f"<tr><td>gina</td><td>{html.escape(socket.gethostname())}</td>"
+                   f"<td>{html.escape(str(home / 'store.db'))}</td><td class=n>1</td>")
+            assert row in text and html.escape(reason) in text and reason not in text, who
+            assert "gina<i>" not in text and "gina&lt;i&gt;" in text, who
+        # fleet without the database reads this server's store: its outbox names the refused record
+        page = tmp_path / "local.html"
+        proc = _cli("--html", str(page), env={"KERNEL_SENTINEL_HOME": str(home)})
+        assert proc.returncode == 0, proc.stderr
+        text = page.read_text()
+        assert "<b>1</b> record refused by the shared database, kept in this server's outbox" in text
+        assert "<tr><td colspan=3>this server</td><td class=n>1</td>" in text and html.escape(reason) in text
+    finally:
+        os.close(pending)
+        import psycopg
+
+        with psycopg.connect(postgres.admin_url, autocommit=True) as conn:  # the later tests' admin views count
+            conn.execute("DELETE FROM outbox_status WHERE store = %s", (str(home / "store.db"),))  # every refusal
+    with SharedStore(postgres.admin_url) as shared:
+        assert not shared.rows("SELECT 1 FROM deaths WHERE kernel_id = 'page-alice-1'")
+
+
 def test_bad_arguments_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("KERNEL_SENTINEL_HOME", str(tmp_path))
     proc = _cli("--since", "yesterday")

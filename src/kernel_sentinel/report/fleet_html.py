@@ -1,6 +1,6 @@
-"""The fleet summary as one self-contained HTML page: take a ``FleetSummary``, return the page (totals, an
-inline SVG chart of deaths by day and cause, the breakdown, the top cells; no script, no CDN, so it opens
-anywhere, mailed or archived)."""
+"""The fleet summary as one self-contained HTML page: take a ``FleetSummary``, return the page (totals, the
+records the shared database refused, an inline SVG chart of deaths by day and cause, the breakdown, the top
+cells; no script, no CDN, so it opens anywhere, mailed or archived)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ _OTHER = "#1f77b4"
 
 
 def render(summary: FleetSummary) -> str:
-    """Return one self-contained HTML page: totals, a stacked bar chart of deaths per day and cause (SVG),
-    the breakdown table and the top cells."""
+    """Return one self-contained HTML page: totals, the records the shared database refused (when any), a
+    stacked bar chart of deaths per day and cause (SVG), the breakdown table and the top cells."""
     e = html.escape
     key = summary.by_key or "cause"
     deaths, errors = summary.deaths, summary.memory_errors
@@ -44,7 +44,7 @@ td.n {{ text-align: right; font-variant-numeric: tabular-nums; }} pre {{ margin:
 <h1>Kernel deaths across the fleet</h1>
 <p><b>{deaths.total}</b> kernel deaths and <b>{errors.total}</b> memory errors (deaths the guard avoided)
 since {e(str(summary.since))}. <small>{e(str(summary.source or ''))}</small></p>
-<h2>Deaths by day and cause</h2>
+{refused_html(summary)}<h2>Deaths by day and cause</h2>
 {deaths_chart_svg(summary.by_day or {})}
 <h2>By {e(key)}</h2>
 <table><tr><th>{e(key)}</th><th>deaths</th><th>memory errors</th></tr>{rows}</table>
@@ -52,6 +52,43 @@ since {e(str(summary.since))}. <small>{e(str(summary.source or ''))}</small></p>
 <p>The same cell in many copies of a notebook counts once (comments and spacing ignored).</p>
 <table><tr><th>deaths</th><th>memory errors</th><th>code</th></tr>{cells}</table>
 </body></html>
+"""
+
+
+def refused_html(summary: FleetSummary) -> str:
+    """Return the section naming the records the shared database refused, or "" when there are none: they are
+    kept in their servers' outboxes, not in the shared view, so the page says so as ``fleet --json`` (``refused``,
+    ``outbox``) and the command's one line do, never silently.
+
+    Every server's refusals as their forwarders reported them to the shared database (the admin's page, the hub
+    page) come first; else this server's own outbox (``fleet`` read the local store).
+    """
+    e = html.escape
+    shared = summary.extra.get("refused") or {}
+    local = summary.extra.get("outbox") or {}
+    if shared.get("records"):
+        servers = shared.get("servers") or []
+        count = int(shared["records"])
+        where = f" on {len(servers)} server{'s' if len(servers) != 1 else ''}, kept in their servers' outboxes"
+        rows = "".join(
+            f"<tr><td>{e(str(s.get('user') or ''))}</td><td>{e(str(s.get('host') or ''))}</td>"
+            f"<td>{e(str(s.get('store') or ''))}</td><td class=n>{int(s.get('refused') or 0)}</td>"
+            f"<td class=n>{int(s.get('given_up') or 0)}</td><td>{e(str(s.get('reason') or 'none given'))}</td></tr>"
+            for s in servers
+        )
+    elif local.get("refused"):
+        count = int(local["refused"])
+        where = ", kept in this server's outbox"
+        rows = (f"<tr><td colspan=3>this server</td><td class=n>{count}</td>"
+                f"<td class=n>{int(local.get('given_up') or 0)}</td>"
+                f"<td>{e(str(local.get('reason') or 'none given'))}</td></tr>")
+    else:
+        return ""
+    return f"""<h2>Records the shared database refused</h2>
+<p><b>{count}</b> record{'s' if count != 1 else ''} refused by the shared database{where}; not in the shared view.
+Those no longer retried are sent again by <code>kernel-sentinel fleet --retry-refused</code> on their server, once
+the cause is fixed.</p>
+<table><tr><th>user</th><th>host</th><th>store</th><th>refused</th><th>no longer retried</th><th>reason</th></tr>{rows}</table>
 """
 
 
