@@ -18,6 +18,7 @@ trait                       environment variable                default    meani
 ``reserve_bytes``           ``KERNEL_SENTINEL_RESERVE``         64M        most the fence keeps from the budget
                                                                            (it keeps ~1.5%, at least 8 MiB)
 ``error_reserve_bytes``     ``KERNEL_SENTINEL_ERROR_RESERVE``   16M        memory held back for the error path
+                                                                           (only in a memory cgroup with a limit)
 ``child_oom_score_adj``     ``KERNEL_SENTINEL_CHILD_OOM_SCORE``  1000      oom_score_adj for child processes
 ==========================  ==================================  =========  =======================================
 

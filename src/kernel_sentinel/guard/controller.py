@@ -964,13 +964,18 @@ class Guard:
     def _take_reserve(self) -> None:
         """Hold ``error_reserve_bytes`` of resident memory, freed when a cell fails so the error can be shown.
 
-        Resident on purpose (it is most of the sentinel kernel's RSS over stock): a loop that overshoots its
+        Held only in a memory cgroup with a limit, where the group's OOM killer is what the error path races
+        and what the kernel frees is room for the kernel alone. Resident on purpose there: a loop that overshoots its
         line in one step (a list's pointer array reallocated, +120 MiB) leaves nothing under the limit, and
         only memory really given back makes room then. Kept instead as room in the margins, the same growth
         loop aborted the kernel in one run of three (8 MiB resident: one run of three too).
         """
         n = self.settings.error_reserve_bytes
         if n <= 0 or self._reserve is not None:
+            return
+        if not any(c.kind == "cgroup" for c in self._candidates):
+            # Under the machine's RAM alone what it frees is anyone's (and the OOM killer is the whole
+            # machine's); the kernel's RSS stays within a few MiB of stock's, as issue 11 asks.
             return
         try:
             self._reserve = bytearray(n)  # zero-filled: its pages are resident, so freeing it frees memory
