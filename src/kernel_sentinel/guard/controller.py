@@ -25,6 +25,8 @@ magics)                released only in ``begin_failure``, under the lock, after
                        ``_handling`` are set (so no tick can take it back); runs a ``tick()`` itself
                        (``_refence``) at a cell's start, after its error and at its end when the freeze
                        or the hold went, so the fence never waits for the watchdog's next tick
+a thread starting      ``before_thread_start``/``thread_start_refused``: read the meters and run ``_refence``
+a thread               (a ``tick()``, as the main thread does at a cell's start), nothing else
 signal handler         ``consume_interrupt``, ``interrupt_raised``, ``note_recursion``: plain attribute
 (main thread)          writes (``_sent``, ``_raised_at``, ``_recursion``), never the lock: the handler runs
                        between two bytecodes of the main thread, which may hold the lock at that moment
@@ -92,6 +94,7 @@ RATE_SECONDS = 0.05  # ... within this long: a growth sample is this long at lea
 RECURSION_CHECK_SECONDS = 0.05  # how often a growing cell's main thread is looked at for a recursion
 RECURSION_FRAMES = 2000  # deeper than this in one function is a recursion, not a program's call chain
 DELIVERY_SECONDS = 0.005  # from pthread_kill to the handler running, between two bytecodes (FACTS.md)
+THREAD_START_ROOM = 8 * MiB  # beyond a new thread's stack: what it allocates before it reports it started
 RETAKE_MIN = 16 * MiB  # freed heap less than this is malloc's usual slack, not a risk worth a margin
 STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
 
@@ -927,6 +930,35 @@ class Guard:
             if self._ceiling is not None and running_threads() <= self._baseline_threads:
                 self._ceiling = None
         self._refence()
+
+    def before_thread_start(self) -> None:
+        """Re-set the fence now if it leaves less than a new thread needs (any thread that starts threads).
+
+        Between two ticks the fence stays where it was while each new thread maps its stack: the thread that
+        took the last of it could not allocate in its own start-up, died before saying it had started, and
+        ``Thread.start()`` waited for it forever (1 run in 7 of 300 threads started at once).
+        """
+        fence = self._fence.current
+        if not self.enabled or fence is None:
+            return
+        if fence - self._meters.vm_data() < self._meters.thread_stack_bytes + THREAD_START_ROOM:
+            self._meters.recount_threads()  # the stacks just mapped are credited, not counted as taken
+            self._refence()
+
+    def thread_start_refused(self) -> bool | None:
+        """Return whether a thread start that failed may be tried again: True once the fence has room for its
+        stack again (re-set now, the new threads' stacks credited), False when memory is short, None when
+        the fence was not why (it had room: a pids limit, say). Any thread that starts threads calls it.
+        """
+        if not self.enabled or self._fence.current is None:
+            return None
+        need = self._meters.thread_stack_bytes + THREAD_START_ROOM
+        if self._fence.current - self._meters.vm_data() >= need:
+            return None
+        self._meters.recount_threads()
+        self._refence()
+        fence = self._fence.current
+        return fence is not None and fence - self._meters.vm_data() >= need
 
     def _refence(self, reading: Reading | None = None) -> None:
         """Re-set the fence from a fresh reading (or one just taken) now, not at the next tick (main thread)."""

@@ -51,7 +51,7 @@ from typing import Any
 
 from ..errors import MemoryBudgetError
 from ..sizes import format_bytes
-from . import children, prerun
+from . import children, prerun, threadstart
 from .config import SentinelGuard, resolve_settings
 from .core import Guard, get_guard
 from .threadstop import ThreadMemoryError
@@ -131,6 +131,7 @@ def load(ip: Any) -> Guard | None:
 
     thread_excepthook.previous = previous_hook  # type: ignore[attr-defined]
     threading.excepthook = thread_excepthook
+    threadstart.install(guard)  # a thread start the fence refused is re-fenced and tried again
     ip.events.register("pre_run_cell", pre_run_cell)
     ip.events.register("post_run_cell", post_run_cell)
     setattr(ip, _HOOKS, (pre_run_cell, post_run_cell))
@@ -161,6 +162,7 @@ def unload(ip: Any) -> None:
     previous_hook = getattr(threading.excepthook, "previous", None)
     if previous_hook is not None:
         threading.excepthook = previous_hook
+    threadstart.uninstall()
     if tuple(getattr(ip, "custom_exceptions", ()))[:2] == (MemoryError, KeyboardInterrupt):
         ip.set_custom_exc((), None)
     guard.close()

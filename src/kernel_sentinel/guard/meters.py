@@ -50,6 +50,7 @@ class Meters:
         self.thread_stack_bytes = _thread_stack_size()
         self._threads_count = 1
         self._threads_next = 0.0
+        self._vm_data_at_count = 0  # VmData when the threads were last counted
         self.untouched_base: int | None = None  # the gap that counts as no one's allocation in flight
         self.pinned: int | None = None  # gap before a malloc_trim(): pages it returned stay counted
         self.forgive = True  # False while the cell's own threads run: their arenas reuse pages unseen
@@ -86,25 +87,41 @@ class Meters:
         """
         rss, data, shared = self._statm_meter.read()
         vm_data = max(0, data - self.stack_bytes)
-        stacks = max(0, self._threads() - 1) * self.thread_stack_bytes
-        return rss, vm_data, vm_data - (rss - shared) - stacks  # RSS - file/shmem = resident anonymous
+        if abs(vm_data - self._vm_data_at_count) >= self.thread_stack_bytes:
+            # Address space moved by a stack or more since the threads were counted: count again now, or a
+            # burst of new threads (150 in one cell) looks like 1.2 GB taken and the watchdog stops the cell.
+            self._threads_next = 0.0
+        stacks = max(0, self._threads(vm_data) - 1) * self.thread_stack_bytes
+        # Never below 0: the stacks of threads that just ended, still credited, made it -2.2 GB; the untouched
+        # base followed, and once the threads were counted again 2.3 GB looked freshly taken (a cell stopped).
+        return rss, vm_data, max(0, vm_data - (rss - shared) - stacks)  # RSS - file/shmem = resident anonymous
 
-    def _threads(self) -> int:
+    def _threads(self, vm_data: int = 0) -> int:
         """Return the number of threads of this process (field 20 of /proc/self/stat), 1 when unreadable.
 
-        Re-read at most every ``THREADS_SECONDS``: /proc/self/stat costs more than the rest of a tick, and a
-        stale count only leaves a new thread's stack counted as untouched a little longer (the safe side).
+        Re-read at most every ``THREADS_SECONDS`` while VmData has not grown by a stack since: /proc/self/stat
+        costs more than the rest of a tick, and a stale count only leaves a new thread's stack counted as
+        untouched a little longer (the safe side).
         """
         now = time.monotonic()
         if now < self._threads_next:
             return self._threads_count
         self._threads_next = now + THREADS_SECONDS
+        self._vm_data_at_count = vm_data
         try:
             raw = pread(self._stat_fd, 1024)
             self._threads_count = int(raw[raw.rindex(b")") + 2 :].split()[17])
         except (OSError, ValueError, IndexError):
             self._threads_count = 1
         return self._threads_count
+
+    def vm_data(self) -> int:
+        """Return VmData now (one statm read, no cgroup file): what RLIMIT_DATA, the fence, is checked against."""
+        return max(0, self._statm_meter.read()[1] - self.stack_bytes)
+
+    def recount_threads(self) -> None:
+        """Make the next reading count the threads afresh (a burst of new threads' stacks, credited at once)."""
+        self._threads_next = 0.0
 
     def read(self) -> Reading:
         """Return one reading (any thread; serialised by the meters' own lock)."""
