@@ -339,3 +339,51 @@ def test_freed_heap_a_growing_cell_may_retake_widens_fence_and_line():
     assert retouch_margin(limit, 0, growing=True) == 0
     assert retouch_margin(limit, 20 * MiB, growing=True) == 20 * MiB
     assert retouch_margin(limit, 1024 * MiB, growing=True) == int(limit * 0.06)  # capped at the threaded margin
+
+
+def test_a_refused_thread_start_is_retried_explained_or_left_as_it_was() -> None:
+    # guard/threadstart.py's decisions, on a start function that fails the way _thread's does at the fence;
+    # the real fence is exercised in test_guard_accounting.py (300 threads at once, stock and sentinel).
+    from kernel_sentinel.guard import threadstart
+
+    class Verdicts:
+        def __init__(self, *verdicts):
+            self.verdicts, self.asked, self.before = list(verdicts), 0, 0
+
+        def before_thread_start(self):
+            self.before += 1
+
+        def thread_start_refused(self):
+            self.asked += 1
+            return self.verdicts.pop(0)
+
+    def failing(times):
+        calls = []
+
+        def start(*args, **kwargs):
+            calls.append((args, kwargs))
+            if len(calls) <= times:
+                raise RuntimeError("can't start new thread")
+            return 42
+
+        return start, calls
+
+    start, calls = failing(2)
+    guard = Verdicts(True, True)
+    assert threadstart._wrap(start, guard)("boot", daemon=True) == 42
+    assert calls == [(("boot",), {"daemon": True})] * 3 and guard.asked == 2 and guard.before == 1
+    start, _ = failing(5)
+    with pytest.raises(MemoryError, match="can't start new thread") as info:
+        threadstart._wrap(start, Verdicts(True, False))()
+    assert isinstance(info.value.__cause__, RuntimeError)
+    start, _ = failing(5)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        threadstart._wrap(start, Verdicts(None))()  # the fence had room: a pids limit, say
+
+    def other(*args):
+        raise RuntimeError("threads can only be started once")
+
+    guard = Verdicts()
+    with pytest.raises(RuntimeError, match="only be started once"):
+        threadstart._wrap(other, guard)()
+    assert guard.asked == 0

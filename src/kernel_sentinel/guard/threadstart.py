@@ -54,7 +54,10 @@ def _wrap(start: Any, guard: Any) -> Any:
             except RuntimeError as exc:
                 if "can't start new thread" not in str(exc):
                     raise
-                verdict = guard.thread_start_refused()
+                try:
+                    verdict = guard.thread_start_refused()
+                except Exception:  # the guard must never be what breaks a thread start
+                    verdict = None
                 if verdict is None:
                     raise
                 if verdict is False:
