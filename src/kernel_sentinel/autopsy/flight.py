@@ -1,6 +1,6 @@
 """The flight record: a small fixed-layout file a kernel rewrites in place, readable after any death.
 
-Every write is one ``os.pwrite`` into a region of the file: once ``pwrite`` returns, the bytes are in the
+Every write is one ``pwrite`` (libc's, keeping the GIL) into a region of the file: once ``pwrite`` returns, the bytes are in the
 page cache and survive SIGKILL of the writer (nothing is buffered in the process). Each region has two
 slots written alternately, each slot checksummed, so a reader always finds the newest complete record
 even if a write was cut short; a truncated or garbled file yields whatever regions are still intact.
@@ -26,6 +26,8 @@ import threading
 import zlib
 from pathlib import Path
 from typing import Any
+
+from ..memory.linux import pwrite
 
 MAGIC = b"KSF1"
 _HEAD = struct.Struct("<4sQII")  # magic, sequence, payload length, crc32
@@ -78,7 +80,7 @@ class FlightWriter:
             seq = self._seq[region] + 1
             slot = _OFFSETS[region] + (seq % 2) * size
             try:
-                os.pwrite(self._fd, _HEAD.pack(MAGIC, seq, len(payload), zlib.crc32(payload)) + payload, slot)
+                pwrite(self._fd, _HEAD.pack(MAGIC, seq, len(payload), zlib.crc32(payload)) + payload, slot)
             except (OSError, ValueError):
                 return False
             self._seq[region] = seq
