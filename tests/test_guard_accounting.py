@@ -80,6 +80,31 @@ def test_the_data_science_stack_imports_in_a_small_group(kernel, limit):
             assert k.value(f"{GUARD}.interventions") == 0
 
 
+BACK_TO_BACK = (
+    "import numpy as np",  # OpenBLAS reserves ~97 MiB here and touches it later
+    "b = np.ones(120 * 2**20 // 8)\nfloat(b.sum())",
+    "del b\nimport pandas as pd",
+    "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt",
+    "s = pd.Series(np.arange(3000.0))\ns.rolling(50, center=True, win_type='gaussian').sum(std=10).iloc[1500]",
+)
+
+
+def test_libraries_imported_by_cells_sent_back_to_back_in_a_small_group(kernel):
+    # As nbclient or "Run All" sends them, with the guard and the checkpoints on as users get them. What an
+    # import reserves and never touches (BLAS buffers, arenas) counted against the next cells while it was
+    # fresh: 120 MiB right after `import numpy`, and pyplot's import after pandas' (the handbook's 02.04),
+    # were refused in 256 MiB; the first scipy import inside a cell (the gaussian window, the handbook's
+    # 03.11) was stopped by the watchdog; stock runs them all (tests/test_real_notebooks.py).
+    for name, spec in (("stock", None), ("sentinel", GUARDED)):
+        k = kernel(limit_bytes=256 * MiB, kernelspec=spec)
+        for cell in BACK_TO_BACK:
+            res = k.run(cell, timeout=90)
+            assert res.ok, (name, cell, res.status, res.text()[-1500:])
+        if name == "sentinel":
+            assert k.value(f"{GUARD}.interventions") == 0
+        assert k.alive and k.oom_kills() == 0
+
+
 RECURSION = "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)"
 
 

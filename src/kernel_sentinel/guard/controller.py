@@ -26,7 +26,7 @@ magics)                released only in ``begin_failure``, under the lock, after
                        (``_refence``) at a cell's start, after its error and at its end when the freeze
                        or the hold went, so the fence never waits for the watchdog's next tick
 a thread starting      ``before_thread_start``/``thread_start_refused``: read the meters and run ``_refence``
-a thread               (a ``tick()``, as the main thread does at a cell's start), nothing else
+a thread               (a ``tick()``, as the main thread does at a cell's start); set ``_cell.threaded``
 signal handler         ``consume_interrupt``, ``interrupt_raised``, ``note_recursion``: plain attribute
 (main thread)          writes (``_sent``, ``_raised_at``, ``_recursion``), never the lock: the handler runs
                        between two bytecodes of the main thread, which may hold the lock at that moment
@@ -61,7 +61,7 @@ from ..memory.reader import CgroupLocation
 from . import children, threadstop
 from .config import GuardSettings
 from .fence import INFINITY, Fence
-from .meters import FORGIVE_SECONDS, Meters
+from .meters import FORGIVE_SECONDS, SETTLED_SECONDS, Meters
 from .policy import (
     MiB,
     Candidate,
@@ -94,6 +94,7 @@ RATE_SECONDS = 0.05  # ... within this long: a growth sample is this long at lea
 RECURSION_CHECK_SECONDS = 0.05  # how often a growing cell's main thread is looked at for a recursion
 RECURSION_FRAMES = 2000  # deeper than this in one function is a recursion, not a program's call chain
 DELIVERY_SECONDS = 0.005  # from pthread_kill to the handler running, between two bytecodes (FACTS.md)
+RESERVATION_RATIO = 4  # fresh untouched space this many times what in-use memory grew by in a tick: a reservation
 THREAD_START_ROOM = 8 * MiB  # beyond a new thread's stack: what it allocates before it reports it started
 RETAKE_MIN = 16 * MiB  # freed heap less than this is malloc's usual slack, not a risk worth a margin
 STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
@@ -117,6 +118,7 @@ class CellState:
     retouchable: int = 0  # freed heap handed back when it started, which malloc reuses unseen by the fence
     base_at_start: int = 0  # the forgiven untouched space when it started: below it, that heap is retaken
     retaking: bool = False  # it grew while taking that heap again (watchdog only)
+    threaded: bool = False  # it started threads of its own (set by whoever started one, or seen at a tick)
 
 
 def running_threads() -> int:
@@ -177,6 +179,10 @@ class Guard:
         self.reaction_seconds = self.settings.poll_interval + DELIVERY_SECONDS
         self.line_bytes: int | None = None  # the interrupt line of the last tick
         self._recursion: dict[str, Any] | None = None  # set by the signal handler when it stopped a recursion
+        self._last_threaded = False  # the last cell started threads of its own (main thread)
+        self._usage_prev = 0  # in-use memory at the last tick, and how much it grew since the one before
+        self._usage_grew = 0
+        self._reserved_since: float | None = None  # when only fresh untouched space first put the cell over
         # Asks native code that never polls SIGINT to stop (duckdb's fetch runs on): see _interrupt_main.
         self.native_stop: Any = None
         self._start_wait_since: float | None = None
@@ -429,6 +435,7 @@ class Guard:
             return
         cand, usage, headroom = best
         self._state = (cand, usage, headroom, reading)
+        self._usage_grew, self._usage_prev = usage - self._usage_prev, usage  # for _over's reservations
         committed_best = tightest(self._candidates, reading, committed=True) or best
         ccand, committed, fence_headroom = committed_best
         limit = ccand.limit_bytes
@@ -438,6 +445,8 @@ class Guard:
         # (a pool worker, a shell command) whose memory grows in our group beyond our own RSS: wider
         # margins for both (a pool worker at 800 MB/s reached the OOM killer with the narrow ones).
         threaded = running_threads() > self._baseline_threads
+        if threaded and self._cell is not None:
+            self._cell.threaded = True
         others = max(0, usage - reading.rss) if ccand.meter.startswith("cgroup:") else 0
         cell = self._cell
         foreign = cell is not None and others > cell.others_at_start + IDLE_GROWTH
@@ -568,9 +577,24 @@ class Guard:
         if stuck:
             return True
         if committed < level:
+            self._reserved_since = None
             return False
         if reading.untouched and cand.meter != "vmdata":
-            return committed - reading.untouched + self._meters.fresh_untouched(now) >= level
+            in_use = committed - reading.untouched
+            fresh = self._meters.fresh_untouched(now)
+            if in_use + fresh < level:
+                self._reserved_since = None
+                return False
+            if in_use >= level or fresh <= RESERVATION_RATIO * max(0, self._usage_grew) + GROWTH_NOISE:
+                return True
+            # Only space taken just now, far more than what is in use grew by, puts the cell over: a loop's
+            # next array is filled as fast as it is taken, a reservation is not (scipy's OpenBLAS buffers at
+            # its first import inside a cell: 65 MiB taken while 1 MiB more came in use, 256 MiB group,
+            # line 232, 168 MiB in use: the cell was stopped where stock completes). It gets SETTLED_SECONDS
+            # to become one; the fence counts it meanwhile.
+            if self._reserved_since is None:
+                self._reserved_since = now
+            return now - self._reserved_since >= SETTLED_SECONDS
         return True
 
     def _main_recurses(self) -> bool:
@@ -749,11 +773,17 @@ class Guard:
             self._first_cell_seen = True
             self._baseline_threads = max(self._baseline_threads, running_threads())
             self._kernel_threads = threadstop.alive()
-        # Untouched address space from earlier cells is forgotten at a cell's start once it has stopped
-        # growing for FORGIVE_SECONDS, or for a second while threads of earlier cells still run (a thread
-        # left running by an interrupted cell may still be taking it: the stress test hung without this).
+        # Untouched address space from earlier cells is forgotten at a cell's start: at once after a cell
+        # that started no threads (it has ended: what it left untouched is a reservation; cells sent back to
+        # back, as nbclient and "Run All" do, had import pandas' 125 MiB counted against the next cells and
+        # `import matplotlib.pyplot` refused with 121 MiB of 256 in use); after one that did, once it has
+        # stopped growing for FORGIVE_SECONDS (pages trimmed from its threads' arenas are taken again by the
+        # next cell's threads without VmData growing: the stress minute's kernel died when they were
+        # forgiven at once); for a second while threads of earlier cells still run (a thread left running by
+        # an interrupted cell may still be taking it: the stress test hung without this).
         threads_left = running_threads() > self._baseline_threads
-        reading = self._meters.rebase(quiet_seconds=1.0 if threads_left else FORGIVE_SECONDS)
+        quiet = 1.0 if threads_left else FORGIVE_SECONDS if self._last_threaded else 0.0
+        reading = self._meters.rebase(quiet_seconds=quiet)
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
         # Half full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
         if best and self._trim_at_start(best[1], best[0].limit_bytes, threads_left) and self._trim_first(
@@ -811,6 +841,7 @@ class Guard:
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
         with self._lock:
+            self._last_threaded = self._cell is not None and self._cell.threaded
             self._cell = None
             tightened = self._ceiling is not None or self._hold is not None
             self._release_cell_states()
@@ -938,6 +969,9 @@ class Guard:
         took the last of it could not allocate in its own start-up, died before saying it had started, and
         ``Thread.start()`` waited for it forever (1 run in 7 of 300 threads started at once).
         """
+        cell = self._cell
+        if cell is not None:
+            cell.threaded = True
         fence = self._fence.current
         if not self.enabled or fence is None:
             return
