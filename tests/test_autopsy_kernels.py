@@ -243,6 +243,7 @@ def test_interrupt_keeps_supervisor_and_kernel(kernel):
     k.km.interrupt_kernel()
     reply = k.kc.get_shell_msg(timeout=30)
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    _wait_until_idle(k, msg)
     assert k.alive
     assert k.run("print(x)").stdout.strip() == "42"
     assert death_report(kid(k)) is None
@@ -264,6 +265,22 @@ def test_explanation_shown_once_in_next_cell_after_restart(kernel, now):
     assert "previous kernel died" not in second.text()
     report = death_report(kid(k))
     assert report is not None and report["shown"] is True
+
+
+def _wait_until_idle(k, msg_id: str, timeout: float = 30) -> None:
+    """Return once the kernel is idle after ``msg_id``: ipykernel aborts requests that arrive while it is still
+    aborting the queue after an error (stop_on_error), and with checkpoints on one sent the moment the error's
+    reply came was aborted 3 times in 8 (stock: 0 in 10; README, known gaps)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = k.kc.get_iopub_msg(timeout=0.5)
+        except Exception:
+            continue
+        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
+                and msg["content"]["execution_state"] == "idle"):
+            return
+    raise AssertionError("the kernel never went idle")
 
 
 def _wait_until_running(k, msg_id: str, timeout: float = 30) -> None:
