@@ -22,7 +22,9 @@ directory, every cell as written (%timeit included: no notebook takes a minute p
   four 100000 x 100 DataFrames (four times 76 MiB, each built through a copy, on a ~100 MiB kernel):
   issue #10 has stock complete every notebook, this machine's stock kernel does not complete that one.
 
-No timings are asserted. bench/bench_real_notebooks.py runs the same code and prints the figures
+The same check runs in 256 MiB for the notebooks where the bench saw the sentinel kernel end a cell
+differently from stock there (ALSO_IN_SMALLER; KNOWN_DIFFERENCES are marked xfail until the guard is
+fixed). No timings are asserted. bench/bench_real_notebooks.py runs the same code and prints the figures
 (peak memory, wall time) per notebook.
 """
 
@@ -146,19 +148,47 @@ def _fmt(outcome: tuple[str, str | None]) -> str:
     return f"{status} {ename}" if ename else status
 
 
-# Notebooks that end differently in the sentinel kernel today (the guard's to fix, not this test's):
-# name -> the exact difference. Filled from the runs; empty means none was seen.
-KNOWN_DIFFERENCES: dict[str, str] = {}
+SMALLER = 256 * MiB  # a smaller classroom container
+# In SMALLER, the notebooks in which bench/bench_real_notebooks.py saw the sentinel kernel end a cell
+# differently from stock (all 24 there would double this file's run time; the bench runs all at any size).
+# 03.09's false refusal (cell 18, births.pivot_table(...).plot(): MemoryBudgetError from the watchdog at
+# ~200 MiB under its 232 MiB line, stock's group peak 175 MiB) came in 3 runs of 7 at b34b14b and in none
+# of 10 since 5e471c2: it stays as a check. 02.04's (cell 16, `import matplotlib.pyplot`: the fence, at
+# VmData + 2 MiB after pandas' import, refused it with the group at 120 MiB) came only from an uncommitted
+# tree, in no run of b34b14b or 5e471c2, and costs a minute: the bench covers it.
+ALSO_IN_SMALLER = ["03.09-Pivot-Tables.ipynb", "03.11-Working-with-Time-Series.ipynb"]
+# Where the sentinel kernel ends a cell differently from stock today: (notebook, group size) -> the exact
+# difference. The guard's to fix, not this test's: each stays asserted as stock-equal and is marked xfail
+# (not strict: the outcome varies from run to run). In 384 MiB none is known.
+KNOWN_DIFFERENCES: dict[tuple[str, int], str] = {
+    ("03.11-Working-with-Time-Series.ipynb", SMALLER): (
+        "cell 38, daily.rolling(50, center=True, win_type='gaussian').sum(std=10).plot(...), which imports "
+        "scipy.signal for the first time: stock ok in every run (group peak 182 MiB); the sentinel at "
+        "5e471c2, 25 runs: 11 ok, 11 MemoryBudgetError (the fence refusing the import's reservations with the "
+        "group at ~180 MiB, or the watchdog at ~173 MiB under its 232 MiB line), 1 kernel death by SIGSEGV "
+        "in native code under importlib while the fence refused, 1 SystemError 'error return without "
+        "exception set', 1 ImportError 'Import scipy.signal.windows failed'; and once in the bench a 60 s "
+        "hang the kernel did not come back from after an interrupt (at b34b14b: MemoryBudgetError from the "
+        "watchdog at 167 MiB in every run)"
+    ),
+}
 
 
 def _params() -> list[Any]:
-    marks = {name: pytest.mark.xfail(strict=False, reason=why) for name, why in KNOWN_DIFFERENCES.items()}
-    return [pytest.param(p, id=p.stem[:5], marks=[marks[p.name]] if p.name in marks else []) for p in NOTEBOOKS]
+    """Return the (notebook, group size) cases: all 24 in 384 MiB, then ALSO_IN_SMALLER in 256 MiB."""
+    cases = [(p, LIMIT) for p in NOTEBOOKS] + [(HANDBOOK / name, SMALLER) for name in ALSO_IN_SMALLER]
+    params = []
+    for path, limit in cases:
+        why = KNOWN_DIFFERENCES.get((path.name, limit))
+        marks = [pytest.mark.xfail(strict=False, reason=why)] if why else []
+        params.append(pytest.param(path, limit, id=f"{path.stem[:5]}-{limit // MiB}MiB", marks=marks))
+    return params
 
 
 def test_the_handbook_is_complete() -> None:
     # The issue's 24 notebooks and the data they read; a lost file would quietly shrink the check.
     assert len(NOTEBOOKS) == 24
+    assert {name for name, _ in KNOWN_DIFFERENCES} | set(ALSO_IN_SMALLER) <= {p.name for p in NOTEBOOKS}
     assert {p.name for p in (HANDBOOK / "data").iterdir()} >= {
         "births.csv", "president_heights.csv", "state-abbrevs.csv", "state-areas.csv", "state-population.csv"
     }
@@ -188,12 +218,12 @@ def test_the_comparison_sees_what_issue_10_saw() -> None:
     assert differences(run("stock", ok, CellResult("died")), run("sentinel", ok, refused, ok, ok)) != []  # no OOM kill
 
 
-@pytest.mark.parametrize("path", _params())
-def test_notebook_ends_as_in_stock(kernel, path: Path) -> None:
+@pytest.mark.parametrize(("path", "limit"), _params())
+def test_notebook_ends_as_in_stock(kernel, path: Path, limit: int) -> None:
     cells = notebook_cells(path)
     runs: dict[str, NotebookRun] = {}
     for kind, spec in (("stock", None), ("sentinel", SENTINEL_KERNELSPEC)):
-        k = kernel(limit_bytes=LIMIT, kernelspec=spec)
+        k = kernel(limit_bytes=limit, kernelspec=spec)
         assert k.confinement == "cgroup"
         prepare_workdir(k.workdir)  # before the first cell: the kernel's cwd is its workdir
         runs[kind] = run_notebook(k, kind, cells)
