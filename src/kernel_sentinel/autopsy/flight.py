@@ -1,7 +1,7 @@
 """The flight record: a small fixed-layout file a kernel rewrites in place, readable after any death.
 
-Every write is one ``pwrite`` (libc's, keeping the GIL) into a region of the file: once ``pwrite`` returns, the bytes are in the
-page cache and survive SIGKILL of the writer (nothing is buffered in the process). Each region has two
+Every write is one ``pwrite`` (libc's, keeping the GIL) into a region of the file: once ``pwrite`` returns,
+the bytes are in the page cache and survive SIGKILL of the writer (nothing is buffered in the process). Each region has two
 slots written alternately, each slot checksummed, so a reader always finds the newest complete record
 even if a write was cut short; a truncated or garbled file yields whatever regions are still intact.
 

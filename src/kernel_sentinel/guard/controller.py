@@ -972,18 +972,18 @@ class Guard:
         cell = self._cell
         if cell is not None:
             cell.threaded = True
-        fence = self._fence.current
-        if not self.enabled or fence is None:
-            return
-        if fence - self._meters.vm_data() < self._meters.thread_stack_bytes + THREAD_START_ROOM:
-            self._meters.recount_threads()  # the stacks just mapped are credited, not counted as taken
-            self._refence()
+        self._room_for_thread()
 
     def thread_start_refused(self) -> bool | None:
         """Return whether a thread start that failed may be tried again: True once the fence has room for its
         stack again (re-set now, the new threads' stacks credited), False when memory is short, None when
         the fence was not why (it had room: a pids limit, say). Any thread that starts threads calls it.
         """
+        return self._room_for_thread()
+
+    def _room_for_thread(self) -> bool | None:
+        """Return None when the fence leaves a new thread room (or there is none); else re-set it now, the
+        stacks just mapped credited rather than counted as taken, and return whether it leaves room since."""
         if not self.enabled or self._fence.current is None:
             return None
         need = self._meters.thread_stack_bytes + THREAD_START_ROOM

@@ -225,7 +225,7 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
                 evidence["cell"] = result.execution_count  # IPython 9 counts up before pre_run_cell
         _release(shell, etype, value, tb)
         value = tb = None  # type: ignore[assignment]
-        if library == "duckdb" or _uses_duckdb(evidence.get("code")):
+        if library == "duckdb" or prerun.uses_duckdb(evidence.get("code")):
             # At the next cell: until this one is over, the failed result is held. Not only when the error is
             # duckdb's own: a fetch stopped in numpy's conversion left ~700 MiB held until the next statement.
             _NEXT_CELL.append(lambda: release_duckdb(shell, evidence.get("code") or ""))
@@ -622,7 +622,7 @@ def interrupt_duckdb(shell: Any, code: str | None) -> None:
     if duckdb is None:
         return
     conns = prerun.duckdb_connections(getattr(shell, "user_ns", {}), default=False)
-    if _uses_duckdb(code):
+    if prerun.uses_duckdb(code):
         # Only a cell that names duckdb may run on its default connection; asking for it elsewhere would
         # create a database (worker threads, buffers) in the middle of a memory emergency.
         try:
@@ -634,10 +634,6 @@ def interrupt_duckdb(shell: Any, code: str | None) -> None:
             conn.interrupt()
         except Exception:
             pass
-
-
-def _uses_duckdb(code: str | None) -> bool:
-    return bool(code) and "duckdb" in sys.modules and ("duckdb" in code or ".sql" in code)  # type: ignore[operator]
 
 
 def _is_duckdb_interrupt(value: BaseException) -> bool:

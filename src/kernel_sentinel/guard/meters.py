@@ -96,8 +96,9 @@ class Meters:
         # base followed, and once the threads were counted again 2.3 GB looked freshly taken (a cell stopped).
         return rss, vm_data, max(0, vm_data - (rss - shared) - stacks)  # RSS - file/shmem = resident anonymous
 
-    def _threads(self, vm_data: int = 0) -> int:
-        """Return the number of threads of this process (field 20 of /proc/self/stat), 1 when unreadable.
+    def _threads(self, vm_data: int) -> int:
+        """Return the number of threads of this process (field 20 of /proc/self/stat), 1 when unreadable;
+        ``vm_data`` is VmData now, remembered with the count.
 
         Re-read at most every ``THREADS_SECONDS`` while VmData has not grown by a stack since: /proc/self/stat
         costs more than the rest of a tick, and a stale count only leaves a new thread's stack counted as

@@ -251,7 +251,7 @@ class DuckdbSizer:
     def apply(self, code: str, ns: dict[str, Any], free: int) -> int | None:
         """Return the limit set (bytes) when the cell uses duckdb, else None; never raises a lower user limit."""
         duckdb = sys.modules.get("duckdb")
-        if duckdb is None or ("duckdb" not in code and ".sql" not in code):
+        if duckdb is None or not uses_duckdb(code):
             return None
         target = max(DUCKDB_FLOOR, int(free * DUCKDB_SHARE))
         conns = duckdb_connections(ns)
@@ -279,6 +279,11 @@ class DuckdbSizer:
                 except Exception:
                     pass
         return applied
+
+
+def uses_duckdb(code: str | None) -> bool:
+    """Return True when duckdb is loaded and ``code`` names it (its module or a relation's ``.sql``)."""
+    return bool(code) and "duckdb" in sys.modules and ("duckdb" in code or ".sql" in code)  # type: ignore[operator]
 
 
 def duckdb_connections(ns: dict[str, Any], named_in: str | None = None, default: bool = True) -> list[Any]:
