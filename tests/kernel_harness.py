@@ -216,6 +216,26 @@ class KernelHarness:
         result.seconds = time.monotonic() - started
         return result
 
+    def wait_for_iopub(
+        self, msg_id: str, msg_type: str, state: str | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Return the first iopub message of ``msg_type`` (a status: of execution ``state``) that ``msg_id`` caused.
+
+        For a test driving ``kc.execute`` itself: that its cell started (``execute_input``), or that the kernel is
+        idle after it (``status``, ``idle``). Raises AssertionError after ``timeout`` seconds.
+        """
+        assert self.kc is not None, "start() the harness first"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.5)
+            except Exception:  # queue.Empty: nothing yet
+                continue
+            if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == msg_type
+                    and (state is None or msg["content"].get("execution_state") == state)):
+                return msg
+        raise AssertionError(f"no {msg_type} {state or ''} message for {msg_id} in {timeout:.0f} s")
+
     def _drain_iopub(self, msg_id: str, result: CellResult, wait: float) -> bool:
         """Collect this cell's iopub messages into ``result``; return True once the kernel went idle."""
         assert self.kc is not None

@@ -267,34 +267,17 @@ def test_explanation_shown_once_in_next_cell_after_restart(kernel, now):
     assert report is not None and report["shown"] is True
 
 
-def _wait_until_idle(k, msg_id: str, timeout: float = 30) -> None:
+def _wait_until_idle(k, msg_id: str) -> None:
     """Return once the kernel is idle after ``msg_id``: ipykernel aborts requests that arrive while it is still
     aborting the queue after an error (stop_on_error), and with checkpoints on one sent the moment the error's
     reply came was aborted 3 times in 8 (stock: 0 in 10; README, known gaps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            msg = k.kc.get_iopub_msg(timeout=0.5)
-        except Exception:
-            continue
-        if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-                and msg["content"]["execution_state"] == "idle"):
-            return
-    raise AssertionError("the kernel never went idle")
+    k.wait_for_iopub(msg_id, "status", "idle")
 
 
-def _wait_until_running(k, msg_id: str, timeout: float = 30) -> None:
+def _wait_until_running(k, msg_id: str) -> None:
     """Return once the kernel has started the cell (its flight record shows it and it is busy)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            msg = k.kc.get_iopub_msg(timeout=0.5)
-        except Exception:
-            continue
-        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
-            time.sleep(0.6)  # let the sampler record the line the cell is on (it samples every 250 ms)
-            return
-    raise AssertionError("the cell never started")
+    k.wait_for_iopub(msg_id, "execute_input")
+    time.sleep(0.6)  # let the sampler record the line the cell is on (it samples every 250 ms)
 
 
 def test_recorder_without_supervisor_still_explains_an_oom_kill(kernel):

@@ -91,11 +91,9 @@ def test_the_users_interrupt_stays_a_keyboard_interrupt(kernel):
             reply = msg["content"]
     assert reply["status"] == "error"
     assert reply["ename"] == "KeyboardInterrupt"
-    while not (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
-               and msg["content"]["execution_state"] == "idle"):
-        # ipykernel aborts a request that arrives while it still aborts its queue after the error (stop_on_error):
-        # the next one is sent once it is idle (README, known gaps)
-        msg = k.kc.get_iopub_msg(timeout=30)
+    # ipykernel aborts a request that arrives while it still aborts its queue after the error (stop_on_error):
+    # the next one is sent once it is idle (README, known gaps)
+    k.wait_for_iopub(msg_id, "status", "idle")
     assert k.value(f"{GUARD}.interventions") == 0
     assert k.alive
 
