@@ -12,6 +12,7 @@ import os
 
 import pytest
 from conftest import GUARD_EXPR, SENTINEL_KERNELSPEC, GiB, MiB
+from kernel_harness import kill_signal_name
 
 pytestmark = pytest.mark.cgroup
 
@@ -211,3 +212,36 @@ def test_a_burst_of_threads_starts_as_in_stock(kernel):
             res = k.run(THREAD_BURST.format(held=held, n=n))
             assert res.ok and res.stdout.strip() == str(n), (name, held, n, res.text()[-1500:])
         assert k.alive and k.oom_kills() == 0
+
+
+STRING_KILLER = "x = []\nwhile True:\n    x.append(' ' * 64 + str(len(x)))"
+LATE_WATCHDOG = {"KERNEL_SENTINEL_POLL_INTERVAL": "0.5"}  # a loaded machine's watchdog: the fence stops the loop
+
+
+def test_the_string_killer_oom_kills_a_stock_kernel(kernel):
+    k = kernel(limit_bytes=GiB)
+    assert k.confinement == "cgroup"
+    assert k.run("keep = list(range(1000))").ok
+    res = k.run(STRING_KILLER, timeout=180)
+    assert res.status == "died", res.text()[:1500]
+    k.wait_for_death()
+    assert kill_signal_name(k.exit_status) == "SIGKILL"
+    assert k.oom_kills() >= 1
+
+
+def test_a_killer_the_fence_stops_leaves_room_to_reply_and_to_free_it(kernel):
+    # With the watchdog late the loop runs into the fence itself, with the whole budget in use. The kernel died
+    # sending that cell's reply (ipykernel's MemoryError in Session.send): the error reserve, taken again from
+    # malloc's heap, gave the group nothing back when freed, or was not held at all; or the `del x` after it
+    # failed ("while explaining: MemoryError", a CI run): a fence at VmData leaves no room for anything.
+    for env in ({"KERNEL_SENTINEL_CHECKPOINT": "on"}, {**LATE_WATCHDOG, "KERNEL_SENTINEL_CHECKPOINT": "on"}):
+        k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=env)
+        assert k.run("import numpy as np\nkeep = np.arange(10_000_000)").ok
+        for round in range(3):
+            res = k.run(STRING_KILLER, timeout=180)
+            assert res.ename == "MemoryBudgetError", (env, round, res.status, res.text()[:1500])
+            res = k.run("n = len(x)\ndel x")
+            assert res.ok, (env, round, res.status, res.text()[:1500])
+        assert k.value("int(keep[-1])") == 9_999_999
+        assert k.alive and k.oom_kills() == 0
+        k.close()

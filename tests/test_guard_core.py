@@ -94,6 +94,20 @@ def test_the_fence_is_never_above_the_users_own_limits():
     assert fence_limit(100, 10_000, 10) == 100 + 9_990
 
 
+def test_a_kernel_that_is_not_growing_may_take_a_little_of_the_margin_never_the_budget():
+    limit, margin, last = 1000 * MiB, 16 * MiB, 4 * MiB
+    vm, ws = 300 * MiB, 100 * MiB
+    for _ in range(1000):  # even taking all it allows, tick after tick: never the last `last` of the budget
+        fence = fence_limit(vm, limit - ws, margin, last_room=last)
+        vm, ws = fence, ws + fence - vm
+        assert ws <= limit - last
+    assert ws == limit - last
+    assert fence_limit(700 * MiB, margin, margin, last_room=last) == 704 * MiB  # at the margin: a reply, a `del`
+    assert fence_limit(700 * MiB, 6 * MiB, margin, last_room=last) == 702 * MiB
+    assert fence_limit(700 * MiB, 3 * MiB, margin, last_room=last) == 700 * MiB
+    assert fence_limit(700 * MiB, 10 * MiB, margin, ceiling=701 * MiB, last_room=last) == 701 * MiB
+
+
 def test_a_ceiling_is_absolute_and_does_not_follow_vmdata():
     ceiling = 500
     assert fence_limit(400, 10_000, 0, ceiling=ceiling) == 500

@@ -48,6 +48,7 @@ guard (measured against VmData).
 
 from __future__ import annotations
 
+import mmap
 import resource
 import sys
 import threading
@@ -60,7 +61,7 @@ from ..memory.linux import OomKillMeter
 from ..memory.reader import CgroupLocation
 from . import children, threadstop
 from .config import GuardSettings
-from .fence import INFINITY, Fence
+from .fence import INFINITY, LAST_ROOM, Fence
 from .meters import FORGIVE_SECONDS, SETTLED_SECONDS, Meters
 from .policy import (
     MiB,
@@ -162,7 +163,7 @@ class Guard:
         self._idle_base: int | None = None  # usage when the last cell ended
         self._idle_noted = False
         self._hold: int | None = None  # absolute fence while the error path runs
-        self._reserve: bytearray | None = None
+        self._reserve: mmap.mmap | None = None
         self._pending: dict[str, Any] | None = None  # what the watchdog saw when it interrupted
         self._sent = False  # a SIGINT from the guard is on its way
         self._handling = False  # the error path of this cell runs (or ran): no more interrupts
@@ -551,7 +552,10 @@ class Guard:
                 threadstop.clear(self._stopping)
                 self._stopping = []
             ceiling = self._hold if self._hold is not None else self._ceiling
-            self._fence.apply(self._fence.compute(reading.vm_data, fence_headroom, margin, ceiling))
+            # Not growing (idle, or a cell still at its start, like `del x` after a killer): a little of the margin.
+            still = cell is None or cell.peak < cell.start_usage + LAST_ROOM
+            last_room = LAST_ROOM if still else 0
+            self._fence.apply(self._fence.compute(reading.vm_data, fence_headroom, margin, ceiling, last_room))
 
     def _judge_again(
         self, best: tuple[Candidate, int, int], level: int, stuck: bool, now: float
@@ -807,6 +811,10 @@ class Guard:
                 plain = reading.meter(best[0].meter)
                 self._cell.others_at_start = max(0, (plain or 0) - reading.rss)
         self._refence(reading)  # the fence as of now, not as of the last tick (memory may just have been freed)
+        with self._lock:
+            if self._reserve is None and self.enabled:
+                # As of now: the last cell's end saw the state of the last tick, which may predate its `del`.
+                self._retake_reserve_if_room()
 
     @staticmethod
     def _trim_at_start(usage: int, limit: int, threads_left: bool) -> bool:
@@ -919,10 +927,20 @@ class Guard:
             except Exception:
                 reading = None
             if reading is not None:
-                self._hold = reading.vm_data + max(self.settings.error_reserve_bytes, TIGHT_SLACK)
+                room = max(self.settings.error_reserve_bytes, TIGHT_SLACK)
+                best = tightest(self._candidates, reading, committed=True)
+                if best is not None:
+                    # No more than is really left, less LAST_ROOM; but that much even when no reserve was held
+                    # (none taken again since the last failure): a fence left at VmData here failed the
+                    # explanation, and then ipykernel's reply, which ended the kernel.
+                    room = min(room, max(0, best[2] - LAST_ROOM))
+                self._hold = reading.vm_data + room
                 self._after_stop = reading.committed(self._state[0].meter) if self._state else None
                 try:
-                    self._fence.apply(min(self._fence.current or INFINITY, self._hold))
+                    if running_threads() > self._baseline_threads:  # the cell's threads would take it first
+                        self._fence.apply(min(self._fence.current or INFINITY, self._hold))
+                    else:
+                        self._fence.apply(self._hold)
                 except (ValueError, OSError):
                     pass
             pending = self._pending
@@ -1063,8 +1081,8 @@ class Guard:
             # machine's); the kernel's RSS stays within a few MiB of stock's, as issue 11 asks.
             return
         try:
-            self._reserve = bytearray(n)  # zero-filled: its pages are resident, so freeing it frees memory
-        except MemoryError:
+            self._reserve = _resident_block(n)
+        except (MemoryError, OSError, ValueError):
             self._reserve = None
 
     def _retake_reserve_if_room(self) -> None:
@@ -1078,6 +1096,20 @@ class Guard:
 
 
 _THREAD_START = threading.Thread.start.__code__
+
+
+def _resident_block(size: int) -> mmap.mmap:
+    """Return ``size`` bytes of private memory, every page touched, that dropping gives back to the group at once.
+
+    A mapping of its own, not malloc's: glibc raises its mmap threshold to the size of a mapped block once
+    that block is freed, so the second reserve (a bytearray) came from the heap, and freeing it in the error
+    path gave the group nothing back. A killer stopped at the fence then left ipykernel no room to send its
+    reply, and the kernel died (3 runs of 3 with the watchdog ticking every 0.5 s).
+    """
+    block = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # counted in VmData, like the heap
+    for offset in range(0, size, mmap.PAGESIZE):
+        block[offset] = 1  # resident now: what it gives back is memory, not address space
+    return block
 
 
 def _rl(value: int) -> int | None:

@@ -7,11 +7,15 @@ every free, so the fence is recomputed every watchdog tick as
 
     fence = VmData + (headroom - margin)        headroom = budget - usage (e.g. the cgroup's working set)
 
-i.e. "you may take as much more address space as the budget still has room for". There is no floor such
-as "always allow VmData + 8 MB": a floor lets a fast loop walk past the budget one floor per tick
+i.e. "you may take as much more address space as the budget still has room for". There is no fixed floor
+such as "always allow VmData + 8 MB": a floor lets a fast loop walk past the budget one floor per tick
 ("creeping"). The lowest fence is VmData itself (no growth at all) and that stays true however often it
-is recomputed. The hard limit is never touched (a lowered hard limit cannot be raised again), and the
-user's own soft limit, when there was one, is never exceeded.
+is recomputed. One exception, for a kernel that is not growing (between cells, or a cell that has not
+grown since it started): it may take ``last_room`` of what the margin keeps, never more than leaves
+``last_room`` of the budget free, so ipykernel can send the reply of a cell the fence stopped and the next
+cell can ``del`` what filled the budget (a fence at VmData failed a `del x` cell after a killer: "while
+explaining: MemoryError"). The hard limit is never touched (a lowered hard limit cannot be raised again),
+and the user's own soft limit, when there was one, is never exceeded.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import threading
 
 INFINITY = resource.RLIM_INFINITY
 _RAISE_STEP = 1 << 20  # raising by less than this is not worth a syscall; lowering always is
+LAST_ROOM = 4 << 20  # a reply, a traceback, a `del` cell: what a kernel that is not growing may take of the margin
 
 
 def fence_limit(
@@ -31,6 +36,7 @@ def fence_limit(
     original_soft: int = INFINITY,
     hard: int = INFINITY,
     ceiling: int | None = None,
+    last_room: int = 0,
 ) -> int:
     """Return the RLIMIT_DATA soft limit for this moment: VmData plus the room left under the budget.
 
@@ -38,7 +44,7 @@ def fence_limit(
     moves with VmData, which is what keeps it from creeping. Never above the user's own soft limit or the
     hard limit, never below VmData (below it every allocation would fail without stopping more growth).
     """
-    limit = vm_data + max(0, headroom - margin)
+    limit = vm_data + max(0, headroom - margin, min(last_room, headroom - last_room))
     if ceiling is not None:
         limit = min(limit, max(ceiling, 0))
     if original_soft != INFINITY:
@@ -64,10 +70,18 @@ class Fence:
     def hard(self) -> int:
         return resource.getrlimit(resource.RLIMIT_DATA)[1]
 
-    def compute(self, vm_data: int, headroom: int, margin: int, ceiling: int | None = None) -> int:
+    def compute(
+        self, vm_data: int, headroom: int, margin: int, ceiling: int | None = None, last_room: int = 0
+    ) -> int:
         """Return the fence for these figures, bounded by the user's own limits."""
         return fence_limit(
-            vm_data, headroom, margin, original_soft=self.original[0], hard=self.original[1], ceiling=ceiling
+            vm_data,
+            headroom,
+            margin,
+            original_soft=self.original[0],
+            hard=self.original[1],
+            ceiling=ceiling,
+            last_room=last_room,
         )
 
     def apply(self, soft: int) -> int:
