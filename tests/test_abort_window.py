@@ -5,7 +5,7 @@ aborting" marker behind the queue. On a busy machine the scheduler runs the shel
 I/O thread in place of the kernel's main thread once the reply is sent: the reply goes out, the client answers
 and its next request is queued before the marker, so ipykernel aborts a request sent after the error. Stock
 ipykernel does it too (measured on 2 cores under load: 5-25% of such requests); the sentinel's flight
-recorder closes that window (``recorder.close_abort_window``): the marker is scheduled before the reply is sent.
+recorder closes that window (``abort_window.close_abort_window``): the marker is scheduled before the reply is sent.
 
 Real kernels (stock and the sentinel as users get it) in real memory groups; no timing is asserted. Stock's
 count is printed as the control, not asserted: it depends on how busy the machine is.
@@ -19,7 +19,7 @@ import pytest
 from conftest import SENTINEL_KERNELSPEC, MiB
 from kernel_harness import KernelHarness
 
-from kernel_sentinel.autopsy.recorder import close_abort_window
+from kernel_sentinel.abort_window import close_abort_window
 
 ROUNDS = 10  # per kind and kind of error: stock lost 1 in 4-10 of them on a busy 2-core machine
 LIMIT = 512 * MiB
