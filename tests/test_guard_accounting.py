@@ -109,6 +109,39 @@ def test_libraries_imported_by_cells_sent_back_to_back_in_a_small_group(kernel):
 RECURSION = "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)"
 
 
+def test_the_first_scipy_import_inside_a_cell_in_a_small_group(kernel):
+    # pandas' gaussian window imports scipy inside the cell; scipy's own OpenBLAS maps ~93 MiB (a 32 MiB buffer and
+    # a stack per BLAS thread) that it never touches here. The fence refused it: OpenBLAS could not start its
+    # thread, then the watchdog stopped the cell (3 of 3), or OpenBLAS retried its mmap forever holding the GIL
+    # (a hang, with more in use). Stock completes it with ~180 MiB of its 256 MiB group in use.
+    cell = "s = pd.Series(np.arange(1000.0))\nprint(len(s.rolling(50, center=True, win_type='gaussian').sum(std=10)))"
+    for name, k in both(kernel, 256 * MiB):
+        setup = "import numpy as np, pandas as pd, matplotlib\nmatplotlib.use('agg')\nimport matplotlib.pyplot as plt"
+        assert k.run(setup).ok
+        assert k.run("pad = np.ones(35 << 20, dtype=np.uint8)").ok
+        res = k.run(cell, timeout=60)
+        assert res.ok and res.stdout.strip() == "1000", (name, res.status, res.text()[-1500:])
+        assert k.alive and k.oom_kills() == 0
+
+
+def test_a_module_that_fills_memory_as_it_is_imported(kernel):
+    # Reservations pass the fence only while an extension module loads: a Python module's own code (a helper
+    # module that loads its data at import) runs under the fence as a cell does. Stock: the OOM killer.
+    module = "import numpy as np\nbig = np.ones(700 << 17)  # 700 MiB\n"
+    for name, spec in (("stock", None), ("sentinel", GUARDED)):
+        k = kernel(limit_bytes=512 * MiB, kernelspec=spec, env=ISOLATE)
+        (k.workdir / "heavy_data.py").write_text(module)
+        assert k.run("import sys, numpy\nsys.path.insert(0, '.')").ok
+        res = k.run("import heavy_data", timeout=120)
+        if name == "stock":
+            assert res.status == "died", res.text()[-1500:]
+            k.wait_for_death()
+            assert k.oom_kills() >= 1
+        else:
+            assert res.ename == "MemoryBudgetError", res.text()[-1500:]
+            assert k.run("print(len(sys.modules) > 0)").ok and k.oom_kills() == 0
+
+
 def test_runaway_recursion_is_stopped_and_the_kernel_answers(kernel):
     k = kernel(limit_bytes=384 * MiB, kernelspec=GUARDED, env=ISOLATE)
     assert k.run("kept = 'still here'").ok

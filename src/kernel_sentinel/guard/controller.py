@@ -97,6 +97,8 @@ RECURSION_FRAMES = 2000  # deeper than this in one function is a recursion, not 
 DELIVERY_SECONDS = 0.005  # from pthread_kill to the handler running, between two bytecodes (FACTS.md)
 RESERVATION_RATIO = 4  # fresh untouched space this many times what in-use memory grew by in a tick: a reservation
 THREAD_START_ROOM = 8 * MiB  # beyond a new thread's stack: what it allocates before it reports it started
+IMPORT_ROOM = 4 << 30  # OpenBLAS maps 32 MiB per BLAS thread at load, up to 64 threads, in numpy and again in scipy
+ROOM_SHARE = 8  # a cell whose fence is squeezed by reservations keeps 1/8 of its budget (_settled_credit)
 RETAKE_MIN = 16 * MiB  # freed heap less than this is malloc's usual slack, not a risk worth a margin
 STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
 
@@ -181,6 +183,7 @@ class Guard:
         self.line_bytes: int | None = None  # the interrupt line of the last tick
         self._recursion: dict[str, Any] | None = None  # set by the signal handler when it stopped a recursion
         self._last_threaded = False  # the last cell started threads of its own (main thread)
+        self._importing = False  # a module loads (any thread, guard/imports.py): its reservations pass the fence
         self._usage_prev = 0  # in-use memory at the last tick, and how much it grew since the one before
         self._usage_grew = 0
         self._reserved_since: float | None = None  # when only fresh untouched space first put the cell over
@@ -466,6 +469,8 @@ class Guard:
                 margin = max(margin, self._margin(limit) + extra)
         line = self._line(limit, margin, committed, now, fraction)
         self.line_bytes = line
+        if cell is not None and not threaded:
+            fence_headroom += self._settled_credit(limit, margin, fence_headroom, reading, now)
         with self._lock:
             if not self.enabled:
                 return
@@ -500,6 +505,8 @@ class Guard:
                 if over and self._ceiling is None and self._trim_first(now):
                     # malloc gave its cache of freed memory back to the OS: judge again, at once
                     reading, best, fence_headroom, over = self._judge_again(best, level, stuck, now)
+                    if not threaded:
+                        fence_headroom += self._settled_credit(limit, margin, fence_headroom, reading, now)
                     # Growth is measured from here on: the drop the trim made is no "tick without growth",
                     # which took the lead and the re-take margin away from a loop for three ticks.
                     self._rate_anchor = (now, reading.committed(ccand.meter) or committed)
@@ -555,6 +562,8 @@ class Guard:
             # Not growing (idle, or a cell still at its start, like `del x` after a killer): a little of the margin.
             still = cell is None or cell.peak < cell.start_usage + LAST_ROOM
             last_room = LAST_ROOM if still else 0
+            if self._importing:
+                fence_headroom += IMPORT_ROOM  # reservations; what an import touches, the watchdog sees
             self._fence.apply(self._fence.compute(reading.vm_data, fence_headroom, margin, ceiling, last_room))
 
     def _judge_again(
@@ -585,7 +594,7 @@ class Guard:
             return False
         if reading.untouched and cand.meter != "vmdata":
             in_use = committed - reading.untouched
-            fresh = self._meters.fresh_untouched(now)
+            fresh = 0 if self._importing else self._meters.fresh_untouched(now)
             if in_use + fresh < level:
                 self._reserved_since = None
                 return False
@@ -600,6 +609,22 @@ class Guard:
                 self._reserved_since = now
             return now - self._reserved_since >= SETTLED_SECONDS
         return True
+
+    def _settled_credit(self, limit: int, margin: int, fence_headroom: int, reading: Reading, now: float) -> int:
+        """Return how much settled untouched space the fence stops counting, so a cell keeps ROOM_SHARE of its budget.
+
+        Untouched space that stayed so for SETTLED_SECONDS while the cell went on is a reservation (scipy's
+        OpenBLAS took 65 MiB of buffers at its first import inside a cell, 256 MiB group, 169 MiB in use);
+        the fence counted it until FORGIVE_SECONDS of quiet, which left the rest of the import 2 MiB: it
+        failed, and once the kernel died (03.11 of the handbook, ~45% of runs). Only what the cell needs to
+        keep that room, never more than was reserved: filled later in one native call, at most that share
+        can pass the fence unseen. Not with the cell's own threads (their arenas reuse pages unseen).
+        """
+        short = limit // ROOM_SHARE - (fence_headroom - margin)
+        if short <= 0 or not reading.untouched:
+            return 0
+        settled = reading.untouched - self._meters.fresh_untouched(now)
+        return max(0, min(settled, short))
 
     def _main_recurses(self) -> bool:
         """Return True when the main thread runs the same function thousands of frames deep (watchdog).
@@ -979,6 +1004,31 @@ class Guard:
             if self._ceiling is not None and running_threads() <= self._baseline_threads:
                 self._ceiling = None
         self._refence()
+
+    def import_started(self) -> None:
+        """A module starts loading (the first of nested loads, any thread): let its reservations pass the fence now.
+
+        Not at the next tick: ``import numpy`` maps OpenBLAS's buffers in its first milliseconds.
+        """
+        if not self.enabled:
+            return
+        self._importing = True
+        self._refence()
+
+    def import_ended(self) -> None:
+        """The last load ended: what it left untouched is a reservation, forgiven (without the cell's threads)."""
+        if not self._importing:
+            return
+        self._importing = False
+        if not self.enabled:
+            return
+        reading = None
+        if running_threads() <= self._baseline_threads:
+            try:
+                reading = self._meters.rebase(quiet_seconds=0.0)
+            except Exception:
+                reading = None
+        self._refence(reading)
 
     def before_thread_start(self) -> None:
         """Re-set the fence now if it leaves less than a new thread needs (any thread that starts threads).

@@ -51,7 +51,7 @@ from typing import Any
 
 from ..errors import MemoryBudgetError
 from ..sizes import format_bytes
-from . import children, prerun, threadstart
+from . import children, imports, prerun, threadstart
 from .config import SentinelGuard, resolve_settings
 from .core import Guard, get_guard
 from .threadstop import ThreadMemoryError
@@ -132,6 +132,7 @@ def load(ip: Any) -> Guard | None:
     thread_excepthook.previous = previous_hook  # type: ignore[attr-defined]
     threading.excepthook = thread_excepthook
     threadstart.install(guard)  # a thread start the fence refused is re-fenced and tried again
+    imports.install(guard)  # what a library reserves while it loads is address space, not memory
     ip.events.register("pre_run_cell", pre_run_cell)
     ip.events.register("post_run_cell", post_run_cell)
     setattr(ip, _HOOKS, (pre_run_cell, post_run_cell))
@@ -163,6 +164,7 @@ def unload(ip: Any) -> None:
     if previous_hook is not None:
         threading.excepthook = previous_hook
     threadstart.uninstall()
+    imports.uninstall()
     if tuple(getattr(ip, "custom_exceptions", ()))[:2] == (MemoryError, KeyboardInterrupt):
         ip.set_custom_exc((), None)
     guard.close()

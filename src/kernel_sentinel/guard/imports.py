@@ -1,0 +1,109 @@
+"""Is a module being loaded right now? Libraries reserve address space while they load, and never touch most of it.
+
+OpenBLAS maps a 32 MiB buffer per BLAS thread (one per CPU, up to 64) when numpy or scipy loads it: ~83 MiB
+of VmData on two CPUs at ``import numpy``, ~93 MiB more at the first ``import scipy.linalg``; ~2 GiB on a
+64-CPU host. Untouched, that is address space, not memory: a stock kernel in a 256 MiB group imports scipy
+with 200 MiB in use. The fence (RLIMIT_DATA) cannot tell such a reservation from ``np.empty``; refused, the
+loader's ``mmap`` fails, and OpenBLAS retries it forever holding the GIL (the kernel hung; the watchdog, a
+Python thread, never ran again), or the import fails half-way (SIGSEGV, SystemError, ImportError).
+
+So while an extension module loads (importlib's ``_load_unlocked`` of a shared library: its ``dlopen`` runs
+the libraries' constructors), the guard lets VmData grow past the room the budget has
+(``Guard.import_started``); what stays untouched from it is forgiven when the outermost such load ends
+(``Guard.import_ended``). Memory a load really touches still counts: the watchdog sees it, as in any cell.
+A Python module's code runs under the fence as before, and only real loads pass here (a module already
+in ``sys.modules`` costs nothing).
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import threading
+from typing import Any
+
+_BOOTSTRAP = "_frozen_importlib"  # the importlib the interpreter's import statement calls into
+_NAME = "_load_unlocked"  # Python 3.10-3.13: _find_and_load_unlocked -> _load_unlocked(spec), a module global
+_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES) or (".so",)
+_state = threading.local()  # per thread: how deep in loads this thread is
+
+
+class _Depth:
+    """How many loads run, over all threads (any thread may import; the lock only guards the count)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+
+
+_depth = _Depth()
+
+
+def install(guard: Any) -> bool:
+    """Wrap importlib's module load for ``guard``; return False where this Python has none we know."""
+    bootstrap = sys.modules.get(_BOOTSTRAP)
+    load = getattr(bootstrap, _NAME, None)
+    if load is None:
+        return False
+    if getattr(load, "_kernel_sentinel", False):
+        return True
+    setattr(bootstrap, _NAME, _wrap(load, guard))
+    return True
+
+
+def uninstall() -> None:
+    """Put importlib's own load back."""
+    bootstrap = sys.modules.get(_BOOTSTRAP)
+    load = getattr(bootstrap, _NAME, None)
+    original = getattr(load, "_kernel_sentinel_original", None)
+    if original is not None:
+        setattr(bootstrap, _NAME, original)
+
+
+def loading() -> bool:
+    """Return True while any thread loads a module."""
+    return _depth.count > 0
+
+
+def _wrap(load: Any, guard: Any) -> Any:
+    def _load_unlocked(spec: Any) -> Any:
+        if getattr(_state, "inside", False) or not _native(spec):
+            return load(spec)  # (the guard's own work below imported something: no recursion)
+        with _depth.lock:
+            _depth.count += 1
+            first = _depth.count == 1
+        if first:
+            _notify(guard.import_started)
+        try:
+            return load(spec)
+        finally:
+            with _depth.lock:
+                _depth.count -= 1
+                last = _depth.count == 0
+            if last:
+                _notify(guard.import_ended)
+
+    _load_unlocked._kernel_sentinel = True  # type: ignore[attr-defined]
+    _load_unlocked._kernel_sentinel_original = load  # type: ignore[attr-defined]
+    return _load_unlocked
+
+
+def _native(spec: Any) -> bool:
+    """Return True for an extension module (a shared library the load ``dlopen``s, with its constructors).
+
+    Only those: a Python module's own code runs under the fence as any cell does (a user's module that
+    builds a 10 GB array at import must still get a MemoryError, not the OOM killer).
+    """
+    origin = getattr(spec, "origin", None)
+    return isinstance(origin, str) and origin.endswith(_SUFFIXES)
+
+
+def _notify(hook: Any) -> None:
+    """Call the guard's hook; whatever it does (or fails to do) must not fail the user's import."""
+    _state.inside = True
+    try:
+        hook()
+    except Exception:
+        pass
+    finally:
+        _state.inside = False
