@@ -159,19 +159,11 @@ SMALLER = 256 * MiB  # a smaller classroom container
 ALSO_IN_SMALLER = ["03.09-Pivot-Tables.ipynb", "03.11-Working-with-Time-Series.ipynb"]
 # Where the sentinel kernel ends a cell differently from stock today: (notebook, group size) -> the exact
 # difference. The guard's to fix, not this test's: each stays asserted as stock-equal and is marked xfail
-# (not strict: the outcome varies from run to run). In 384 MiB none is known.
-KNOWN_DIFFERENCES: dict[tuple[str, int], str] = {
-    ("03.11-Working-with-Time-Series.ipynb", SMALLER): (
-        "cell 38, daily.rolling(50, center=True, win_type='gaussian').sum(std=10).plot(...), which imports "
-        "scipy.signal for the first time: stock ok in every run (group peak 182 MiB); the sentinel at "
-        "5e471c2, 25 runs: 11 ok, 11 MemoryBudgetError (the fence refusing the import's reservations with the "
-        "group at ~180 MiB, or the watchdog at ~173 MiB under its 232 MiB line), 1 kernel death by SIGSEGV "
-        "in native code under importlib while the fence refused, 1 SystemError 'error return without "
-        "exception set', 1 ImportError 'Import scipy.signal.windows failed'; and once in the bench a 60 s "
-        "hang the kernel did not come back from after an interrupt (at b34b14b: MemoryBudgetError from the "
-        "watchdog at 167 MiB in every run)"
-    ),
-}
+# (not strict: the outcome varies from run to run). None is known: 03.11's cell 38 in 256 MiB (its first scipy
+# import, inside a gaussian rolling window: stock ok in every run; the sentinel at 5e471c2 failed 14 runs of 25:
+# the fence refusing scipy's OpenBLAS reservations or the watchdog, once a SIGSEGV death, once a 60 s hang) ran
+# clean 16 of 16 since 221eb97 (what an extension module reserves while it loads passes the fence).
+KNOWN_DIFFERENCES: dict[tuple[str, int], str] = {}
 
 
 def _params() -> list[Any]:
