@@ -15,13 +15,19 @@ Measured from outside the kernel, from ``/proc`` (the kernel's own code never me
   sentinel's own threads (``kernel-sentinel-*``, ``sentinel-*``: watchdog, recorder, checkpoints) and the rest
   (ipykernel's IOPub, shell, control, history and zmq threads). Two kernel processes differ by a few % in the
   same Python code (measured stock against stock: +-2% on the main thread), so a ratio is read with the split;
+- the parts, measured where they run: each sentinel thread's CPU per round by name, the CPU of each callback of
+  IPython's cell events (wrapped in both kernels after the set-up cell, ~1 us a call; per call median, mean and
+  max), the forks the kernel made (``os.register_at_fork``) and the minor faults each pair adds (a round after a
+  checkpoint's fork takes ~30k more: the pages the fork write-protected, faulting once each);
 - added latency per cell (client round trip, execute request to idle), for each kind of cell;
 - the kernel's own RSS after ``import numpy, pandas`` (the ipykernel process, not the supervisor);
 - kernel ready time (start to ``wait_for_ready``), graceful shutdown (``shutdown_kernel(now=False)``,
   what nbclient and papermill do at the end), and graceful restart to ready again (``--restarts`` of them
   in each lifecycle pair: a restart is the noisiest of the measures on a shared machine).
 The package's bytecode is written first, as ``pip install`` does (an editable checkout may hold stale .pyc
-files that each kernel would compile again at start).
+files that each kernel would compile again at start). The command and the kernel_sentinel the sentinel kernel
+imported are printed: to measure a commit while others edit the tree, put a ``git archive`` of it first on
+``PYTHONPATH``.
 
     .venv/bin/python bench/bench_default_cost.py [--rounds 7] [--lifecycle 5] [--restarts 3] [--sentinel-env NAME=VALUE]
 
@@ -91,8 +97,9 @@ def threads_cpu(pid: int) -> float | None:
 
 
 def thread_split(pid: int, names: dict[int, str]) -> dict[str, float]:
-    """Return the CPU seconds of ``pid``'s main thread, of the sentinel's own threads and of the others."""
-    out = {"main": 0, "sentinel": 0, "other": 0}
+    """Return the CPU seconds of ``pid``'s main thread, of the sentinel's own threads and of the others, and of
+    each sentinel thread by name (``t:<name>``)."""
+    out: dict[str, float] = {"main": 0, "sentinel": 0, "other": 0}
     try:
         for tid in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
@@ -101,6 +108,8 @@ def thread_split(pid: int, names: dict[int, str]) -> dict[str, float]:
             key = "main" if int(tid) == pid else (
                 "sentinel" if name.startswith(("kernel-sentinel-", "sentinel-")) else "other")
             out[key] += ns
+            if key == "sentinel":
+                out[f"t:{name}"] = out.get(f"t:{name}", 0) + ns
     except (OSError, ValueError, IndexError):
         pass
     return {k: v / 1e9 for k, v in out.items()}
@@ -174,7 +183,8 @@ def run_round(
         "writer_cpu": after["children_cpu"] - before["children_cpu"],
         "idle_cpu": after["cpu"] - after_cells["cpu"],
         "minflt": after_cells["minflt"] - before["minflt"],
-        **{f"cpu_{k}": split1[k] - split0[k] for k in split0},
+        "idle_minflt": after["minflt"] - after_cells["minflt"],
+        **{f"cpu_{k}": split1[k] - split0.get(k, 0.0) for k in split1},
     }, latencies
 
 
@@ -225,6 +235,31 @@ def lifecycle(h_factory, order: tuple[str, str], restarts: int) -> dict[str, dic
     return out
 
 
+# Installed in the sentinel kernel after the warm-up round (the bench's own code, not the sentinel's): each
+# callback of IPython's cell events wrapped to add up its thread CPU time (the wrapper costs ~1 us a call), and
+# a fork counter (os.register_at_fork), so that the parts are measured inside the kernel, where they run.
+MEASURE_HOOKS = """
+import os as _os, time as _time
+_bench_hooks = {}
+_bench_forks = [0]
+_os.register_at_fork(before=lambda: _bench_forks.__setitem__(0, _bench_forks[0] + 1))
+def _bench_wrap(event, fn):
+    key = event + ' ' + getattr(fn, '__qualname__', repr(fn))
+    def timed(*args, **kwargs):
+        t0 = _time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _bench_hooks.setdefault(key, []).append(_time.thread_time() - t0)
+    return timed
+for _ev in ('pre_execute', 'pre_run_cell', 'post_execute', 'post_run_cell'):
+    _cbs = get_ipython().events.callbacks[_ev]
+    _cbs[:] = [_bench_wrap(_ev, _f) for _f in _cbs]
+"""
+HOOKS_RESET = "_bench_hooks.clear(); _bench_forks[0] = 0"
+HOOKS_READ = "{'hooks': _bench_hooks, 'forks': _bench_forks[0]}"
+
+
 def compile_package() -> None:
     """Write kernel_sentinel's bytecode, as ``pip install`` does: an editable checkout may hold stale .pyc files
     (PYTHONDONTWRITEBYTECODE), and compiling them at every start is a cost no user pays."""
@@ -250,9 +285,16 @@ def run_cells(harness, rounds_wanted: int) -> dict:
             "get_ipython()._kernel_sentinel_checkpointer.enabled]")
         print(f"sentinel kernel: guard {'on' if on[0] else 'off'}, checkpoints {'on' if on[1] else 'off'}; "
               f"ipykernel pid {kernels['sentinel'].kernel_pid} under launcher {kernels['sentinel'].pid}")
+        src = kernels["sentinel"].value("__import__('os').path.dirname(__import__('kernel_sentinel').__file__)")
+        print(f"sentinel kernel's kernel_sentinel: {src}", flush=True)
+        for name, h in kernels.items():
+            res = h.run(MEASURE_HOOKS)
+            assert res.ok, res.text()
         for h in kernels.values():
             run_round(h)  # warm-up: caches, first checkpoint of everything
         names = {name: thread_names(h) for name, h in kernels.items()}  # the threads live as long as the kernel
+        for h in kernels.values():
+            h.run(HOOKS_RESET)
         rounds: dict[str, list[dict[str, float]]] = {"stock": [], "sentinel": []}
         lat: dict[str, dict[str, list[float]]] = {"stock": {}, "sentinel": {}}
         for r in range(rounds_wanted):
@@ -265,13 +307,14 @@ def run_cells(harness, rounds_wanted: int) -> dict:
             print(f"round {r + 1}: cpu stock {s['cpu']:.2f} s sentinel {k['cpu']:.2f} s "
                   f"(ratio {k['cpu'] / s['cpu']:.3f}); writers {k['writer_cpu']:.2f} s; "
                   f"minor faults stock {s['minflt']} sentinel {k['minflt']}", flush=True)
+        hooks = {name: h.value(HOOKS_READ) for name, h in kernels.items()}
         for name, h in kernels.items():
             rss[name + "_end"] = rss_bytes(h.kernel_pid)
         status = kernels["sentinel"].run("%sentinel checkpoint status").stdout.strip()
     finally:
         for h in kernels.values():
             h.close()
-    return {"rounds": rounds, "lat": lat, "rss": rss, "status": status}
+    return {"rounds": rounds, "lat": lat, "rss": rss, "status": status, "hooks": hooks, "source": src}
 
 
 def print_cells(got: dict) -> None:
@@ -286,6 +329,22 @@ def print_cells(got: dict) -> None:
     print(f"  by thread: main stock {split['stock']['main']:.3f} s, sentinel {split['sentinel']['main']:.3f} s "
           f"(ratio {med(main_ratios):.3f}); the sentinel's own threads {split['sentinel']['sentinel'] * 1000:.1f} ms; "
           f"other threads stock {split['stock']['other'] * 1000:.1f} ms, sentinel {split['sentinel']['other'] * 1000:.1f} ms")
+    n_rounds = len(rounds["sentinel"])
+    threads = sorted({k for r in rounds["sentinel"] for k in r if k.startswith("cpu_t:")})
+    print("  the sentinel's threads per round (median, mean; ms): " + "; ".join(
+        f"{k[6:]} {med(r.get(k, 0.0) for r in rounds['sentinel']) * 1000:.2f}, "
+        f"{sum(r.get(k, 0.0) for r in rounds['sentinel']) / n_rounds * 1000:.2f}" for k in threads))
+    for name in ("stock", "sentinel"):
+        got_hooks = got["hooks"][name]
+        total = sum(sum(v) for v in got_hooks["hooks"].values())
+        print(f"  {name} cell hooks per round (mean over {n_rounds} rounds): {total / n_rounds * 1000:.2f} ms; "
+              f"forks {got_hooks['forks']}")
+        for key, calls in sorted(got_hooks["hooks"].items(), key=lambda kv: -sum(kv[1])):
+            print(f"    {key}: {sum(calls) / n_rounds * 1000:.3f} ms a round (a call: median {med(calls) * 1e6:.0f} us, "
+                  f"mean {sum(calls) / len(calls) * 1e6:.0f} us, max {max(calls) * 1e6:.0f} us)")
+    added = [k["minflt"] - s["minflt"] for s, k in zip(rounds["stock"], rounds["sentinel"])]
+    print(f"  added minor faults per round, each pair: {', '.join(str(a) for a in added)} (mean {sum(added) / n_rounds:.0f}); "
+          "writers' CPU per round: " + ", ".join(f"{k['writer_cpu']:.2f}" for k in rounds["sentinel"]))
     idle = {n: med(r["idle_cpu"] for r in rounds[n]) for n in rounds}
     print(f"kernel CPU in the pause after a round (the fork of a checkpoint lands here): stock {idle['stock']:.3f} s, "
           f"sentinel {idle['sentinel']:.3f} s")
@@ -305,6 +364,9 @@ def print_cells(got: dict) -> None:
           f"{rss['sentinel'] / mib:.1f} MiB, added {(rss['sentinel'] - rss['stock']) / mib:+.1f} MiB  target <= +5 MiB")
     print(f"kernel RSS at the end: stock {rss['stock_end'] / mib:.1f} MiB, sentinel {rss['sentinel_end'] / mib:.1f} MiB")
     print("\n%sentinel checkpoint status:\n" + got["status"])
+    pythonpath = [f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
+    print("command: " + " ".join(pythonpath + [sys.executable, *sys.argv]))
+    print(f"sentinel kernel's kernel_sentinel: {got['source']}")
 
 
 def main(argv: list[str] | None = None) -> int:
