@@ -3,8 +3,10 @@
 ``load(ip)`` (called first by the kernel_sentinel extension, guard on or off):
 - each ``pre_run_cell`` writes the running cell (execution count, code, start time) to the flight record,
   ``post_run_cell`` marks it finished: one small ``pwrite`` each, no measurable cost per cell;
-- a daemon thread every 250 ms writes recent memory samples and the budget, the line the main thread is
-  running in the cell, the recursion depth when deep, and every second the shared file mappings (memmaps);
+- a daemon thread every 250 ms while a cell runs writes recent memory samples and the budget, the line the main
+  thread is running in the cell, the recursion depth when deep, and the shared file mappings (memmaps) when the
+  address space outside the heap changed; an idle kernel whose memory stands still is sampled less often
+  (up to every 2 s), and the next cell's start wakes the thread at once;
 - ``faulthandler`` writes tracebacks of all threads for fatal signals into a file of our own (ipykernel
   captures fd 2, so its default stderr output would be lost);
 - a shutdown or restart requested by the frontend is marked before the kernel acts on it, so that it is
@@ -30,8 +32,11 @@ from ..identity import home_dir, kernel_identity
 from .flight import CODE_LIMIT, WALK_LIMIT, FlightWriter, record_paths
 
 SAMPLE_SECONDS = 0.25
-MAPS_EVERY = 4  # ticks: /proc/self/maps is the costliest read, once a second is enough
-SNAPSHOT_EVERY = 8  # ticks: limits and cgroup details every 2 s; RSS and headroom every tick
+IDLE_SAMPLE_SECONDS = 2.0  # the longest pause between samples of an idle kernel whose RSS stands still
+STILL_BYTES = 1 << 20  # RSS moved less than this since the last sample: "stands still"
+MAPS_EVERY = 4  # ticks: /proc/self/maps is the costliest read (~1.7 ms with numpy and pandas), at most once a second
+MAPS_MOVED_BYTES = 1 << 20  # ... and only when the address space outside the heap moved by this much
+SNAPSHOT_SECONDS = 2.0  # limits and cgroup details every 2 s; RSS every tick
 KEEP_SAMPLES = 40  # ten seconds of history
 DEEP = 200  # frames: recursion deeper than this is reported
 PENDING_WAIT_SECONDS = 2.0  # the first cell waits at most this for the look for a previous death
@@ -123,10 +128,17 @@ class Recorder:
         self._samples: list[list[Any]] = []
         self._reader: Any = None
         self._details: dict[str, Any] = {}
-        self._maps_vm_size: int | None = -1
+        self._maps_key: int | None = -1
+        self._statm = StatmReader()
+        self._wake = threading.Event()  # the next cell's start cuts a long idle pause short
+        self._long_pause = False  # the sampler is (about to be) in a pause longer than SAMPLE_SECONDS
         self._cell_prefixes = _cell_prefixes()
         self._state = "running"
         self._forked = False
+        self._last_rss: int | None = None
+        self._snapshot_due = 0.0
+        self._snap_available: int | None = None
+        self._snap_rss: int | None = None
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -158,6 +170,7 @@ class Recorder:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._parts_loaded.set()  # a sampler still waiting for them leaves at once
         try:
             self.ip.events.unregister("pre_run_cell", self._pre_run_cell)
@@ -185,6 +198,7 @@ class Recorder:
             pass
         if self._thread is not None:
             self._thread.join(timeout=1.0)
+        self._statm.close()
         self.writer.close()
 
     def _meta(self, with_cgroup: bool = True) -> dict[str, Any]:
@@ -263,6 +277,8 @@ class Recorder:
                 "cell_id": getattr(info, "cell_id", None),
             }
             self.writer.write("cell", self._cell)
+            if self._long_pause:  # an idle sampler: the running cell's first samples are not ~2 s away
+                self._wake.set()
             if not self._looked_for_pending:
                 # the first cell came before the sampler thread had looked: the explanation of the previous
                 # death belongs in this cell's output, so wait for the look (a store query), this once
@@ -354,15 +370,38 @@ class Recorder:
             self._reader = MemoryReader(rlimits=not _guard_on())
         except Exception:
             self._reader = None
+        pause = SAMPLE_SECONDS
         while not self._stop.is_set():
+            rss = None
             try:
-                self._sample(tick)
+                rss = self._sample(tick)
             except Exception:
                 pass
             tick += 1
-            self._stop.wait(SAMPLE_SECONDS)
+            pause = self._next_pause(pause, rss)
+            self._wake.wait(pause)
+            self._wake.clear()
+            self._long_pause = False
 
-    def _sample(self, tick: int) -> None:
+    def _next_pause(self, pause: float, rss: int | None) -> float:
+        """Return how long to wait before the next sample: SAMPLE_SECONDS while a cell runs or memory moves;
+        doubled, up to IDLE_SAMPLE_SECONDS, while the kernel is idle and its RSS stands still.
+
+        ``_long_pause`` is set before the cell is looked at: a cell that starts after the look wakes us, one
+        that started before it is seen here.
+        """
+        self._long_pause = True
+        cell = self._cell
+        idle = cell is None or cell.get("finished") is not None
+        still = rss is not None and self._last_rss is not None and abs(rss - self._last_rss) < STILL_BYTES
+        self._last_rss = rss
+        if idle and still:
+            return min(pause * 2, IDLE_SAMPLE_SECONDS)
+        self._long_pause = False
+        return SAMPLE_SECONDS
+
+    def _sample(self, tick: int) -> int | None:
+        """Write one memory sample (and the shared file mappings when they may have changed); return the RSS."""
         now = time.time()
         depth, line = self._main_stack()
         if line is not None:
@@ -370,8 +409,13 @@ class Recorder:
         data: dict[str, Any] = {"t": now, "depth": depth if depth >= DEEP else None, "line": self._line}
         if self._cell is not None:
             data["execution_count"] = self._cell.get("execution_count")
+        statm = self._statm.read()  # one pread keeping the GIL: RSS, and the size outside the heap for the maps
+        rss = statm[1] if statm is not None else None
         if self._reader is not None:
-            if tick % SNAPSHOT_EVERY == 0:  # the full picture (limits, cgroup) now and then; cheap reads between
+            mono = time.monotonic()
+            if mono >= self._snapshot_due or rss is None:
+                # the full picture (limits, cgroup, headroom) now and then: a dozen reads that give up the GIL
+                self._snapshot_due = mono + SNAPSHOT_SECONDS
                 snap = self._reader.snapshot()
                 cg = snap.cgroup
                 self._details = {
@@ -390,23 +434,29 @@ class Recorder:
                         "oom_kills": cg.oom_kills,
                     },
                 }
-            quick = self._reader.quick()
-            self._samples.append([round(now, 3), quick.rss_bytes, quick.available_bytes])
+                self._snap_available = snap.available_bytes
+                self._snap_rss = snap.process.rss_bytes if rss is None else rss
+                if rss is None:
+                    rss = snap.process.rss_bytes
+            available = self._snap_available
+            if available is not None and rss is not None and self._snap_rss is not None:
+                # between full readings: the headroom then, less what the kernel's RSS grew since
+                available = max(0, available - (rss - self._snap_rss))
+            self._samples.append([round(now, 3), rss, available])
             del self._samples[:-KEEP_SAMPLES]
             data.update(self._details)
-            data.update(
-                {"rss_bytes": quick.rss_bytes, "available_bytes": quick.available_bytes, "samples": self._samples}
-            )
+            data.update({"rss_bytes": rss, "available_bytes": available, "samples": self._samples})
         if not self.writer.write("memory", data):
             data["samples"] = self._samples[-8:]
             self.writer.write("memory", data)
         if tick % MAPS_EVERY == 0:
-            size = _vm_size()
-            if size != self._maps_vm_size:  # no new mapping can have appeared while the address space stood still
-                self._maps_vm_size = size
+            key = statm[0] - statm[2] if statm is not None else _vm_size()
+            if _maps_may_have_changed(self._maps_key, key):
+                self._maps_key = key
                 maps = shared_file_maps()
                 if maps is not None:
                     self.writer.write("maps", {"t": now, "files": maps[:40]})
+        return rss
 
     def _main_stack(self) -> tuple[int, int | None]:
         """Return (frames on the main thread's stack, capped; the line it runs in the current cell).
@@ -458,6 +508,55 @@ def shared_file_maps(path: str = "/proc/self/maps") -> list[dict[str, Any]] | No
         except ValueError:
             continue
     return [{"path": p, "mapped_bytes": n} for p, n in seen.items()]
+
+
+class StatmReader:
+    """Reads this process's /proc/self/statm with one pread that keeps the GIL (``memory.linux.pread``).
+
+    ``read() -> (size, rss, data)`` in bytes, or None where it cannot be read. ``size - data`` is the
+    address space outside the heap and stacks: file mappings (a memmap among them), libraries, guard pages.
+    It stays put while the heap grows and shrinks, so a change of it is when the mappings are worth a look.
+    """
+
+    def __init__(self, path: str = "/proc/self/statm") -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._pread: Any = None
+        self._page = 4096
+
+    def read(self) -> tuple[int, int, int] | None:
+        try:
+            if self._fd is None:
+                from ..memory.linux import PAGE, pread  # in the sampler thread: not on the kernel's way to ready
+
+                self._pread, self._page = pread, PAGE
+                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            fields = self._pread(self._fd, 256).split()
+            page = self._page
+            return int(fields[0]) * page, int(fields[1]) * page, int(fields[5]) * page
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _maps_may_have_changed(before: int | None, now: int | None) -> bool:
+    """Return True when the address space outside the heap (statm's size less its data) moved by a MiB or more.
+
+    Only a mapping there can be a memmap: the heap's growth (statm's data) is not one. Threads' malloc arenas
+    move it by a few pages as they grow (their reserve turns writable, so data grows and size stays): below a
+    MiB the mappings are not read again (~1.7 ms in a kernel with numpy and pandas loaded); the change is
+    counted from the last reading, so small steps add up.
+    """
+    if before is None or now is None:
+        return True
+    return abs(now - before) >= MAPS_MOVED_BYTES
 
 
 def _vm_size() -> int | None:
