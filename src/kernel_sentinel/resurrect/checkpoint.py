@@ -53,10 +53,15 @@ CPU_SHARE = 0.5
 IDLE_CPU_SHARE = 0.02
 CPU_GRACE_SECONDS = 2.0
 KEEP_EVENTS = 8
-# What forks may cost the kernel itself (the fork, and a write fault per page afterwards): 2% of its own CPU
-# time plus 0.1% of the time it has been up, plus a grace for the first one. bench/bench_default_cost.py saw
-# ~90k extra write faults per fork of a 350 MiB kernel, paid by the cells after it: ~1 us each on a busy machine.
-KERNEL_SHARE = 0.02
+# What forks may cost the kernel itself (the fork, and a write fault per page afterwards): 0.5% of its own CPU
+# time plus 0.1% of the time it has been up, plus a grace for the first one. The fork write-protects every
+# private page of the kernel, and every page the kernel writes afterwards faults once, whether or not the child
+# read it, and even once the child is gone: bench/bench_default_cost.py's cells (rebinding a 200k-entry dict
+# and 50k records) take ~31k more faults after a fork of a 330 MiB kernel, ~60-95 ms of its CPU (~2-3 us each;
+# the fork itself ~9 ms), where a round of them costs ~0.75-1 s. At 2% that was ~25 ms a round, most of issue
+# #11's 3%. At 0.5% a kernel busy in cells forks after ~18 s of its own CPU; one a user works in interactively
+# is paced by the idle share (a fork of that kernel each ~90 s of wall time, whatever its CPU).
+KERNEL_SHARE = 0.005
 IDLE_KERNEL_SHARE = 0.001
 KERNEL_GRACE_SECONDS = 0.1
 PAGE_BYTES = 4096
@@ -118,7 +123,12 @@ def scan_namespace(ns: dict[str, Any], hidden: set[str] | frozenset[str] = froze
 
 
 class CellTracker:
-    """Remembers which cell last (re)bound each name, so an unpicklable object can name its cell."""
+    """Remembers which cell last (re)bound each name, so an unpicklable object can name its cell.
+
+    One pass over the namespace per cell, after it (``after``): a name whose object is not the one it held
+    after the previous cell was bound by this one. ``before`` sets that baseline (the checkpointer does once,
+    when it loads); code that rebinds names between two cells (a background thread) is counted to the next.
+    """
 
     def __init__(self) -> None:
         self.cells: dict[str, list[dict[str, Any]]] = {}
@@ -128,11 +138,15 @@ class CellTracker:
         self._before = {k: id(v) for k, v in ns.items() if not k.startswith("_")}
 
     def after(self, ns: dict[str, Any], execution_count: int | None, code: str) -> None:
+        before = self._before
+        now: dict[str, int] = {}
         for name, value in list(ns.items()):
             if name.startswith("_"):
                 continue
-            if self._before.get(name) != id(value):
+            key = now[name] = id(value)
+            if before.get(name) != key:
                 self.cells[name] = [{"execution_count": execution_count, "code": code}]
+        self._before = now
 
     def cells_for(self, name: str, history: list[str] | None) -> list[dict[str, Any]]:
         """Return the cell that bound ``name``: tracked, else found in the input history by a simple pattern."""
@@ -370,6 +384,7 @@ class Checkpointer:
         self.hidden = hidden
         self.history = history
         self.tracker = CellTracker()
+        self.tracker.before(ns)  # names bound before we loaded are found in the history, not counted to a cell
         self._fork = ForkWriter(tmp_root=str(self.store.dir))
         self._thread = ThreadWriter()
         self._memory_available = memory_available or _memory_reader()
@@ -401,6 +416,7 @@ class Checkpointer:
         self._idle_since = time.monotonic()
         self._after_memory_error = False
         self._wake = threading.Event()
+        self._armed = False  # the scheduler sleeps with a timeout (it will look again by itself): no wake needed
         self._stop_event = threading.Event()
         self._scheduler: threading.Thread | None = None
         self.offer: Callable[[], str | None] | None = None  # the extension sets the after-a-death restore offer
@@ -436,12 +452,15 @@ class Checkpointer:
             pass
 
     def _pre_run_cell(self) -> None:
-        self._thread.cancel()  # a thread writer reads live objects: it gives up, the next idle moment retries
         # A fork in progress finishes first (the scheduler holds the lock only around a fork: milliseconds).
         # Bounded all the same: a cell never waits long on checkpoints, whatever happened to their thread.
         locked = self._lock.acquire(timeout=PRE_RUN_LOCK_SECONDS)
         try:
             self._in_cell = True
+            # a thread writer reads live objects: it gives up, the next idle moment retries. Jobs start under
+            # the lock and only outside a cell, so one that is not busy now cannot start during this cell.
+            if not locked or self._thread.busy:
+                self._thread.cancel()
             if locked and self._fork.busy:
                 self._stop_writer_for_cell()
         finally:
@@ -450,7 +469,6 @@ class Checkpointer:
             else:
                 self._event("a cell started while the checkpoint scheduler was busy (it waited no longer)",
                             dedupe="a cell started")
-        self.tracker.before(self.ns)
 
     def _stop_writer_for_cell(self) -> None:
         """Stop the forked writer before the cell runs, unless it is the overdue one and memory has room.
@@ -522,8 +540,10 @@ class Checkpointer:
                     self._start_locked(overdue=True)  # cells without a pause for long: take it between two
         if (self._dirty is not False or self._busy()) and not ran_out:
             self._ensure_scheduler()  # running since load; started here only for a Checkpointer used alone
-            self._wake.set()
-        self.flush_notes()
+            if not self._armed:  # else it looks again by itself when its timeout ends: a wake per cell saved
+                self._wake.set()
+        if self.notes:
+            self.flush_notes()
 
     def flush_notes(self) -> None:
         for note in dict.fromkeys(self.notes):
@@ -559,24 +579,34 @@ class Checkpointer:
             if timeout != 0:
                 self._wake.wait(timeout)
                 self._wake.clear()
+                self._armed = False
 
     def _tick(self) -> float | None:
-        """Do what is due now; return how long to sleep (None: until woken)."""
+        """Do what is due now; return how long to sleep (None: until woken).
+
+        Sets ``_armed`` under the lock when it returns a timeout: the scheduler then looks again by itself
+        (an idle moment it waits for moves only later with each cell), so ``post_run_cell`` does not wake it.
+        """
         with self._lock:
-            self._reap()
-            if self._busy():
-                return WRITER_POLL_SECONDS
-            if self._dirty is False or not self.enabled or self.stopped_reason or self._after_memory_error:
-                return None
-            if self._in_cell:
-                return None  # post_run_cell wakes us
-            wait = self._idle_since + self._idle_needed() - time.monotonic()
-            if wait > 0:
-                return wait  # coalesce: cells that come quickly make one checkpoint
-            if not self._within_budget():
-                return BUDGET_RETRY_SECONDS
-            self._start_locked()
+            timeout = self._due_locked()
+            self._armed = timeout is not None
+            return timeout
+
+    def _due_locked(self) -> float | None:
+        self._reap()
+        if self._busy():
             return WRITER_POLL_SECONDS
+        if self._dirty is False or not self.enabled or self.stopped_reason or self._after_memory_error:
+            return None
+        if self._in_cell:
+            return None  # post_run_cell wakes us
+        wait = self._idle_since + self._idle_needed() - time.monotonic()
+        if wait > 0:
+            return wait  # coalesce: cells that come quickly make one checkpoint
+        if not self._within_budget():
+            return BUDGET_RETRY_SECONDS
+        self._start_locked()
+        return WRITER_POLL_SECONDS
 
     def _busy(self) -> bool:
         return self._fork.busy or self._thread.busy
@@ -605,7 +635,7 @@ class Checkpointer:
         """Return True when both budgets allow another checkpoint; else say in status which one does not."""
         for used, allowed, what in (
             (self.writer_cpu, self.cpu_budget(), f"the writers' CPU ({CPU_SHARE:.0%} of the kernel's own)"),
-            (self.kernel_cost, self.kernel_budget(), f"what forks cost the kernel ({KERNEL_SHARE:.0%} of its CPU)"),
+            (self.kernel_cost, self.kernel_budget(), f"what forks cost the kernel ({KERNEL_SHARE:.1%} of its CPU)"),
         ):
             if used > allowed:
                 self._event(f"checkpoint deferred: {what} is spent ({used:.2f} s of {allowed:.2f} s); it is taken "

@@ -1,0 +1,179 @@
+"""What the recorder's and the checkpointer's parts do less of per cell (issue 11), in this process.
+
+No kernel and no timing: each test shows a decision that saves work (a wake not sent, a file not read, a fork
+not allowed) and fails when that decision goes back to doing the work. The kernel-level promises (the line of
+the running cell, checkpoints restored after SIGKILL) are in test_autopsy_kernels.py and test_default_cost.py.
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernel_sentinel.autopsy import recorder
+from kernel_sentinel.autopsy.recorder import (
+    IDLE_SAMPLE_SECONDS,
+    MAPS_MOVED_BYTES,
+    SAMPLE_SECONDS,
+    Recorder,
+    StatmReader,
+    _maps_may_have_changed,
+)
+from kernel_sentinel.resurrect import checkpoint as checkpoint_module
+from kernel_sentinel.resurrect.checkpoint import CellTracker, Checkpointer
+
+
+class _Result:
+    def __init__(self, code: str, count: int) -> None:
+        self.info = type("Info", (), {"raw_cell": code, "store_history": True})()
+        self.execution_count = count
+
+
+def _outside_heap(reader: StatmReader) -> int:
+    got = reader.read()
+    assert got is not None, "statm unreadable"
+    size, _rss, data = got
+    return size - data
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="Linux /proc only")
+def test_heap_growth_does_not_send_the_sampler_to_read_the_mappings_but_a_memmap_does(tmp_path: Path) -> None:
+    reader = StatmReader()
+    before = _outside_heap(reader)
+    heap = np.ones(64 << 17)  # 64 MiB of private anonymous memory: the heap, not a memmap
+    heap2 = [bytearray(1 << 20) for _ in range(16)]
+    assert not _maps_may_have_changed(before, _outside_heap(reader))
+    path = tmp_path / "m.dat"
+    path.write_bytes(b"\0" * (8 << 20))
+    with open(path, "r+b") as f:
+        shared = mmap.mmap(f.fileno(), 8 << 20)  # a writable shared file mapping: what the maps region lists
+        try:
+            assert _outside_heap(reader) - before >= MAPS_MOVED_BYTES
+            assert _maps_may_have_changed(before, _outside_heap(reader))
+        finally:
+            shared.close()
+    assert _maps_may_have_changed(None, before)  # the first look always reads them
+    del heap, heap2
+    reader.close()
+
+
+def _bare_recorder() -> Recorder:
+    """A Recorder with just the state the sampler's pacing and the cell hook use (no thread, no files)."""
+    rec = Recorder.__new__(Recorder)
+    rec._cell = None
+    rec._last_rss = None
+    rec._long_pause = False
+    rec._wake = threading.Event()
+    rec._line = None
+    rec._looked_for_pending = True
+    rec._pending = None
+    rec._ec_offset = None
+    rec.ip = type("IP", (), {"execution_count": 3})()
+
+    class _Writer:
+        def __init__(self) -> None:
+            self.writes: list[str] = []
+
+        def write(self, region: str, data: dict) -> bool:
+            self.writes.append(region)
+            return True
+
+    rec.writer = _Writer()
+    return rec
+
+
+def test_an_idle_kernel_whose_memory_stands_still_is_sampled_less_often_and_a_cell_wakes_the_sampler() -> None:
+    rec = _bare_recorder()
+    mib = 1 << 20
+    pause = rec._next_pause(SAMPLE_SECONDS, 100 * mib)  # first reading: nothing to compare with
+    assert pause == SAMPLE_SECONDS and not rec._long_pause
+    pauses = []
+    for _ in range(6):
+        pause = rec._next_pause(pause, 100 * mib)
+        pauses.append(pause)
+    assert pauses[0] == 2 * SAMPLE_SECONDS and pauses[-1] == IDLE_SAMPLE_SECONDS and rec._long_pause
+    # memory moves while idle (a background thread loading data): back to every SAMPLE_SECONDS
+    assert rec._next_pause(pause, 140 * mib) == SAMPLE_SECONDS and not rec._long_pause
+    pause = rec._next_pause(rec._next_pause(SAMPLE_SECONDS, 140 * mib), 140 * mib)
+    assert rec._long_pause and not rec._wake.is_set()
+    info = type("Info", (), {"raw_cell": "x = 1", "store_history": True, "cell_id": None})()
+    rec._pre_run_cell(info)  # the next cell starts while the sampler sleeps long: it is woken for the cell
+    assert rec._wake.is_set() and rec.writer.writes == ["cell"]
+    rec._wake.clear()
+    assert rec._next_pause(pause, 140 * mib) == SAMPLE_SECONDS  # a running cell is sampled every 250 ms
+    rec._long_pause = False
+    rec._pre_run_cell(info)  # the sampler is not in a long pause: no wake, one write
+    assert not rec._wake.is_set()
+    assert recorder.SAMPLE_SECONDS <= 0.25  # the autopsy tests give the sampler 0.6 s to see a cell's line
+
+
+def test_the_tracker_names_the_binding_cell_in_one_pass_after_each_cell() -> None:
+    ns: dict = {"a": 1, "b": [1]}
+    tracker = CellTracker()
+    tracker.before(ns)  # what the checkpointer does once, when it loads
+    ns["c"] = object()
+    tracker.after(ns, 4, "c = object()")
+    ns["a"] = 2
+    tracker.after(ns, 5, "a = 2")
+    ns["b"].append(2)  # mutated in place: still the object cell 4 and 5 saw, no cell named for it
+    tracker.after(ns, 6, "b.append(2)")
+    assert tracker.cells == {"c": [{"execution_count": 4, "code": "c = object()"}],
+                             "a": [{"execution_count": 5, "code": "a = 2"}]}
+
+
+def test_cells_back_to_back_do_not_wake_an_armed_scheduler_and_it_still_checkpoints_alone(tmp_path: Path) -> None:
+    ns: dict = {"v": 0}
+    cp = Checkpointer(ns, enabled=True, kernel_id="k-armed", session_key=None, writer="thread", home=tmp_path,
+                      idle_seconds=0.3, memory_available=lambda: 1 << 34, process_rss=lambda: 1 << 20)
+    sets = []
+    real_set = cp._wake.set
+
+    def counting_set() -> None:
+        sets.append(threading.current_thread().name)
+        real_set()
+
+    cp._wake.set = counting_set  # type: ignore[method-assign]
+    try:
+        cp.start()
+        deadline = time.monotonic() + 30
+        while not cp._armed and cp._scheduler is not None and time.monotonic() < deadline:
+            cp.pre_run_cell(None)
+            ns["v"] += 1
+            cp.post_run_cell(_Result("v += 1", ns["v"]))  # the first wakes it; it then sleeps with a timeout
+            time.sleep(0.01)
+        assert cp._armed, "the scheduler never waited for an idle moment"
+        woken = len(sets)
+        for i in range(20):  # cells back to back while it waits: none of them wakes it
+            cp.pre_run_cell(None)
+            ns["v"] += 1
+            cp.post_run_cell(_Result("v += 1", ns["v"]))
+            if not cp._armed:  # its timeout ended between two cells: it may be woken once more, by design
+                woken += 1
+        assert len(sets) <= woken and len(sets) < 10
+        deadline = time.monotonic() + 60
+        while cp.count == 0 and time.monotonic() < deadline:  # the scheduler takes it on its own, once idle
+            time.sleep(0.05)
+        assert cp.count == 1
+        cp.wait()
+        assert cp.last_result is not None and cp.last_result["status"] == "written"
+    finally:
+        cp.close()
+
+
+def test_forks_may_cost_the_kernel_half_a_percent_of_its_cpu(tmp_path: Path) -> None:
+    cp = Checkpointer({"v": 1}, enabled=True, kernel_id="k-share", session_key=None, writer="thread", home=tmp_path)
+    now_cpu, now_wall = time.process_time(), time.monotonic()
+    cp._cpu0, cp._wall0 = now_cpu - 100.0, now_wall  # as if the kernel had used 100 s of CPU just now
+    allowed = cp.kernel_budget()
+    assert allowed == pytest.approx(checkpoint_module.KERNEL_SHARE * 100 + checkpoint_module.KERNEL_GRACE_SECONDS, abs=0.05)
+    assert checkpoint_module.KERNEL_SHARE <= 0.005
+    cp.kernel_cost = 0.0075 * 100  # forks that cost 0.75% of its CPU: within 1% (or 2%, before), over 0.5%
+    assert not cp._within_budget()
+    assert "what forks cost the kernel (0.5% of its CPU)" in cp.status()
+    cp.kernel_cost = 0.004 * 100
+    assert cp._within_budget()
