@@ -176,4 +176,61 @@ def test_forks_may_cost_the_kernel_half_a_percent_of_its_cpu(tmp_path: Path) -> 
     assert not cp._within_budget()
     assert "what forks cost the kernel (0.5% of its CPU)" in cp.status()
     cp.kernel_cost = 0.004 * 100
+    assert not cp._within_budget()  # a "no" holds for BUDGET_RETRY_SECONDS: cells past MAX_DEFER do not ask each
+    cp._budget_retry_at = 0.0
     assert cp._within_budget()
+
+
+def test_cells_back_to_back_over_the_budget_ask_it_once_a_second(tmp_path: Path) -> None:
+    ns: dict = {"v": 0}
+    cp = Checkpointer(ns, enabled=True, kernel_id="k-overdue", session_key=None, writer="thread", home=tmp_path,
+                      memory_available=lambda: 1 << 34, process_rss=lambda: 1 << 20)
+    asked = []
+    real = cp.kernel_budget
+
+    def counting_budget() -> float:
+        asked.append(1)
+        return real()
+
+    cp.kernel_budget = counting_budget  # type: ignore[method-assign]
+    cp.kernel_cost = 1e6  # forks have cost far more than the share: every checkpoint is deferred
+    try:
+        for i in range(30):
+            cp.pre_run_cell(None)
+            ns["v"] = i
+            cp._dirty_since = time.monotonic() - 2 * checkpoint_module.MAX_DEFER_SECONDS  # unsaved for long
+            cp.post_run_cell(_Result("v = i", i))  # overdue: it would fork between two cells if the budget allowed
+        assert cp.count == 0
+        assert 1 <= len(asked) <= 3  # once, then held (the scheduler may ask once more when its second is up)
+        assert "checkpoint deferred: what forks cost the kernel" in cp.status()
+    finally:
+        cp.close()
+
+
+def test_a_checkpoint_the_budget_deferred_waits_for_an_idle_moment_not_forked_between_cells(tmp_path: Path) -> None:
+    ns: dict = {"v": 0}
+    cp = Checkpointer(ns, enabled=True, kernel_id="k-idle", session_key=None, writer="thread", home=tmp_path,
+                      idle_seconds=600.0, memory_available=lambda: 1 << 34, process_rss=lambda: 1 << 20)
+    try:
+        cp.pre_run_cell(None)
+        ns["v"] = 1
+        cp.post_run_cell(_Result("v = 1", 1))
+        now = time.monotonic()
+        with cp._lock:  # unsaved for long, the kernel idle for long enough, the fork budget spent
+            cp._dirty_since = now - 2 * checkpoint_module.MAX_DEFER_SECONDS
+            cp._idle_since = now - 2 * cp._idle_needed()
+            cp.kernel_cost = 1e6
+        assert cp._tick() == checkpoint_module.BUDGET_RETRY_SECONDS and cp.count == 0  # the scheduler's look
+        cp.kernel_cost, cp._budget_retry_at = 0.0, 0.0  # the budget allows again
+        cp.pre_run_cell(None)
+        ns["v"] = 2
+        cp.post_run_cell(_Result("v = 2", 2))  # a pause had come: this cell is not "overdue", it forks nothing
+        assert cp.count == 0 and not cp._busy()
+        with cp._lock:
+            cp._dirty_since = time.monotonic() - 2 * checkpoint_module.MAX_DEFER_SECONDS  # no pause since long
+        cp.pre_run_cell(None)
+        ns["v"] = 3
+        cp.post_run_cell(_Result("v = 3", 3))  # cells really back to back for MAX_DEFER_SECONDS: taken between two
+        assert cp.count == 1
+    finally:
+        cp.close()

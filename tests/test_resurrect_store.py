@@ -359,6 +359,7 @@ def test_over_the_cpu_budget_checkpoints_wait_and_status_says_why() -> None:
     assert not cp._within_budget()
     assert "checkpoint deferred: the writers' CPU" in cp.status()
     cp.writer_cpu = 0.0
+    cp._budget_retry_at = 0.0  # a "no" holds for a second: ask again now
     cp.kernel_cost = cp.kernel_budget() + 1.0  # as if forks had cost the kernel more than their share of its CPU
     assert not cp._within_budget()
     assert "what forks cost the kernel" in cp.status()

@@ -406,6 +406,7 @@ class Checkpointer:
         self._given_up_in_a_row = 0
         self._fork_count: int | None = None
         self.kernel_cost = 0.0  # estimated CPU seconds the forks cost the kernel itself (fork + later faults)
+        self._budget_retry_at = 0.0  # a budget said no: not asked again before this (monotonic)
         self.writer_cpu = 0.0  # CPU seconds the writers used (fork: reaped child's rusage; thread: its thread_time)
         self._cpu0 = time.process_time()
         self._wall0 = time.monotonic()
@@ -604,6 +605,11 @@ class Checkpointer:
         if wait > 0:
             return wait  # coalesce: cells that come quickly make one checkpoint
         if not self._within_budget():
+            # An idle moment came and the budget, not a pause, is what the checkpoint waits for: cells back to
+            # back from now on are not "without a pause" (MAX_DEFER_SECONDS) since long, and do not fork
+            # between two of them (in post_run_cell, with the writer left alive through the next cells) the
+            # moment the budget allows; the next idle moment takes it.
+            self._dirty_since = time.monotonic()
             return BUDGET_RETRY_SECONDS
         self._start_locked()
         return WRITER_POLL_SECONDS
@@ -632,14 +638,23 @@ class Checkpointer:
         return KERNEL_SHARE * kernel + IDLE_KERNEL_SHARE * wall + KERNEL_GRACE_SECONDS
 
     def _within_budget(self) -> bool:
-        """Return True when both budgets allow another checkpoint; else say in status which one does not."""
+        """Return True when both budgets allow another checkpoint; else say in status which one does not.
+
+        A "no" holds for BUDGET_RETRY_SECONDS (``_budget_retry_at``): cells back to back past MAX_DEFER_SECONDS
+        ask after each cell, and the budgets grow with the kernel's CPU and time, not from one cell to the next.
+        """
+        if time.monotonic() < self._budget_retry_at:
+            return False
         for used, allowed, what in (
-            (self.writer_cpu, self.cpu_budget(), f"the writers' CPU ({CPU_SHARE:.0%} of the kernel's own)"),
-            (self.kernel_cost, self.kernel_budget(), f"what forks cost the kernel ({KERNEL_SHARE:.1%} of its CPU)"),
+            (self.writer_cpu, self.cpu_budget(), "writers"),
+            (self.kernel_cost, self.kernel_budget(), "forks"),
         ):
             if used > allowed:
+                what = (f"the writers' CPU ({CPU_SHARE:.0%} of the kernel's own)" if what == "writers" else
+                        f"what forks cost the kernel ({KERNEL_SHARE:.1%} of its CPU)")
                 self._event(f"checkpoint deferred: {what} is spent ({used:.2f} s of {allowed:.2f} s); it is taken "
                             "when the budget allows", dedupe="checkpoint deferred")
+                self._budget_retry_at = time.monotonic() + BUDGET_RETRY_SECONDS
                 return False
         return True
 
