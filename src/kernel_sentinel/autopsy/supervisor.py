@@ -296,7 +296,8 @@ class Supervisor:
     def _sweep_previous(self) -> None:
         from .sweep import sweep
 
-        sweep(self.home)  # every kernel's leftovers, not only ours: a restart is a natural moment to look
+        # every kernel's leftovers but our own child's (its end is ours to record): a restart is a natural moment
+        sweep(self.home, skip_pids=frozenset({self.child}) if self.child else frozenset())
 
     # -- after the death ---------------------------------------------------------------------------
 
