@@ -21,9 +21,9 @@ from kernel_sentinel.autopsy.recorder import (
     MAPS_MOVED_BYTES,
     SAMPLE_SECONDS,
     Recorder,
-    StatmReader,
     _maps_may_have_changed,
 )
+from kernel_sentinel.memory.linux import StatmMeter
 from kernel_sentinel.resurrect import checkpoint as checkpoint_module
 from kernel_sentinel.resurrect.checkpoint import CellTracker, Checkpointer
 
@@ -34,16 +34,14 @@ class _Result:
         self.execution_count = count
 
 
-def _outside_heap(reader: StatmReader) -> int:
-    got = reader.read()
-    assert got is not None, "statm unreadable"
-    size, _rss, data = got
+def _outside_heap(reader: StatmMeter) -> int:
+    size, _rss, data = reader.sizes()
     return size - data
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="Linux /proc only")
 def test_heap_growth_does_not_send_the_sampler_to_read_the_mappings_but_a_memmap_does(tmp_path: Path) -> None:
-    reader = StatmReader()
+    reader = StatmMeter()
     before = _outside_heap(reader)
     heap = np.ones(64 << 17)  # 64 MiB of private anonymous memory: the heap, not a memmap
     heap2 = [bytearray(1 << 20) for _ in range(16)]

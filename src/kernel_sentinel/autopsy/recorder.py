@@ -129,7 +129,7 @@ class Recorder:
         self._reader: Any = None
         self._details: dict[str, Any] = {}
         self._maps_key: int | None = -1
-        self._statm = StatmReader()
+        self._statm: Any = None  # memory.linux.StatmMeter, opened by the sampler thread (off the kernel's way to ready)
         self._wake = threading.Event()  # the next cell's start cuts a long idle pause short
         self._long_pause = False  # the sampler is (about to be) in a pause longer than SAMPLE_SECONDS
         self._cell_prefixes = _cell_prefixes()
@@ -198,7 +198,8 @@ class Recorder:
             pass
         if self._thread is not None:
             self._thread.join(timeout=1.0)
-        self._statm.close()
+        if self._statm is not None:
+            self._statm.close()
         self.writer.close()
 
     def _meta(self, with_cgroup: bool = True) -> dict[str, Any]:
@@ -409,7 +410,7 @@ class Recorder:
         data: dict[str, Any] = {"t": now, "depth": depth if depth >= DEEP else None, "line": self._line}
         if self._cell is not None:
             data["execution_count"] = self._cell.get("execution_count")
-        statm = self._statm.read()  # one pread keeping the GIL: RSS, and the size outside the heap for the maps
+        statm = self._read_statm()  # one pread keeping the GIL: RSS, and the size outside the heap for the maps
         rss = statm[1] if statm is not None else None
         if self._reader is not None:
             mono = time.monotonic()
@@ -457,6 +458,17 @@ class Recorder:
                 if maps is not None:
                     self.writer.write("maps", {"t": now, "files": maps[:40]})
         return rss
+
+    def _read_statm(self) -> tuple[int, int, int] | None:
+        """Return (VmSize, RSS, statm's data) in bytes (``StatmMeter.sizes``), or None where it cannot be read."""
+        try:
+            if self._statm is None:
+                from ..memory.linux import StatmMeter
+
+                self._statm = StatmMeter()
+            return self._statm.sizes()
+        except Exception:
+            return None
 
     def _main_stack(self) -> tuple[int, int | None]:
         """Return (frames on the main thread's stack, capped; the line it runs in the current cell).
@@ -508,42 +520,6 @@ def shared_file_maps(path: str = "/proc/self/maps") -> list[dict[str, Any]] | No
         except ValueError:
             continue
     return [{"path": p, "mapped_bytes": n} for p, n in seen.items()]
-
-
-class StatmReader:
-    """Reads this process's /proc/self/statm with one pread that keeps the GIL (``memory.linux.pread``).
-
-    ``read() -> (size, rss, data)`` in bytes, or None where it cannot be read. ``size - data`` is the
-    address space outside the heap and stacks: file mappings (a memmap among them), libraries, guard pages.
-    It stays put while the heap grows and shrinks, so a change of it is when the mappings are worth a look.
-    """
-
-    def __init__(self, path: str = "/proc/self/statm") -> None:
-        self._path = path
-        self._fd: int | None = None
-        self._pread: Any = None
-        self._page = 4096
-
-    def read(self) -> tuple[int, int, int] | None:
-        try:
-            if self._fd is None:
-                from ..memory.linux import PAGE, pread  # in the sampler thread: not on the kernel's way to ready
-
-                self._pread, self._page = pread, PAGE
-                self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-            fields = self._pread(self._fd, 256).split()
-            page = self._page
-            return int(fields[0]) * page, int(fields[1]) * page, int(fields[5]) * page
-        except Exception:
-            return None
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 def _maps_may_have_changed(before: int | None, now: int | None) -> bool:

@@ -101,6 +101,15 @@ class StatmMeter:
         fields = pread(self._fd, 256).split()
         return int(fields[1]) * PAGE, int(fields[5]) * PAGE, int(fields[2]) * PAGE
 
+    def sizes(self) -> tuple[int, int, int]:
+        """Return (VmSize, RSS, statm's data field); raises OSError when gone.
+
+        ``size - data`` is the address space outside the heap and stacks (file mappings, a memmap among them,
+        libraries): it stays put while the heap grows and shrinks.
+        """
+        fields = pread(self._fd, 256).split()
+        return int(fields[0]) * PAGE, int(fields[1]) * PAGE, int(fields[5]) * PAGE
+
     def close(self) -> None:
         try:
             os.close(self._fd)
