@@ -448,7 +448,7 @@ class Guard:
         # Threads of the cell's own (beyond ipykernel's and ours) cannot be interrupted, nor can children
         # (a pool worker, a shell command) whose memory grows in our group beyond our own RSS: wider
         # margins for both (a pool worker at 800 MB/s reached the OOM killer with the narrow ones).
-        threaded = running_threads() > self._baseline_threads
+        threaded = self._cell_threads_run()
         if threaded and self._cell is not None:
             self._cell.threaded = True
         others = max(0, usage - reading.rss) if ccand.meter.startswith("cgroup:") else 0
@@ -610,6 +610,10 @@ class Guard:
             return now - self._reserved_since >= SETTLED_SECONDS
         return True
 
+    def _cell_threads_run(self) -> bool:
+        """Return True while threads beyond the kernel's own (ipykernel's and the guard's) run: cells started them."""
+        return running_threads() > self._baseline_threads
+
     def _settled_credit(self, limit: int, margin: int, fence_headroom: int, reading: Reading, now: float) -> int:
         """Return how much settled untouched space the fence stops counting, so a cell keeps ROOM_SHARE of its budget.
 
@@ -715,7 +719,7 @@ class Guard:
         # What malloc_trim() gives back (RSS down, VmData not) stays counted as untouched while the cell's
         # threads run: malloc hands those pages out again without VmData growing, i.e. without the fence
         # seeing it (forgetting them let a stress test of four threads reach the OOM).
-        if running_threads() > self._baseline_threads:
+        if self._cell_threads_run():
             self._meters.pin()
         return malloc_trim()
 
@@ -810,7 +814,7 @@ class Guard:
         # next cell's threads without VmData growing: the stress minute's kernel died when they were
         # forgiven at once); for a second while threads of earlier cells still run (a thread left running by
         # an interrupted cell may still be taking it: the stress test hung without this).
-        threads_left = running_threads() > self._baseline_threads
+        threads_left = self._cell_threads_run()
         quiet = 1.0 if threads_left else FORGIVE_SECONDS if self._last_threaded else 0.0
         reading = self._meters.rebase(quiet_seconds=quiet)
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
@@ -939,8 +943,8 @@ class Guard:
     def begin_failure(self, trigger: str, exc: BaseException | None) -> dict[str, Any]:
         """Return the evidence of this failure; free the reserve and hold the fence so the error can be shown.
 
-        The hold is an absolute fence (VmData after the release plus the reserve's size), set once: room
-        for the error path that does not move with VmData, so it cannot creep.
+        The hold is an absolute fence (VmData after the release plus the reserve's size, or less: what is really
+        left less LAST_ROOM), set once: room for the error path that does not move with VmData, so it cannot creep.
         """
         with self._lock:
             # Order matters: _handling first, so no tick can take the reserve back once it is given up
@@ -962,7 +966,7 @@ class Guard:
                 self._hold = reading.vm_data + room
                 self._after_stop = reading.committed(self._state[0].meter) if self._state else None
                 try:
-                    if running_threads() > self._baseline_threads:  # the cell's threads would take it first
+                    if self._cell_threads_run():  # they would take it first
                         self._fence.apply(min(self._fence.current or INFINITY, self._hold))
                     else:
                         self._fence.apply(self._hold)
@@ -1001,7 +1005,7 @@ class Guard:
         """
         with self._lock:
             self._hold = None
-            if self._ceiling is not None and running_threads() <= self._baseline_threads:
+            if self._ceiling is not None and not self._cell_threads_run():
                 self._ceiling = None
         self._refence()
 
@@ -1023,7 +1027,7 @@ class Guard:
         if not self.enabled:
             return
         reading = None
-        if running_threads() <= self._baseline_threads:
+        if not self._cell_threads_run():
             try:
                 reading = self._meters.rebase(quiet_seconds=0.0)
             except Exception:

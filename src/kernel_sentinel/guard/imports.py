@@ -25,7 +25,7 @@ from typing import Any
 _BOOTSTRAP = "_frozen_importlib"  # the importlib the interpreter's import statement calls into
 _NAME = "_load_unlocked"  # Python 3.10-3.13: _find_and_load_unlocked -> _load_unlocked(spec), a module global
 _SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES) or (".so",)
-_state = threading.local()  # per thread: how deep in loads this thread is
+_state = threading.local()  # per thread: ``inside`` while the guard's own hook runs (its imports pass through)
 
 
 class _Depth:
@@ -58,11 +58,6 @@ def uninstall() -> None:
     original = getattr(load, "_kernel_sentinel_original", None)
     if original is not None:
         setattr(bootstrap, _NAME, original)
-
-
-def loading() -> bool:
-    """Return True while any thread loads a module."""
-    return _depth.count > 0
 
 
 def _wrap(load: Any, guard: Any) -> Any:
