@@ -559,8 +559,9 @@ class Guard:
                 threadstop.clear(self._stopping)
                 self._stopping = []
             ceiling = self._hold if self._hold is not None else self._ceiling
-            # Not growing (idle, or a cell still at its start, like `del x` after a killer): a little of the margin.
-            still = cell is None or cell.peak < cell.start_usage + LAST_ROOM
+            # Not growing (idle, or a cell still at its start, like `del x` after a killer): a little of the margin;
+            # never while threads of a cell run (idle or not, they take memory unseen: the stress minute's OOM kill).
+            still = not threaded and (cell is None or cell.peak < cell.start_usage + LAST_ROOM)
             last_room = LAST_ROOM if still else 0
             if self._importing:
                 fence_headroom += IMPORT_ROOM  # reservations; what an import touches, the watchdog sees
