@@ -124,6 +124,30 @@ def test_the_tracker_names_the_binding_cell_in_one_pass_after_each_cell() -> Non
                              "a": [{"execution_count": 5, "code": "a = 2"}]}
 
 
+def test_the_tracker_looks_only_at_new_and_rebound_names_and_names_what_a_whole_walk_names() -> None:
+    ns: dict = {f"_i{n}": f"x = {n}" for n in range(1, 400)}  # IPython's input names: never looked at one by one
+    ns.update({"a": 1, "b": [1], "_": None})
+    tracker = CellTracker()
+    tracker.before(ns)
+    ns["_i400"] = "del a; c = 1; a = 1"
+    del ns["a"]
+    ns["c"] = 1
+    ns["a"] = 1  # deleted and bound again in one cell, to the same object: not rebound
+    ns["_"] = object()
+    tracker.after(ns, 400, "del a; c = 1; a = 1")
+    assert tracker.cells == {"c": [{"execution_count": 400, "code": "del a; c = 1; a = 1"}]}
+    del ns["b"]
+    tracker.after(ns, 401, "del b")
+    ns["b"] = [2]  # gone for a cell, then bound again: new
+    ns["_401"] = ns["_i401"] = "b = [2]"
+    tracker.after(ns, 402, "b = [2]")
+    ns["c"] = 2
+    tracker.after(ns, 403, "c = 2")
+    assert tracker.cells == {"c": [{"execution_count": 403, "code": "c = 2"}],
+                             "b": [{"execution_count": 402, "code": "b = [2]"}]}
+    assert "_" not in tracker.cells and "_401" not in tracker.cells
+
+
 def test_cells_back_to_back_do_not_wake_an_armed_scheduler_and_it_still_checkpoints_alone(tmp_path: Path) -> None:
     ns: dict = {"v": 0}
     # the idle moment asked for is long (5 s): the scheduler's timeout cannot end between two of the cells below

@@ -18,6 +18,8 @@ import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain, compress, repeat
+from operator import ne
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,7 @@ IDLE_KERNEL_SHARE = 0.001
 KERNEL_GRACE_SECONDS = 0.1
 PAGE_BYTES = 4096
 FAULT_SECONDS = 1e-6
+_GONE = object()  # a name's value when the name is no longer there
 
 
 @dataclass
@@ -125,27 +128,43 @@ def scan_namespace(ns: dict[str, Any], hidden: set[str] | frozenset[str] = froze
 class CellTracker:
     """Remembers which cell last (re)bound each name, so an unpicklable object can name its cell.
 
-    One pass over the namespace per cell, after it (``after``): a name whose object is not the one it held
-    after the previous cell was bound by this one. ``before`` sets that baseline (the checkpointer does once,
-    when it loads); code that rebinds names between two cells (a background thread) is counted to the next.
+    One pass per cell, after it (``after``): a name whose object is not the one it held after the previous
+    cell was bound by this one. ``before`` sets that baseline (the checkpointer does once, when it loads);
+    code that rebinds names between two cells (a background thread) is counted to the next.
     """
 
     def __init__(self) -> None:
         self.cells: dict[str, list[dict[str, Any]]] = {}
-        self._before: dict[str, int] = {}
+        self._before: dict[str, int] = {}  # the user's names (no leading "_") -> id of their object
+        self._keys: set[str] = set()  # every name the namespace held at the last pass, "_" ones included
 
     def before(self, ns: dict[str, Any]) -> None:
+        self._keys = set(ns)
         self._before = {k: id(v) for k, v in ns.items() if not k.startswith("_")}
 
     def after(self, ns: dict[str, Any], execution_count: int | None, code: str) -> None:
+        # IPython adds a name per cell (``_i<N>``, and ``_<N>`` per output), so most of a long session's
+        # namespace is names we skip. What a walk of the whole namespace found is found here with the loops
+        # in C: the names new since the last pass (a key-set difference), and the user's names seen then
+        # whose object changed (their ids now beside those then); only those few are looked at in Python.
+        # After 300 cells ~55 -> ~16 us a cell with 20 user names, ~110 -> ~55 us with 200.
+        keys = set(ns)
+        fresh = keys.difference(self._keys)
         before = self._before
-        now: dict[str, int] = {}
-        for name, value in list(ns.items()):
+        ids = list(map(id, map(ns.get, before, repeat(_GONE))))  # id(_GONE) where the name went
+        now = dict(zip(before, ids))
+        for name in chain(compress(before, map(ne, before.values(), ids)), fresh):
             if name.startswith("_"):
+                continue
+            value = ns.get(name, _GONE)
+            if value is _GONE:  # deleted (maybe since ``set(ns)``): a name bound again later is new then
+                keys.discard(name)
+                now.pop(name, None)
                 continue
             key = now[name] = id(value)
             if before.get(name) != key:
                 self.cells[name] = [{"execution_count": execution_count, "code": code}]
+        self._keys = keys
         self._before = now
 
     def cells_for(self, name: str, history: list[str] | None) -> list[dict[str, Any]]:
