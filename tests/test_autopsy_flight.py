@@ -66,3 +66,46 @@ def test_truncated_and_damaged_records_degrade(tmp_path):
     assert parse_record(b"") == {}
     assert parse_record(os.urandom(FILE_SIZE)) == {}
     assert read_record(tmp_path / "missing.rec")[0] == {}
+
+
+def _newest_text(path, region: str) -> str:
+    """Return the JSON text of a region's newest slot, as written."""
+    from kernel_sentinel.autopsy.flight import _HEAD, _OFFSETS, REGIONS
+
+    raw = open(path, "rb").read()
+    slots = []
+    for index in (0, 1):
+        start = _OFFSETS[region] + index * REGIONS[region]
+        _magic, seq, length, _crc = _HEAD.unpack(raw[start : start + _HEAD.size])
+        slots.append((seq, raw[start + _HEAD.size : start + _HEAD.size + length].decode()))
+    return max(slots)[1]
+
+
+def test_the_recorders_cell_records_are_the_json_of_its_cell_dict(tmp_path):
+    """The cell hooks write JSON they build once per cell (the finished record from the started one's text):
+    byte for byte what encoding the record's dict gives, whatever the code holds."""
+    import json
+    import threading
+
+    from kernel_sentinel.autopsy.flight import CODE_LIMIT, FlightWriter
+    from kernel_sentinel.autopsy.recorder import Recorder
+
+    rec = Recorder.__new__(Recorder)
+    rec.writer = FlightWriter(tmp_path / "c.rec")
+    rec._cell = rec._cell_text = rec._line = rec._pending = rec._ec_offset = None
+    rec._looked_for_pending, rec._long_pause, rec._wake = True, False, threading.Event()
+    rec.ip = type("IP", (), {"execution_count": 3})()
+    encoder = json.JSONEncoder(separators=(",", ":"), default=str)
+    codes = ['x = 1', 'print("finished":null,"cell_id":"x")', '"""\\n\\t\x00 é ☃ 𝄞 \\\\"""', ',"finished":null,"cell_id":',
+             "y = 2\n" * (CODE_LIMIT // 3), ""]
+    cell_ids = [None, "abc", 'a"b,"finished":null,"cell_id":', 7]
+    for n, code in enumerate(codes * 2):
+        info = type("Info", (), {"raw_cell": code, "store_history": n % 2 == 0, "cell_id": cell_ids[n % len(cell_ids)]})()
+        rec._pre_run_cell(info)
+        assert _newest_text(tmp_path / "c.rec", "cell") == encoder.encode(rec._cell)
+        rec._line = None if n % 3 else n
+        result = type("Result", (), {"execution_count": 4 + n, "info": info})()
+        rec._post_run_cell(result)
+        assert rec._cell["finished"] is not None and "line" in rec._cell
+        assert _newest_text(tmp_path / "c.rec", "cell") == encoder.encode(rec._cell)
+    rec.writer.close()

@@ -36,12 +36,37 @@ CODE_LIMIT = 48 * 1024  # code beyond this is cut: the cell region must hold the
 WALK_LIMIT = 20000  # frames the recorder walks per tick at most (a runaway recursion must not stall it): a depth this big is "at least"
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)  # one encoder: json.dumps(**kw) builds one per call
+try:
+    from _json import make_encoder as _c_make_encoder
+except ImportError:  # pragma: no cover - CPython has it
+    _c_make_encoder = None
+# _ENCODER.encode() makes a C encoder for every call (and a closure beside it): this one is made once. Same text
+# as _ENCODER.encode() gives (ASCII, compact separators, default=str, NaN allowed), but without the check for
+# circular references (markers=None): the records are trees we build. Holds no state, so threads may share it.
+_C_ENCODE = (
+    _c_make_encoder(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    if _c_make_encoder is not None
+    else None
+)
 _OFFSETS: dict[str, int] = {}
 _pos = 0
 for _name, _size in REGIONS.items():
     _OFFSETS[_name] = _pos
     _pos += 2 * _size
 FILE_SIZE = _pos
+
+
+def encode(data: Any) -> str:
+    """Return ``data`` as the compact ASCII JSON text a region holds (what ``FlightWriter.write`` writes)."""
+    if _C_ENCODE is None or isinstance(data, str):
+        return _ENCODER.encode(data)
+    return "".join(_C_ENCODE(data, 0))
+
+
+class Encoded(str):
+    """JSON text already encoded (``encode``) for ``FlightWriter.write``: a hook that has it need not encode twice."""
+
+    __slots__ = ()
 
 
 def flight_dir(home: str | os.PathLike[str], kernel_id: str) -> Path:
@@ -70,9 +95,10 @@ class FlightWriter:
         self._seq: dict[str, int] = dict.fromkeys(REGIONS, 0)
         self._lock = threading.Lock()
 
-    def write(self, region: str, data: dict[str, Any]) -> bool:
-        """Write ``data`` as the newest record of ``region``; return False if it did not fit or failed."""
-        payload = _ENCODER.encode(data).encode("utf-8", "replace")
+    def write(self, region: str, data: dict[str, Any] | Encoded) -> bool:
+        """Write ``data`` (a dict, or its JSON text as ``Encoded``) as the newest record of ``region``; return False
+        if it did not fit or failed."""
+        payload = (data if type(data) is Encoded else encode(data)).encode("utf-8", "replace")
         size = REGIONS[region]
         if len(payload) + _HEAD.size > size:
             return False

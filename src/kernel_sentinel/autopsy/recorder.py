@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from ..identity import home_dir, kernel_identity
-from .flight import CODE_LIMIT, WALK_LIMIT, FlightWriter, record_paths
+from .flight import CODE_LIMIT, WALK_LIMIT, Encoded, FlightWriter, encode, record_paths
 
 SAMPLE_SECONDS = 0.25
 IDLE_SAMPLE_SECONDS = 2.0  # the longest pause between samples of an idle kernel whose RSS stands still
@@ -117,6 +117,7 @@ class Recorder:
         self._thread: threading.Thread | None = None
         self._main_ident = threading.get_ident()
         self._cell: dict[str, Any] | None = None
+        self._cell_text: str | None = None  # the running cell's record as written at its start (JSON)
         self._line: int | None = None
         self._ec_offset: int | None = None  # IPython 9 counts the cell before pre_run_cell, older ones after
         self._pending: dict[str, Any] | None = None
@@ -269,7 +270,8 @@ class Recorder:
                 offset = self._ec_offset if self._ec_offset is not None else _default_offset()
                 count += offset
             self._line = None
-            self._cell = {
+            self._cell_text = None
+            self._cell = cell = {
                 "execution_count": count,
                 "code": raw[:CODE_LIMIT],
                 "truncated": len(raw) > CODE_LIMIT,
@@ -277,7 +279,8 @@ class Recorder:
                 "finished": None,
                 "cell_id": getattr(info, "cell_id", None),
             }
-            self.writer.write("cell", self._cell)
+            self._cell_text = text = encode(cell)
+            self.writer.write("cell", Encoded(text))
             if self._long_pause:  # an idle sampler: the running cell's first samples are not ~2 s away
                 self._wake.set()
             if not self._looked_for_pending:
@@ -296,12 +299,15 @@ class Recorder:
                 return
             ec = getattr(result, "execution_count", None)
             info = getattr(result, "info", None)
+            text = self._cell_text
             if ec is not None and self._ec_offset is None and getattr(info, "store_history", False):
                 self._ec_offset = _default_offset() + (ec - cell["execution_count"])
                 cell["execution_count"] = ec
+                text = None
             cell = {**cell, "finished": time.time(), "line": self._line}
             self._cell = cell
-            self.writer.write("cell", cell)
+            self._cell_text = None
+            self.writer.write("cell", cell if text is None else Encoded(_finished_text(text, cell["finished"], cell["line"])))
         except Exception:
             pass
 
@@ -520,6 +526,21 @@ def shared_file_maps(path: str = "/proc/self/maps") -> list[dict[str, Any]] | No
         except ValueError:
             continue
     return [{"path": p, "mapped_bytes": n} for p, n in seen.items()]
+
+
+_UNFINISHED = ',"finished":null,"cell_id":'
+
+
+def _finished_text(started: str, finished: float, line: int | None) -> str:
+    """Return the JSON of a cell's record once it finished, from the JSON written at its start.
+
+    Exactly ``encode`` of the finished record (``{**cell, "finished": ..., "line": ...}``: "finished" keeps its
+    place before "cell_id", "line" comes last), but the code, up to 48 KiB, is not encoded a second time. The
+    last ``,"finished":null,"cell_id":`` is the record's own: inside an encoded string every quote is escaped.
+    """
+    at = started.rindex(_UNFINISHED)
+    cell_id = started[at + len(',"finished":null') : -1]
+    return f'{started[:at]},"finished":{encode(finished)}{cell_id},"line":{encode(line)}}}'
 
 
 def _maps_may_have_changed(before: int | None, now: int | None) -> bool:
