@@ -118,7 +118,7 @@ class CellState:
     recursion: bool = False  # the main thread is deep in a recursion that grows memory
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
     threads_at_start: frozenset[int] = frozenset()  # threads alive before the cell: not its own
-    retouchable: int = 0  # freed heap handed back when it started, which malloc reuses unseen by the fence
+    retouchable: int | None = 0  # freed heap malloc reuses unseen by the fence (None: not asked yet, see tick)
     base_at_start: int = 0  # the forgiven untouched space when it started: below it, that heap is retaken
     retaking: bool = False  # it grew while taking that heap again (watchdog only)
     threaded: bool = False  # it started threads of its own (set by whoever started one, or seen at a tick)
@@ -458,13 +458,16 @@ class Guard:
             margin, cap = threaded_margins(limit, margin, self.settings.reserve_bytes)
             fraction = min(fraction, cap)
         self._meters.forgive = not threaded
-        if cell is not None and cell.retouchable:
+        if cell is not None and cell.retouchable != 0:
             # Only once the cell grows into space forgiven before it started: filling its own allocation
             # (`base * 2` near the limit) grows the same way but never below that, and must not be stopped.
             base_now = self._meters.untouched_base or 0
-            if not cell.retaking and base_now < cell.base_at_start - GROWTH_NOISE:
-                cell.retaking = sum(r > 0 for r in self._rates) >= 2
-            extra = retouch_margin(limit, min(cell.retouchable, base_now), cell.retaking)
+            if base_now < cell.base_at_start - GROWTH_NOISE:
+                if cell.retouchable is None:
+                    cell.retouchable = self._retouchable(cell.base_at_start)
+                if not cell.retaking:
+                    cell.retaking = sum(r > 0 for r in self._rates) >= 2
+            extra = retouch_margin(limit, min(cell.retouchable or 0, base_now), cell.retaking)
             if extra:
                 margin = max(margin, self._margin(limit) + extra)
         line = self._line(limit, margin, committed, now, fraction)
@@ -827,7 +830,9 @@ class Guard:
             best = tightest(self._candidates, reading, committed=True) or best
         usage = best[1] if best else 0
         limit = best[0].limit_bytes if best else 0
-        retouchable = self._retouchable(limit)
+        # Freed heap may be retaken unseen only where much was forgiven; how much malloc holds is asked
+        # once the cell starts retaking it (tick), not here: mallinfo2 at every cell's start cost ~25-200 us.
+        retouch = None if limit and (self._meters.untouched_base or 0) > limit // 16 else 0
         with self._lock:
             level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
             self._release_cell_states()
@@ -835,7 +840,7 @@ class Guard:
             self._next_recursion_check = 0.0  # the new cell's first growth is looked at at once
             self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
             self._cell.threads_at_start = frozenset(threadstop.alive())
-            self._cell.retouchable = retouchable
+            self._cell.retouchable = retouch
             self._cell.base_at_start = self._meters.untouched_base or 0
             if best and best[0].meter.startswith("cgroup:"):
                 plain = reading.meter(best[0].meter)
@@ -863,15 +868,14 @@ class Guard:
         free = malloc_free_bytes()
         return free is not None and free >= max(RETAKE_MIN, limit // 16)
 
-    def _retouchable(self, limit: int) -> int:
-        """Return how much freed heap, handed back, the starting cell may take again unseen (main thread).
+    @staticmethod
+    def _retouchable(base: int) -> int:
+        """Return how much freed heap, handed back, the running cell may still take again unseen (whoever ticks).
 
-        Asked only when the forgiven untouched space is over a sixteenth of the budget (mallinfo2 walks
-        every arena, ~0.15 ms): after ``import numpy`` it is mostly OpenBLAS's buffers, not malloc's.
+        Asked once a cell, when it first grows into the untouched space ``base`` forgiven at its start, and
+        only when that was over a sixteenth of the budget: after ``import numpy`` it is mostly OpenBLAS's
+        buffers, not malloc's. What malloc holds free by then is what is left to retake.
         """
-        base = self._meters.untouched_base or 0
-        if not limit or base <= limit // 16:
-            return 0
         free = malloc_free_bytes()
         retouchable = min(base, free) if free is not None else 0
         return retouchable if retouchable >= RETAKE_MIN else 0

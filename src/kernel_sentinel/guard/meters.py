@@ -12,6 +12,7 @@ import resource
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 
 from ..memory.linux import GroupMeter, StatmMeter, pread
 from .policy import MiB, Reading
@@ -240,7 +241,7 @@ class Meters:
 
     def rebase(self, quiet_seconds: float = 1.0) -> Reading:
         """Forget untouched address space taken so far (at a cell's start), unless it is still growing; return
-        the reading taken last (the caller's, so a cell's start reads the files once less).
+        the reading, as it stands once forgotten (one read: the files cost ~50 us each at every cell's start).
 
         Drops the pin of malloc_trim()'s pages and the last second's window. But while something allocates
         untouched memory right now (a thread left running by an interrupted cell), forgetting it would let
@@ -251,8 +252,8 @@ class Meters:
             return reading
         with self._read_lock:
             self.pinned = None
-            self.untouched_base = None
-        return self.read()
+            self.untouched_base = self._last_gap  # all of it forgiven: what a second read would have set
+        return replace(reading, untouched=0)
 
     def _lag_credit(self, directory: str, rss_before: int, rss_low: int, ws: int) -> int:
         """Return how much of the group's working set is memory we freed that it has not uncharged yet.

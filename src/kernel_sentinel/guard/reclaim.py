@@ -71,16 +71,18 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-def _libc_function(name: str, argtypes: list[Any], restype: Any) -> Any:
+def _libc_function(name: str, argtypes: list[Any], restype: Any, keep_gil: bool = False) -> Any:
     """Return the C library's function ``name`` with its signature set, None where there is none (not glibc).
 
     Looked up in the process's own symbols (``CDLL(None)``, as the supervisor and the checkpoint writer do):
     ``ctypes.util.find_library`` runs ldconfig, ~2-3 ms each time, on the kernel's start-up path.
+    ``keep_gil``: called through ``PyDLL``, for a call of microseconds made at a cell's start, where taking
+    the GIL back from ipykernel's busy IOPub thread costs far more than the call (see ``memory.linux.pread``).
     """
     if not sys.platform.startswith("linux"):
         return None
     try:
-        fn = getattr(ctypes.CDLL(None), name)
+        fn = getattr((ctypes.PyDLL if keep_gil else ctypes.CDLL)(None), name)
     except (OSError, AttributeError):  # musl has no malloc_trim, glibc before 2.33 no mallinfo2
         return None
     fn.argtypes = argtypes
@@ -90,14 +92,16 @@ def _libc_function(name: str, argtypes: list[Any], restype: Any) -> Any:
 
 # Loaded once at import: the guard's watchdog calls them from its tick, where a library lookup does not belong.
 _malloc_trim = _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
-_mallinfo2 = _libc_function("mallinfo2", [], _MallInfo2)
+# mallinfo2 takes ~25 us in a kernel; with the GIL given up, a cell's start waited a mean ~450 us for it back.
+# It never waits on Python: a thread holding an arena's lock is inside malloc, which does not take the GIL.
+_mallinfo2 = _libc_function("mallinfo2", [], _MallInfo2, keep_gil=True)
 
 
 def malloc_free_bytes() -> int | None:
     """Return the bytes glibc's arenas hold free (resident or handed back), None where it cannot say.
 
     malloc hands these out again without the address space (VmData) growing, so a cell reusing them is
-    unseen by the fence (~0.15 ms: it walks every arena's bins, so it is asked once per cell at most).
+    unseen by the fence (~25 us in a kernel: it walks every arena's bins, so it is asked once per cell at most).
     """
     if _mallinfo2 is None:
         return None
