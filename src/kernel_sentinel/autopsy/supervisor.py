@@ -158,6 +158,7 @@ class Supervisor:
         if not own_group:
             self._quietly(self._make_group)  # no group asked for: this only sweeps groups dead kernels left
         self._quietly(self._sweep_previous)
+        witness = self._renew_witness(witness, pid, oom_before, child_start, old_mask)
         while True:
             try:
                 _, status, usage = os.wait4(pid, 0)
@@ -193,7 +194,9 @@ class Supervisor:
 
     # -- the witness -------------------------------------------------------------------------------
 
-    def _start_witness(self, child: int, oom_before: int | None, child_start: int | None, mask: Any) -> int | None:
+    def _start_witness(
+        self, child: int, oom_before: int | None, child_start: int | None, mask: Any, replaces: int | None = None
+    ) -> int | None:
         """Fork a tiny witness in our process group; return the pipe end that tells it "all is recorded".
 
         jupyter_client's forced shutdown/restart SIGKILLs the whole process group: witness, supervisor and
@@ -205,11 +208,14 @@ class Supervisor:
             r, w = os.pipe()  # not inherited by the kernel: Python's fds are close-on-exec
             pid = os.fork()
         except OSError as exc:
-            print(f"kernel-sentinel: no witness ({exc}); a SIGKILLed supervisor will go unrecorded", file=sys.stderr)
+            if replaces is None:  # else the first witness stays
+                print(f"kernel-sentinel: no witness ({exc}); a SIGKILLed supervisor will go unrecorded", file=sys.stderr)
             return None
         if pid == 0:
             try:
                 os.close(w)
+                if replaces is not None:
+                    os.close(replaces)  # held open here, it would keep the first witness from ever seeing EOF
                 for sig in HANDLED:
                     signal.signal(sig, signal.SIG_IGN)  # interrupts are for the kernel
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -219,7 +225,9 @@ class Supervisor:
                     if not chunk:
                         break
                     seen += chunk
-                if b"D" not in seen:
+                    if b"R" in seen:
+                        break
+                if b"D" not in seen and b"R" not in seen:
                     self._witness_record(child, oom_before, child_start)
                     if self._limit:  # the supervisor was SIGKILLed: the kernel's group goes with it
                         self._limit.finish(self.home)
@@ -231,6 +239,36 @@ class Supervisor:
         self._witness_pid = pid
         self._quietly(lambda: self._note_witness(child, pid))
         return w
+
+    def _renew_witness(
+        self, old: int | None, child: int, oom_before: int | None, child_start: int | None, mask: Any
+    ) -> int | None:
+        """Return the pipe end of a witness forked now that the supervisor only waits; the first one leaves.
+
+        A forked witness shares the supervisor's pages until either writes one. The first is forked while the
+        kernel starts, so that a SIGKILLed supervisor is recorded from then on; the supervisor's chores after
+        it (the autopsy's imports, the store, the sweep) wrote most of its pages, each then copied, and that
+        witness came to hold ~4.4 MiB of its own in the kernel's memory group. One forked now holds ~X MiB.
+        The new one is forked first (were the fork refused, the first stays): a SIGKILL in the microseconds
+        between the two steps would leave both to record the death.
+        """
+        first_pid = self._witness_pid
+        if old is None or not first_pid:
+            return old
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)  # no handler may run in the child
+        try:
+            new = self._start_witness(child, oom_before, child_start, mask, replaces=old)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if new is None:
+            return old
+        try:
+            os.write(old, b"R")  # replaced: leave without recording
+            os.close(old)
+            os.waitpid(first_pid, 0)  # it leaves at once, and is reaped here
+        except (OSError, ChildProcessError):
+            pass
+        return new
 
     def _note_witness(self, child: int, witness: int) -> None:
         """Leave the witness's pid beside the flight record, so that a sweep waits for it."""
