@@ -3,9 +3,9 @@
 Two workloads, each run in a stock kernel and a sentinel kernel (guard on, checkpoints off), alternated,
 each kernel in its own fresh memory cgroup of the same size (at most 1 GiB: the project's safety rule):
 
-- one big allocation: ``np.ones`` of growing size (16 MiB steps, from 60% of the group), each touched and
-  dropped; usable = the largest that completed (stock: before the OOM kill; sentinel: before its
-  MemoryBudgetError);
+- one big allocation: ``np.ones`` of growing size (16 MiB steps, from 60% of the group, then refined to
+  2 MiB), each touched and dropped; usable = the largest that completed (stock: before the OOM kill;
+  sentinel: before its MemoryBudgetError);
 - gradual growth: a loop appending 4 MiB arrays, writing its count to a file after each; usable = what it
   held when it was stopped (stock: killed, the file says how far it got).
 
@@ -44,18 +44,33 @@ def _kernel(kind: str, limit: int) -> KernelHarness:
 
 
 def one_big_allocation(kind: str, limit: int) -> int:
-    """Return the largest single touched allocation that completed, in bytes."""
+    """Return the largest single touched allocation that completed, in bytes, to within 2 MiB.
+
+    16 MiB steps from 60% of the group, then halving the step between the last size that completed and
+    the first that did not; a kernel that died (stock) is replaced by a fresh one for the next try.
+    """
     h = _kernel(kind, limit)
     try:
         assert h.run("import numpy as np").ok
+
+        def fits(size: int) -> bool:
+            nonlocal h
+            if not h.alive:
+                h.close()
+                h = _kernel(kind, limit)
+                assert h.run("import numpy as np").ok
+            return h.run(f"a = np.ones({size // 8}); a[-1] = 2.0; del a", timeout=120).ok
+
         best = 0
         size = int(limit * 0.6) // (16 * MiB) * 16 * MiB
-        while size < limit:
-            res = h.run(f"a = np.ones({size // 8}); a[-1] = 2.0; del a", timeout=120)
-            if not res.ok:
-                break
+        while size < limit and fits(size):
             best = size
             size += 16 * MiB
+        step = 8 * MiB
+        while step >= 2 * MiB and best:
+            if best + step < limit and fits(best + step):
+                best += step
+            step //= 2
         return best
     finally:
         h.close()
