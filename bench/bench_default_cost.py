@@ -30,6 +30,7 @@ imported are printed: to measure a commit while others edit the tree, put a ``gi
 ``PYTHONPATH``.
 
     .venv/bin/python bench/bench_default_cost.py [--rounds 7] [--lifecycle 5] [--restarts 3] [--sentinel-env NAME=VALUE]
+        [--limit 1G]   # each kernel in its own memory cgroup, as in a container
 
 Targets (issue 11): CPU ratio median <= 1.03, trivial cell <= +1 ms, ready/shutdown/restart <= +0.1 s, RSS
 <= +5 MiB.
@@ -48,6 +49,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from kernel_harness import STOCK_ARGV, KernelHarness  # noqa: E402
+
+from kernel_sentinel.sizes import parse_size  # noqa: E402
 
 SENTINEL_ARGV = [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"]
 SPECS = {
@@ -75,7 +78,7 @@ CELLS: list[tuple[str, str]] = [
     ("matmul_listcomp", "m = rng.random((300, 300))\nfor _ in range(20):\n    m = (m @ m.T) / 300.0\n"
                         "s = [x * 2 for x in range(300_000)]"),
     ("long", "t = 0\nfor i in range(3_000_000):\n    t += i % 7"),
-    *[(f"trivial", "x = list(range(1000))")] * 15,
+    *[("trivial", "x = list(range(1000))")] * 15,
 ]
 
 
@@ -376,7 +379,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=3, help="restart pairs within each lifecycle pair")
     parser.add_argument("--sentinel-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the sentinel kernel (e.g. KERNEL_SENTINEL_CHECKPOINT=off)")
+    parser.add_argument("--limit", default=None, metavar="SIZE",
+                        help="run each kernel in its own memory cgroup of SIZE (at most 1G), as in a container: "
+                        "the guard then reads the group's files at every cell's start and end")
     args = parser.parse_args(argv)
+    limit = parse_size(args.limit) if args.limit else None
+    if limit is not None and limit > 1 << 30:
+        print("--limit: at most 1G (the project's rule for memory groups)", file=sys.stderr)
+        return 64
     extra = dict(item.split("=", 1) for item in args.sentinel_env)
     compile_package()
     with tempfile.TemporaryDirectory() as tmp:
@@ -391,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
             count[0] += 1
             workdir = Path(tmp) / f"{name}{count[0]}"
             workdir.mkdir()
-            return KernelHarness(workdir, kernelspec=SPECS[name], env=envs[name])
+            return KernelHarness(workdir, kernelspec=SPECS[name], env=envs[name], limit_bytes=limit)
 
-        print(f"sentinel kernel env: {extra or 'default (everything on)'}", flush=True)
+        print(f"sentinel kernel env: {extra or 'default (everything on)'}; "
+              f"{f'each kernel in a memory cgroup of {args.limit}' if limit else 'no memory cgroup'}", flush=True)
         life: dict[str, dict[str, list[float]]] = {n: {what: [] for what in LIFECYCLE} for n in SPECS}
         for i in range(args.lifecycle):
             order = ("stock", "sentinel") if i % 2 == 0 else ("sentinel", "stock")
