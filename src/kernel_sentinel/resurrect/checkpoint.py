@@ -136,35 +136,42 @@ class CellTracker:
     def __init__(self) -> None:
         self.cells: dict[str, list[dict[str, Any]]] = {}
         self._before: dict[str, int] = {}  # the user's names (no leading "_") -> id of their object
-        self._keys: set[str] = set()  # every name the namespace held at the last pass, "_" ones included
+        self._names: list[str] = []  # the namespace's names at the last pass, in its order ("_" ones included)
 
     def before(self, ns: dict[str, Any]) -> None:
-        self._keys = set(ns)
+        self._names = list(ns)
         self._before = {k: id(v) for k, v in ns.items() if not k.startswith("_")}
 
     def after(self, ns: dict[str, Any], execution_count: int | None, code: str) -> None:
         # IPython adds a name per cell (``_i<N>``, and ``_<N>`` per output), so most of a long session's
-        # namespace is names we skip. What a walk of the whole namespace found is found here with the loops
-        # in C: the names new since the last pass (a key-set difference), and the user's names seen then
-        # whose object changed (their ids now beside those then); only those few are looked at in Python.
-        # After 300 cells ~55 -> ~16 us a cell with 20 user names, ~110 -> ~55 us with 200.
-        keys = set(ns)
-        fresh = keys.difference(self._keys)
+        # namespace is names we skip; between two cells they are out of the CPU's caches, and each one looked
+        # at costs a miss or two. What a walk of the whole namespace found is found here with one listing of
+        # the names (in C) and no set of them: a dict keeps its order, so when the names of the last pass
+        # come first, unchanged, the new ones are those after them (else a name was deleted: a set difference
+        # finds them). The user's names seen then whose object changed are found in C too (their ids now
+        # beside those then); only those few are looked at in Python.
+        names = list(ns)
+        seen = self._names
+        fresh = names[len(seen):] if names[: len(seen)] == seen else set(names).difference(seen)
         before = self._before
         ids = list(map(id, map(ns.get, before, repeat(_GONE))))  # id(_GONE) where the name went
         now = dict(zip(before, ids))
+        gone: list[str] = []
         for name in chain(compress(before, map(ne, before.values(), ids)), fresh):
             if name.startswith("_"):
                 continue
             value = ns.get(name, _GONE)
-            if value is _GONE:  # deleted (maybe since ``set(ns)``): a name bound again later is new then
-                keys.discard(name)
+            if value is _GONE:
+                gone.append(name)
                 now.pop(name, None)
                 continue
             key = now[name] = id(value)
             if before.get(name) != key:
                 self.cells[name] = [{"execution_count": execution_count, "code": code}]
-        self._keys = keys
+        if gone and not set(gone).isdisjoint(names):  # deleted since we listed it: a name bound again later is new
+            dropped = set(gone)
+            names = [n for n in names if n not in dropped]
+        self._names = names
         self._before = now
 
     def cells_for(self, name: str, history: list[str] | None) -> list[dict[str, Any]]:
@@ -439,6 +446,7 @@ class Checkpointer:
         self._armed = False  # the scheduler sleeps with a timeout (it will look again by itself): no wake needed
         self._stop_event = threading.Event()
         self._scheduler: threading.Thread | None = None
+        self._looping = False  # the scheduler thread is inside its loop: set and cleared by that thread alone
         self.offer: Callable[[], str | None] | None = None  # the extension sets the after-a-death restore offer
 
     # -- hooks (main thread) -----------------------------------------------------------------------
@@ -573,6 +581,8 @@ class Checkpointer:
     # -- the scheduler thread ----------------------------------------------------------------------
 
     def _ensure_scheduler(self) -> None:
+        if self._looping:  # inside its loop, so alive: Thread.is_alive() (three calls and a lock) not asked each cell
+            return
         if self._scheduler is not None and self._scheduler.is_alive():
             return
         self._stop_event.clear()
@@ -585,6 +595,14 @@ class Checkpointer:
 
     def _schedule(self) -> None:
         """Loop of the scheduler thread: reap writers, start a checkpoint once the kernel is idle, run a thread job."""
+        self._looping = True
+        try:
+            self._loop()
+        finally:
+            self._looping = False
+
+    def _loop(self) -> None:
+        """Run the scheduler until ``close`` stops it; a failed tick is noted in status and the loop goes on."""
         while not self._stop_event.is_set():
             try:
                 timeout = self._tick()
