@@ -63,10 +63,16 @@ def encode(data: Any) -> str:
     return "".join(_C_ENCODE(data, 0))
 
 
-class Encoded(str):
-    """JSON text already encoded (``encode``) for ``FlightWriter.write``: a hook that has it need not encode twice."""
+class Encoded:
+    """JSON text already encoded (``encode``) for ``FlightWriter.write``: a hook that has it need not encode twice.
 
-    __slots__ = ()
+    A holder, not a ``str`` subclass: making one of those copies the text (a cell's code, up to 48 KiB).
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def flight_dir(home: str | os.PathLike[str], kernel_id: str) -> Path:
@@ -98,7 +104,7 @@ class FlightWriter:
     def write(self, region: str, data: dict[str, Any] | Encoded) -> bool:
         """Write ``data`` (a dict, or its JSON text as ``Encoded``) as the newest record of ``region``; return False
         if it did not fit or failed."""
-        payload = (data if type(data) is Encoded else encode(data)).encode("utf-8", "replace")
+        payload = (data.text if type(data) is Encoded else encode(data)).encode("utf-8", "replace")
         size = REGIONS[region]
         if len(payload) + _HEAD.size > size:
             return False

@@ -540,7 +540,10 @@ def _finished_text(started: str, finished: float, line: int | None) -> str:
     """
     at = started.rindex(_UNFINISHED)
     cell_id = started[at + len(',"finished":null') : -1]
-    return f'{started[:at]},"finished":{encode(finished)}{cell_id},"line":{encode(line)}}}'
+    # what encode gives for a finite float, an int and None, without a call to the encoder for each
+    end = repr(finished) if type(finished) is float and finished - finished == 0 else encode(finished)
+    at_line = "null" if line is None else repr(line) if type(line) is int else encode(line)
+    return f'{started[:at]},"finished":{end}{cell_id},"line":{at_line}}}'
 
 
 def _maps_may_have_changed(before: int | None, now: int | None) -> bool:
