@@ -148,6 +148,33 @@ def test_the_tracker_looks_only_at_new_and_rebound_names_and_names_what_a_whole_
     assert "_" not in tracker.cells and "_401" not in tracker.cells
 
 
+class _CountingNamespace(dict):
+    """A namespace that counts which names are looked up, and refuses to hand out all its values at once."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.looked_up: list[str] = []
+
+    def get(self, key, default=None):  # type: ignore[override]
+        self.looked_up.append(key)
+        return super().get(key, default)
+
+    def items(self):  # type: ignore[override]
+        raise AssertionError("the whole namespace was walked")
+
+
+def test_the_tracker_looks_up_only_the_users_names_and_the_new_ones() -> None:
+    ns = _CountingNamespace({f"_i{n}": f"x = {n}" for n in range(1, 1000)})
+    dict.update(ns, {"a": 1, "b": 2})
+    tracker = CellTracker()
+    dict.__setitem__(ns, "_i1000", "c = 3")
+    tracker.before(dict(ns))
+    dict.update(ns, {"_i1001": "c = 3", "c": 3, "_1001": 3})
+    tracker.after(ns, 1001, "c = 3")
+    assert tracker.cells == {"c": [{"execution_count": 1001, "code": "c = 3"}]}
+    assert sorted(ns.looked_up) == ["a", "b", "c"]  # not the 1,000 names of IPython's history
+
+
 def test_cells_back_to_back_do_not_wake_an_armed_scheduler_and_it_still_checkpoints_alone(tmp_path: Path) -> None:
     ns: dict = {"v": 0}
     # the idle moment asked for is long (5 s): the scheduler's timeout cannot end between two of the cells below
