@@ -98,7 +98,7 @@ def test_the_recorders_cell_records_are_the_json_of_its_cell_dict(tmp_path):
     encoder = json.JSONEncoder(separators=(",", ":"), default=str)
     codes = ['x = 1', 'print("finished":null,"cell_id":"x")', '"""\\n\\t\x00 é ☃ 𝄞 \\\\"""', ',"finished":null,"cell_id":',
              "y = 2\n" * (CODE_LIMIT // 3), ""]
-    cell_ids = [None, "abc", 'a"b,"finished":null,"cell_id":', 7]
+    cell_ids = [None, "abc", 'a"b,"finished":null,"cell_id":', 7, {"x": 1, "finished": None, "cell_id": [None]}]
     for n, code in enumerate(codes * 2):
         info = type("Info", (), {"raw_cell": code, "store_history": n % 2 == 0, "cell_id": cell_ids[n % len(cell_ids)]})()
         rec._pre_run_cell(info)

@@ -307,7 +307,9 @@ class Recorder:
             cell = {**cell, "finished": time.time(), "line": self._line}
             self._cell = cell
             self._cell_text = None
-            self.writer.write("cell", cell if text is None else Encoded(_finished_text(text, cell["finished"], cell["line"])))
+            if text is not None:
+                text = _finished_text(text, cell["finished"], cell["line"], cell["cell_id"])
+            self.writer.write("cell", cell if text is None else Encoded(text))
         except Exception:
             pass
 
@@ -531,19 +533,22 @@ def shared_file_maps(path: str = "/proc/self/maps") -> list[dict[str, Any]] | No
 _UNFINISHED = ',"finished":null,"cell_id":'
 
 
-def _finished_text(started: str, finished: float, line: int | None) -> str:
-    """Return the JSON of a cell's record once it finished, from the JSON written at its start.
+def _finished_text(started: str, finished: float, line: int | None, cell_id: Any) -> str | None:
+    """Return the JSON of a cell's record once it finished, from the JSON written at its start (None: encode it).
 
     Exactly ``encode`` of the finished record (``{**cell, "finished": ..., "line": ...}``: "finished" keeps its
     place before "cell_id", "line" comes last), but the code, up to 48 KiB, is not encoded a second time. The
-    last ``,"finished":null,"cell_id":`` is the record's own: inside an encoded string every quote is escaped.
+    start's text ends with ``,"finished":null,"cell_id":<its cell id>}``: that end is cut where it begins, found
+    by length (a cell id, which a frontend may send as any JSON, could hold those words itself).
     """
-    at = started.rindex(_UNFINISHED)
-    cell_id = started[at + len(',"finished":null') : -1]
+    cid = "null" if cell_id is None else encode(cell_id)
+    tail = f"{_UNFINISHED}{cid}}}"
+    if not started.endswith(tail):
+        return None
     # what encode gives for a finite float, an int and None, without a call to the encoder for each
     end = repr(finished) if type(finished) is float and finished - finished == 0 else encode(finished)
     at_line = "null" if line is None else repr(line) if type(line) is int else encode(line)
-    return f'{started[:at]},"finished":{end}{cell_id},"line":{at_line}}}'
+    return f'{started[: len(started) - len(tail)]},"finished":{end},"cell_id":{cid},"line":{at_line}}}'
 
 
 def _maps_may_have_changed(before: int | None, now: int | None) -> bool:
