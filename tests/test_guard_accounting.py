@@ -68,6 +68,28 @@ def test_one_big_allocation_near_the_limit_completes(kernel):
         assert k.alive and k.oom_kills() == 0, name
 
 
+def test_one_allocation_between_the_interrupt_line_and_the_fence_completes(kernel):
+    # The line keeps THREAD_ROOM (16 MiB) below the fence against a loop's growth. One np.ones that the fence let
+    # through and that lands between the two was stopped once filled ("grew memory use to 990 MiB"): a
+    # MemoryBudgetError where stock completes it, with ~50 MiB of the group still free. Sized from the
+    # guard's own figures to land 4 MiB over the line (the fence is 16 MiB above it; filling the array adds a
+    # few MiB of page tables and the like); the same size in stock.
+    sentinel = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=ISOLATE)
+    assert sentinel.run("import numpy as np\nimport time\ntime.sleep(0.5)").ok
+    st = sentinel.value(f"{GUARD}.status()")
+    size = st["interrupt_at_bytes"] + 4 * MiB - st["usage_bytes"]
+    assert 800 * MiB < size < GiB, st
+    cell = f"a = np.ones({size // 8})\na[-1] = 2.0\nfloat(a[-1])"
+    for name, k in (("sentinel", sentinel), ("stock", kernel(limit_bytes=GiB, env=ISOLATE))):
+        if name == "stock":
+            assert k.run("import numpy as np").ok
+        for round in range(3):
+            res = k.run(cell)
+            assert res.ok, (name, round, size >> 20, st, res.text()[-1500:])
+            assert k.run("del a").ok
+        assert k.alive and k.oom_kills() == 0, name
+
+
 @pytest.mark.parametrize("limit", [256 * MiB, 384 * MiB])
 def test_the_data_science_stack_imports_in_a_small_group(kernel, limit):
     for name, k in both(kernel, limit):

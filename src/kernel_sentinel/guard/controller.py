@@ -122,6 +122,9 @@ class CellState:
     base_at_start: int = 0  # the forgiven untouched space when it started: below it, that heap is retaken
     retaking: bool = False  # it grew while taking that heap again (watchdog only)
     threaded: bool = False  # it started threads of its own (set by whoever started one, or seen at a tick)
+    step_over: int | None = None  # committed memory once one step that stopped took it over its level (tick)
+    rate_mark: int = 0  # the guard's count of growth rates when it started
+    step_strikes: int = 0  # ticks in a row that saw it past that step (tick)
 
 
 def running_threads() -> int:
@@ -176,6 +179,7 @@ class Guard:
         self._next_recursion_check = 0.0
         self._raised_at = 0.0  # when the signal handler last raised the guard's interrupt
         self._rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # committed growth (bytes/s) over the last ticks
+        self._rate_samples = 0  # how many rates were taken so far (a cell's own are those since its start)
         self._last_tick_at = 0.0
         self._rate_anchor = (0.0, 0)  # (when, committed) the growth sample being measured started from
         self._stall = 0.0  # how late ticks come, smoothed (GIL stalls on a busy machine)
@@ -406,9 +410,11 @@ class Guard:
             if delta > GROWTH_NOISE:
                 self._rates = (*self._rates[1:], delta / span)
                 self._rate_anchor = (now, committed)
+                self._rate_samples += 1
             elif span >= RATE_SECONDS or delta < -GROWTH_NOISE:
                 self._rates = (*self._rates[1:], 0.0)
                 self._rate_anchor = (now, committed)
+                self._rate_samples += 1
         reaction = self.settings.poll_interval + self._stall + DELIVERY_SECONDS
         self.reaction_seconds = reaction
         return interrupt_line(limit, margin, growth_lead(self._rates, reaction), fraction)
@@ -505,6 +511,10 @@ class Guard:
                 # Committed memory (in use plus taken-but-untouched) is judged, so a big allocation the fence
                 # let through and that is being filled is not growth; the line is lowered by sustained growth.
                 over = self._over(reading, committed_best, level, stuck, now)
+                if committed >= level and cell.step_over is None:
+                    self._note_step(cell, committed)
+                if over and self._one_step_fits(cell, committed, limit - margin, threaded or foreign or stuck):
+                    over = False
                 if over and self._ceiling is None and self._trim_first(now):
                     # malloc gave its cache of freed memory back to the OS: judge again, at once
                     reading, best, fence_headroom, over = self._judge_again(best, level, stuck, now)
@@ -613,6 +623,36 @@ class Guard:
                 self._reserved_since = now
             return now - self._reserved_since >= SETTLED_SECONDS
         return True
+
+    def _note_step(self, cell: CellState, committed: int) -> None:
+        """Remember where the cell's committed memory first crossed its level, if one step took it there (watchdog).
+
+        Not a loop: growth in each of the cell's last three growth samples (a step and the noise of its filling
+        make two; the steps of cells before, each one allocation, are no loop).
+        """
+        own = self._rate_samples - cell.rate_mark
+        if not (own >= len(self._rates) and sustained_rate(self._rates) > 0):
+            cell.step_over = committed
+
+    def _one_step_fits(self, cell: CellState, committed: int, fence_at: int, unseen: bool) -> bool:
+        """Return True while a cell is over its level by one step that stopped, with room left (watchdog).
+
+        One allocation the fence let through (``np.ones`` of 93-96% of a 1 GiB group) lands between the
+        interrupt line and the fence: stopped once filled, it was a MemoryBudgetError where stock completes
+        it. The line keeps ``THREAD_ROOM`` for the kernel's own threads below the fence against a loop's
+        growth; a cell that stays within that step (filling it: untouched space forgiven while it is filled
+        then shows as growth) and leaves them ``LAST_ROOM`` is let be. Not once the cell grows past the step
+        (two ticks in a row), was interrupted, or runs threads or children that grow unseen (``unseen``).
+        """
+        if unseen or cell.interrupts or cell.recursion or cell.step_over is None:
+            return False
+        if fence_at - committed >= LAST_ROOM and committed <= cell.step_over + 2 * GROWTH_NOISE:
+            cell.step_strikes = 0
+            return True
+        # Twice in a row: one reading taken while a fill runs counts the pages touched between its reads
+        # twice (the fence's safe side), 30 MiB once at ~3 GB/s.
+        cell.step_strikes += 1
+        return cell.step_strikes < 2
 
     def _cell_threads_run(self) -> bool:
         """Return True while threads beyond the kernel's own (ipykernel's and the guard's) run: cells started them."""
@@ -840,6 +880,7 @@ class Guard:
             self._next_recursion_check = 0.0  # the new cell's first growth is looked at at once
             self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
             self._cell.threads_at_start = frozenset(threadstop.alive())
+            self._cell.rate_mark = self._rate_samples
             self._cell.retouchable = retouch
             self._cell.base_at_start = self._meters.untouched_base or 0
             if best and best[0].meter.startswith("cgroup:"):
