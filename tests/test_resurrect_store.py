@@ -382,6 +382,30 @@ def test_a_thread_writer_gives_up_when_a_cell_starts(tmp_path: Path) -> None:
     assert not list(BlobStore(cp.store.dir).manifests())
 
 
+def test_a_thread_writer_lets_go_of_a_big_array_within_a_chunk_when_a_cell_starts() -> None:
+    # The thread writer holds what it writes: a cell's `del` of a 560 MiB array freed nothing until the whole
+    # blob was on disk, and the next cell was refused memory a stock kernel had (the guard's soak). It gave up
+    # only between objects; now between 32 MiB chunks of a buffer too, leaving no blob and no temp file.
+    size = 160 << 20
+    ns: dict = {"big": np.ones(size // 8)}
+    cp = _checkpointer(ns, writer="thread")
+    store = BlobStore(cp.store.dir)
+    started = []
+
+    def cancelled() -> bool:  # the user's next cell starts once the blob's first chunk is being written
+        if not started and list(store.dir.rglob("*.tmp")):
+            started.append(1)
+            cp.pre_run_cell(None)
+        return cp._thread.cancelled()
+
+    cp._thread.start(lambda: write_checkpoint(_capture(cp), None, cancelled=cancelled))
+    result = cp._thread.wait()
+    assert started and result["status"] == "cancelled", result
+    assert result["bytes_written"] < size // 2, result  # not the whole blob first
+    assert not list(store.dir.rglob("*.tmp")) and not list(store.manifests())
+    assert not [p for p in store.dir.rglob("*") if p.is_file() and p.stat().st_size >= size // 2]
+
+
 def _capture(cp: Checkpointer):
     from kernel_sentinel.resurrect.checkpoint import Capture
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..identity import home_dir
-from .detect import blob_size
+from .detect import Cancelled, blob_size
 
 MANIFEST_VERSION = 1
 _WRITE_CHUNK = 32 << 20  # fsync + drop from page cache every 32 MiB: dirty cache counts against the cgroup
@@ -99,10 +99,11 @@ class BlobStore:
         except OSError:
             return False
 
-    def write_blob(self, bid: str, data: Any) -> int:
+    def write_blob(self, bid: str, data: Any, cancelled: Any = None) -> int:
         """Write ``data`` (a buffer, or a spilled temp file's Path, moved) under its id unless already there.
 
-        Returns the bytes written (0 if the blob was already there).
+        Returns the bytes written (0 if the blob was already there). ``cancelled()`` (the thread writer's) is
+        asked before each 32 MiB of a buffer: when it says so, ``Cancelled`` is raised and nothing is left.
         """
         if self.has_blob(bid):
             return 0
@@ -118,7 +119,7 @@ class BlobStore:
             os.replace(data, path)
             return blob_size(bid)
         view = memoryview(data).cast("B")
-        _atomic_write(path, view)
+        _atomic_write(path, view, cancelled)
         return view.nbytes
 
     def read_blob(self, bid: str) -> Any:
@@ -315,14 +316,21 @@ def private_dirs(path: Path) -> None:
         folder.mkdir(mode=0o700, exist_ok=True)
 
 
-def _atomic_write(path: Path, view: memoryview | bytes) -> None:
-    """Write ``view`` to ``path`` so a reader sees all of it or nothing: temp, fsync, rename, fsync dir."""
+def _atomic_write(path: Path, view: memoryview | bytes, cancelled: Any = None) -> None:
+    """Write ``view`` to ``path`` so a reader sees all of it or nothing: temp, fsync, rename, fsync dir.
+
+    ``cancelled()`` is asked before each chunk: a thread writer holds the object it writes, so a cell's
+    ``del`` of a 560 MiB array freed nothing until its blob was on disk, and the next cell was refused memory
+    a stock kernel had (the guard's soak). ``Cancelled`` is raised, the temp file removed.
+    """
     view = memoryview(view).cast("B")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         done = 0
         while done < view.nbytes:
+            if cancelled is not None and cancelled():
+                raise Cancelled
             end = min(done + _WRITE_CHUNK, view.nbytes)
             while done < end:
                 done += os.write(fd, view[done:end])

@@ -195,8 +195,9 @@ def write_checkpoint(
 ) -> dict[str, Any]:
     """Write one checkpoint (runs in the writer); return a JSON-able result: status, bytes, notes.
 
-    ``cancelled`` (the thread writer's): asked between objects; when it says so, stop with status
-    "cancelled" and write no manifest (a cell started and may be changing the objects).
+    ``cancelled`` (the thread writer's): asked between objects, pickle frames and 32 MiB of a big buffer's
+    write; when it says so, stop with status "cancelled" and write no manifest (a cell started and may be
+    changing the objects, or deleting them: held here, they are not freed).
 
     Only blobs not already stored are written; when nothing at all changed since ``previous`` (the last
     manifest this kernel wrote), no manifest is written either.
@@ -250,7 +251,14 @@ def write_checkpoint(
                             "notes": [f"checkpoints stopped: {format_bytes(free)} free on the disk of {store.dir}, "
                                       f"the checkpoint needs {format_bytes(size)} more and "
                                       f"{format_bytes(capture.disk_reserve)} must stay free"]}
-                written += store.write_blob(bid, data)
+                try:
+                    written += store.write_blob(bid, data, cancelled)
+                except Cancelled:  # between chunks of a big buffer: let go of the objects now
+                    _discard_spilled(pending[i:])
+                    for later in parts_list[n + 1:]:
+                        later.discard()
+                    return {"status": "cancelled", "bytes_written": written, "seconds": time.monotonic() - started,
+                            "notes": []}
             inbands.append(parts.inband_id)
             buffers.extend(part_buffers)
             held.update(parts.refs)
