@@ -14,8 +14,10 @@ Which thread may touch what (the code obeys this; "lock" is ``Guard._lock``):
 thread                 may touch
 =====================  ===========================================================================
 any                    the meters (``Meters.read`` has its own lock)
-watchdog (``tick``)    candidates, ``_state``, growth rates, the fence (``Fence`` has its own
-                       lock), the thread-stops (``_stopping``, ``threads_stopped``); under the lock:
+watchdog (``tick``)    candidates, ``_state``, growth rates (and ``_rate_samples``), the fence (``Fence``
+                       has its own lock), the thread-stops (``_stopping``, ``threads_stopped``), the running
+                       cell's notes ``retouchable``/``retaking``/``step_over``/``step_strikes`` (plain
+                       writes: only whoever ticks writes them once the cell started); under the lock:
                        ``_cell`` (peak), ``_ceiling``, ``_pending``, ``_sent``, ``_no_room_since``; the
                        reserve only through ``_retake_reserve_if_room`` under the lock and never while
                        ``_handling`` or ``_hold`` is set
