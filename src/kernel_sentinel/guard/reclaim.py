@@ -20,6 +20,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..memory.linux import libc_function
+
 _CO_OPTIMIZED = 0x1
 
 
@@ -71,30 +73,12 @@ class _MallInfo2(ctypes.Structure):
     ]
 
 
-def _libc_function(name: str, argtypes: list[Any], restype: Any, keep_gil: bool = False) -> Any:
-    """Return the C library's function ``name`` with its signature set, None where there is none (not glibc).
-
-    Looked up in the process's own symbols (``CDLL(None)``, as the supervisor and the checkpoint writer do):
-    ``ctypes.util.find_library`` runs ldconfig, ~2-3 ms each time, on the kernel's start-up path.
-    ``keep_gil``: called through ``PyDLL``, for a call of microseconds made at a cell's start, where taking
-    the GIL back from ipykernel's busy IOPub thread costs far more than the call (see ``memory.linux.pread``).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = getattr((ctypes.PyDLL if keep_gil else ctypes.CDLL)(None), name)
-    except (OSError, AttributeError):  # musl has no malloc_trim, glibc before 2.33 no mallinfo2
-        return None
-    fn.argtypes = argtypes
-    fn.restype = restype
-    return fn
-
-
 # Loaded once at import: the guard's watchdog calls them from its tick, where a library lookup does not belong.
-_malloc_trim = _libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+_LINUX = sys.platform.startswith("linux")
+_malloc_trim = libc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int) if _LINUX else None
 # mallinfo2 takes ~25 us in a kernel; with the GIL given up, a cell's start waited a mean ~450 us for it back.
 # It never waits on Python: a thread holding an arena's lock is inside malloc, which does not take the GIL.
-_mallinfo2 = _libc_function("mallinfo2", [], _MallInfo2, keep_gil=True)
+_mallinfo2 = libc_function("mallinfo2", [], _MallInfo2, keep_gil=True) if _LINUX else None
 
 
 def malloc_free_bytes() -> int | None:

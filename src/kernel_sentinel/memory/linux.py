@@ -9,25 +9,33 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import Any
 
 from .parse import parse_reclaimable
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def _gil_libc(name: str) -> object | None:
-    """Return libc's pread or pwrite called through ``ctypes.PyDLL`` (which keeps the GIL), None where there is none."""
+def libc_function(name: str, argtypes: Any, restype: Any, *, keep_gil: bool = False, use_errno: bool = False) -> Any:
+    """Return the C library's function ``name`` with its signature set, None where there is none.
+
+    Looked up in the process's own symbols (``CDLL(None)``, as the supervisor and the checkpoint writer do):
+    ``ctypes.util.find_library`` runs ldconfig, ~2-3 ms each time, on the kernel's start-up path. ``keep_gil``:
+    called through ``PyDLL``, for calls of microseconds that never wait on another Python thread, where taking
+    the GIL back from a busy thread costs far more than the call (see ``pread``).
+    """
     try:
-        fn = getattr(ctypes.PyDLL(None, use_errno=True), name)
-    except (OSError, AttributeError):
+        fn = getattr((ctypes.PyDLL if keep_gil else ctypes.CDLL)(None, use_errno=use_errno), name)
+    except (OSError, AttributeError):  # musl has no malloc_trim, glibc before 2.33 no mallinfo2
         return None
-    fn.restype = ctypes.c_ssize_t
-    fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long)
+    fn.argtypes = argtypes
+    fn.restype = restype
     return fn
 
 
-_PREAD = _gil_libc("pread")
-_PWRITE = _gil_libc("pwrite")
+_IO = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long)
+_PREAD = libc_function("pread", _IO, ctypes.c_ssize_t, keep_gil=True, use_errno=True)
+_PWRITE = libc_function("pwrite", _IO, ctypes.c_ssize_t, keep_gil=True, use_errno=True)
 
 
 def pread(fd: int, size: int) -> bytes:
