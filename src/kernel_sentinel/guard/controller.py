@@ -409,12 +409,8 @@ class Guard:
             self._rate_anchor = (now, committed)
         else:
             delta = committed - start
-            if delta > GROWTH_NOISE:
-                self._rates = (*self._rates[1:], delta / span)
-                self._rate_anchor = (now, committed)
-                self._rate_samples += 1
-            elif span >= RATE_SECONDS or delta < -GROWTH_NOISE:
-                self._rates = (*self._rates[1:], 0.0)
+            if delta > GROWTH_NOISE or span >= RATE_SECONDS or delta < -GROWTH_NOISE:
+                self._rates = (*self._rates[1:], delta / span if delta > GROWTH_NOISE else 0.0)
                 self._rate_anchor = (now, committed)
                 self._rate_samples += 1
         reaction = self.settings.poll_interval + self._stall + DELIVERY_SECONDS
