@@ -410,8 +410,16 @@ class KernelLimit:
             return (os.path.dirname(g.directory.rstrip("/")), g.version, g.path or g.directory)
         return (g.directory, g.version, g.path or g.directory)
 
-    def finish(self, home: Path) -> None:
-        """Remove the group now that the kernel has ended (kept, for a later sweep, while processes remain)."""
+    def finish(self, home: Path, wait: float = 0.0) -> None:
+        """Remove the group now that the kernel has ended (kept, for a later sweep, while processes remain).
+
+        ``wait``: seconds to let processes leave first. The witness's kernel is an orphan that init reaps on its
+        own time, and until then it still counts in the group (a witness quick to record found it there and
+        left the group behind, 1 run in 2); the supervisor has reaped its own kernel already.
+        """
+        deadline = time.monotonic() + wait
+        while self.group is not None and self.group.pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
         if self.group is not None and not self.group.remove(home):
             os.write(2, f"kernel-sentinel: {self.group.directory} still holds processes; a later start removes it\n".encode())
 

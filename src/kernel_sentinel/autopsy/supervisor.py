@@ -230,7 +230,7 @@ class Supervisor:
                 if b"D" not in seen and b"R" not in seen:
                     self._witness_record(child, oom_before, child_start)
                     if self._limit:  # the supervisor was SIGKILLed: the kernel's group goes with it
-                        self._finish_group_when_empty()
+                        self._limit.finish(self.home, wait=5.0)  # once init has reaped the orphaned kernel
             except BaseException:
                 pass
             finally:
@@ -239,19 +239,6 @@ class Supervisor:
         self._witness_pid = pid
         self._quietly(lambda: self._note_witness(child, pid))
         return w
-
-    def _finish_group_when_empty(self, seconds: float = 5.0) -> None:
-        """Remove the kernel's group once the dead kernel has left it (the witness, after its record).
-
-        The orphaned kernel is reaped by init on its own time, and until then it still counts in the group: a
-        witness quick to record (one forked once the autopsy was imported) found it there and left the group
-        behind, 1 run in 2.
-        """
-        group = getattr(self._limit, "group", None)
-        deadline = time.monotonic() + seconds
-        while group is not None and getattr(group, "directory", None) and group.pids() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        self._limit.finish(self.home)
 
     def _renew_witness(
         self, old: int | None, child: int, oom_before: int | None, child_start: int | None, mask: Any
