@@ -222,7 +222,7 @@ def write_checkpoint(
                 if chunkable(group.obj) else None
             parts_list = chunks if chunks is not None else [serialize(group.obj, spill_dir=spill, refs=refs, cancelled=cancelled)]
         except Cancelled:
-            return {"status": "cancelled", "bytes_written": written, "seconds": time.monotonic() - started, "notes": []}
+            return _cancelled(written, started)
         except Unpicklable as exc:
             unpicklable.append({"names": group.names, "type": group.type_name, "reason": str(exc), "cells": group.cells})
             continue
@@ -244,9 +244,7 @@ def write_checkpoint(
                 size = blob_size(bid)
                 free = _free_bytes(store.dir)
                 if free is not None and free - size < capture.disk_reserve:
-                    _discard_spilled(pending[i:])
-                    for later in parts_list[n + 1:]:
-                        later.discard()
+                    _discard_rest(pending[i:], parts_list[n + 1:])
                     return {"status": "disk_full", "bytes_written": written, "seconds": time.monotonic() - started,
                             "notes": [f"checkpoints stopped: {format_bytes(free)} free on the disk of {store.dir}, "
                                       f"the checkpoint needs {format_bytes(size)} more and "
@@ -254,11 +252,8 @@ def write_checkpoint(
                 try:
                     written += store.write_blob(bid, data, cancelled)
                 except Cancelled:  # between chunks of a big buffer: let go of the objects now
-                    _discard_spilled(pending[i:])
-                    for later in parts_list[n + 1:]:
-                        later.discard()
-                    return {"status": "cancelled", "bytes_written": written, "seconds": time.monotonic() - started,
-                            "notes": []}
+                    _discard_rest(pending[i:], parts_list[n + 1:])
+                    return _cancelled(written, started)
             inbands.append(parts.inband_id)
             buffers.extend(part_buffers)
             held.update(parts.refs)
@@ -296,6 +291,18 @@ def write_checkpoint(
     return {"status": "written", "manifest": str(path), "seq": seq, "bytes_written": written, "bytes_total": total,
             "objects": len(objects), "unpicklable": [u["names"] for u in unpicklable],
             "seconds": time.monotonic() - started, "notes": notes}
+
+
+def _cancelled(written: int, started: float) -> dict[str, Any]:
+    """Return the result of a checkpoint a starting cell stopped (no manifest written)."""
+    return {"status": "cancelled", "bytes_written": written, "seconds": time.monotonic() - started, "notes": []}
+
+
+def _discard_rest(pending: list[tuple[str, Any]], later: list[Any]) -> None:
+    """Remove what a checkpoint that stops half-way made and will not write: spilled blobs, parts not reached."""
+    _discard_spilled(pending)
+    for parts in later:
+        parts.discard()
 
 
 def _discard_spilled(pending: list[tuple[str, Any]]) -> None:
