@@ -123,3 +123,32 @@ def test_a_death_soon_after_a_refusal_is_memory_a_prerun_refusal_is_not() -> Non
     assert "refused an allocation 2.0 s before" in report["evidence"]["memory"]["proof"][0]
     ev.flight["guard"] = {"items": [{**refusal, "trigger": "prerun"}]}  # nothing of that cell ran
     assert report_of(ev)["memory_exhausted"] is False
+
+
+def test_captured_loader_exit_at_the_fence_is_memory() -> None:
+    """duckdb's idle worker thread, first touching its thread-local data at the fence: glibc's loader exits 127.
+
+    Captured from a real death (a loaded 2-core machine, a 1 GiB group: 5 runs in 30 of the arrow-scipy-sklearn-
+    duckdb killers); perf showed ``tls_get_addr_tail`` -> malloc refused -> ``_exit(127)`` in a duckdb worker.
+    """
+    ev = sample("duckdb_tls_exit127_fenced")
+    report = report_of(ev)
+    assert report["cause"] == "exit" and report["exit"] == {"code": 127}  # what the process died of
+    assert report["memory_exhausted"] is True  # ... and why
+    assert report["summary"].startswith("Out of memory: duckdb ended the kernel (exit code 127")
+    assert "thread-local data" in report["summary"]
+    assert any("% of its memory budget at the last sample" in p for p in report["evidence"]["memory"]["proof"])
+    assert "%sentinel restore" in report["remedy"]
+    finished = copy.deepcopy(ev)  # an exit between cells is the kernel's own, whatever memory was in use
+    finished.flight["cell"]["finished"] = finished.died_at - 1.0
+    assert report_of(finished)["memory_exhausted"] is False
+    unfenced = copy.deepcopy(ev)  # no fence, no refused allocation: an exit(127) of the user's code
+    unfenced.flight["meta"]["guard"] = False
+    assert report_of(unfenced)["memory_exhausted"] is False
+    low = copy.deepcopy(ev)  # nothing refused lately and memory far from the budget: no proof
+    low.flight["guard"]["items"] = [i for i in low.flight["guard"]["items"] if i["kind"] != "refusal"]
+    low.flight["memory"]["samples"] = [[low.died_at - 0.1, 100 << 20, 900 << 20]]
+    assert report_of(low)["memory_exhausted"] is False
+    other = copy.deepcopy(ev)  # another exit code is never memory's on this proof
+    other.exit_code = 3
+    assert report_of(other)["memory_exhausted"] is False

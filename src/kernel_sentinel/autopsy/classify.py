@@ -90,6 +90,10 @@ DIES_ON_REFUSED_MALLOC = {
     "pandas": "pandas' C parser may crash when an allocation fails",
     "zmq": "libzmq, the kernel's messaging library, aborts when it cannot allocate",
 }
+# glibc's loader ends the process with this code ("cannot allocate memory for thread-local data: ABORT") when
+# a thread first touching a library's thread-local variables cannot get the memory for them: duckdb's idle
+# worker threads did, at the fence, 5 times in 30 loaded runs of a refused fetch (perf: tls_get_addr_tail).
+LOADER_OOM_EXIT = 127
 REFUSAL_WINDOW_SECONDS = 30.0  # a native death this soon after the guard refused memory is memory's doing
 NEAR_BUDGET = 0.9  # the last sample this close to the budget: memory was running out
 
@@ -99,7 +103,9 @@ def memory_exhausted(ev: Evidence, v: Verdict) -> tuple[bool, str | None, list[s
 
     True for an OOM kill, and for an abort or segfault of a kernel whose guard fence was set (RLIMIT_DATA)
     when the guard had just refused memory, when the running cell called a library that dies on a refused
-    allocation, or when memory was near the budget at the last sample. A bus error is a file's, not memory's.
+    allocation, or when memory was near the budget at the last sample. Exit code 127 of a fenced kernel in a
+    running cell likewise (glibc's loader: a thread's thread-local data could not be allocated), on the same
+    proof but not on the library alone. A bus error is a file's, not memory's.
     """
     guard_items = [i for i in ((ev.flight.get("guard") or {}).get("items") or []) if isinstance(i, dict)]
     cell = ev.flight.get("cell") or {}
@@ -113,7 +119,8 @@ def memory_exhausted(ev: Evidence, v: Verdict) -> tuple[bool, str | None, list[s
     if v.cause == "oom_kill":
         library = next((lib for lib in risks if lib in DIES_ON_REFUSED_MALLOC or lib == "duckdb"), None)
         return True, library, ["the OOM killer ended it"]
-    if v.cause not in ("abort", "segfault"):
+    loader = v.cause == "exit" and v.exit_code == LOADER_OOM_EXIT
+    if v.cause not in ("abort", "segfault") and not loader:
         return False, None, []
     fenced = bool((ev.flight.get("meta") or {}).get("guard"))
     if not fenced:
@@ -133,7 +140,12 @@ def memory_exhausted(ev: Evidence, v: Verdict) -> tuple[bool, str | None, list[s
         library = last.get("library") or module
         proof.append(f"the guard refused an allocation {ev.died_at - last['t']:.1f} s before the death")
     running = cell.get("finished") is None
-    if running and module in DIES_ON_REFUSED_MALLOC:
+    if loader:
+        # No library exits 127 by itself on a refused allocation: only the refusal or the last sample prove it,
+        # and only while a cell ran (between cells an exit is the kernel's own).
+        if not running:
+            return False, None, []
+    elif running and module in DIES_ON_REFUSED_MALLOC:
         library = library or module
         proof.append(f"it died in {module}: {DIES_ON_REFUSED_MALLOC[module]}, and the guard's fence (RLIMIT_DATA) "
                      "refuses allocations beyond the budget")
@@ -150,6 +162,8 @@ def memory_exhausted(ev: Evidence, v: Verdict) -> tuple[bool, str | None, list[s
     if isinstance(budget, int) and isinstance(last_rss, int) and budget > 0 and last_rss >= NEAR_BUDGET * budget:
         proof.append(f"the kernel used {last_rss * 100 // budget}% of its memory budget at the last sample")
         library = library or (module if module in DIES_ON_REFUSED_MALLOC else None)
+    if loader and proof:
+        library = library or next(iter(risks), None)  # whose threads the running cell had started
     return bool(proof), library if proof else None, proof
 
 

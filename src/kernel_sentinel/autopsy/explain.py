@@ -84,7 +84,9 @@ def _memory_summary(v: Verdict, memory: dict[str, Any], where: str) -> str:
     budget = memory.get("budget_bytes") or (memory.get("cgroup") or {}).get("limit_bytes")
     of = f" of the {format_bytes(budget)} budget" if budget else ""
     who = _library_name(v.memory_library) or (f"native code ({v.native_module})" if v.native_module else "native code")
-    how = {"abort": "aborted the kernel (SIGABRT)", "segfault": "crashed the kernel (SIGSEGV)"}.get(v.cause, f"ended the kernel ({v.signal})")
+    how = {"abort": "aborted the kernel (SIGABRT)", "segfault": "crashed the kernel (SIGSEGV)",
+           "exit": f"ended the kernel (exit code {v.exit_code}: one of its threads could not get memory for its "
+                   "thread-local data, and the C library's loader ends the process then)"}.get(v.cause, f"ended the kernel ({v.signal})")
     why = "; ".join(v.memory_proof)
     return (
         f"Out of memory: {who} {how} {where}, when an allocation beyond what was left{of} was refused. "
