@@ -18,6 +18,11 @@ from test_guard_lib_cases import SENTINEL_SPEC, SETUP, by_name, cleanup_code, fi
 pytestmark = pytest.mark.cgroup
 
 FETCH = by_name("duckdb_fetch")
+TIDS = "import os\ntids0 = set(os.listdir('/proc/self/task'))"
+NEW_THREAD_AGES = (  # seconds since each thread started that was not there before the import cell
+    "[float(open('/proc/uptime').read().split()[0]) - int(open(f'/proc/self/task/{t}/stat').read().rsplit(')', 1)[1]"
+    ".split()[19]) / os.sysconf('SC_CLK_TCK') for t in set(os.listdir('/proc/self/task')) - tids0]"
+)
 RSS = "__import__('psutil').Process().memory_info().rss"
 
 
@@ -57,3 +62,22 @@ def test_the_guard_stops_a_duckdb_fetch_sigint_cannot(kernel, case_files) -> Non
         assert k.run("x = 1").ok
         assert k.value(RSS) < start_rss + 100 * MiB, (pad, k.value(RSS) // MiB, start_rss // MiB)
     assert k.run("print(duckdb.sql('SELECT 42').fetchall())").stdout.strip() == "[(42,)]"
+
+
+def test_duckdbs_threads_have_settled_before_the_next_cell_starts(kernel) -> None:
+    """A new duckdb database's threads allocate their thread-local data about a second after it starts.
+
+    Started by a cell that went on to fill the budget, that allocation met the fence and glibc's loader ended the
+    kernel (exit code 127; 5 runs in 30 of test_guard_lib_kernel's arrow-scipy-sklearn-duckdb killers on a loaded
+    machine). The guard starts the default database at the end of the cell that imported duckdb, and the next
+    cell waits until it has run 1.5 s. A stock kernel starts no database at the import (control).
+    """
+    ages = {}
+    for name, spec in (("stock", None), ("sentinel", SENTINEL_SPEC)):
+        k = kernel(limit_bytes=GiB, kernelspec=spec, env={"KERNEL_SENTINEL_CHECKPOINT": "0"})
+        assert k.run(TIDS).ok
+        assert k.run("import duckdb").ok
+        ages[name] = k.value(NEW_THREAD_AGES)  # the very next cell
+    assert ages["stock"] == []
+    assert len(ages["sentinel"]) >= 2, ages  # the database's threads run ...
+    assert min(ages["sentinel"]) >= 1.4, ages  # ... and have had their first second before this cell
