@@ -88,19 +88,20 @@ def load(ip: Any) -> Guard | None:
 
     before = PreRun(ip, guard)
     children_watch = ChildrenWatch()
+    young_threads = YoungThreads()
 
     def pre_run_cell(info: Any = None) -> None:
         if not guard.enabled or threading.current_thread() is not threading.main_thread():
             return
         router.install()  # first: cell_started() may already interrupt, and only the router may receive it
         _run_left(_NEXT_CELL, again=_AFTER_CELL)  # what the last memory error left to release
-        if _DUCKDB_STARTED[0]:
-            duckdb_settled()
         raw = getattr(info, "raw_cell", None)
         if len(ip.custom_exceptions) == 2 and "duckdb" in sys.modules:
             ip.set_custom_exc(_custom_exceptions(), _custom_exc)  # duckdb's OOM error is no MemoryError
         guard.cell_started(getattr(ip, "execution_count", None), raw)
-        before.check(raw)
+        before.check(raw)  # may start duckdb's default database
+        if "duckdb" in sys.modules:
+            young_threads.settle()
         children_watch.start(raw, guard)
 
     def post_run_cell(result: Any = None) -> None:
@@ -109,8 +110,10 @@ def load(ip: Any) -> Guard | None:
         _run_left(_AFTER_CELL)
         if guard.cell_running:
             guard.cell_finished()
-        if not _DUCKDB_STARTED[0] and guard.enabled and "duckdb" in sys.modules:
-            _DUCKDB_STARTED[0] = start_duckdb()
+        if guard.enabled and "duckdb" in sys.modules:
+            if not young_threads.started:
+                young_threads.started = start_duckdb()
+            young_threads.look()
         if _budget_key(guard) != _PUBLISHED[0]:
             # `%sentinel budget` (either path: the guard's own or the kernel group's), `%sentinel on/off`, or a
             # limit moved from outside: the server's REST and the status bar read the published state, so it is
@@ -618,39 +621,58 @@ def release_duckdb(shell: Any, code: str) -> None:
         pass
 
 
-# When the guard started duckdb's default database (monotonic seconds), 0.0 before (main thread only).
-_DUCKDB_STARTED = [0.0]
-DUCKDB_SETTLE_SECONDS = 1.5  # a new database's threads touch their thread-local data 1.00-1.07 s after it starts
+SETTLE_SECONDS = 1.5  # a new duckdb database's threads touch their thread-local data 1.00-1.07 s after it starts
 
 
-def start_duckdb() -> float:
-    """Start duckdb's default database now, at the end of the cell that imported duckdb; return when (0.0: not yet).
+def start_duckdb() -> bool:
+    """Start duckdb's default database now, at the end of the cell that imported duckdb; return True once it runs.
 
-    A database's threads first touch duckdb's thread-local data (27 KiB each, which glibc's loader allocates on
-    first use) about one second after it starts, idle or not (perf: 1.00-1.07 s, all nine threads). Started by
-    the first cell that names duckdb (the pre-run check asks for the default connection, or the cell itself),
-    that second fell inside a query filling the budget: at the fence the loader could not allocate and ended the
-    kernel (exit code 127), 5 runs in 30 of the arrow-scipy-sklearn-duckdb killers on a loaded 2-core machine.
-    The cost is the pre-run check's, one cell earlier: 60 ms and ~6 MiB private memory once (measured).
+    Its threads then have their first second (``YoungThreads``) while the user reads the output, not at the start
+    of the first cell that names duckdb, where the pre-run check started it before. The cost is that check's, one
+    cell earlier: 60 ms and ~6 MiB private memory once (measured).
     """
     duckdb = sys.modules.get("duckdb")
     try:
         duckdb.default_connection()  # type: ignore[union-attr]
     except Exception:
-        return 0.0
-    return time.monotonic()
+        return False
+    return True
 
 
-def duckdb_settled() -> None:
-    """Wait, at a cell's start, until duckdb's default database has run DUCKDB_SETTLE_SECONDS (once; main thread).
+class YoungThreads:
+    """Makes a cell wait until the threads that appeared before it have run SETTLE_SECONDS, with duckdb loaded.
 
-    Only a cell started within that time of the import cell's end waits (notebooks run by a program: at most
-    1.5 s once); a person is slower. Then no thread of that database touches its thread-local data for the first
-    time during the cell: 0 deaths in 30 runs where 5 in 30 died (``start_duckdb``).
+    A duckdb database's threads first touch duckdb's thread-local data (27 KiB each, which glibc's loader
+    allocates on first use) about one second after it starts, idle or not (perf: 1.00-1.07 s, all nine threads).
+    When that second fell inside a query filling the budget, the loader could not allocate at the fence and ended
+    the kernel (exit code 127): 5 runs in 30 of the arrow-scipy-sklearn-duckdb killers on a loaded 2-core machine,
+    0 in 29 once the database had run before the query. A database started by the cell before (``connect()``,
+    the import cell's ``start_duckdb``) or by the pre-run check is seen as threads appearing; only a cell that
+    starts within SETTLE_SECONDS of them waits (notebooks run by a program; a person is slower). One listing of
+    /proc/self/task per cell, only with duckdb loaded. Main thread only.
     """
-    left = _DUCKDB_STARTED[0] + DUCKDB_SETTLE_SECONDS - time.monotonic()
-    if left > 0:
-        time.sleep(left)
+
+    def __init__(self) -> None:
+        self.started = False  # duckdb's default database was started by start_duckdb
+        self._count = 0  # the threads counted at the last look
+        self._appeared = 0.0  # when (monotonic) the count last went up
+
+    def look(self) -> None:
+        """Count the process's threads; note the moment when there are more than at the last look."""
+        try:
+            count = len(os.listdir("/proc/self/task"))
+        except OSError:
+            return
+        if count > self._count:
+            self._appeared = time.monotonic()
+        self._count = count
+
+    def settle(self) -> None:
+        """Look again, then wait until the threads seen appearing have run SETTLE_SECONDS."""
+        self.look()
+        left = self._appeared + SETTLE_SECONDS - time.monotonic()
+        if left > 0:
+            time.sleep(left)
 
 
 def interrupt_duckdb(shell: Any, code: str | None) -> None:
