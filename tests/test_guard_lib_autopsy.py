@@ -137,8 +137,13 @@ def test_captured_loader_exit_at_the_fence_is_memory() -> None:
     assert report["memory_exhausted"] is True  # ... and why
     assert report["summary"].startswith("Out of memory: duckdb ended the kernel (exit code 127")
     assert "thread-local data" in report["summary"]
-    assert any("% of its memory budget at the last sample" in p for p in report["evidence"]["memory"]["proof"])
+    proof = report["evidence"]["memory"]["proof"]
+    assert proof[0] == "the guard refused an allocation of cell [6] 3.5 s before the death"  # sklearn's, not duckdb's
+    assert "% of its memory budget at the last sample" in proof[1]
     assert "%sentinel restore" in report["remedy"]
+    named = copy.deepcopy(ev)  # an earlier cell's refusal names no library for this death
+    [i for i in named.flight["guard"]["items"] if i["kind"] == "refusal"][-1]["library"] = "pyarrow"
+    assert report_of(named)["evidence"]["memory"]["library"] == "duckdb"
     finished = copy.deepcopy(ev)  # an exit between cells is the kernel's own, whatever memory was in use
     finished.flight["cell"]["finished"] = finished.died_at - 1.0
     assert report_of(finished)["memory_exhausted"] is False

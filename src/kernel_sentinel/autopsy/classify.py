@@ -137,8 +137,15 @@ def memory_exhausted(ev: Evidence, v: Verdict) -> tuple[bool, str | None, list[s
     ]
     if refusals:
         last = refusals[-1]
-        library = last.get("library") or module
-        proof.append(f"the guard refused an allocation {ev.died_at - last['t']:.1f} s before the death")
+        ago = ev.died_at - last["t"]
+        if last.get("cell") in (None, count):
+            library = last.get("library") or module
+            proof.append(f"the guard refused an allocation {ago:.1f} s before the death")
+        else:
+            # An earlier cell's refusal says memory was short, not which library the death was (pyarrow's
+            # refusal two cells before a duckdb death was named as its library).
+            library = module
+            proof.append(f"the guard refused an allocation of cell [{last['cell']}] {ago:.1f} s before the death")
     running = cell.get("finished") is None
     if loader:
         # No library exits 127 by itself on a refused allocation: only the refusal or the last sample prove it,
