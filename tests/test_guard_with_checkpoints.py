@@ -49,3 +49,30 @@ def test_leak_across_cells_with_checkpoints_on(kernel):
     assert k.run("del big").ok
     assert k.run("again = np.ones(300 * 2**20 // 8); again[:] = 2").ok
     assert k.oom_kills() == before
+
+
+def test_delete_then_allocate_as_much_again_completes_as_in_stock(kernel):
+    """`del a` then an array as big again, while a checkpoint of `a` may be running: the memory is back, as in stock.
+
+    Legitimate work, side by side: both kernels complete. In a 1 GiB group a 560 MiB array beside 200 MiB of
+    small objects leaves no room for a forked writer, so a thread reads the namespace and writes. Here the
+    thread is given up while it still reads (the pauses do not land in its write: its CPU and fork budgets defer
+    it); the write itself letting go within 32 MiB when a cell starts (1b9a55c, the soak's refused 560 MiB cell)
+    is tested on the blob store (test_resurrect_store.py).
+    """
+    import time
+
+    for name, spec in (("stock", None), ("sentinel", SENTINEL)):
+        k = kernel(limit_bytes=GiB, kernelspec=spec)
+        # ~200 MiB of small objects: a forked writer would copy their pages, so in this group a thread writes
+        assert k.run("import numpy as np\nnotes = [str(i) * 3 for i in range(2_000_000)]").ok
+        time.sleep(3)  # the sentinel checkpoints them: later checkpoints write only what changed
+        before = k.oom_kills()
+        for pause in (0.6, 1.0, 1.4):
+            assert k.run("a = np.ones(560 * 2**20, dtype=np.uint8)").ok, name
+            time.sleep(pause)  # idle: the sentinel's checkpoint of `a` starts (after 0.1 s), reads, then writes
+            assert k.run("del a").ok, name
+            res = k.run("b = np.ones(560 * 2**20, dtype=np.uint8)\nint(b[::4096].sum())")
+            assert res.ok, (name, res.text()[:1500])
+            assert k.run("del b").ok, name
+        assert k.alive and k.oom_kills() == before, name
