@@ -8,6 +8,7 @@ the kernel never dies and the OOM killer never acts. Then the kernel still does 
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -86,3 +87,28 @@ def test_a_minute_of_random_allocations_across_threads_kills_nothing(kernel):
         # not return: that memory is resident, so the guard rightly counts it, and a stock kernel holding it
         # would meet the OOM killer. Giving it back (fixed mallopt thresholds) is not yet landed.
         pytest.xfail("the workers' freed memory stays resident in glibc's thread arenas: " + final.evalue[:200])
+
+
+DOOMED_START = (  # a thread that ends before it says it started, as one whose first allocation met the fence
+    "import threading\n"
+    "class Doomed(threading.Thread):\n"
+    "    def _set_tstate_lock(self):\n"
+    "        raise MemoryError('the new thread could not allocate')\n"
+    "Doomed(target=print).start()"
+)
+
+
+@pytest.mark.skipif(not hasattr(threading.Thread, "_set_tstate_lock"), reason="CPython 3.11/3.12's thread start")
+def test_a_thread_that_ends_before_it_started_does_not_hang_the_cell(kernel):
+    """CPython waits forever in ``Thread.start()`` when the new thread ends before signalling that it started.
+
+    The stress minute hung so (main thread in ``Thread.start``, no worker left; 2 runs in ~40 under load) with
+    room under the fence at every tick, where the guard looked only after the fence had had none. Control: the
+    same cell in a stock kernel is still waiting 15 s later.
+    """
+    stock = kernel(limit_bytes=GiB)
+    assert stock.run(DOOMED_START, timeout=15).status == "timeout"
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env={"KERNEL_SENTINEL_CHECKPOINT": "0"})
+    res = k.run(DOOMED_START, timeout=60)
+    assert res.status == "error" and res.ename == "MemoryBudgetError", (res.status, res.text()[-1500:])
+    assert k.run("x = 1").ok and k.alive
