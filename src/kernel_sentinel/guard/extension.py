@@ -631,12 +631,7 @@ def start_duckdb() -> bool:
     of the first cell that names duckdb, where the pre-run check started it before. The cost is that check's, one
     cell earlier: 60 ms and ~6 MiB private memory once (measured).
     """
-    duckdb = sys.modules.get("duckdb")
-    try:
-        duckdb.default_connection()  # type: ignore[union-attr]
-    except Exception:
-        return False
-    return True
+    return bool(prerun.duckdb_connections({}))  # the pre-run check's own way to the default connection
 
 
 class YoungThreads:
@@ -648,8 +643,9 @@ class YoungThreads:
     the kernel (exit code 127): 5 runs in 30 of the arrow-scipy-sklearn-duckdb killers on a loaded 2-core machine,
     0 in 29 once the database had run before the query. A database started by the cell before (``connect()``,
     the import cell's ``start_duckdb``) or by the pre-run check is seen as threads appearing; only a cell that
-    starts within SETTLE_SECONDS of them waits (notebooks run by a program; a person is slower). One listing of
-    /proc/self/task per cell, only with duckdb loaded. Main thread only.
+    starts within SETTLE_SECONDS of them waits (notebooks run by a program; a person is slower). Two listings of
+    /proc/self/task per cell, only with duckdb loaded: at its end, so the wait counts from when threads appeared,
+    and at the next one's start, after the pre-run check, which may start a database itself. Main thread only.
     """
 
     def __init__(self) -> None:
