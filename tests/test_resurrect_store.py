@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -404,6 +405,52 @@ def test_a_thread_writer_lets_go_of_a_big_array_within_a_chunk_when_a_cell_start
     assert result["bytes_written"] < size // 2, result  # not the whole blob first
     assert not list(store.dir.rglob("*.tmp")) and not list(store.manifests())
     assert not [p for p in store.dir.rglob("*") if p.is_file() and p.stat().st_size >= size // 2]
+
+
+
+def test_a_starting_cell_waits_until_the_thread_writer_has_let_go_of_the_array_it_writes() -> None:
+    # The writer asks cancelled() only between 32 MiB chunks, and a chunk's write and fdatasync hold the array:
+    # a cell starting mid-chunk ran `del big` while the writer still held it, freed nothing, and the next
+    # cell was refused 560 MiB a stock kernel had (test_guard_with_checkpoints.py, CI at f3130ba). The writer
+    # runs in the checkpoint scheduler's own thread here, as in a kernel.
+    import weakref
+
+    ns: dict = {"big": np.ones((160 << 20) // 8)}
+    held = weakref.ref(ns["big"])
+    cp = _checkpointer(ns, writer="thread")
+    cp.post_run_cell(_Result("big = np.ones(...)", 1))
+    store = BlobStore(cp.store.dir)
+    try:
+        assert cp.checkpoint().startswith("checkpoint started (thread writer)")
+        deadline = time.monotonic() + 60
+        while not list(store.dir.rglob("*.tmp")):  # the blob's chunks are being written
+            assert cp._thread.busy and time.monotonic() < deadline, cp.status()
+            time.sleep(0.001)
+        cp.pre_run_cell(None)  # the user's next cell starts
+        del ns["big"]  # ... and deletes the array
+        assert held() is None, "the writer still held the array after the cell started"
+    finally:
+        cp.close()
+    assert "thread checkpoint given up: a cell started while it read the namespace" in cp.status()
+    assert not list(store.dir.rglob("*.tmp")) and not list(store.manifests())
+
+
+def test_a_job_no_thread_has_claimed_is_dropped_when_a_cell_starts() -> None:
+    import weakref
+
+    from kernel_sentinel.resurrect.writer import ThreadWriter
+
+    class Held:
+        pass
+
+    obj = Held()
+    held = weakref.ref(obj)
+    writer = ThreadWriter()
+    writer.start(lambda held_here=obj: {"status": "written", "obj": held_here})
+    del obj
+    assert writer.cancel(wait=1.0) is True and held() is None  # the job and what it held are gone at once
+    assert writer.run_pending() is False  # nothing left to run
+    assert writer.poll()["status"] == "cancelled"
 
 
 def _capture(cp: Checkpointer):

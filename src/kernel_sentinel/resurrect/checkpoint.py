@@ -49,6 +49,12 @@ MAX_IDLE_SECONDS = 10.0  # the longest pause asked for before a checkpoint, afte
 WRITER_POLL_SECONDS = 0.02  # how often the scheduler looks whether the writer has finished
 BUDGET_RETRY_SECONDS = 1.0
 PRE_RUN_LOCK_SECONDS = 0.5  # the longest a cell waits for a fork in progress (a fork takes milliseconds)
+# The longest a starting cell waits for a stopped writer to let go of memory: a cancelled thread writer of
+# the objects it holds (the chunk it writes, 32 MiB and an fdatasync, ends first: 20-90 ms here), a killed
+# forked writer of the pages it copied (its exit: milliseconds). Without the wait, `del a` freed nothing while
+# the thread held `a`, and the dying child's pages were counted by the guard's fence as the cell started:
+# both refused memory a stock kernel had.
+LET_GO_SECONDS = 2.0
 # The writers' CPU budget: half the kernel's own CPU time, plus 2% of the time it has been up (so an idle
 # kernel still gets its last state saved), plus a grace for the first checkpoints.
 CPU_SHARE = 0.5
@@ -498,11 +504,13 @@ class Checkpointer:
         # A fork in progress finishes first (the scheduler holds the lock only around a fork: milliseconds).
         # Bounded all the same: a cell never waits long on checkpoints, whatever happened to their thread.
         locked = self._lock.acquire(timeout=PRE_RUN_LOCK_SECONDS)
+        thread_busy = let_go = True
         try:
             self._in_cell = True
             # a thread writer reads live objects: it gives up, the next idle moment retries. Jobs start under
             # the lock and only outside a cell, so one that is not busy now cannot start during this cell.
-            if not locked or self._thread.busy:
+            thread_busy = not locked or self._thread.busy
+            if thread_busy:
                 self._thread.cancel()
             if locked and self._fork.busy:
                 self._stop_writer_for_cell()
@@ -512,6 +520,11 @@ class Checkpointer:
             else:
                 self._event("a cell started while the checkpoint scheduler was busy (it waited no longer)",
                             dedupe="a cell started")
+        if thread_busy:  # outside the lock: the writer does not need it to give up
+            let_go = self._thread.cancel(wait=LET_GO_SECONDS)
+        if not let_go:
+            self._event(f"a cell started while the thread writer was still writing (it waited "
+                        f"{LET_GO_SECONDS:.0f} s for it to let go, no longer)", dedupe="a cell started while")
 
     def _stop_writer_for_cell(self) -> None:
         """Stop the forked writer before the cell runs, unless it is the overdue one and memory has room.
@@ -531,7 +544,7 @@ class Checkpointer:
                 available = None
             if available is None or available >= self._fork_exposure + MEMORY_RESERVE:
                 return
-        if self._fork.stop():  # its CPU is counted when the scheduler reaps it
+        if self._fork.stop(wait=LET_GO_SECONDS):  # its CPU is counted when the scheduler takes its result
             self.stopped_writers += 1
             self._given_up_in_a_row += 1
             if self._dirty is False:

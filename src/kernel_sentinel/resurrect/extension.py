@@ -57,6 +57,12 @@ def _load(ip: Any) -> Checkpointer:
 
     cp.offer = lambda: restore_offer(own=cp.incarnation, kernel_id=cp.kernel_id, session_key=cp.session_key)
     ip.events.register("pre_run_cell", cp.pre_run_cell)
+    # First of the pre-run hooks, before the guard's: it stops a writer and waits for its memory to be let go,
+    # so the guard's reading at the cell's start no longer counts it (a dying writer's copied pages refused a
+    # 560 MiB cell that stock completes).
+    hooks = getattr(ip.events, "callbacks", {}).get("pre_run_cell")
+    if isinstance(hooks, list) and hooks and hooks[-1] == cp.pre_run_cell:
+        hooks.insert(0, hooks.pop())
     ip.events.register("post_run_cell", cp.post_run_cell)
     setattr(ip, _ATTR, cp)
     cp.start()  # its thread, now: starting threads later, when memory may be short, can hang

@@ -52,10 +52,26 @@ class ThreadWriter:
         self._cpu = 0.0
         self.last_cpu = 0.0  # CPU seconds of the job last collected
         self.started_at = 0.0
+        self._runner: int | None = None  # the thread running the job: it never waits for itself
 
-    def cancel(self) -> None:
-        """Ask the running job to give up (it asks ``cancelled()`` at every pickle frame)."""
+    def cancel(self, wait: float = 0.0) -> bool:
+        """Return True once no job holds the namespace's objects: ask the running one to give up, drop one not claimed.
+
+        The job asks ``cancelled()`` at every pickle frame and before each chunk of a blob, but a chunk's write
+        and fdatasync run to their end (~20-90 ms for 32 MiB here, longer on a slow disk), and until then the
+        job holds the object it writes: a cell's ``del`` of it would free nothing, and the next cell could be
+        refused memory a stock kernel has. So the starting cell waits up to ``wait`` seconds for it to let go.
+        """
         self._cancel.set()
+        with self._claim:
+            if self._job is not None:  # handed over, not claimed yet: it never runs
+                self._job = None
+                self._result = {"status": "cancelled", "bytes_written": 0, "seconds": 0.0, "notes": []}
+                self._cpu = 0.0
+                self._done.set()
+        if wait > 0 and self._runner != threading.get_ident():
+            return self._done.wait(wait)
+        return self._done.is_set()
 
     def cancelled(self) -> bool:
         return self._cancel.is_set()
@@ -76,6 +92,7 @@ class ThreadWriter:
         if job is None:
             return False
         t0 = time.thread_time()
+        self._runner = threading.get_ident()
         result: dict[str, Any]
         try:
             result = job()
@@ -83,6 +100,8 @@ class ThreadWriter:
             result = {"status": "failed", "notes": [f"checkpoint failed: {type(exc).__name__}: {exc}"]}
         finally:
             self._cpu = time.thread_time() - t0
+            del job  # it holds the objects: gone before anyone waiting in cancel() is told the job let go
+            self._runner = None
         self._result = result
         self._done.set()
         return True
@@ -187,12 +206,14 @@ class ForkWriter:
             return None
         return self._collect()
 
-    def stop(self) -> bool:
-        """Kill the running child (our own, by pid) without waiting for it; True if one ran.
+    def stop(self, wait: float = 0.0) -> bool:
+        """Kill the running child (our own, by pid) and wait up to ``wait`` s for it to be gone; True if one ran.
 
-        Not reaped here: a child in the middle of an fsync dies only once the disk answers, and the cell
-        that asked for the stop must not wait for that. ``poll()`` reaps it later, removes its half-written
-        files and reports ``{"status": "given_up"}``.
+        The pages it copied are charged to the kernel's memory group until it has exited: a cell starting
+        meanwhile was refused memory a stock kernel has ("the child process grew to about 216 MiB while
+        Cell [2] waited for it", two CPU burners). A child in the middle of an fsync dies only once the disk
+        answers, hence the bound. Reaped here, or by ``poll()`` later, which removes its half-written files
+        and reports ``{"status": "given_up"}``. Threads: the caller holds the checkpointer's lock.
         """
         pid = self.pid
         if pid is None or self._killed:
@@ -202,6 +223,9 @@ class ForkWriter:
         except ProcessLookupError:
             pass
         self._killed = True
+        deadline = time.monotonic() + wait
+        while wait > 0 and self._reap(block=False) is None and self.pid is not None and time.monotonic() < deadline:
+            time.sleep(CHILD_POLL_SECONDS / 5)
         return True
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
