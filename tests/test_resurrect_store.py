@@ -453,6 +453,23 @@ def test_a_job_no_thread_has_claimed_is_dropped_when_a_cell_starts() -> None:
     assert writer.poll()["status"] == "cancelled"
 
 
+
+def test_a_stopped_forked_writer_is_gone_when_stop_returns() -> None:
+    # Its copied pages are charged to the kernel's group until it has exited: the guard reads the group right
+    # after the checkpoints' pre-run hook, and counted a dying writer's 216 MiB against the starting cell.
+    from kernel_sentinel.resurrect.writer import ForkWriter
+
+    writer = ForkWriter()
+    writer.start(lambda: (time.sleep(60), {"status": "written"})[1])
+    pid = writer.pid
+    assert writer.busy and pid is not None
+    assert writer.stop(wait=10.0) is True
+    assert writer.pid is None and not writer.busy  # exited and reaped: nothing of it is left in the group
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    assert writer.poll() == {"status": "given_up", "notes": []}
+
+
 def _capture(cp: Checkpointer):
     from kernel_sentinel.resurrect.checkpoint import Capture
 

@@ -51,7 +51,7 @@ BUDGET_RETRY_SECONDS = 1.0
 PRE_RUN_LOCK_SECONDS = 0.5  # the longest a cell waits for a fork in progress (a fork takes milliseconds)
 # The longest a starting cell waits for a stopped writer to let go of memory: a cancelled thread writer of
 # the objects it holds (the chunk it writes, 32 MiB and an fdatasync, ends first: 20-90 ms here), a killed
-# forked writer of the pages it copied (its exit: milliseconds). Without the wait, `del a` freed nothing while
+# forked writer of the pages it copied (its exit: 5-35 ms here). Without the wait, `del a` freed nothing while
 # the thread held `a`, and the dying child's pages were counted by the guard's fence as the cell started:
 # both refused memory a stock kernel had.
 LET_GO_SECONDS = 2.0

