@@ -22,8 +22,9 @@ watchdog (``tick``)    candidates, ``_state``, growth rates (and ``_rate_samples
                        reserve only through ``_retake_reserve_if_room`` under the lock and never while
                        ``_handling`` or ``_hold`` is set
 main (cell hooks,      ``cell_started``/``cell_finished``/``begin_failure``/``end_failure``: all of the
-error handler,         above under the lock, and ``_after_stop``, ``_kernel_threads``; ``_reserve`` is
-magics)                released only in ``begin_failure``, under the lock, after ``_hold`` and
+error handler,         above under the lock, and ``_after_stop``, ``_kernel_threads``, ``_free_asked``,
+magics)                ``_free_fresh_cells`` (main thread only, no lock); ``_reserve`` is
+                       released only in ``begin_failure``, under the lock, after ``_hold`` and
                        ``_handling`` are set (so no tick can take it back); runs a ``tick()`` itself
                        (``_refence``) at a cell's start, after its error and at its end when the freeze
                        or the hold went, so the fence never waits for the watchdog's next tick
@@ -103,6 +104,8 @@ IMPORT_ROOM = 4 << 30  # OpenBLAS maps 32 MiB per BLAS thread at load, up to 64 
 ROOM_SHARE = 8  # a cell whose fence is squeezed by reservations keeps 1/8 of its budget (_settled_credit)
 RETAKE_MIN = 16 * MiB  # freed heap less than this is malloc's usual slack, not a risk worth a margin
 STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
+FREE_ASK_SECONDS = 1.0  # mallinfo2 at a cell's start (~25-210 us: it walks every free chunk): at most this often...
+FRESH_CELLS = 3  # ... except at the next cells' starts after a memory error or a cell that took much: their `del`
 
 
 @dataclass
@@ -142,6 +145,26 @@ def running_threads() -> int:
         return threading.active_count() - (len(limbo) if limbo is not None else 0)
     except Exception:  # the table changed size while read: the plain count (the safe side)
         return threading.active_count()
+
+
+def threads_alive() -> frozenset[int]:
+    """Return the idents of the Python threads alive now (``threadstop.alive()``), without building their list.
+
+    Taken at every cell's start (the threads that are not the cell's own): ``threading.enumerate()`` and a set
+    built in Python took ~30 us of a cell's start on a busy kernel; threading's table of started threads is
+    keyed by ident already (one C-level copy under the GIL), and threads still starting are few.
+    """
+    active = getattr(threading, "_active", None)
+    limbo = getattr(threading, "_limbo", None)
+    if not isinstance(active, dict) or not isinstance(limbo, dict):
+        return frozenset(threadstop.alive())
+    try:
+        alive = set(active)
+        if limbo:
+            alive.update(t.ident for t in list(limbo.values()) if t.ident is not None)
+    except Exception:  # a table changed size while read: the plain way
+        return frozenset(threadstop.alive())
+    return frozenset(alive)
 
 
 class Guard:
@@ -219,6 +242,8 @@ class Guard:
         self._stopping_at = 0.0
         self.threads_stopped: list[str] = []  # the cells' threads it stopped (their excepthook appends)
         self._first_cell_seen = False
+        self._free_asked: tuple[float, int | None, int] | None = None  # (when, malloc's free bytes, VmData) asked
+        self._free_fresh_cells = 0  # the next cell starts that ask malloc afresh (main thread only)
         self.interval_factor = 1  # the watchdog waits this many poll intervals (5 far from the budget)
 
     # -- public API ------------------------------------------------------------------------------
@@ -417,23 +442,26 @@ class Guard:
         self.reaction_seconds = reaction
         return interrupt_line(limit, margin, growth_lead(self._rates, reaction), fraction)
 
-    def tick(self, now: float | None = None, reading: Reading | None = None) -> None:
+    def tick(self, now: float | None = None, reading: Reading | None = None, chores: bool = True) -> None:
         """Read, decide and act once: re-set the fence; interrupt a cell that crossed its line (watchdog).
 
         ``reading``: one the main thread took a moment ago at a cell's start (instead of reading again).
+        ``chores=False`` (``_refence``: a cell's start, a thread's start) leaves the periodic ones (the budget's
+        re-read, the children's scan, the OOM-kill counter) to the watchdog's next tick, due within its interval:
+        they move no fence now, and the budget's re-read alone (0.2-0.7 ms) fell on a cell's start every 2 s.
         """
         now = time.monotonic() if now is None else now
         self.ticks += 1
-        if now >= self._next_refresh:
+        if chores and now >= self._next_refresh:
             self._next_refresh = now + REFRESH_SECONDS
             self.refresh()
             with self._lock:
                 if self._reserve is None and self._hold is None and not self._handling:
                     self._retake_reserve_if_room()
-        if now >= self._next_children:
+        if chores and now >= self._next_children:
             self._next_children = now + CHILDREN_SECONDS
             self._children.adjust_existing()
-        if self._oom_meter is not None and now >= self._next_oom_check:
+        if chores and self._oom_meter is not None and now >= self._next_oom_check:
             self._next_oom_check = now + OOM_CHECK_SECONDS
             self._check_oom_kills(now)
         if reading is None:
@@ -859,13 +887,16 @@ class Guard:
         # forgiven at once); for a second while threads of earlier cells still run (a thread left running by
         # an interrupted cell may still be taking it: the stress test hung without this).
         threads_left = self._cell_threads_run()
+        if self._idle_noted:
+            self._free_fresh_cells = FRESH_CELLS  # memory was frozen while no cell ran: deletes will follow
         quiet = 1.0 if threads_left else FORGIVE_SECONDS if self._last_threaded else 0.0
         reading = self._meters.rebase(quiet_seconds=quiet)
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
         # Half full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
-        if best and self._trim_at_start(best[1], best[0].limit_bytes, threads_left) and self._trim_first(
-            time.monotonic(), force=True
-        ):
+        now = time.monotonic()
+        limit = best[0].limit_bytes if best else 0
+        trim = best is not None and self._trim_at_start(best[1], limit, threads_left, now, reading.vm_data)
+        if trim and self._trim_first(now, force=True):
             reading = self._meters.read()  # what is left once malloc's cache of freed memory is returned
             best = tightest(self._candidates, reading, committed=True) or best
         usage = best[1] if best else 0
@@ -879,7 +910,7 @@ class Guard:
             self._idle_noted = False
             self._next_recursion_check = 0.0  # the new cell's first growth is looked at at once
             self._cell = CellState(execution_count, usage, level, usage, time.monotonic(), code=code)
-            self._cell.threads_at_start = frozenset(threadstop.alive())
+            self._cell.threads_at_start = threads_alive()
             self._cell.rate_mark = self._rate_samples
             self._cell.retouchable = retouch
             self._cell.base_at_start = self._meters.untouched_base or 0
@@ -892,8 +923,7 @@ class Guard:
                 # As of now: the last cell's end saw the state of the last tick, which may predate its `del`.
                 self._retake_reserve_if_room()
 
-    @staticmethod
-    def _trim_at_start(usage: int, limit: int, threads_left: bool) -> bool:
+    def _trim_at_start(self, usage: int, limit: int, threads_left: bool, now: float, vm_data: int) -> bool:
         """Return True when a cell should start with malloc's freed memory given back (main thread).
 
         From half the budget in use, always. From a quarter, when glibc holds a sixteenth of the budget free
@@ -901,13 +931,37 @@ class Guard:
         with 464-510 MiB of 1 GiB in use) came after a killer's variables were deleted into malloc's free
         lists; the refusal's own trim then gave ~200 MiB back. Not with threads of earlier cells running:
         pages a trim returns are taken again by threads without VmData growing (the stress test hung).
+        How much glibc holds free is asked as ``_malloc_free`` says (not at every cell of a quick run).
         """
         if usage >= limit // 2:
             return True
         if threads_left or usage < limit // 4:
             return False
+        threshold = max(RETAKE_MIN, limit // 16)
+        free = self._malloc_free(now, vm_data, threshold)
+        return free is not None and free >= threshold
+
+    def _malloc_free(self, now: float, vm_data: int, moved: int) -> int | None:
+        """Return the bytes glibc holds free, asked at most once every FREE_ASK_SECONDS, except afresh the next
+        FRESH_CELLS times after a memory error or a cell that took much, and once VmData grew by ``moved``
+        since the last answer (main thread, a cell's start).
+
+        mallinfo2 walks every free chunk of every arena: 210 us a call on a heap fragmented by 200k small
+        objects, at every cell of a quick run ("Run All", nbclient) half the guard's cost of a cell's start
+        (bench_default_cost.py). Within a second of the last answer only a `del` can have made much more
+        free, and what is deleted is what a cell took: after a memory error (the killer's variables), or after
+        a cell that took a sixteenth of the budget (the trim's threshold), the next cells ask afresh: the
+        soak deletes a killer's variables in one cell and starts the next cell at once. Heap a cell took and
+        freed between two ticks (its peak unseen) still shows: freed heap below the top keeps VmData.
+        """
+        asked = self._free_asked
+        if self._free_fresh_cells > 0:
+            self._free_fresh_cells -= 1
+        elif asked is not None and 0 <= now - asked[0] < FREE_ASK_SECONDS and vm_data < asked[2] + moved:
+            return asked[1]
         free = malloc_free_bytes()
-        return free is not None and free >= max(RETAKE_MIN, limit // 16)
+        self._free_asked = (now, free, vm_data)
+        return free
 
     @staticmethod
     def _retouchable(base: int) -> int:
@@ -924,7 +978,8 @@ class Guard:
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
         with self._lock:
-            self._last_threaded = self._cell is not None and self._cell.threaded
+            cell = self._cell
+            self._last_threaded = cell is not None and cell.threaded
             self._cell = None
             tightened = self._ceiling is not None or self._hold is not None
             self._release_cell_states()
@@ -933,6 +988,10 @@ class Guard:
             except Exception:
                 self._idle_base = None
             state = self._state
+        if cell is not None and state is not None:
+            took = max(cell.peak, self._idle_base or 0) - cell.start_usage
+            if took >= max(RETAKE_MIN, state[0].limit_bytes // 16):
+                self._free_fresh_cells = FRESH_CELLS  # what it took, deleted, may land in malloc's free lists
         if state is not None and self._idle_base is not None:
             if self._idle_base >= state[0].limit_bytes // 2:
                 # A full kernel after the cell: give malloc's cache of freed memory back now, so the next
@@ -997,6 +1056,7 @@ class Guard:
             # (a tick retakes it only under this lock, and never while _handling or _hold is set).
             self._handling = True
             self._reserve = None  # the error path's memory, given back now
+            self._free_fresh_cells = FRESH_CELLS  # the failed cell's variables get deleted next: malloc is asked
             try:
                 reading = self._meters.read()
             except Exception:
@@ -1116,7 +1176,7 @@ class Guard:
         """Re-set the fence from a fresh reading (or one just taken) now, not at the next tick (main thread)."""
         if self.enabled:
             try:
-                self.tick(reading=reading)
+                self.tick(reading=reading, chores=False)
             except Exception:
                 pass
 
