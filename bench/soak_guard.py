@@ -48,6 +48,22 @@ def rss_of(k: KernelHarness) -> int | None:
         return None
 
 
+def rss_anon_of(k: KernelHarness) -> int | None:
+    """Return the kernel's anonymous RSS in bytes (heap and allocators' memory, not libraries' code pages).
+
+    RSS also counts the file pages of every library a cell imported (scikit-learn's ~30 MiB at the first
+    pairwise killer): this figure tells memory that could be given back from code that was loaded.
+    """
+    try:
+        with open(f"/proc/{k.kernel_pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def hang_state(k: KernelHarness) -> str:
     """Return what a hung kernel looks like from outside: its RSS, the group's usage, the main thread's wait."""
     try:
@@ -95,8 +111,11 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
     time.sleep(2)
     rss_start = rss_of(k)
     base = rss_start or 0  # this kernel's RSS after set-up (a replaced kernel starts a new base)
+    anon_base = rss_anon_of(k) or 0
     drifts: list[int] = []  # RSS over its base right after each killer's variables were deleted
-    log: list[list] = []  # one row a cell: [case, killer, status, ename, RSS after its clean-up (MiB)]
+    anon_drifts: list[int] = []  # the same for anonymous RSS
+    # one row a cell: [case, killer, status, ename, RSS after its clean-up (MiB), anonymous RSS then (MiB)]
+    log: list[list] = []
     deadline = time.monotonic() + minutes * 60
     while time.monotonic() < deadline:
         killer = rng.random() < KILLER_SHARE
@@ -132,15 +151,18 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
             k = start(work / f"kernel{kernels}", limit, env, files)
             time.sleep(2)
             base = rss_of(k) or 0
+            anon_base = rss_anon_of(k) or 0
             continue
         clean = k.run(cleanup_code(case), timeout=CELL_TIMEOUT)
         rss = rss_of(k) or 0
-        log.append([case.name, killer, res.status, res.ename, rss >> 20])
+        anon = rss_anon_of(k) or 0
+        log.append([case.name, killer, res.status, res.ename, rss >> 20, anon >> 20])
         if clean.status == "timeout":
             counts["hangs"] += 1
             escaped.append(f"{case.name}: cleanup hang")
         elif killer:
             drifts.append(rss - base)
+            anon_drifts.append(anon - anon_base)
     time.sleep(2)
     k.run("gc.collect()", timeout=CELL_TIMEOUT)
     time.sleep(2)
@@ -159,6 +181,8 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
         "drift_after_deletes_bytes": {"median": sorted(drifts)[len(drifts) // 2] if drifts else None,
                                       "max": max(drifts) if drifts else None,
                                       "last": drifts[-1] if drifts else None},
+        "anon_drift_after_deletes_bytes": {"median": sorted(anon_drifts)[len(anon_drifts) // 2] if anon_drifts else None,
+                                           "max": max(anon_drifts) if anon_drifts else None},
         "false_refusals": refused,
         "escaped": escaped,
         "cells": log,
@@ -185,6 +209,8 @@ def render(result: dict) -> str:
         f"  kernel RSS after set-up -> at the end (killers' variables deleted): {drift}",
         "  RSS over set-up right after each killer's variables were deleted: median {median}, max {max}, last {last}".format(
             **{k: format_bytes(v) for k, v in result["drift_after_deletes_bytes"].items()}),
+        "  anonymous RSS (no libraries' code pages) over set-up then: median {median}, max {max}".format(
+            **{k: format_bytes(v) for k, v in result.get("anon_drift_after_deletes_bytes", {}).items()}),
     ]
     for line in result["false_refusals"][:10]:
         lines.append(f"    refused: {line}")
