@@ -1,6 +1,6 @@
 """Soak: random mixes of kernel killers and legitimate cells in ONE sentinel kernel in a 1 GiB memory group.
 
-    python bench/soak_guard.py [--minutes 10] [--seed 1] [--limit 1G] [--guard-only] [--json out.json]
+    python bench/soak_guard.py [--minutes 10] [--seed 1] [--limit 1G] [--guard-only] [--warm] [--json out.json]
 
 The cells are the acceptance suite's (tests/test_guard_lib_cases.py): every killer OOM-kills a stock
 kernel in the same group, every legitimate cell completes in one. After each killer its variables are
@@ -88,17 +88,29 @@ def hang_state(k: KernelHarness) -> str:
             f"threads {' '.join(threads)}")
 
 
-def start(workdir: Path, limit: int, env: dict[str, str], files: dict[str, Path]) -> KernelHarness:
-    """Start a sentinel kernel in its own memory group and run the set-up cell in it."""
+def start(workdir: Path, limit: int, env: dict[str, str], files: dict[str, Path], warm: bool = False) -> KernelHarness:
+    """Start a sentinel kernel in its own memory group and run the set-up cell in it.
+
+    ``warm``: then run every legitimate case once (deleting after each) and import what the killers import,
+    so the base the RSS is measured against holds what first use of each library keeps for good (its code
+    pages, polars' thread pool, scikit-learn's modules) and the drift is what the killers left.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     k = KernelHarness(workdir, limit_bytes=limit, kernelspec=SPEC, env=env).start()
     res = k.run(SETUP + "\n" + files_code(files))
     if not res.ok:
         raise SystemExit(f"set-up cell failed: {res.ename}: {res.evalue}")
+    if warm:
+        k.run("from sklearn.metrics import pairwise_distances", timeout=CELL_TIMEOUT)
+        for case in LEGIT:
+            if case.prepare:
+                k.run(case.prepare, timeout=CELL_TIMEOUT)
+            k.run(case.code, timeout=CELL_TIMEOUT)
+            k.run(cleanup_code(case), timeout=CELL_TIMEOUT)
     return k
 
 
-def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path) -> dict:
+def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path, warm: bool = False) -> dict:
     """Run the soak; return its counts and RSS figures."""
     rng = random.Random(seed)
     files = make_files(work / "files")
@@ -107,7 +119,7 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
     escaped: list[str] = []
     kernels = 0
     oom_kills = 0
-    k = start(work / f"kernel{kernels}", limit, env, files)
+    k = start(work / f"kernel{kernels}", limit, env, files, warm)
     time.sleep(2)
     rss_start = rss_of(k)
     base = rss_start or 0  # this kernel's RSS after set-up (a replaced kernel starts a new base)
@@ -148,7 +160,7 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
         if res.status in ("died", "timeout") or not k.alive:
             k.close()
             kernels += 1
-            k = start(work / f"kernel{kernels}", limit, env, files)
+            k = start(work / f"kernel{kernels}", limit, env, files, warm)
             time.sleep(2)
             base = rss_of(k) or 0
             anon_base = rss_anon_of(k) or 0
@@ -171,6 +183,7 @@ def soak(minutes: float, seed: int, limit: int, env: dict[str, str], work: Path)
     return {
         "minutes": minutes,
         "seed": seed,
+        "warm": warm,
         "limit_bytes": limit,
         "env": env,
         "counts": dict(counts),
@@ -199,7 +212,8 @@ def render(result: dict) -> str:
     )
     lines = [
         f"soak: {result['minutes']:g} min, seed {result['seed']}, one sentinel kernel in a "
-        f"{format_bytes(result['limit_bytes'])} group ({', '.join(f'{k}={v}' for k, v in result['env'].items()) or 'defaults'})",
+        f"{format_bytes(result['limit_bytes'])} group ({', '.join(f'{k}={v}' for k, v in result['env'].items()) or 'defaults'})"
+        + (", base after a warm-up pass" if result.get("warm") else ""),
         f"  cells run: {c.get('cells', 0)}  (killers {c.get('killers', 0)}, legitimate {c.get('legit', 0)})",
         f"  killers stopped with an error: {c.get('killers_stopped', 0)} (MemoryBudgetError {c.get('memory_budget_errors', 0)}),"
         f" completed anyway: {c.get('killers_completed', 0)}",
@@ -226,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", default="1G", help="the memory group's limit (at most 1G)")
     parser.add_argument("--guard-only", action="store_true", help="checkpoints off (KERNEL_SENTINEL_CHECKPOINT=0)")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--warm", action="store_true",
+                        help="measure RSS drift from after one pass of the legitimate cells (libraries' first use kept)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ks-soak"))
     args = parser.parse_args(argv)
     limit = parse_size(args.limit)
@@ -237,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("KERNEL_SENTINEL_HOME", str(args.work / "home"))  # not the user's store
     os.environ.setdefault("JUPYTER_RUNTIME_DIR", str(args.work / "runtime"))
     env = {"KERNEL_SENTINEL_CHECKPOINT": "0"} if args.guard_only else {}
-    result = soak(args.minutes, args.seed, limit, env, args.work)
+    result = soak(args.minutes, args.seed, limit, env, args.work, args.warm)
     print(render(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
