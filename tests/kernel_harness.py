@@ -277,3 +277,17 @@ def kill_signal_name(status: int | None) -> str | None:
     if status is None or status >= 0:
         return None
     return signal.Signals(-status).name
+
+
+def assert_oom_killed(k: KernelHarness, code: str, timeout: float = 180, context: Any = None) -> None:
+    """Run ``code`` in ``k`` and assert that the OOM killer ended the kernel: a killer test's stock control.
+
+    Died in the cell, by SIGKILL, with the group's OOM-kill counter moved. ``context()``, when given, is called
+    for the failure message (what the group looked like).
+    """
+    before = k.oom_kills()
+    res = k.run(code, timeout=timeout)
+    assert res.status == "died", (res.status, context() if context else None, res.text()[:1500])
+    k.wait_for_death()
+    assert kill_signal_name(k.exit_status) == "SIGKILL"
+    assert k.oom_kills() > before

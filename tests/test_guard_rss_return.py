@@ -15,7 +15,7 @@ import time
 
 import pytest
 from conftest import GUARD_EXPR, SENTINEL_KERNELSPEC, GiB, MiB
-from kernel_harness import kill_signal_name
+from kernel_harness import assert_oom_killed
 from test_guard_lib_cases import by_name, cleanup_code
 
 pytestmark = pytest.mark.cgroup
@@ -51,12 +51,7 @@ def test_the_killer_oom_kills_a_stock_kernel_and_the_threads_cell_completes(kern
     res = k.run(THREADS.code)
     assert res.ok, res.text()[:1500]
     assert k.run(cleanup_code(THREADS)).ok
-    before = k.oom_kills()
-    res = k.run(KILLER.code, timeout=180)
-    assert res.status == "died", (res.status, res.text()[:1500])
-    k.wait_for_death()
-    assert kill_signal_name(k.exit_status) == "SIGKILL"
-    assert k.oom_kills() > before
+    assert_oom_killed(k, KILLER.code)
 
 
 def test_rss_comes_back_after_stopped_killers_and_threads_cells(kernel) -> None:
