@@ -504,7 +504,7 @@ class Checkpointer:
         # A fork in progress finishes first (the scheduler holds the lock only around a fork: milliseconds).
         # Bounded all the same: a cell never waits long on checkpoints, whatever happened to their thread.
         locked = self._lock.acquire(timeout=PRE_RUN_LOCK_SECONDS)
-        thread_busy = let_go = True
+        thread_busy = True
         try:
             self._in_cell = True
             # a thread writer reads live objects: it gives up, the next idle moment retries. Jobs start under
@@ -520,9 +520,8 @@ class Checkpointer:
             else:
                 self._event("a cell started while the checkpoint scheduler was busy (it waited no longer)",
                             dedupe="a cell started")
-        if thread_busy:  # outside the lock: the writer does not need it to give up
-            let_go = self._thread.cancel(wait=LET_GO_SECONDS)
-        if not let_go:
+        # outside the lock: the writer does not need it to give up
+        if thread_busy and not self._thread.cancel(wait=LET_GO_SECONDS):
             self._event(f"a cell started while the thread writer was still writing (it waited "
                         f"{LET_GO_SECONDS:.0f} s for it to let go, no longer)", dedupe="a cell started while")
 

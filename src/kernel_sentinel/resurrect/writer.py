@@ -233,9 +233,8 @@ class ForkWriter:
             if timeout is None:
                 self._reap(block=True)
             else:
-                deadline = time.monotonic() + timeout
-                while self.pid is not None and self._reap(block=False) is None and time.monotonic() < deadline:
-                    time.sleep(0.01)
+                _wait_exit(self.pid, timeout)
+                self._reap(block=False)
                 if self.pid is not None:
                     return None
         return self._collect()
