@@ -31,6 +31,21 @@ imported are printed: to measure a commit while others edit the tree, put a ``gi
 
     .venv/bin/python bench/bench_default_cost.py [--rounds 7] [--lifecycle 5] [--restarts 3] [--sentinel-env NAME=VALUE]
         [--limit 1G]   # each kernel in its own memory cgroup, as in a container
+        [--alternate cell]   # take turns cell by cell instead of round by round
+        [--variant stock2]   # a second stock kernel: the noise floor, compared with stock as the sentinel is
+        [--variant before:PYTHONPATH=/tmp/snap/src]   # one more sentinel kernel (a snapshot), alternated too
+        [--blocks 3]   # the rounds in three blocks of fresh kernels (two processes differ by a few %)
+        [--json out.json]   # every round's and cell's raw figures
+
+Each cell's CPU is read on its own (every thread's schedstat before and after it: the main thread, the
+sentinel's threads, the others; and its minor faults), so a cell's pair is seconds apart, not a round. The
+summary gives, for each kernel against stock: the median of per-round ratios with its interquartile range and a
+95% bootstrap interval over rounds; the round rebuilt from each cell kind's median per-pair difference (a
+neighbour's burst on one cell then does not move the whole round), and from each kind's 20th percentile (the
+least contended runs); per cell kind the added CPU, the main thread's share, the sentinel's threads and the added
+minor faults; and the rounds that follow a checkpoint's fork apart from the others. On this shared 2-core machine
+the same Python loop in one thread takes 27-66 ms of CPU from one run to the next: read a sentinel's figure
+beside the ``stock2`` control's, which is what noise alone gives in the same run.
 
 Targets (issue 11): CPU ratio median <= 1.03, trivial cell <= +1 ms, ready/shutdown/restart <= +0.1 s, RSS
 <= +5 MiB.
@@ -159,36 +174,125 @@ def wait_children_gone(pid: int, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def run_round(
-    h: KernelHarness, names: dict[int, str] | None = None
-) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """Run every cell once; return the kernel's /proc deltas and each cell kind's latencies (seconds)."""
+def snapshot(pid: int, names: dict[int, str]) -> dict[str, float]:
+    """Return ``pid``'s CPU seconds by thread group (``thread_split``) with their sum (``cpu``), and its minor
+    faults: read before and after each cell, so that one cell's cost is read on its own, close in time to the
+    same cell in the other kernel."""
+    split = thread_split(pid, names)
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    total = split["main"] + split["sentinel"] + split["other"]
+    return {**split, "cpu": total if total else (int(fields[11]) + int(fields[12])) / CLK_TCK,
+            "minflt": float(fields[7])}
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """Return ``after - before`` for every key of ``after`` (a thread that started in between counts from 0)."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
+def run_cell(h: KernelHarness, name: str, code: str, names: dict[int, str]) -> dict[str, float]:
+    """Run one cell; return its /proc deltas (CPU by thread group, ``minflt``) and its latency (``lat``, seconds)."""
     pid = h.kernel_pid
-    wait_children_gone(pid)
-    split0 = thread_split(pid, names or {})
-    before = proc_stat(pid)
-    latencies: dict[str, list[float]] = {}
-    for name, code in CELLS:
-        t0 = time.perf_counter()
-        res = h.run(code, timeout=600)
-        latencies.setdefault(name, []).append(time.perf_counter() - t0)
-        if not res.ok:
-            raise SystemExit(f"cell {name} failed: {res.text()}")
-        if res.stdout.strip() or res.stderr.strip():
-            print(f"  note: cell {name} printed: {(res.stdout + res.stderr).strip()[:200]}", flush=True)
-    after_cells = proc_stat(pid)
-    split1 = thread_split(pid, names or {})
-    time.sleep(IDLE_PAUSE)  # a user's pause: the sentinel kernel's checkpoint starts in it
-    wait_children_gone(pid)
-    after = proc_stat(pid)
-    return {
-        "cpu": after_cells["cpu"] - before["cpu"],
-        "writer_cpu": after["children_cpu"] - before["children_cpu"],
-        "idle_cpu": after["cpu"] - after_cells["cpu"],
-        "minflt": after_cells["minflt"] - before["minflt"],
-        "idle_minflt": after["minflt"] - after_cells["minflt"],
-        **{f"cpu_{k}": split1[k] - split0.get(k, 0.0) for k in split1},
-    }, latencies
+    s0 = snapshot(pid, names)
+    t0 = time.perf_counter()
+    res = h.run(code, timeout=600)
+    lat = time.perf_counter() - t0
+    s1 = snapshot(pid, names)
+    if not res.ok:
+        raise SystemExit(f"cell {name} failed: {res.text()}")
+    if res.stdout.strip() or res.stderr.strip():
+        print(f"  note: cell {name} printed: {(res.stdout + res.stderr).strip()[:200]}", flush=True)
+    return {**delta(s1, s0), "lat": lat}
+
+
+class Round:
+    """One round of every cell on each kernel, read from /proc: per cell, and for the whole round with the gaps
+    between cells and a user's pause after it (where the sentinel kernel forks its checkpoint writer)."""
+
+    def __init__(self, kernels: dict[str, KernelHarness], names: dict[str, dict[int, str]]) -> None:
+        self.kernels, self.names = kernels, names
+        self.cells: dict[str, list[dict[str, float]]] = {n: [] for n in kernels}
+        self.start: dict[str, dict[str, float]] = {}
+        self.start_stat: dict[str, dict[str, float]] = {}
+        self.end_cells: dict[str, dict[str, float]] = {}
+        self.end_cells_stat: dict[str, dict[str, float]] = {}
+
+    def begin(self, name: str) -> None:
+        pid = self.kernels[name].kernel_pid
+        wait_children_gone(pid)
+        self.start[name] = snapshot(pid, self.names[name])
+        self.start_stat[name] = proc_stat(pid)
+
+    def cell(self, name: str, index: int) -> None:
+        kind, code = CELLS[index]
+        self.cells[name].append({"kind": kind, **run_cell(self.kernels[name], kind, code, self.names[name])})
+
+    def end_cells_of(self, name: str) -> None:
+        pid = self.kernels[name].kernel_pid
+        self.end_cells[name] = snapshot(pid, self.names[name])
+        self.end_cells_stat[name] = proc_stat(pid)
+
+    def after_pause(self, name: str) -> dict[str, float]:
+        """Return the round's figures for kernel ``name`` (call after the pause)."""
+        pid = self.kernels[name].kernel_pid
+        wait_children_gone(pid)
+        after = proc_stat(pid)
+        before, cells_end = self.start_stat[name], self.end_cells_stat[name]
+        split = delta(self.end_cells[name], self.start[name])
+        in_cells = sum(c["cpu"] for c in self.cells[name])
+        return {
+            "cpu": cells_end["cpu"] - before["cpu"],
+            "cells_cpu": in_cells,
+            "gaps_cpu": split["cpu"] - in_cells,
+            "writer_cpu": after["children_cpu"] - before["children_cpu"],
+            "idle_cpu": after["cpu"] - cells_end["cpu"],
+            "minflt": cells_end["minflt"] - before["minflt"],
+            "idle_minflt": after["minflt"] - cells_end["minflt"],
+            **{f"cpu_{k}": v for k, v in split.items() if k not in ("cpu", "minflt")},
+        }
+
+
+def orders(names: list[str]) -> list[tuple[str, ...]]:
+    """Return the orders the kernels take turns in: each kernel first as often as the others, so that whatever
+    runs first (a cold cache, a neighbour's burst) falls on each alike."""
+    import itertools
+
+    return list(itertools.permutations(names))
+
+
+def run_round(
+    kernels: dict[str, KernelHarness], names: dict[str, dict[int, str]], order: tuple[str, ...], alternate: str,
+    turn: int,
+) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, float]]]]:
+    """Run every cell once on each kernel; return each kernel's round figures and its cells' figures.
+
+    ``alternate="round"``: each kernel runs the whole round, back to back, then pauses (as before: a user running
+    a notebook top to bottom). ``"cell"``: each cell runs on every kernel before the next cell, the kernels'
+    order changing at each cell (``turn`` counts on), so the two halves of a pair are seconds apart, not a
+    round; a kernel then waits while the other runs its cell, and a checkpoint may start in that wait.
+    """
+    rnd = Round(kernels, names)
+    all_orders = orders(list(kernels))
+    if alternate == "round":
+        stats = {}
+        for name in order:
+            rnd.begin(name)
+            for i in range(len(CELLS)):
+                rnd.cell(name, i)
+            rnd.end_cells_of(name)
+            time.sleep(IDLE_PAUSE)  # a user's pause: the sentinel kernel's checkpoint starts in it
+            stats[name] = rnd.after_pause(name)
+        return stats, rnd.cells
+    for name in order:
+        rnd.begin(name)
+    for i in range(len(CELLS)):
+        for name in all_orders[(turn + i) % len(all_orders)]:
+            rnd.cell(name, i)
+    for name in order:
+        rnd.end_cells_of(name)
+    time.sleep(IDLE_PAUSE)
+    return {n: rnd.after_pause(n) for n in kernels}, rnd.cells
 
 
 def lifecycle(h_factory, order: tuple[str, str], restarts: int) -> dict[str, dict[str, list[float]]]:
@@ -273,103 +377,233 @@ def compile_package() -> None:
     compileall.compile_dir(str(Path(kernel_sentinel.__file__).parent), quiet=1)
 
 
-def run_cells(harness, rounds_wanted: int) -> dict:
-    """Run the cells' rounds on one stock and one sentinel kernel, alternated; return what the summary prints."""
-    kernels = {name: harness(name).start() for name in SPECS}
+def spec_of(name: str) -> dict:
+    """Return the kernelspec of kernel ``name``: a variant labelled ``stock...`` is a second stock kernel (the
+    noise floor: two stock kernels compared as the sentinel is), any other a sentinel kernel."""
+    return SPECS.get(name) or SPECS["stock" if name.startswith("stock") else "sentinel"]
+
+
+def run_cells(harness, rounds_wanted: int, names_wanted: list[str], alternate: str) -> dict:
+    """Run the cells' rounds on a stock kernel and the sentinel kernels (``names_wanted``), alternated; return the
+    raw figures (per round and per cell) that the summary reads."""
+    kernels = {name: harness(name).start() for name in names_wanted}
+    sentinels = [n for n in kernels if spec_of(n) is SPECS["sentinel"]]
     try:
         rss: dict[str, int] = {}
         for name, h in kernels.items():
             res = h.run(SETUP)
             assert res.ok, res.text()
             rss[name] = rss_bytes(h.kernel_pid)
-        on = kernels["sentinel"].value(
-            "[bool(getattr(get_ipython(), '_kernel_sentinel_guard', None)), "
-            "bool(getattr(get_ipython(), '_kernel_sentinel_checkpointer', None)) and "
-            "get_ipython()._kernel_sentinel_checkpointer.enabled]")
-        print(f"sentinel kernel: guard {'on' if on[0] else 'off'}, checkpoints {'on' if on[1] else 'off'}; "
-              f"ipykernel pid {kernels['sentinel'].kernel_pid} under launcher {kernels['sentinel'].pid}")
-        src = kernels["sentinel"].value("__import__('os').path.dirname(__import__('kernel_sentinel').__file__)")
-        print(f"sentinel kernel's kernel_sentinel: {src}", flush=True)
+        src = {}
+        for name in sentinels:
+            on = kernels[name].value(
+                "[bool(getattr(get_ipython(), '_kernel_sentinel_guard', None)), "
+                "bool(getattr(get_ipython(), '_kernel_sentinel_checkpointer', None)) and "
+                "get_ipython()._kernel_sentinel_checkpointer.enabled]")
+            src[name] = kernels[name].value(
+                "__import__('os').path.dirname(__import__('kernel_sentinel').__file__)")
+            print(f"{name} kernel: guard {'on' if on[0] else 'off'}, checkpoints {'on' if on[1] else 'off'}; "
+                  f"ipykernel pid {kernels[name].kernel_pid} under launcher {kernels[name].pid}; "
+                  f"kernel_sentinel from {src[name]}", flush=True)
         for name, h in kernels.items():
             res = h.run(MEASURE_HOOKS)
             assert res.ok, res.text()
-        for h in kernels.values():
-            run_round(h)  # warm-up: caches, first checkpoint of everything
         names = {name: thread_names(h) for name, h in kernels.items()}  # the threads live as long as the kernel
+        all_orders = orders(list(kernels))
+        run_round(kernels, names, all_orders[0], alternate, 0)  # warm-up: caches, first checkpoint of everything
         for h in kernels.values():
             h.run(HOOKS_RESET)
-        rounds: dict[str, list[dict[str, float]]] = {"stock": [], "sentinel": []}
-        lat: dict[str, dict[str, list[float]]] = {"stock": {}, "sentinel": {}}
+        rounds: dict[str, list[dict[str, float]]] = {n: [] for n in kernels}
+        cells: dict[str, list[list[dict[str, float]]]] = {n: [] for n in kernels}
         for r in range(rounds_wanted):
-            for name in (("stock", "sentinel") if r % 2 == 0 else ("sentinel", "stock")):
-                stats, latencies = run_round(kernels[name], names[name])
-                rounds[name].append(stats)
-                for cell, values in latencies.items():
-                    lat[name].setdefault(cell, []).append(statistics.median(values))
-            s, k = rounds["stock"][-1], rounds["sentinel"][-1]
-            print(f"round {r + 1}: cpu stock {s['cpu']:.2f} s sentinel {k['cpu']:.2f} s "
-                  f"(ratio {k['cpu'] / s['cpu']:.3f}); writers {k['writer_cpu']:.2f} s; "
-                  f"minor faults stock {s['minflt']} sentinel {k['minflt']}", flush=True)
+            stats, per_cell = run_round(kernels, names, all_orders[r % len(all_orders)], alternate, r)
+            for n in kernels:
+                rounds[n].append(stats[n])
+                cells[n].append(per_cell[n])
+            s = rounds["stock"][-1]
+            print(f"round {r + 1}: cpu stock {s['cpu']:.3f} s; " + "; ".join(
+                f"{n} {rounds[n][-1]['cpu']:.3f} s (x{rounds[n][-1]['cpu'] / s['cpu']:.3f}, cells x"
+                f"{rounds[n][-1]['cells_cpu'] / s['cells_cpu']:.3f}, writers {rounds[n][-1]['writer_cpu']:.2f} s)"
+                for n in sentinels) + f"; minor faults stock {s['minflt']:.0f} " + " ".join(
+                f"{n} {rounds[n][-1]['minflt']:.0f}" for n in sentinels), flush=True)
         hooks = {name: h.value(HOOKS_READ) for name, h in kernels.items()}
         for name, h in kernels.items():
             rss[name + "_end"] = rss_bytes(h.kernel_pid)
-        status = kernels["sentinel"].run("%sentinel checkpoint status").stdout.strip()
+        status = {n: kernels[n].run("%sentinel checkpoint status").stdout.strip() for n in sentinels}
     finally:
         for h in kernels.values():
             h.close()
-    return {"rounds": rounds, "lat": lat, "rss": rss, "status": status, "hooks": hooks, "source": src}
+    return {"rounds": rounds, "cells": cells, "rss": rss, "status": status, "hooks": hooks, "source": src,
+            "alternate": alternate}
+
+
+def merge_blocks(into: dict, block: dict) -> dict:
+    """Return ``into`` with ``block``'s rounds, cells and hook timings added (RSS and sources: the first block's;
+    the checkpoint status: the last)."""
+    for n in into["rounds"]:
+        into["rounds"][n].extend(block["rounds"][n])
+        into["cells"][n].extend(block["cells"][n])
+        hooks = into["hooks"][n]
+        for key, calls in block["hooks"][n]["hooks"].items():
+            hooks["hooks"].setdefault(key, []).extend(calls)
+        hooks["forks"] += block["hooks"][n]["forks"]
+    into["status"] = block["status"]
+    return into
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """Return the first quartile, the median and the third quartile: the spread a single pair hides."""
+    if len(values) < 2:
+        return (values[0],) * 3 if values else (float("nan"),) * 3
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[1], q[2]
+
+
+def bootstrap(n_units: int, estimate, draws: int = 2000, seed: int = 11) -> tuple[float, float]:
+    """Return the 2.5% and 97.5% quantiles of ``estimate(indices)`` over ``draws`` resamplings (with replacement)
+    of ``n_units`` units (rounds): how far the figure would move in another run of the same length."""
+    import random
+
+    if n_units < 2:
+        return float("nan"), float("nan")
+    rng = random.Random(seed)
+    got = sorted(estimate([rng.randrange(n_units) for _ in range(n_units)]) for _ in range(draws))
+    return got[int(0.025 * draws)], got[int(0.975 * draws) - 1]
+
+
+def cell_estimate(stock: list[list[dict]], other: list[list[dict]], key: str, idx: list[int],
+                  quantile: float | None = None) -> float:
+    """Return the round ratio rebuilt from cells: 1 + (sum over cell kinds of the kind's count x its median
+    per-pair difference) / (sum of count x the stock median), over rounds ``idx``.
+
+    A neighbour's burst lands on a few cells of a round; a median per kind leaves those out, where a round's sum
+    (and the ratio of two rounds) takes them in whole. ``quantile`` (e.g. 0.2): compare each kernel's low quantile
+    of the kind's CPU instead, the cost with the least contention (as timeit takes the fastest run): the same loop
+    in one thread here takes 27-66 ms of CPU from one run to the next, and a pair's two halves do not always
+    meet the same neighbour. It leaves out what only some rounds pay (a fork's copy-on-write faults): read those
+    from the fork rounds' figures.
+    """
+    kinds: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    for r in idx:
+        for s, k in zip(stock[r], other[r]):
+            d, base, mine = kinds.setdefault(s["kind"], ([], [], []))
+            d.append(k[key] - s[key])
+            base.append(s[key])
+            mine.append(k[key])
+    counts = {kind: sum(1 for c in CELLS if c[0] == kind) for kind in kinds}
+    if quantile is None:
+        added = sum(counts[kind] * statistics.median(d) for kind, (d, _, _) in kinds.items())
+        base = sum(counts[kind] * statistics.median(b) for kind, (_, b, _) in kinds.items())
+    else:
+        def q(values: list[float]) -> float:
+            values = sorted(values)
+            return values[min(len(values) - 1, int(quantile * len(values)))]
+
+        added = sum(counts[kind] * (q(m) - q(b)) for kind, (_, b, m) in kinds.items())
+        base = sum(counts[kind] * q(b) for kind, (_, b, _) in kinds.items())
+    return 1 + added / base if base else float("nan")
+
+
+FORK_ROUND_FAULTS = 10_000  # more minor faults than stock's in a round: a checkpoint's fork came before it
 
 
 def print_cells(got: dict) -> None:
-    rounds, lat, rss = got["rounds"], got["lat"], got["rss"]
+    rounds, cells, rss = got["rounds"], got["cells"], got["rss"]
     med = statistics.median
-    ratios = [k["cpu"] / s["cpu"] for s, k in zip(rounds["stock"], rounds["sentinel"])]
-    print(f"kernel CPU per round: stock {med(r['cpu'] for r in rounds['stock']):.3f} s, "
-          f"sentinel {med(r['cpu'] for r in rounds['sentinel']):.3f} s, ratio {med(ratios):.3f} "
-          f"(pairs {', '.join(f'{x:.3f}' for x in ratios)})  target <= 1.03")
-    split = {n: {k: med(r[f"cpu_{k}"] for r in rounds[n]) for k in ("main", "sentinel", "other")} for n in rounds}
-    main_ratios = [k["cpu_main"] / s["cpu_main"] for s, k in zip(rounds["stock"], rounds["sentinel"])]
-    print(f"  by thread: main stock {split['stock']['main']:.3f} s, sentinel {split['sentinel']['main']:.3f} s "
-          f"(ratio {med(main_ratios):.3f}); the sentinel's own threads {split['sentinel']['sentinel'] * 1000:.1f} ms; "
-          f"other threads stock {split['stock']['other'] * 1000:.1f} ms, sentinel {split['sentinel']['other'] * 1000:.1f} ms")
-    n_rounds = len(rounds["sentinel"])
-    threads = sorted({k for r in rounds["sentinel"] for k in r if k.startswith("cpu_t:")})
-    print("  the sentinel's threads per round (median, mean; ms): " + "; ".join(
-        f"{k[6:]} {med(r.get(k, 0.0) for r in rounds['sentinel']) * 1000:.2f}, "
-        f"{sum(r.get(k, 0.0) for r in rounds['sentinel']) / n_rounds * 1000:.2f}" for k in threads))
-    for name in ("stock", "sentinel"):
+    stock = rounds["stock"]
+    n_rounds = len(stock)
+    sentinels = [n for n in rounds if n != "stock"]
+    print(f"alternated by {got['alternate']}; {n_rounds} rounds of {len(CELLS)} cells")
+    for name in sentinels:
+        mine = rounds[name]
+        print(f"-- {name} against stock --")
+        for key, what in (("cpu", "kernel CPU per round"), ("cells_cpu", "kernel CPU in the cells"),
+                          ("cpu_main", "main thread's CPU per round")):
+            ratios = [k[key] / s[key] for s, k in zip(stock, mine)]
+            q1, m, q3 = quartiles(ratios)
+            lo, hi = bootstrap(n_rounds, lambda idx: med(ratios[i] for i in idx))
+            print(f"{what}: stock {med(r[key] for r in stock):.3f} s, {name} {med(r[key] for r in mine):.3f} s, "
+                  f"ratio median {m:.3f} (IQR {q1:.3f}-{q3:.3f}; 95% bootstrap {lo:.3f}-{hi:.3f}; "
+                  f"{len(ratios)} pairs {min(ratios):.3f}-{max(ratios):.3f})"
+                  + ("  target <= 1.03" if key == "cpu" else ""))
+        for key, what in (("cpu", "kernel CPU"), ("main", "main thread")):
+            for quantile, how in ((None, "per-cell medians"), (0.2, "per-cell 20th percentiles")):
+                est = cell_estimate(cells["stock"], cells[name], key, list(range(n_rounds)), quantile)
+                lo, hi = bootstrap(n_rounds, lambda idx: cell_estimate(cells["stock"], cells[name], key, idx, quantile))
+                print(f"{what} per round from {how}: x{est:.3f} (95% bootstrap over rounds {lo:.3f}-{hi:.3f}; "
+                      f"{n_rounds * len(CELLS)} cell pairs)" + ("  target <= 1.03" if key == "cpu" else ""))
+        fork_rounds = [i for i, (s, k) in enumerate(zip(stock, mine)) if k["minflt"] - s["minflt"] > FORK_ROUND_FAULTS]
+        if fork_rounds and len(fork_rounds) < n_rounds:
+            quiet = [i for i in range(n_rounds) if i not in fork_rounds]
+            extra = [(mine[i]["cpu"] - stock[i]["cpu"]) for i in fork_rounds]
+            base_extra = [(mine[i]["cpu"] - stock[i]["cpu"]) for i in quiet]
+            faults = [mine[i]["minflt"] - stock[i]["minflt"] for i in fork_rounds]
+            print(f"  rounds after a checkpoint's fork: {len(fork_rounds)} of {n_rounds} (added faults "
+                  f"{', '.join(f'{f:.0f}' for f in faults)}); added CPU there median {med(extra) * 1000:+.0f} ms, in "
+                  f"the other rounds {med(base_extra) * 1000:+.0f} ms: ~{(med(extra) - med(base_extra)) * 1000:.0f} ms "
+                  f"a fork round, {(med(extra) - med(base_extra)) * len(fork_rounds) / n_rounds * 1000:.1f} ms a round "
+                  f"on average")
+        print(f"  per cell kind (median over pairs; CPU ms stock -> {name}, added [IQR], ratio [IQR]; main thread "
+              "added; sentinel threads; minor faults added):")
+        for kind in dict.fromkeys(c[0] for c in CELLS):
+            pairs = [(s, k) for rs, rk in zip(cells["stock"], cells[name]) for s, k in zip(rs, rk)
+                     if s["kind"] == kind]
+            d = [(k["cpu"] - s["cpu"]) * 1000 for s, k in pairs]
+            ratio = [k["cpu"] / s["cpu"] for s, k in pairs if s["cpu"] > 0]
+            dq, rq = quartiles(d), quartiles(ratio)
+            print(f"    {kind:16s} {med(s['cpu'] for s, _ in pairs) * 1000:7.2f} -> "
+                  f"{med(k['cpu'] for _, k in pairs) * 1000:7.2f}  {dq[1]:+6.2f} [{dq[0]:+.2f}, {dq[2]:+.2f}]  "
+                  f"x{rq[1]:.3f} [{rq[0]:.3f}, {rq[2]:.3f}]  main {med((k['main'] - s['main']) * 1000 for s, k in pairs):+.2f}"
+                  f"  sentinel thr {med(k['sentinel'] * 1000 for _, k in pairs):.2f} (mean "
+                  f"{sum(k['sentinel'] for _, k in pairs) / len(pairs) * 1000:.2f})  other thr "
+                  f"{med((k['other'] - s['other']) * 1000 for s, k in pairs):+.2f}  faults "
+                  f"{med(k['minflt'] - s['minflt'] for s, k in pairs):+.0f} (mean "
+                  f"{sum(k['minflt'] - s['minflt'] for s, k in pairs) / len(pairs):+.0f})  n={len(pairs)}")
+        threads = sorted({k for r in mine for k in r if k.startswith("cpu_t:")})
+        print("  the sentinel's threads per round (median, mean; ms): " + "; ".join(
+            f"{k[6:]} {med(r.get(k, 0.0) for r in mine) * 1000:.2f}, "
+            f"{sum(r.get(k, 0.0) for r in mine) / n_rounds * 1000:.2f}" for k in threads))
+        split = {n: {k: med(r[f"cpu_{k}"] for r in rounds[n]) for k in ("main", "sentinel", "other")}
+                 for n in ("stock", name)}
+        print(f"  by thread per round: main stock {split['stock']['main']:.3f} s, {name} {split[name]['main']:.3f} s; "
+              f"the sentinel's own threads {split[name]['sentinel'] * 1000:.1f} ms; other threads stock "
+              f"{split['stock']['other'] * 1000:.1f} ms, {name} {split[name]['other'] * 1000:.1f} ms; between cells "
+              f"stock {med(r['gaps_cpu'] for r in stock) * 1000:.1f} ms, {name} {med(r['gaps_cpu'] for r in mine) * 1000:.1f} ms")
+        added = [k["minflt"] - s["minflt"] for s, k in zip(stock, mine)]
+        print(f"  added minor faults per round, each pair: {', '.join(f'{a:.0f}' for a in added)} "
+              f"(mean {sum(added) / n_rounds:.0f}); writers' CPU per round: "
+              + ", ".join(f"{k['writer_cpu']:.2f}" for k in mine))
+        idle = {n: med(r["idle_cpu"] for r in rounds[n]) for n in ("stock", name)}
+        print(f"  kernel CPU in the pause after a round (the fork of a checkpoint lands here): stock "
+              f"{idle['stock']:.3f} s, {name} {idle[name]:.3f} s")
+        writer = med(r["writer_cpu"] for r in mine)
+        print(f"  checkpoint writers' CPU per round (forked, outside the kernel): {writer:.3f} s "
+              f"= {writer / med(r['cpu'] for r in mine):.1%} of the kernel's")
+        for kind in dict.fromkeys(c[0] for c in CELLS):
+            sl = [c["lat"] for r in cells["stock"] for c in r if c["kind"] == kind]
+            kl = [c["lat"] for r in cells[name] for c in r if c["kind"] == kind]
+            diffs = [(k - s) * 1000 for s, k in zip(sl, kl)]
+            print(f"  latency {kind:16s} stock {med(sl) * 1000:7.1f} ms  {name} {med(kl) * 1000:7.1f} ms  "
+                  f"added {med(diffs):+6.1f} ms" + ("  target <= +1 ms" if kind == "trivial" else ""))
+        mib = 1 << 20
+        print(f"  kernel RSS after import numpy, pandas: stock {rss['stock'] / mib:.1f} MiB, {name} "
+              f"{rss[name] / mib:.1f} MiB, added {(rss[name] - rss['stock']) / mib:+.1f} MiB  target <= +5 MiB")
+        print(f"  kernel RSS at the end: stock {rss['stock_end'] / mib:.1f} MiB, {name} {rss[name + '_end'] / mib:.1f} MiB")
+    for name in rounds:
         got_hooks = got["hooks"][name]
         total = sum(sum(v) for v in got_hooks["hooks"].values())
-        print(f"  {name} cell hooks per round (mean over {n_rounds} rounds): {total / n_rounds * 1000:.2f} ms; "
+        print(f"{name} cell hooks per round (mean over {n_rounds} rounds): {total / n_rounds * 1000:.2f} ms; "
               f"forks {got_hooks['forks']}")
         for key, calls in sorted(got_hooks["hooks"].items(), key=lambda kv: -sum(kv[1])):
             print(f"    {key}: {sum(calls) / n_rounds * 1000:.3f} ms a round (a call: median {med(calls) * 1e6:.0f} us, "
                   f"mean {sum(calls) / len(calls) * 1e6:.0f} us, max {max(calls) * 1e6:.0f} us)")
-    added = [k["minflt"] - s["minflt"] for s, k in zip(rounds["stock"], rounds["sentinel"])]
-    print(f"  added minor faults per round, each pair: {', '.join(str(a) for a in added)} (mean {sum(added) / n_rounds:.0f}); "
-          "writers' CPU per round: " + ", ".join(f"{k['writer_cpu']:.2f}" for k in rounds["sentinel"]))
-    idle = {n: med(r["idle_cpu"] for r in rounds[n]) for n in rounds}
-    print(f"kernel CPU in the pause after a round (the fork of a checkpoint lands here): stock {idle['stock']:.3f} s, "
-          f"sentinel {idle['sentinel']:.3f} s")
-    writer = med(r["writer_cpu"] for r in rounds["sentinel"])
-    print(f"checkpoint writers' CPU per round (forked, outside the kernel): {writer:.3f} s "
-          f"= {writer / med(r['cpu'] for r in rounds['sentinel']):.1%} of the kernel's")
-    print(f"kernel minor faults per round: stock {med(r['minflt'] for r in rounds['stock']):.0f}, "
-          f"sentinel {med(r['minflt'] for r in rounds['sentinel']):.0f}, added "
-          f"{med(k['minflt'] - s['minflt'] for s, k in zip(rounds['stock'], rounds['sentinel'])):.0f}")
-    for cell in lat["stock"]:
-        diffs = [(k - s) * 1000 for s, k in zip(lat["stock"][cell], lat["sentinel"][cell])]
-        print(f"latency {cell:16s} stock {med(lat['stock'][cell]) * 1000:7.1f} ms  "
-              f"sentinel {med(lat['sentinel'][cell]) * 1000:7.1f} ms  added {med(diffs):+6.1f} ms"
-              + ("  target <= +1 ms" if cell == "trivial" else ""))
-    mib = 1 << 20
-    print(f"kernel RSS after import numpy, pandas: stock {rss['stock'] / mib:.1f} MiB, sentinel "
-          f"{rss['sentinel'] / mib:.1f} MiB, added {(rss['sentinel'] - rss['stock']) / mib:+.1f} MiB  target <= +5 MiB")
-    print(f"kernel RSS at the end: stock {rss['stock_end'] / mib:.1f} MiB, sentinel {rss['sentinel_end'] / mib:.1f} MiB")
-    print("\n%sentinel checkpoint status:\n" + got["status"])
+    for name, status in got["status"].items():
+        print(f"\n%sentinel checkpoint status ({name}):\n" + status)
     pythonpath = [f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
     print("command: " + " ".join(pythonpath + [sys.executable, *sys.argv]))
-    print(f"sentinel kernel's kernel_sentinel: {got['source']}")
+    for name, source in got["source"].items():
+        print(f"{name} kernel's kernel_sentinel: {source}")
+    print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,6 +616,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", default=None, metavar="SIZE",
                         help="run each kernel in its own memory cgroup of SIZE (at most 1G), as in a container: "
                         "the guard then reads the group's files at every cell's start and end")
+    parser.add_argument("--alternate", choices=("round", "cell"), default="round",
+                        help="take turns round by round (a notebook run top to bottom in each kernel) or cell by "
+                        "cell (each pair's halves seconds apart; a kernel waits while the other runs its cell)")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:NAME=VALUE[,NAME=VALUE]",
+                        help="one more sentinel kernel, alternated with the others, with this environment on top "
+                        "of --sentinel-env (e.g. before:PYTHONPATH=/tmp/snap/src to compare a snapshot in one run); "
+                        "a label starting with 'stock' is a second stock kernel: the noise floor (--variant stock2)")
+    parser.add_argument("--blocks", type=int, default=1,
+                        help="run the rounds in this many blocks, each with fresh kernels: two kernel processes "
+                        "differ by a few %% in the same code (memory layout), which more rounds in one pair of "
+                        "processes never averages out")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write every round's and cell's raw figures")
     args = parser.parse_args(argv)
     limit = parse_size(args.limit) if args.limit else None
     if limit is not None and limit > 1 << 30:
@@ -395,13 +641,20 @@ def main(argv: list[str] | None = None) -> int:
             "stock": {**THREADS_ENV, "KERNEL_SENTINEL_HOME": str(home)},
             "sentinel": {**THREADS_ENV, "KERNEL_SENTINEL_HOME": str(home), **extra},
         }
+        for item in args.variant:
+            label, _, assignments = item.partition(":")
+            if not label or label in envs or any("=" not in a for a in assignments.split(",") if a):
+                print(f"--variant {item!r}: LABEL[:NAME=VALUE[,NAME=VALUE]], a new label", file=sys.stderr)
+                return 64
+            base = envs["stock" if label.startswith("stock") else "sentinel"]
+            envs[label] = {**base, **dict(a.split("=", 1) for a in assignments.split(",") if a)}
         count = [0]
 
         def harness(name: str) -> KernelHarness:
             count[0] += 1
             workdir = Path(tmp) / f"{name}{count[0]}"
             workdir.mkdir()
-            return KernelHarness(workdir, kernelspec=SPECS[name], env=envs[name], limit_bytes=limit)
+            return KernelHarness(workdir, kernelspec=spec_of(name), env=envs[name], limit_bytes=limit)
 
         print(f"sentinel kernel env: {extra or 'default (everything on)'}; "
               f"{f'each kernel in a memory cgroup of {args.limit}' if limit else 'no memory cgroup'}", flush=True)
@@ -416,10 +669,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"{n} ready {got[n]['ready'][0]:.3f} restart "
                 f"{' '.join(f'{x:.3f}' for x in got[n]['restart'])} shutdown {got[n]['shutdown'][0]:.3f}"
                 for n in SPECS), flush=True)
-        cells = run_cells(harness, args.rounds) if args.rounds else None
+        cells = None
+        for block in range(args.blocks if args.rounds else 0):
+            if args.blocks > 1:
+                print(f"block {block + 1} of {args.blocks}: fresh kernels", flush=True)
+            got_block = run_cells(harness, args.rounds, list(envs), args.alternate)
+            cells = got_block if cells is None else merge_blocks(cells, got_block)
     print("\n== summary (medians over pairs) ==")
     if cells is not None:
         print_cells(cells)
+        if args.json:
+            import json
+
+            Path(args.json).write_text(json.dumps({**cells, "command": sys.argv, "date": time.strftime(
+                "%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load": os.getloadavg()}))
     med = statistics.median
     for what in LIFECYCLE:
         diffs = [k - s for s, k in zip(life["stock"][what], life["sentinel"][what])]
