@@ -103,3 +103,55 @@ def test_the_supervisor_registers_the_kernel_once_it_is_ready(kernel) -> None:
     # The pipe's number is gone from the kernel's environment (a process it starts cannot find it), and the
     # supervisor no longer waits on it: its chores above ran.
     assert k.value("__import__('os').environ.get('KERNEL_SENTINEL_READY_FD')") is None
+
+
+# Extension modules the supervisor's chores load (the store's sqlite3, the memory meters' and flight record's ctypes,
+# json and zlib): mapped from a .so, so another process can see whether they are loaded.
+CHORES_ONLY = ("_sqlite3", "_ctypes", "_json", "zlib")
+
+
+def _mapped_extensions(pid: int) -> set[str]:
+    """Return the names of the Python extension modules (``lib-dynload/*.so``) mapped in process ``pid``."""
+    with open(f"/proc/{pid}/maps") as f:
+        return {line.rsplit("/", 1)[-1].split(".", 1)[0] for line in f if "lib-dynload/" in line}
+
+
+def test_the_supervisor_leaves_its_chores_until_the_kernel_is_ready(tmp_path) -> None:
+    """While the kernel starts, the supervisor reads the OOM-kill counter and forks its witness, and loads nothing
+    its chores need (they would take CPU from the kernel's start); once the kernel says "ready", they run."""
+    import importlib.util
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+    import pytest
+
+    seen = [m for m in CHORES_ONLY if (importlib.util.find_spec(m).origin or "").endswith(".so")]
+    if "_sqlite3" not in seen:
+        pytest.skip("this Python's sqlite3 is built in: its loading cannot be seen from outside")
+    go = tmp_path / "go"
+    kernel = (  # a stand-in for ipykernel: says "ready" through the supervisor's pipe when told to
+        "import os, time\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+        "os.write(int(os.environ['KERNEL_SENTINEL_READY_FD']), b'R')\n"
+        "time.sleep(600)\n"
+    )
+    run = f"from kernel_sentinel.autopsy.supervisor import supervise; supervise([], [{sys.executable!r}, '-c', {kernel!r}])"
+    env = {**os.environ, "KERNEL_SENTINEL_HOME": str(tmp_path / "home")}
+    sup = subprocess.Popen([sys.executable, "-c", run], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(psutil.Process(sup.pid).children()) < 2 and time.monotonic() < deadline:  # kernel and witness
+            time.sleep(0.02)
+        assert len(psutil.Process(sup.pid).children()) == 2
+        time.sleep(0.3)  # well past the counter's read; the supervisor now waits for "ready"
+        assert not _mapped_extensions(sup.pid) & set(seen)
+        go.touch()
+        while "_sqlite3" not in _mapped_extensions(sup.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "_sqlite3" in _mapped_extensions(sup.pid)  # the store opened: the chores ran
+    finally:
+        os.killpg(sup.pid, signal.SIGKILL)  # the whole group, as jupyter_client's forced shutdown: nothing to record
+        sup.wait()

@@ -259,3 +259,65 @@ def test_portable_reader_is_psutils_view_of_ram_and_never_raises() -> None:
     assert own.budget_bytes >= own.process.rss_bytes
     gone = portable_snapshot(2**22 + 12345, [])  # above the default pid_max: no such process
     assert gone.process.rss_bytes is None and any("cannot read process" in n for n in gone.notes)
+
+
+@pytest.mark.parametrize(("tree", "group", "kills"), [("v1_tree", V1_GROUP, 0), ("v2_tree", V2_LEAF, 2)])
+def test_the_light_cgroup_read_finds_the_group_the_reader_finds(tree: str, group: str, kills: int, request):
+    """``memory.cgroup`` (what the supervisor reads while the kernel starts) agrees with ``locate_cgroup``."""
+    from kernel_sentinel.memory import cgroup, locate_cgroup
+
+    proc = str(request.getfixturevalue(tree))
+    location, _ = locate_cgroup(PID, proc)
+    directory, version, path = cgroup.memory_group(PID, proc)
+    assert (directory, version, path) == (location.leaf.directory, location.version, location.path)
+    assert path == group and directory.endswith(group)
+    assert cgroup.oom_kill_counter(directory, version) == kills  # the captured memory.oom_control / memory.events
+
+
+def test_the_light_cgroup_read_without_a_memory_controller_or_outside_the_mount(v2_tree: Path, tmp_path: Path):
+    from kernel_sentinel.memory import cgroup, locate_cgroup
+
+    mount = tmp_path / "sys" / "cgroup"
+    leaf = mount / V2_LEAF.lstrip("/")
+    shutil.rmtree(leaf)
+    leaf.mkdir()  # the group exists but the memory controller is not enabled for it
+    assert cgroup.memory_group(PID, str(v2_tree)) is None and locate_cgroup(PID, str(v2_tree))[0] is None
+    # A mount of a subtree (a container's view) and a path outside it: the mount's root is read.
+    mountinfo = v2_tree / "self" / "mountinfo"
+    mountinfo.write_text(mountinfo.read_text().replace(" 0:22 / ", " 0:22 /kubepods.slice "))
+    (v2_tree / str(PID) / "cgroup").write_text("0::/elsewhere/leaf\n")
+    location, notes = locate_cgroup(PID, str(v2_tree))
+    assert cgroup.memory_group(PID, str(v2_tree)) is None and location is None  # that root has no memory.current
+    assert any("outside the mount" in note for note in notes)
+    (mount / "memory.current").write_text("0\n")
+    location, _ = locate_cgroup(PID, str(v2_tree))
+    assert cgroup.memory_group(PID, str(v2_tree)) == (str(mount), 2, "/elsewhere/leaf")
+    assert (location.leaf.directory, location.version, location.path) == (str(mount), 2, "/elsewhere/leaf")
+    assert cgroup.oom_kill_counter(str(mount), 2) is None  # no memory.events there: unknown, not 0
+
+
+def test_the_package_imports_its_heavy_parts_only_when_asked(tmp_path: Path):
+    """The supervisor reads ``memory.cgroup`` while the kernel starts, the recorder ``memory.linux``: importing a
+    submodule imports the package first, and that must not pull in the reader, its dataclasses or typing."""
+    import subprocess
+    import sys
+
+    script = """
+import json, sys
+import kernel_sentinel.launch, kernel_sentinel.autopsy.supervisor  # what the supervisor has before the fork
+before = set(sys.modules)
+from kernel_sentinel.memory.cgroup import memory_group, oom_kill_counter
+light = sorted(set(sys.modules) - before)
+import kernel_sentinel.memory as memory
+names = {name: getattr(memory, name).__module__ for name in memory.__all__}
+print(json.dumps({"light": light, "names": names}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    import json
+
+    seen = json.loads(out)
+    assert set(seen["light"]) <= {"kernel_sentinel.memory", "kernel_sentinel.memory.cgroup", "kernel_sentinel.memory.parse"}
+    assert seen["names"]["snapshot"] == "kernel_sentinel.memory.reader"
+    assert seen["names"]["MemorySnapshot"] == "kernel_sentinel.memory.model"
+    assert seen["names"]["oom_kill_counter"] == "kernel_sentinel.memory.cgroup"
+    assert len(seen["names"]) == 10

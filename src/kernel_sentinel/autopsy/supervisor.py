@@ -140,7 +140,8 @@ class Supervisor:
             os.close(ready_w)  # now only the kernel holds it: its exit reads as "ready" (EOF) too
         # While the kernel starts. The OOM-kill counter is read before the kernel can have allocated much:
         # its interpreter is still starting (a kill before this read would be seen in the kernel log).
-        from ..memory import oom_kill_counter
+        # ``memory.cgroup`` imports nothing heavy: the whole ``memory`` package cost ~45 ms of CPU here.
+        from ..memory.cgroup import oom_kill_counter
 
         self._quietly(self._find_cgroup)
         oom_before = oom_kill_counter(*self._cgroup[:2]) if self._cgroup else None
@@ -153,6 +154,8 @@ class Supervisor:
         # The supervisor's own chores wait until the kernel is ready: on a shared or 2-core machine they
         # would only take CPU from the kernel's start, which is what a frontend waits for.
         self._ready = _wait_ready(ready_r)
+        if witness is not None:  # first of the chores: the home folder's lookup imports jupyter_core (~20 ms)
+            self._quietly(lambda: self._note_witness(pid, self._witness_pid))
         self._quietly(_preload)
         self._quietly(self._register)
         if not own_group:
@@ -199,6 +202,9 @@ class Supervisor:
     ) -> int | None:
         """Fork a tiny witness in our process group; return the pipe end that tells it "all is recorded".
 
+        The caller leaves its pid beside the flight record (``_note_witness``) for sweeps: the first witness's
+        once the kernel is ready (there is no flight record to sweep before: the kernel's recorder makes it).
+
         jupyter_client's forced shutdown/restart SIGKILLs the whole process group: witness, supervisor and
         kernel die together, and nothing is recorded (it was asked for). A SIGKILL sent to the supervisor's
         pid alone leaves the witness alive: it sees the pipe close without the "recorded" byte, waits for the
@@ -237,7 +243,6 @@ class Supervisor:
                 os._exit(0)
         os.close(r)
         self._witness_pid = pid
-        self._quietly(lambda: self._note_witness(child, pid))
         return w
 
     def _renew_witness(
@@ -262,6 +267,7 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         if new is None:
             return old
+        self._quietly(lambda: self._note_witness(child, self._witness_pid))
         try:
             os.write(old, b"R")  # replaced: leave without recording
             os.close(old)
@@ -279,7 +285,7 @@ class Supervisor:
         path.write_text(f"{os.getpid()} {witness}\n")
 
     def _witness_record(self, child: int, oom_before: int | None, child_start: int | None) -> None:
-        from ..memory import oom_kill_counter
+        from ..memory.cgroup import oom_kill_counter
         from .evidence import Evidence
         from .gather import discard_flight, finish, gather_flight, gather_kernel_log
 
@@ -306,11 +312,9 @@ class Supervisor:
         finish(ev, self.home)
 
     def _find_cgroup(self) -> None:
-        from ..memory import locate_cgroup
+        from ..memory.cgroup import memory_group
 
-        location, _ = locate_cgroup()
-        if location is not None:
-            self._cgroup = (location.leaf.directory, location.version, location.path)
+        self._cgroup = memory_group()
         if self._limit and self._limit.cgroup(self.child):
             self._cgroup = self._limit.cgroup()  # the kernel's own group: v1's OOM-kill counter is per group
 
@@ -342,7 +346,7 @@ class Supervisor:
     def _record(
         self, pid: int, code: int, usage: Any, died_at: float, oom_before: int | None, child_start: int | None
     ) -> None:
-        from ..memory import oom_kill_counter
+        from ..memory.cgroup import oom_kill_counter
         from .evidence import Evidence
         from .gather import discard_flight, finish, gather_disk, gather_flight, gather_kernel_log
 

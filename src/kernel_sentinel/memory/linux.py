@@ -11,6 +11,7 @@ import ctypes
 import os
 from typing import Any
 
+from .cgroup import oom_kill_file
 from .parse import parse_reclaimable
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -70,12 +71,6 @@ def pwrite(fd: int, data: bytes, offset: int) -> int:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     return got
-
-
-def oom_kill_file(directory: str, version: int | None) -> str:
-    """Return the file holding a memory cgroup's OOM-kill counter: v1 ``memory.oom_control`` (this group
-    only), v2 ``memory.events`` (descendants included)."""
-    return os.path.join(directory, "memory.oom_control" if version == 1 else "memory.events")
 
 
 class OomKillMeter:

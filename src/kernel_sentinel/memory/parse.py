@@ -6,7 +6,8 @@ versions. Each raises ``ValueError`` on text it cannot make sense of; callers tu
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple  # not typing.NamedTuple: typing costs ~3 ms, and the supervisor
+# parses /proc/PID/cgroup while the kernel it forked starts (``cgroup.py``)
 
 # cgroup v1 writes "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712 on 4 KiB pages); anything
 # this large is no limit on any real machine.
@@ -137,11 +138,10 @@ def parse_limit_value(text: str) -> int | None:
     return None if number >= UNLIMITED_THRESHOLD else number
 
 
-class PsiLine(NamedTuple):
-    avg10: float
-    avg60: float
-    avg300: float
-    total_us: int
+class PsiLine(namedtuple("PsiLine", "avg10 avg60 avg300 total_us")):
+    """A pressure file's line: avg10, avg60, avg300 (float, %), total_us (int)."""
+
+    __slots__ = ()
 
 
 def parse_psi(text: str) -> dict[str, PsiLine]:
@@ -158,10 +158,10 @@ def parse_psi(text: str) -> dict[str, PsiLine]:
     return out
 
 
-class CgroupEntry(NamedTuple):
-    hierarchy: int
-    controllers: tuple[str, ...]
-    path: str
+class CgroupEntry(namedtuple("CgroupEntry", "hierarchy controllers path")):
+    """A line of /proc/PID/cgroup: hierarchy (int, 0 for v2), controllers (tuple of str), path (str)."""
+
+    __slots__ = ()
 
 
 def parse_proc_cgroup(text: str) -> list[CgroupEntry]:
@@ -175,11 +175,11 @@ def parse_proc_cgroup(text: str) -> list[CgroupEntry]:
     return out
 
 
-class CgroupMount(NamedTuple):
-    version: int
-    root: str  # the cgroup path mounted there ("/" unless a namespace or bind mount narrows it)
-    mountpoint: str
-    options: tuple[str, ...]
+class CgroupMount(namedtuple("CgroupMount", "version root mountpoint options")):
+    """A cgroup mount: version (1 or 2), root (the cgroup path mounted there: "/" unless a namespace or bind
+    mount narrows it), mountpoint (str), options (tuple of str)."""
+
+    __slots__ = ()
 
 
 def parse_mountinfo(text: str) -> list[CgroupMount]:

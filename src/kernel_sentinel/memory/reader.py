@@ -16,7 +16,7 @@ import resource
 import sys
 
 from . import parse
-from .linux import oom_kill_file
+from .cgroup import find_group
 from .model import CgroupMemory, Limit, MemorySnapshot, Pressure, ProcessMemory, QuickReading
 from .portable import portable_snapshot
 
@@ -101,48 +101,18 @@ def locate_cgroup(pid: int | str = "self", proc: str = "/proc") -> tuple[CgroupL
         mounts = parse.parse_mountinfo(_read_text(f"{proc}/self/mountinfo"))
     except (OSError, ValueError) as exc:
         return None, [f"cannot read the process's cgroup: {_reason(exc)}"]
-
-    v1_entry = next((e for e in entries if "memory" in e.controllers), None)
-    v1_mount = next((m for m in mounts if m.version == 1 and "memory" in m.options), None)
-    if v1_entry and v1_mount:
-        loc = _build_location(1, v1_entry.path, v1_mount, "memory.limit_in_bytes", notes)
-        if loc:
-            return loc, notes
-    v2_entry = next((e for e in entries if e.hierarchy == 0), None)
-    v2_mount = next((m for m in mounts if m.version == 2), None)
-    if v2_entry and v2_mount:
-        loc = _build_location(2, v2_entry.path, v2_mount, "memory.current", notes)
-        if loc:
-            return loc, notes
-        if not notes:
-            notes.append(f"cgroup v2 at {v2_mount.mountpoint} has no memory controller for this process")
-    elif not v1_entry:
-        notes.append("no memory cgroup found")
-    return None, notes
-
-
-def _build_location(
-    version: int, path: str, mount: parse.CgroupMount, probe: str, notes: list[str]
-) -> CgroupLocation | None:
+    found = find_group(entries, mounts, notes)
+    if found is None:
+        return None, notes
+    version, path, mount, parts = found
     root = mount.root.rstrip("/")
-    if path == mount.root or path.startswith(root + "/"):
-        rel = path[len(root) :].lstrip("/")
-    else:
-        # Another cgroup namespace or a bind mount of a subtree: the mount itself is the best we can see.
-        notes.append(f"cgroup path {path} is outside the mount {mount.mountpoint}; reading the mount's root")
-        rel = ""
     groups: list[_Group] = []
-    rel_parts = [p for p in rel.split("/") if p]
-    for depth in range(len(rel_parts), -1, -1):
-        sub = "/".join(rel_parts[:depth])
+    for depth in range(len(parts), -1, -1):
+        sub = "/".join(parts[:depth])
         directory = os.path.join(mount.mountpoint, sub) if sub else mount.mountpoint
         group_path = (root + "/" + sub) if sub else (mount.root or "/")
         groups.append(_Group(version, group_path.replace("//", "/") or "/", directory))
-    if not os.path.exists(groups[0].file(probe)):
-        if version == 1:
-            notes.append(f"cgroup v1 memory files missing at {groups[0].directory}")
-        return None
-    return CgroupLocation(version, path, groups)
+    return CgroupLocation(version, path, groups), notes
 
 
 class MemoryReader:
@@ -435,19 +405,6 @@ class MemoryReader:
                 full_avg60=full.avg60 if full else None,
                 some_total_us=some.total_us,
             )
-        return None
-
-
-def oom_kill_counter(directory: str | None, version: int | None) -> int | None:
-    """Return a memory cgroup's OOM-kill counter, or None when it cannot be read.
-
-    v1 keeps it in ``memory.oom_control`` (this group only), v2 in ``memory.events`` (with descendants).
-    """
-    if not directory:
-        return None
-    try:
-        return parse.parse_keyed(_read_text(oom_kill_file(directory, version))).get("oom_kill")
-    except (OSError, ValueError):
         return None
 
 
