@@ -454,6 +454,32 @@ def test_a_job_no_thread_has_claimed_is_dropped_when_a_cell_starts() -> None:
 
 
 
+def test_a_thread_job_started_while_a_cell_waited_for_the_lock_never_runs_during_that_cell() -> None:
+    # A cell that does not get the scheduler's lock within PRE_RUN_LOCK_SECONDS starts all the same and asks the
+    # thread writer to give up; a job the scheduler then starts under that lock cleared that request, and would
+    # have read the live namespace while the cell ran (what the thread writer must never do).
+    import threading
+
+    ns: dict = {"a": list(range(100_000))}
+    cp = _checkpointer(ns, writer="thread")
+    cp.post_run_cell(_Result("a = list(range(100_000))", 1))
+    try:
+        with cp._lock:  # the scheduler holds its lock (a fork in progress, say)
+            cell = threading.Thread(target=cp.pre_run_cell, args=(None,))
+            cell.start()
+            cell.join(30)  # the cell gave up waiting for the lock and started
+            assert not cell.is_alive() and cp._in_cell
+            cp._start_locked()  # what the scheduler does next, still under its lock
+            assert cp.last_writer == "thread"
+            assert not cp._thread.busy, "a thread job was left to run during the cell"
+        cp.post_run_cell(_Result("x = 1", 2))  # the cell ends: the checkpoint is taken at the next idle moment
+        cp.wait()
+        assert cp.last_result["status"] == "written"
+    finally:
+        cp.close()
+    assert "thread checkpoint given up: a cell started while it read the namespace" in cp.status()
+
+
 def test_a_stopped_forked_writer_is_gone_when_stop_returns() -> None:
     # Its copied pages are charged to the kernel's group until it has exited: the guard reads the group right
     # after the checkpoints' pre-run hook, and counted a dying writer's 216 MiB against the starting cell.

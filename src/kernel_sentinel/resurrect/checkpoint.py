@@ -792,6 +792,11 @@ class Checkpointer:
         if kind == "thread":
             cancelled = self._thread.cancelled
             writer.start(lambda: write_checkpoint(capture, previous, cancelled=cancelled))
+            if self._in_cell:
+                # A cell that did not get this lock within PRE_RUN_LOCK_SECONDS started all the same, and its
+                # cancel() may have come before this start, which cleared it: the job must not read live objects
+                # while the cell runs. Dropped unclaimed; the next idle moment takes the checkpoint.
+                self._thread.cancel()
         else:
             t0 = time.thread_time()
             writer.start(lambda: write_checkpoint(capture, previous))
