@@ -110,6 +110,91 @@ def test_an_idle_kernel_whose_memory_stands_still_is_sampled_less_often_and_a_ce
     assert recorder.SAMPLE_SECONDS <= 0.25  # the autopsy tests give the sampler 0.6 s to see a cell's line
 
 
+def _riding_recorder() -> tuple[Recorder, list[bool]]:
+    """A bare recorder whose samples are counted (``cheap`` flag of each) instead of read and written."""
+    rec = _bare_recorder()
+    taken: list[bool] = []
+
+    def sample(tick: int, cheap: bool = False) -> int:
+        taken.append(cheap)
+        return 100 << 20
+
+    rec._sample = sample  # type: ignore[method-assign]
+    rec._sample_lock = threading.Lock()
+    rec._stop = threading.Event()
+    rec._tick = 0
+    rec._pause = SAMPLE_SECONDS
+    rec._can_ride = True
+    rec._cell = {"execution_count": 1, "finished": None}  # a cell runs: a sample every SAMPLE_SECONDS
+    return rec, taken
+
+
+def test_the_watchdog_takes_the_recorders_samples_far_from_the_line_and_hands_them_back_near_it() -> None:
+    rec, taken = _riding_recorder()
+    t = 1000.0
+    rec._ride(t, far=True)  # due: taken in the watchdog's thread, the cheap way (no file that gives the GIL up)
+    assert taken == [True] and rec._ridden_at == t and rec._next_due == t + SAMPLE_SECONDS
+    assert rec._riding(t + 1.0) and not rec._wake.is_set()
+    rec._ride(t + 0.1, far=True)  # not due yet: nothing
+    assert taken == [True]
+    rec._ride(t + SAMPLE_SECONDS, far=True)
+    assert taken == [True, True]
+    # near the line the watchdog ticks often and must not wait on a sample: the sampler thread is woken instead
+    rec._ride(t + 2 * SAMPLE_SECONDS, far=False)
+    assert taken == [True, True] and rec._ridden_at == 0 and rec._wake.is_set()
+    assert not rec._riding(t + 2 * SAMPLE_SECONDS)
+    rec._wake.clear()
+    # a cell that starts while the watchdog samples does not wake the sampler thread: the next tick samples
+    rec._ride(t + 3 * SAMPLE_SECONDS, far=True)
+    rec._long_pause = True
+    rec._cell = None
+    info = type("Info", (), {"raw_cell": "x = 1", "store_history": True, "cell_id": None})()
+    rec._pre_run_cell(info)
+    assert not rec._wake.is_set() and rec._next_due == 0
+    rec._ride(t + 3 * SAMPLE_SECONDS + 0.01, far=True)
+    assert taken == [True, True, True, True]
+    with rec._sample_lock:  # the sampler thread is sampling: the watchdog does not wait for it
+        rec._ride(t + 10.0, far=True)
+    assert len(taken) == 4
+
+
+def test_the_watchdog_runs_its_riders_after_each_tick_and_says_whether_the_line_is_far() -> None:
+    from kernel_sentinel.guard.watchdog import RIDE_FACTOR, Watchdog, add_rider, remove_rider
+
+    class _Guard:
+        interval_factor = RIDE_FACTOR
+        max_tick_gap = 0.0
+        watchdog_cpu_seconds = 0.0
+        ticks = 0
+
+        def tick(self, now: float) -> None:
+            self.ticks += 1
+
+    guard = _Guard()
+    seen: list[tuple[int, bool]] = []
+    done = threading.Event()
+
+    def rider(now: float, far: bool) -> None:
+        seen.append((guard.ticks, far))
+        if len(seen) == 2:
+            guard.interval_factor = RIDE_FACTOR - 1
+        if len(seen) >= 4:
+            done.set()
+        raise RuntimeError("a rider's failure is its own")  # the watchdog goes on ticking
+
+    add_rider(rider)
+    dog = Watchdog(guard, 0.001)
+    try:
+        dog.start()
+        assert done.wait(5)
+    finally:
+        dog.stop()
+        remove_rider(rider)
+    assert [ticks for ticks, _ in seen[:4]] == [1, 2, 3, 4]  # after each tick, each tick once
+    assert [far for _, far in seen[:4]] == [True, True, False, False]
+    assert dog.is_alive() is False
+
+
 def test_the_tracker_names_the_binding_cell_in_one_pass_after_each_cell() -> None:
     ns: dict = {"a": 1, "b": [1]}
     tracker = CellTracker()

@@ -6,7 +6,9 @@
 - a daemon thread every 250 ms while a cell runs writes recent memory samples and the budget, the line the main
   thread is running in the cell, the recursion depth when deep, and the shared file mappings (memmaps) when the
   address space outside the heap changed; an idle kernel whose memory stands still is sampled less often
-  (up to every 2 s), and the next cell's start wakes the thread at once;
+  (up to every 2 s), and the next cell's start wakes the thread at once. With the guard on, its watchdog takes
+  these samples right after its own ticks while the line is far (``_ride``), so the thread wakes only every 2 s
+  for the limits and the mappings: a thread's own wake-up in a busy kernel cost more than the sample;
 - ``faulthandler`` writes tracebacks of all threads for fatal signals into a file of our own (ipykernel
   captures fd 2, so its default stderr output would be lost);
 - a shutdown or restart requested by the frontend is marked before the kernel acts on it, so that it is
@@ -105,6 +107,9 @@ def unload(ip: Any) -> None:
 class Recorder:
     """The in-kernel half of the autopsy: one per kernel process."""
 
+    _ridden_at = 0.0  # monotonic time of the watchdog's last sample (``_ride``); 0: it does not sample for us
+    _next_due = 0.0  # monotonic time the next sample is due
+
     def __init__(self, ip: Any) -> None:
         self.ip = ip
         self.home = home_dir()
@@ -140,6 +145,12 @@ class Recorder:
         self._snapshot_due = 0.0
         self._snap_available: int | None = None
         self._snap_rss: int | None = None
+        # The guard's watchdog takes the samples in its own wake-ups while it waits long (``_ride``); this thread
+        # then wakes only for the full picture every SNAPSHOT_SECONDS, and takes over when the watchdog stops riding.
+        self._sample_lock = threading.Lock()  # one sample at a time, whichever thread takes it
+        self._tick = 0
+        self._pause = SAMPLE_SECONDS
+        self._can_ride = False  # the sampler thread has set up (memory reader, meta): the watchdog may sample
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -168,10 +179,22 @@ class Recorder:
             os.register_at_fork(after_in_child=self._after_fork_in_child)
         self._thread = threading.Thread(target=self._sample_loop, name="kernel-sentinel-recorder", daemon=True)
         self._thread.start()
+        try:
+            from ..guard.watchdog import add_rider
+
+            add_rider(self._ride)
+        except Exception:
+            pass
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        try:
+            from ..guard.watchdog import remove_rider
+
+            remove_rider(self._ride)
+        except Exception:
+            pass
         self._parts_loaded.set()  # a sampler still waiting for them leaves at once
         try:
             self.ip.events.unregister("pre_run_cell", self._pre_run_cell)
@@ -281,7 +304,8 @@ class Recorder:
             }
             self._cell_text = text = encode(cell)
             self.writer.write("cell", Encoded(text))
-            if self._long_pause:  # an idle sampler: the running cell's first samples are not ~2 s away
+            self._next_due = 0.0  # the running cell's first samples are not ~2 s away
+            if self._long_pause and not self._ridden_at:  # an idle sampler thread, and no watchdog sampling for it
                 self._wake.set()
             if not self._looked_for_pending:
                 # the first cell came before the sampler thread had looked: the explanation of the previous
@@ -364,7 +388,6 @@ class Recorder:
     # -- the sampler thread ------------------------------------------------------------------------
 
     def _sample_loop(self) -> None:
-        tick = 0
         self._parts_loaded.wait(PARTS_WAIT_SECONDS)  # off the kernel's start; the first cell sets it at the latest
         if self._stop.is_set():
             return
@@ -379,18 +402,62 @@ class Recorder:
             self._reader = MemoryReader(rlimits=not _guard_on())
         except Exception:
             self._reader = None
-        pause = SAMPLE_SECONDS
+        self._can_ride = True
         while not self._stop.is_set():
-            rss = None
-            try:
-                rss = self._sample(tick)
-            except Exception:
-                pass
-            tick += 1
-            pause = self._next_pause(pause, rss)
-            self._wake.wait(pause)
+            now = time.monotonic()
+            riding = self._riding(now)
+            snapshot_due = self._reader is not None and now >= self._snapshot_due
+            if now >= self._next_due or (riding and snapshot_due):
+                with self._sample_lock:
+                    self._take_sample(now, cheap=False)
+            now = time.monotonic()
+            if riding:
+                # the watchdog samples: wake for the full picture only (and when it stops riding: _ride wakes us)
+                self._long_pause = True
+                wake_at = self._snapshot_due if self._snapshot_due > now else now + IDLE_SAMPLE_SECONDS
+            else:
+                self._long_pause = self._next_due - now > SAMPLE_SECONDS
+                wake_at = self._next_due
+            self._wake.wait(min(max(0.0, wake_at - now), IDLE_SAMPLE_SECONDS))
             self._wake.clear()
             self._long_pause = False
+
+    def _riding(self, now: float) -> bool:
+        """Return True while the guard's watchdog takes the samples (it did within the longest pause between them)."""
+        return bool(self._ridden_at) and now - self._ridden_at <= IDLE_SAMPLE_SECONDS + SAMPLE_SECONDS
+
+    def _take_sample(self, now: float, cheap: bool) -> None:
+        """Take one sample (the caller holds ``_sample_lock``) and set when the next is due."""
+        rss = None
+        try:
+            rss = self._sample(self._tick, cheap=cheap)
+        except Exception:
+            pass
+        self._tick += 1
+        self._pause = self._next_pause(self._pause, rss)
+        self._next_due = now + self._pause
+
+    def _ride(self, now: float, far: bool) -> None:
+        """Take the sample that is due in the guard's watchdog thread, right after its tick (``watchdog.add_rider``).
+
+        The watchdog wakes up to ten times a second anyway, and this thread's own wake-ups cost more than the
+        sample (a thread taking the GIL from a main thread that runs Python). Only while the watchdog waits long
+        (``far``: the line is far); nearer the line this thread samples on its own again, woken here.
+        """
+        if now < self._next_due or not self._can_ride or self._stop.is_set():
+            return
+        if not far:
+            if self._ridden_at:
+                self._ridden_at = 0.0
+                self._wake.set()
+            return
+        if not self._sample_lock.acquire(blocking=False):
+            return
+        try:
+            self._ridden_at = now
+            self._take_sample(now, cheap=True)
+        finally:
+            self._sample_lock.release()
 
     def _next_pause(self, pause: float, rss: int | None) -> float:
         """Return how long to wait before the next sample: SAMPLE_SECONDS while a cell runs or memory moves;
@@ -409,8 +476,12 @@ class Recorder:
         self._long_pause = False
         return SAMPLE_SECONDS
 
-    def _sample(self, tick: int) -> int | None:
-        """Write one memory sample (and the shared file mappings when they may have changed); return the RSS."""
+    def _sample(self, tick: int, cheap: bool = False) -> int | None:
+        """Write one memory sample (and the shared file mappings when they may have changed); return the RSS.
+
+        ``cheap`` (the watchdog's thread): leave the full picture and the mappings to the sampler thread's own
+        wake-ups (every SNAPSHOT_SECONDS while the watchdog samples), which may read files that give the GIL up.
+        """
         now = time.time()
         depth, line = self._main_stack()
         if line is not None:
@@ -422,7 +493,7 @@ class Recorder:
         rss = statm[1] if statm is not None else None
         if self._reader is not None:
             mono = time.monotonic()
-            if mono >= self._snapshot_due or rss is None:
+            if (mono >= self._snapshot_due and not cheap) or rss is None:
                 # the full picture (limits, cgroup, headroom) now and then: a dozen reads that give up the GIL
                 self._snapshot_due = mono + SNAPSHOT_SECONDS
                 snap = self._reader.snapshot()
@@ -458,7 +529,7 @@ class Recorder:
         if not self.writer.write("memory", data):
             data["samples"] = self._samples[-8:]
             self.writer.write("memory", data)
-        if tick % MAPS_EVERY == 0:
+        if not cheap and (tick % MAPS_EVERY == 0 or self._ridden_at):
             key = statm[0] - statm[2] if statm is not None else _vm_size()
             if _maps_may_have_changed(self._maps_key, key):
                 self._maps_key = key
