@@ -43,7 +43,9 @@ summary gives, for each kernel against stock: the median of per-round ratios wit
 95% bootstrap interval over rounds; the round rebuilt from each cell kind's median per-pair difference (a
 neighbour's burst on one cell then does not move the whole round), and from each kind's 20th percentile (the
 least contended runs); per cell kind the added CPU, the main thread's share, the sentinel's threads and the added
-minor faults; and the rounds that follow a checkpoint's fork apart from the others. On this shared 2-core machine
+minor faults; the rounds that follow a checkpoint's fork apart from the others; and each sentinel kernel's parts
+where they run (cell hooks, threads, and the copy-on-write faults after forks at a fault's cost calibrated in the
+bench's own process), summed against stock's round: the figure that noise does not swamp. On this shared 2-core machine
 the same Python loop in one thread takes 27-66 ms of CPU from one run to the next: read a sentinel's figure
 beside the ``stock2`` control's, which is what noise alone gives in the same run.
 
@@ -507,6 +509,70 @@ def cell_estimate(stock: list[list[dict]], other: list[list[dict]], key: str, id
 FORK_ROUND_FAULTS = 10_000  # more minor faults than stock's in a round: a checkpoint's fork came before it
 
 
+def calibrate_fault_us(rounds: int = 6) -> float:
+    """Return the CPU microseconds one write fault after a fork costs a process here (median over ``rounds``).
+
+    Measured in this process, as the kernel takes them: a 200k-entry dict of small lists rebuilt right after a
+    fork whose child has exited (so each fault reuses its page, as in the kernel once its writer is gone) against
+    the same rebuild without a fork, alternated. ~2.7 us on this VM; the kernel's added faults times this is what
+    a checkpoint's fork costs its next cells, which the ratio of two rounds cannot resolve on a noisy machine.
+    """
+    import resource
+
+    def rebuild() -> tuple[float, int]:
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0 = time.process_time()
+        holder[0] = {i: [i, i + 1, str(i)] for i in range(200_000)}
+        return time.process_time() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+
+    holder: list = [{i: [i, i + 1, str(i)] for i in range(200_000)}]
+    per_fault = []
+    for r in range(rounds):
+        got = {}
+        for kind in (("plain", "fork") if r % 2 == 0 else ("fork", "plain")):
+            if kind == "fork":
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+                os.waitpid(pid, 0)
+            got[kind] = rebuild()
+        faults = got["fork"][1] - got["plain"][1]
+        if faults > 1000:
+            per_fault.append((got["fork"][0] - got["plain"][0]) / faults * 1e6)
+    holder.clear()
+    return statistics.median(per_fault) if per_fault else float("nan")
+
+
+def print_parts(got: dict, name: str, fault_us: float) -> None:
+    """Print what kernel ``name`` adds per round, part by part, where each part runs: its cell hooks' thread time
+    (the sentinel's, less stock's), its threads' CPU, and the copy-on-write faults of the rounds after a fork
+    (added faults times ``fault_us``); their sum against stock's round. Means over rounds."""
+    rounds = got["rounds"]
+    n = len(rounds[name])
+    parts: dict[str, float] = {}
+    for key, calls in got["hooks"][name]["hooks"].items():
+        fn = key.split(" ", 1)[1]
+        part = ("guard's cell hooks" if fn.startswith("load.") else "recorder's cell hooks" if fn.startswith("Recorder")
+                else "checkpointer's cell hooks" if fn.startswith("Checkpointer") else "IPython's own hooks, added")
+        parts[part] = parts.get(part, 0.0) + sum(calls) / n
+    parts["IPython's own hooks, added"] = parts.get("IPython's own hooks, added", 0.0) - sum(
+        sum(calls) for calls in got["hooks"]["stock"]["hooks"].values()) / len(rounds["stock"])
+    for r in rounds[name]:
+        for key, value in r.items():
+            if key.startswith("cpu_t:"):
+                parts[f"thread {key[6:]}"] = parts.get(f"thread {key[6:]}", 0.0) + value / n
+    added = [k["minflt"] - s["minflt"] for s, k in zip(rounds["stock"], rounds[name])]
+    fork_faults = [a for a in added if a > FORK_ROUND_FAULTS]
+    parts[f"copy-on-write after forks ({len(fork_faults)} rounds of {n}, {fault_us:.2f} us a fault)"] = (
+        sum(fork_faults) / n * fault_us / 1e6)
+    base = statistics.median(r["cpu"] for r in rounds["stock"])
+    print(f"  {name}'s parts per round, where they run (means over {n} rounds; stock's round {base * 1000:.0f} ms):")
+    for part, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
+        print(f"    {part}: {seconds * 1000:.2f} ms ({seconds / base:.2%})")
+    total = sum(parts.values())
+    print(f"    sum: {total * 1000:.1f} ms = {total / base:.2%} of stock's round  target <= 3%")
+
+
 def print_cells(got: dict) -> None:
     rounds, cells, rss = got["rounds"], got["cells"], got["rss"]
     med = statistics.median
@@ -559,6 +625,8 @@ def print_cells(got: dict) -> None:
                   f"{med((k['other'] - s['other']) * 1000 for s, k in pairs):+.2f}  faults "
                   f"{med(k['minflt'] - s['minflt'] for s, k in pairs):+.0f} (mean "
                   f"{sum(k['minflt'] - s['minflt'] for s, k in pairs) / len(pairs):+.0f})  n={len(pairs)}")
+        if name in got["source"] and got.get("fault_us") is not None:
+            print_parts(got, name, got["fault_us"])
         threads = sorted({k for r in mine for k in r if k.startswith("cpu_t:")})
         print("  the sentinel's threads per round (median, mean; ms): " + "; ".join(
             f"{k[6:]} {med(r.get(k, 0.0) for r in mine) * 1000:.2f}, "
@@ -677,6 +745,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = got_block if cells is None else merge_blocks(cells, got_block)
     print("\n== summary (medians over pairs) ==")
     if cells is not None:
+        cells["fault_us"] = calibrate_fault_us()
         print_cells(cells)
         if args.json:
             import json
