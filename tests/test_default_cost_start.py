@@ -155,3 +155,23 @@ def test_the_supervisor_leaves_its_chores_until_the_kernel_is_ready(tmp_path) ->
     finally:
         os.killpg(sup.pid, signal.SIGKILL)  # the whole group, as jupyter_client's forced shutdown: nothing to record
         sup.wait()
+
+
+def test_the_supervisor_imports_little_before_it_forks_the_kernel() -> None:
+    """What the launcher imports before the fork delays every start and restart: no enum (``signal``'s), typing,
+    re or dataclasses; and the signals it notes are named as ``signal`` names them."""
+    import signal
+    import subprocess
+    import sys
+
+    from kernel_sentinel.autopsy import supervisor
+
+    script = (
+        "import sys; before = set(sys.modules)\n"
+        "import kernel_sentinel.launch, kernel_sentinel.autopsy.supervisor\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    added = set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
+    assert "kernel_sentinel.autopsy.supervisor" in added
+    assert not added & {"enum", "typing", "re", "dataclasses", "kernel_sentinel.memory"}, sorted(added)
+    assert supervisor.NAMES == {int(n): signal.Signals(n).name for n in supervisor.HANDLED}

@@ -19,9 +19,13 @@ from __future__ import annotations
 import os
 import resource
 import select
-import signal
 import sys
 import time
+
+try:  # the C module under ``signal``: its enums cost ~5 ms of imports (enum, functools) before the kernel's fork
+    import _signal as signal
+except ImportError:  # not CPython
+    import signal  # type: ignore[no-redef]
 from collections.abc import Sequence
 TYPE_CHECKING = False  # typing costs ~10 ms to import: not on the launcher's way to forking the kernel
 if TYPE_CHECKING:
@@ -37,6 +41,8 @@ READY_FD_ENV = "KERNEL_SENTINEL_READY_FD"  # recorder.READY_FD_ENV: the kernel w
 READY_WAIT_SECONDS = 10.0  # the supervisor's own chores wait at most this long for the kernel to be ready
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HANDLED = (signal.SIGINT, *FORWARDED)
+NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGQUIT: "SIGQUIT",
+         signal.SIGUSR1: "SIGUSR1", signal.SIGUSR2: "SIGUSR2"}  # what ``signal.Signals(n).name`` says, for HANDLED
 
 
 def _preload() -> None:
@@ -188,7 +194,7 @@ class Supervisor:
         self._mirror(code)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signals.append({"signal": signal.Signals(signum).name, "t": time.time()})
+        self.signals.append({"signal": NAMES.get(signum, str(signum)), "t": time.time()})
         if signum in FORWARDED and self.child:
             try:
                 os.kill(self.child, signum)
