@@ -284,6 +284,20 @@ def test_the_string_killer_oom_kills_a_stock_kernel(kernel):
     assert k.oom_kills() >= 1
 
 
+def test_a_killer_run_again_without_del_is_stopped_each_time(kernel):
+    # The same killer cell run again, its variable not deleted: the last run's memory is freed only once the new
+    # run rebinds it (`x = []`), inside the cell, and the loop refilled it before the watchdog's 2 s refresh took
+    # the error reserve back; the fence then stopped the loop with no reserve, and the kernel died formatting the
+    # error (exit code 1, 7 runs of 7). The stock control: test_the_string_killer_oom_kills_a_stock_kernel.
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env={**LATE_WATCHDOG, "KERNEL_SENTINEL_CHECKPOINT": "on"})
+    assert k.run("import numpy as np\nkeep = np.arange(10_000_000)").ok
+    for round in range(3):
+        res = k.run(STRING_KILLER, timeout=180)
+        assert res.ename == "MemoryBudgetError", (round, res.status, res.text()[:1500])
+    assert k.value("int(keep[-1])") == 9_999_999
+    assert k.oom_kills() == 0
+
+
 def test_a_killer_the_fence_stops_leaves_room_to_reply_and_to_free_it(kernel):
     # With the watchdog late the loop runs into the fence itself, with the whole budget in use. The kernel died
     # sending that cell's reply (ipykernel's MemoryError in Session.send): the error reserve, taken again from

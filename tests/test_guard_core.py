@@ -401,3 +401,41 @@ def test_a_refused_thread_start_is_retried_explained_or_left_as_it_was() -> None
     with pytest.raises(RuntimeError, match="only be started once"):
         threadstart._wrap(other, guard)()
     assert guard.asked == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_the_guards_idea_of_the_main_stack_stays_the_main_stack_while_threads_come_and_go():
+    # statm's data field counts the main stack, RLIMIT_DATA does not: the guard takes it off. It was worked out
+    # as statm's data less status's VmData, read a moment apart, and a thread's stack mapped or unmapped in
+    # between made it 8-14 MiB (the stack: 132 KiB): every fence was that much tighter than the guard believed,
+    # and a killer's error path, held 16 MiB of room, failed for want of memory. A real Guard, in a child process.
+    code = r"""
+import json, threading
+from kernel_sentinel.guard.controller import Guard
+stop = threading.Event()
+def churn():
+    while not stop.is_set():
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+churners = [threading.Thread(target=churn) for _ in range(4)]
+for t in churners:
+    t.start()
+guard = Guard()
+seen = set()
+try:
+    for _ in range(300):
+        guard.refresh()
+        seen.add(guard._meters.stack_bytes)
+finally:
+    stop.set()
+    for t in churners:
+        t.join()
+status = open("/proc/self/status").read()
+vm_stk = int(status.split("VmStk:")[1].split("kB")[0]) * 1024
+guard.close()
+print(json.dumps([sorted(seen), vm_stk]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300).stdout
+    seen, vm_stk = json.loads(out)
+    assert seen == [vm_stk]

@@ -384,9 +384,7 @@ class Guard:
         if self._location is not None:
             self._meters.watch(dirs, self._location.version)
         try:
-            statm_data = self._meters.statm_data
-            if snap.process.vm_data_bytes is not None:
-                self._meters.stack_bytes = max(0, statm_data - snap.process.vm_data_bytes)
+            self._meters.stack_bytes = self._meters.main_stack_bytes()
         except (OSError, ValueError, IndexError):
             pass
         self._candidates = cands
@@ -455,9 +453,6 @@ class Guard:
         if chores and now >= self._next_refresh:
             self._next_refresh = now + REFRESH_SECONDS
             self.refresh()
-            with self._lock:
-                if self._reserve is None and self._hold is None and not self._handling:
-                    self._retake_reserve_if_room()
         if chores and now >= self._next_children:
             self._next_children = now + CHILDREN_SECONDS
             self._children.adjust_existing()
@@ -471,6 +466,14 @@ class Guard:
             return
         cand, usage, headroom = best
         self._state = (cand, usage, headroom, reading)
+        if self._reserve is None and self._hold is None and not self._handling and self._reserve_wanted():
+            with self._lock:
+                if self._reserve is None and self._hold is None and not self._handling and self.enabled:
+                    # At the first tick with room, not at the 2 s refresh: a killer cell run again frees its last
+                    # run's memory only once it runs (`x = []`), and refilled it before the refresh came round:
+                    # its second error then had no reserve and the kernel died formatting it (7 of 7 runs with a
+                    # late watchdog; begin_failure's hold now also covers a failure with no reserve held).
+                    self._retake_reserve_if_room()
         self._usage_grew, self._usage_prev = usage - self._usage_prev, usage  # for _over's reservations
         committed_best = tightest(self._candidates, reading, committed=True) or best
         ccand, committed, fence_headroom = committed_best
@@ -890,7 +893,19 @@ class Guard:
         if self._idle_noted:
             self._free_fresh_cells = FRESH_CELLS  # memory was frozen while no cell ran: deletes will follow
         quiet = 1.0 if threads_left else FORGIVE_SECONDS if self._last_threaded else 0.0
-        reading = self._meters.rebase(quiet_seconds=quiet)
+        try:
+            reading = self._meters.rebase(quiet_seconds=quiet)
+        except MemoryError:
+            # The reading allocates (a buffer per file). Refused (seen after a killer cell run again with the
+            # watchdog late: the guard's own pre_run_cell failed, a second traceback), the fence moves up by
+            # what the last tick knew to be free, and the meters are read again.
+            up = self._fence_up_without_reading()
+            if up is not None:
+                try:
+                    self._fence.apply(up)
+                except (ValueError, OSError):
+                    pass
+            reading = self._meters.rebase(quiet_seconds=quiet)
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
         # Half full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
         now = time.monotonic()
@@ -1055,13 +1070,16 @@ class Guard:
             # Order matters: _handling first, so no tick can take the reserve back once it is given up
             # (a tick retakes it only under this lock, and never while _handling or _hold is set).
             self._handling = True
+            held = self._reserve is not None
             self._reserve = None  # the error path's memory, given back now
             self._free_fresh_cells = FRESH_CELLS  # the failed cell's variables get deleted next: malloc is asked
             try:
                 reading = self._meters.read()
             except Exception:
                 reading = None
-            if reading is not None:
+            if reading is None:
+                self._hold_without_reading(held)
+            else:
                 room = max(self.settings.error_reserve_bytes, TIGHT_SLACK)
                 best = tightest(self._candidates, reading, committed=True)
                 if best is not None:
@@ -1101,6 +1119,37 @@ class Guard:
         self.interventions += 1
         self.last_failure = evidence
         return evidence
+
+    def _hold_without_reading(self, reserve_freed: bool) -> None:
+        """Hold the fence above where it stands by what is known to be free, when the reading itself was
+        refused at the fence (main thread, under the lock).
+
+        The meters' read allocates (a buffer per file): at a fence with no room it fails, and without a hold
+        the error path then had none either; the kernel died formatting the error (exit code 1, a killer cell
+        run again with the watchdog late). The fence was set ``margin`` below the budget, and the reserve just
+        freed is room too, so that much less LAST_ROOM is there to take.
+        """
+        hold = self._fence_up_without_reading(self.settings.error_reserve_bytes if reserve_freed else 0)
+        if hold is None:
+            return
+        self._hold = hold
+        if self._cell_threads_run():
+            return  # they would take it first (as with a reading)
+        try:
+            self._fence.apply(self._hold)
+        except (ValueError, OSError):
+            pass
+
+    def _fence_up_without_reading(self, extra: int = 0) -> int | None:
+        """Return the fence moved up by what is known to be free without a reading (the margin less LAST_ROOM,
+        plus ``extra`` just given back), or None with no fence or budget to move it from.
+
+        The last tick set the fence ``margin`` below the budget; whatever was taken since was taken under it.
+        """
+        fence, state = self._fence.current, self._state
+        if fence is None or state is None:
+            return None
+        return fence + max(0, self._margin(state[0].limit_bytes) - LAST_ROOM) + extra
 
     def end_failure(self) -> None:
         """The error has been shown: let the fence follow usage again, at once.
@@ -1234,23 +1283,36 @@ class Guard:
         loop aborted the kernel in one run of three (8 MiB resident: one run of three too).
         """
         n = self.settings.error_reserve_bytes
-        if n <= 0 or self._reserve is not None:
-            return
-        if not any(c.kind == "cgroup" for c in self._candidates):
-            # Under the machine's RAM alone what it frees is anyone's (and the OOM killer is the whole
-            # machine's); the kernel's RSS stays within a few MiB of stock's, as issue 11 asks.
+        if self._reserve is not None or not self._reserve_wanted():
             return
         try:
             self._reserve = _resident_block(n)
         except (MemoryError, OSError, ValueError):
             self._reserve = None
 
+    def _reserve_wanted(self) -> bool:
+        """Return whether an error reserve is held at all: only in a memory cgroup with a limit.
+
+        Under the machine's RAM alone what it frees is anyone's (and the OOM killer is the whole machine's);
+        the kernel's RSS stays within a few MiB of stock's, as issue 11 asks.
+        """
+        return self.settings.error_reserve_bytes > 0 and any(c.kind == "cgroup" for c in self._candidates)
+
     def _retake_reserve_if_room(self) -> None:
+        """Take the error reserve again when the fence keeps its margin and another reserve's room beside it
+        (under the lock, never while ``_handling`` or ``_hold`` is set).
+
+        Judged on committed memory too, as the fence is: taken on the group's room alone, right after a stopped
+        killer whose untouched space still counts, it could take the fence's own last room.
+        """
         state = self._state
         if state is None:
             self._take_reserve()
             return
-        cand, _usage, headroom, _reading = state
+        cand, _usage, headroom, reading = state
+        committed = tightest(self._candidates, reading, committed=True)
+        if committed is not None:
+            headroom = min(headroom, committed[2])
         if headroom > self._margin(cand.limit_bytes) + 2 * self.settings.error_reserve_bytes:
             self._take_reserve()
 
