@@ -469,7 +469,7 @@ def test_a_thread_job_started_while_a_cell_waited_for_the_lock_never_runs_during
             cell.start()
             cell.join(30)  # the cell gave up waiting for the lock and started
             assert not cell.is_alive() and cp._in_cell
-            cp._start_locked()  # what the scheduler does next, still under its lock
+            cp._start_idle_locked()  # what the scheduler does next, still under its lock (it looked before the cell)
             assert cp.last_writer == "thread"
             assert not cp._thread.busy, "a thread job was left to run during the cell"
         cp.post_run_cell(_Result("x = 1", 2))  # the cell ends: the checkpoint is taken at the next idle moment

@@ -675,8 +675,20 @@ class Checkpointer:
             # moment the budget allows; the next idle moment takes it.
             self._dirty_since = time.monotonic()
             return BUDGET_RETRY_SECONDS
-        self._start_locked()
+        self._start_idle_locked()
         return WRITER_POLL_SECONDS
+
+    def _start_idle_locked(self) -> None:
+        """Start the checkpoint an idle moment owes (the scheduler, under the lock); never a thread job in a cell.
+
+        A cell that did not get this lock within PRE_RUN_LOCK_SECONDS starts all the same, after ``_due_locked``
+        looked, and its cancel() may come before this start, which clears it: a thread job must not read live
+        objects while the cell runs, so it is dropped unclaimed and the next idle moment takes the checkpoint.
+        (`%sentinel checkpoint now` starts one from a cell on purpose, through ``wait``.)
+        """
+        self._start_locked()
+        if self._in_cell and self._thread.busy:
+            self._thread.cancel()
 
     def _busy(self) -> bool:
         return self._fork.busy or self._thread.busy
@@ -792,11 +804,6 @@ class Checkpointer:
         if kind == "thread":
             cancelled = self._thread.cancelled
             writer.start(lambda: write_checkpoint(capture, previous, cancelled=cancelled))
-            if self._in_cell:
-                # A cell that did not get this lock within PRE_RUN_LOCK_SECONDS started all the same, and its
-                # cancel() may have come before this start, which cleared it: the job must not read live objects
-                # while the cell runs. Dropped unclaimed; the next idle moment takes the checkpoint.
-                self._thread.cancel()
         else:
             t0 = time.thread_time()
             writer.start(lambda: write_checkpoint(capture, previous))
