@@ -175,3 +175,36 @@ def test_the_supervisor_imports_little_before_it_forks_the_kernel() -> None:
     assert "kernel_sentinel.autopsy.supervisor" in added
     assert not added & {"enum", "typing", "re", "dataclasses", "kernel_sentinel.memory"}, sorted(added)
     assert supervisor.NAMES == {int(n): signal.Signals(n).name for n in supervisor.HANDLED}
+
+
+def test_what_the_supervisor_loads_while_the_kernel_starts_imports_little() -> None:
+    """While the kernel starts the supervisor opens the kernel log's cursor and reads the OOM-kill counter: those
+    modules must not bring re, dataclasses or typing (15-25 ms of its CPU, taken from the kernel's start); the
+    parser, used only after a death, still reads real records."""
+    import json
+    import subprocess
+    import sys
+
+    import pytest
+
+    script = (
+        "import kernel_sentinel.launch, kernel_sentinel.autopsy.supervisor; import sys; before = set(sys.modules)\n"
+        "from kernel_sentinel.autopsy.kmsg import KmsgCursor, boot_usec_of\n"
+        "from kernel_sentinel.memory.cgroup import oom_kill_counter, memory_group\n"
+        "import os; c = KmsgCursor(); boot_usec_of(os.getpid()); oom_kill_counter(*(memory_group() or ('/', 1))[:2]); c.close()\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    added = set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
+    assert "kernel_sentinel.autopsy.kmsg" in added
+    assert not added & {"enum", "typing", "re", "dataclasses", "kernel_sentinel.memory.linux"}, sorted(added)
+
+    from kernel_sentinel.autopsy.kmsg import KmsgRecord, kernel_log_evidence, parse_kmsg
+
+    raw = json.loads((Path(__file__).parent / "samples" / "autopsy" / "kmsg_records.json").read_text())
+    records = parse_kmsg(raw)
+    seg = next(r for r in records if "segfault at" in r.text)
+    assert seg == KmsgRecord(seg.seq, seg.usec, seg.text) and len({seg, KmsgRecord(seg.seq, seg.usec, seg.text)}) == 1
+    pid = int(seg.text.split("[", 1)[1].split("]", 1)[0])
+    assert kernel_log_evidence(records, pid, None)["fault"]["kind"] == "segfault"
+    with pytest.raises(AttributeError):  # frozen, as the dataclass it replaced
+        seg.usec = 0  # type: ignore[misc]

@@ -9,18 +9,38 @@ kills) our memory cgroup, and was written after our process started. Never match
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
-from typing import Any
+
+# The supervisor opens a cursor (``KmsgCursor``, ``boot_usec_of``) while its kernel starts: re, dataclasses and
+# typing cost it ~15-25 ms of CPU there, taken from the kernel's start. The parser's patterns are compiled on
+# first use (after a death, or in a sweep) and ``KmsgRecord`` is a plain class.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass(frozen=True)
 class KmsgRecord:
-    """One /dev/kmsg record: ``prio,seq,usec_since_boot,flags;text``."""
+    """One /dev/kmsg record: ``prio,seq,usec_since_boot,flags;text`` (immutable, compared by value)."""
 
-    seq: int
-    usec: int
-    text: str
+    __slots__ = ("seq", "usec", "text")
+
+    def __init__(self, seq: int, usec: int, text: str) -> None:
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "usec", usec)
+        object.__setattr__(self, "text", text)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"KmsgRecord is immutable: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return (self.seq, self.usec, self.text) == (other.seq, other.usec, other.text)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.seq, self.usec, self.text))
+
+    def __repr__(self) -> str:
+        return f"KmsgRecord(seq={self.seq!r}, usec={self.usec!r}, text={self.text!r})"
 
 
 class KmsgCursor:
@@ -105,15 +125,26 @@ def parse_kmsg(raw: list[str]) -> list[KmsgRecord]:
     return out
 
 
-_OOM_KILL = re.compile(r"oom-kill:(?P<fields>\S+)")
-_KILLED = re.compile(
-    r"(?P<kind>Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?): "
-    r"Killed process (?P<pid>\d+) \((?P<comm>[^)]*)\)(?P<rest>.*)"
-)
-_SEGV = re.compile(r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: segfault at (?P<addr>\S+) ip (?P<ip>\S+)")
-_TRAP = re.compile(r"^traps: (?P<comm>.+?)\[(?P<pid>\d+)\] (?P<what>.+?) ip:(?P<ip>\S+)")
-_LIB = re.compile(r" in (?P<lib>[^\[\s]+)\[")
-_KB = re.compile(r"(?P<key>[a-z_-]+):(?P<kb>\d+)kB")
+_PATTERNS: dict[str, Any] = {}
+
+
+def _patterns() -> dict[str, Any]:
+    """Return the log lines' compiled patterns, compiled on the first call: ``re`` is not imported before it."""
+    if not _PATTERNS:
+        import re
+
+        _PATTERNS.update(
+            oom_kill=re.compile(r"oom-kill:(?P<fields>\S+)"),
+            killed=re.compile(
+                r"(?P<kind>Memory cgroup out of memory|Out of memory(?: \(oom_kill_allocating_task\))?): "
+                r"Killed process (?P<pid>\d+) \((?P<comm>[^)]*)\)(?P<rest>.*)"
+            ),
+            segv=re.compile(r"^(?P<comm>.+?)\[(?P<pid>\d+)\]: segfault at (?P<addr>\S+) ip (?P<ip>\S+)"),
+            trap=re.compile(r"^traps: (?P<comm>.+?)\[(?P<pid>\d+)\] (?P<what>.+?) ip:(?P<ip>\S+)"),
+            lib=re.compile(r" in (?P<lib>[^\[\s]+)\["),
+            kb=re.compile(r"(?P<key>[a-z_-]+):(?P<kb>\d+)kB"),
+        )
+    return _PATTERNS
 
 
 def kernel_log_evidence(
@@ -125,12 +156,13 @@ def kernel_log_evidence(
     None accepts no OOM record (we cannot prove it was ours). ``since_usec`` drops records written before
     the process started (pids are reused).
     """
+    pat = _patterns()
     out: dict[str, Any] = {"lines": []}
     for rec in records:
         if since_usec is not None and rec.usec < since_usec:
             continue
         text = rec.text
-        m = _OOM_KILL.search(text)
+        m = pat["oom_kill"].search(text)
         if m:
             fields = dict(kv.split("=", 1) for kv in m.group("fields").split(",") if "=" in kv)
             if fields.get("pid") == str(pid) and memcg is not None and _same_cgroup(fields.get("task_memcg"), memcg):
@@ -144,18 +176,18 @@ def kernel_log_evidence(
                 }
                 out["lines"].append(text)
             continue
-        m = _KILLED.search(text)
+        m = pat["killed"].search(text)
         if m and int(m.group("pid")) == pid and "oom" in out:
-            sizes = {k.group("key"): int(k.group("kb")) * 1024 for k in _KB.finditer(m.group("rest"))}
+            sizes = {k.group("key"): int(k.group("kb")) * 1024 for k in pat["kb"].finditer(m.group("rest"))}
             out["oom"]["killed"] = {"comm": m.group("comm"), **{k.replace("-", "_"): v for k, v in sizes.items()}}
             out["lines"].append(text)
             continue
-        m = _SEGV.search(text)
+        m = pat["segv"].search(text)
         if m and int(m.group("pid")) == pid:
             out["fault"] = {"kind": "segfault", "address": m.group("addr"), "library": _library(text)}
             out["lines"].append(text)
             continue
-        m = _TRAP.search(text)
+        m = pat["trap"].search(text)
         if m and int(m.group("pid")) == pid:
             out["fault"] = {"kind": m.group("what").strip(), "library": _library(text)}
             out["lines"].append(text)
@@ -163,7 +195,7 @@ def kernel_log_evidence(
 
 
 def _library(text: str) -> str | None:
-    m = _LIB.search(text)
+    m = _patterns()["lib"].search(text)
     return m.group("lib") if m else None
 
 
