@@ -194,7 +194,14 @@ class Supervisor:
         self._mirror(code)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signals.append({"signal": NAMES.get(signum, str(signum)), "t": time.time()})
+        noted: dict[str, Any] = {"signal": NAMES.get(signum, str(signum)), "t": time.time()}
+        if signum == signal.SIGINT and self.child and not self._ready:
+            # The group's interrupt reached the starting kernel too: what the kernel did with it tells whether its
+            # exit status 1 before ready is the interrupt's doing (``_interrupted_while_starting``). Read now, as
+            # near the signal as can be: before ready it only moves from default to caught (Python) to ignored
+            # (ipykernel), never back.
+            noted["kernel_sigint"] = _sigint_disposition(self.child)
+        self.signals.append(noted)
         if signum in FORWARDED and self.child:
             try:
                 os.kill(self.child, signum)
@@ -395,18 +402,22 @@ class Supervisor:
         self._ended("died")
 
     def _interrupted_while_starting(self, ev: Any) -> bool:
-        """Return True when the kernel died of a SIGINT sent to our group before it was ever ready.
+        """Return True when the kernel ended of a SIGINT sent to our group before it was ever ready.
 
         jupyter_client's shutdown interrupts the process group before it asks the kernel to leave; a kernel
         still importing ipykernel (which ignores SIGINT from its own start-up on) dies of it, as stock does.
         No cell can have run then, so nothing the user made is lost: it is the frontend's doing, not a death.
+        Python mostly ends of the signal itself then, but with exit status 1 when the KeyboardInterrupt lands
+        while it imports ``site`` (``.pth`` files, sitecustomize: "Fatal Python error: init_import_site").
+        Exit status 1 counts only when the kernel was catching SIGINT as the interrupt came: one that ignored it,
+        or had already ended (its disposition unknown), failed on its own and is a death.
         """
-        return (
-            ev.signal == signal.SIGINT
-            and not self._ready
-            and not (ev.flight or {}).get("cell")
-            and any(s.get("signal") == "SIGINT" for s in self.signals)
-        )
+        if self._ready or (ev.flight or {}).get("cell"):
+            return False
+        interrupts = [s for s in self.signals if s.get("signal") == "SIGINT"]
+        if ev.signal == signal.SIGINT:
+            return bool(interrupts)
+        return ev.exit_code == 1 and any(s.get("kernel_sigint") == "caught" for s in interrupts)
 
     def _ended(self, status: str) -> None:
         def write() -> None:
@@ -446,6 +457,27 @@ class Supervisor:
             fn()
         except Exception as exc:
             print(f"kernel-sentinel: {getattr(fn, '__name__', 'step')}: {exc}", file=sys.stderr)
+
+
+def _sigint_disposition(pid: int) -> str | None:
+    """Return what process ``pid`` does with SIGINT ("ignored", "caught" or "default"), from its /proc status;
+    None once it has ended (a zombie's masks read as zero) or when it cannot be read."""
+    ignored = caught = None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("State:") and line.split()[1] in ("Z", "X"):
+                    return None
+                if line.startswith("SigIgn:"):
+                    ignored = int(line.split()[1], 16)
+                elif line.startswith("SigCgt:"):
+                    caught = int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        return None
+    if ignored is None or caught is None:
+        return None
+    bit = 1 << (signal.SIGINT - 1)
+    return "ignored" if ignored & bit else "caught" if caught & bit else "default"
 
 
 def _ready_pipe() -> tuple[int | None, int | None]:
