@@ -11,6 +11,7 @@ import mmap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -368,3 +369,98 @@ def test_a_checkpoint_the_budget_deferred_waits_for_an_idle_moment_not_forked_be
         assert cp.count == 1
     finally:
         cp.close()
+
+
+def _stat_threads() -> int:
+    raw = Path("/proc/self/stat").read_bytes()
+    return int(raw[raw.rindex(b")") + 2 :].split()[17])
+
+
+def _both_counts(read: Any) -> tuple[int, int]:
+    """Return (stat's count, ``read()``) taken while stat's count stood still (an earlier test's thread may end)."""
+    for _ in range(100):
+        before = _stat_threads()
+        seen = read()
+        if _stat_threads() == before:
+            return before, seen
+    raise AssertionError("the thread count never stood still")
+
+
+def test_the_guards_thread_count_is_stats_count_from_a_cheaper_file_while_threads_come_and_go() -> None:
+    # The watchdog counts threads (each one's stack is credited as untouched space) with one statx of
+    # /proc/self/task, not a read of /proc/self/stat: the same count (procfs's get_nr_threads), read the cheap
+    # way here; the guard's Meters use it.
+    from kernel_sentinel.guard.meters import Meters
+    from kernel_sentinel.memory.linux import ThreadCounter
+
+    counter = ThreadCounter()
+    meters = Meters()
+    release = threading.Event()
+    started: list[threading.Thread] = []
+
+    def meters_count() -> int:
+        meters.recount_threads()
+        return meters._threads(0)
+
+    try:
+        assert counter._task_fd is not None  # Linux with statx: the cheap way, or this test shows nothing
+        counts = []
+        for _ in range(6):
+            stat, seen = _both_counts(counter.read)
+            assert seen == stat
+            assert _both_counts(meters_count)[1] == _both_counts(meters_count)[0]
+            counts.append(seen)
+            thread = threading.Thread(target=release.wait)
+            thread.start()
+            started.append(thread)
+        assert counts[-1] >= counts[0] + 5  # each thread started was counted (others may have ended meanwhile)
+        release.set()
+        for thread in started:
+            thread.join()
+        stat, seen = _both_counts(counter.read)
+        assert seen == stat < counts[-1]
+    finally:
+        release.set()
+        counter.close()
+        meters.close()
+
+
+def test_the_guards_main_stack_comes_from_the_refreshs_snapshot_without_reading_status_again() -> None:
+    from kernel_sentinel.guard.meters import Meters
+    from kernel_sentinel.memory.reader import MemoryReader
+
+    reader = MemoryReader(rlimits=False)
+    meters = Meters()
+    try:
+        process = reader.snapshot().process
+        assert process.stack_bytes is not None and process.stack_bytes > 0
+        read_here = meters.main_stack_bytes()
+        meters._status_fd, status_fd = -1, meters._status_fd  # a second read of the file would now fail
+        try:
+            assert meters.main_stack_bytes(process) == process.stack_bytes == read_here
+            with pytest.raises(OSError):
+                meters.main_stack_bytes()
+        finally:
+            meters._status_fd = status_fd
+    finally:
+        reader.close()
+        meters.close()
+
+
+def test_stopping_the_watchdog_wakes_it_from_a_long_wait() -> None:
+    # It waits on a lock stop() releases (not an Event): stopped in the middle of an hour's wait, it ends.
+    from kernel_sentinel.guard.watchdog import Watchdog
+
+    class _Guard:
+        interval_factor = 1
+        max_tick_gap = 0.0
+        watchdog_cpu_seconds = 0.0
+
+        def tick(self, now: float) -> None:
+            raise AssertionError("no tick within an hour")
+
+    dog = Watchdog(_Guard(), 3600.0)
+    dog.start()
+    dog.stop(timeout=60)
+    assert not dog.is_alive()
+    dog.stop()  # twice: nothing to release, nothing raised

@@ -321,3 +321,18 @@ print(json.dumps({"light": light, "names": names}))
     assert seen["names"]["MemorySnapshot"] == "kernel_sentinel.memory.model"
     assert seen["names"]["oom_kill_counter"] == "kernel_sentinel.memory.cgroup"
     assert len(seen["names"]) == 10
+
+
+def test_the_status_parse_reads_the_main_stack_and_a_snapshot_carries_it(v1_tree: Path):
+    # The guard's 2 s refresh takes the main stack (VmStk) from the snapshot's own read of the status file,
+    # not from a second read of it (Meters.main_stack_bytes).
+    captured = (SAMPLES / "v1" / "proc_status").read_text()
+    assert "VmStk:\t     132 kB" in captured
+    assert parse.parse_proc_status(captured)["VmStk"] == 132 * 1024
+    snap = MemoryReader(PID, proc=str(v1_tree)).snapshot()
+    assert snap.process.stack_bytes == 132 * 1024
+    reader = MemoryReader()
+    live = reader.snapshot().process
+    reader.close()
+    status = Path("/proc/self/status").read_text()
+    assert live.stack_bytes == int(status.split("VmStk:")[1].split("kB")[0]) * 1024  # the main stack stays put

@@ -13,8 +13,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import replace
+from typing import Any
 
-from ..memory.linux import GroupMeter, StatmMeter, pread
+from ..memory.linux import PAGE, GroupMeter, StatmMeter, ThreadCounter, pread
 from .policy import MiB, Reading
 
 GAP_NOISE = 4 * MiB  # untouched address space moving by less than this is not "someone allocating"
@@ -43,8 +44,9 @@ class Meters:
 
     def __init__(self) -> None:
         self._statm_meter = StatmMeter()
+        self._statm_fd = self._statm_meter.fd
         self._read_lock = threading.Lock()  # read() updates the base, the gap and the lag credits
-        self._stat_fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+        self._thread_counter = ThreadCounter()
         self._status_fd = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
         self._groups: dict[str, GroupMeter] = {}
         self._lag: dict[str, tuple[int, int, int, float]] = {}  # dir -> (rss, ws, credit, since)
@@ -61,14 +63,19 @@ class Meters:
         self.gap_rose_at = 0.0  # when untouched address space last grew (someone is allocating now)
         self._gaps: deque[tuple[float, int]] = deque()  # (when, gap) of the readings of the last SETTLED_SECONDS
 
-    def main_stack_bytes(self) -> int:
+    def main_stack_bytes(self, process: Any = None) -> int:
         """Return the main thread's stack (VmStk), which statm's data field counts and RLIMIT_DATA does not.
 
+        ``process``: the ``ProcessMemory`` of a snapshot just read (the guard's 2 s refresh reads
+        /proc/self/status there): its ``stack_bytes`` is VmStk itself, and the file is not read a second time.
         Read as such, not as statm's data less /proc/self/status's VmData read a moment apart: a thread's stack
         mapped or unmapped, or a killer's growth, between the two made it 8-14 MiB (the stack is 132 KiB), and
         every fence was that much tighter than the guard believed: an error path held 16 MiB of room had 2-8
         MiB, and the explanation failed, then the reply (1 run in 10 of a killer run again, watchdog late).
         """
+        stack = getattr(process, "stack_bytes", None)
+        if stack is not None:
+            return stack
         raw = pread(self._status_fd, 4096)
         start = raw.index(b"VmStk:") + 6
         return int(raw[start : raw.index(b"kB", start)]) * 1024
@@ -94,24 +101,32 @@ class Meters:
         credit every thread ipykernel, BLAS or OpenMP starts would shrink the fence by 8 MiB (an import of
         scikit-learn in a 256 MiB group then hung: its OpenMP threads could not start).
         """
-        rss, data, shared = self._statm_meter.read()
-        vm_data = max(0, data - self.stack_bytes)
-        if abs(vm_data - self._vm_data_at_count) >= self.thread_stack_bytes:
+        # StatmMeter.read() and the thread count's clock inlined: this runs twice a tick, and in a kernel busy in
+        # a cell each Python call of a tick costs several times what it costs warm (caches the cell evicted).
+        fields = pread(self._statm_fd, 256).split()
+        rss = int(fields[1]) * PAGE
+        vm_data = int(fields[5]) * PAGE - self.stack_bytes
+        if vm_data < 0:
+            vm_data = 0
+        stack = self.thread_stack_bytes
+        if abs(vm_data - self._vm_data_at_count) >= stack:
             # Address space moved by a stack or more since the threads were counted: count again now, or a
             # burst of new threads (150 in one cell) looks like 1.2 GB taken and the watchdog stops the cell.
             self._threads_next = 0.0
-        stacks = max(0, self._threads(vm_data) - 1) * self.thread_stack_bytes
+        threads = self._threads_count if time.monotonic() < self._threads_next else self._threads(vm_data)
+        stacks = (threads - 1) * stack if threads > 1 else 0
         # Never below 0: the stacks of threads that just ended, still credited, made it -2.2 GB; the untouched
         # base followed, and once the threads were counted again 2.3 GB looked freshly taken (a cell stopped).
-        return rss, vm_data, max(0, vm_data - (rss - shared) - stacks)  # RSS - file/shmem = resident anonymous
+        gap = vm_data - (rss - int(fields[2]) * PAGE) - stacks  # RSS - file/shmem = resident anonymous
+        return rss, vm_data, gap if gap > 0 else 0
 
     def _threads(self, vm_data: int) -> int:
-        """Return the number of threads of this process (field 20 of /proc/self/stat), 1 when unreadable;
-        ``vm_data`` is VmData now, remembered with the count.
+        """Return the number of threads of this process (``ThreadCounter``: /proc/self/stat's 20th field), 1 when
+        unreadable; ``vm_data`` is VmData now, remembered with the count.
 
-        Re-read at most every ``THREADS_SECONDS`` while VmData has not grown by a stack since: /proc/self/stat
-        costs more than the rest of a tick, and a stale count only leaves a new thread's stack counted as
-        untouched a little longer (the safe side).
+        Re-read at most every ``THREADS_SECONDS`` while VmData has not moved by a stack since: the count once cost
+        more than the rest of a tick (/proc/self/stat; a statx of /proc/self/task now), and a stale count only
+        leaves a new thread's stack counted as untouched a little longer (the safe side).
         """
         now = time.monotonic()
         if now < self._threads_next:
@@ -119,8 +134,7 @@ class Meters:
         self._threads_next = now + THREADS_SECONDS
         self._vm_data_at_count = vm_data
         try:
-            raw = pread(self._stat_fd, 1024)
-            self._threads_count = int(raw[raw.rindex(b")") + 2 :].split()[17])
+            self._threads_count = self._thread_counter.read()
         except (OSError, ValueError, IndexError):
             self._threads_count = 1
         return self._threads_count
@@ -163,25 +177,32 @@ class Meters:
             rss_before = rss_low
             try:
                 rss_after, vm_after, gap_after = self._statm()
-                vm_data = min(vm_data, vm_after)
-                gap = max(gap, gap_after)
-                rss_low = min(rss_low, rss_after)
+                # the safe side of each (plain comparisons: min/max calls are a tick's most frequent calls)
+                if vm_after < vm_data:
+                    vm_data = vm_after
+                if gap_after > gap:
+                    gap = gap_after
+                if rss_after < rss_low:
+                    rss_low = rss_after
             except (OSError, ValueError, IndexError):
                 pass
-            groups[d] = (usage, max(0, ws - self._lag_credit(d, rss_before, rss_low, ws)))
+            ws -= self._lag_credit(d, rss_before, rss_low, ws)
+            groups[d] = (usage, ws if ws > 0 else 0)
         now = time.monotonic()
+        last_gap = self._last_gap
         # The part of the gap's rise that VmData did not make is pages handed back (RSS down, VmData not):
         # malloc_trim(), Arrow's release. Nobody is taking memory there while only the main thread runs; with
         # the cell's threads running it is their arenas giving back what they take again unseen, and it counts
         # as before (forgotten sooner, it let a growing thread kill the kernel in CI).
-        returned = max(0, (gap - self._last_gap) - max(0, vm_data - self._last_vm_data)) if self.forgive else 0
-        if gap - returned > self._last_gap + GAP_NOISE:
+        returned = max(0, (gap - last_gap) - max(0, vm_data - self._last_vm_data)) if self.forgive else 0
+        if gap - returned > last_gap + GAP_NOISE:
             self.gap_rose_at = now
         self._last_gap = gap
         self._last_vm_data = vm_data
-        self._gaps.append((now, gap))
-        while len(self._gaps) > 1 and self._gaps[1][0] <= now - SETTLED_SECONDS:
-            self._gaps.popleft()  # the newest reading at least SETTLED_SECONDS old is kept
+        gaps = self._gaps
+        gaps.append((now, gap))
+        while len(gaps) > 1 and gaps[1][0] <= now - SETTLED_SECONDS:
+            gaps.popleft()  # the newest reading at least SETTLED_SECONDS old is kept
         self.untouched_base = self._base(gap, now, returned)
         return Reading(vm_data, rss, groups, gap - self.untouched_base)
 
@@ -298,8 +319,8 @@ class Meters:
             group.close()
         self._groups.clear()
         self._statm_meter.close()
-        for fd in (self._stat_fd, self._status_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._thread_counter.close()
+        try:
+            os.close(self._status_fd)
+        except OSError:
+            pass

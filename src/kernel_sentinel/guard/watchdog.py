@@ -17,6 +17,15 @@ The SIGINT handler installed for the cell (``SigintRouter``) decides what the si
   inside IPython or ipykernel, where an exception could break the kernel;
 - sent by anyone else (the user's interrupt button): handed to the handler that was there before.
 
+Waiting longer far from the line is allowed only where it is provably safe: the headroom to the interrupt line
+must exceed twice what the fastest fill this machine can do covers in the longer wait. Measured here (2026-11-30,
+1 GiB group; README, "What the default kernel costs"): one thread filling fresh anonymous memory, numpy on
+transparent huge pages, 6.7 GB/s (4 KiB pages: 1.7-2.1 GB/s, one or two threads). In a 1 GiB group no headroom
+reaches 2 x 6.7 GB/s x 0.1 s = 1.34 GB, so the rule allows nothing beyond today's 10 intervals there (what makes
+today's 100 ms safe is the fence: committed memory cannot pass RLIMIT_DATA between ticks); beyond half a big budget
+``policy.poll_factor`` already waits up to 50 intervals with 16 GB/s in place of the fill rate. So a tick is made
+cheaper instead (``Meters``, ``memory.linux``), never rarer.
+
 The thread never dies of its own errors: a ``MemoryError`` (it also lives under the fence) skips one
 tick; three other errors in a row make it say so once, give the user's RLIMIT_DATA back and step aside.
 A C call that holds the GIL stalls the thread; the fence, set at the last tick, still stands meanwhile,
@@ -72,20 +81,31 @@ class Watchdog(threading.Thread):
         super().__init__(name="kernel-sentinel-watchdog", daemon=True)
         self.guard = guard
         self.interval = interval
-        self._stop_event = threading.Event()
+        # Held from the start, released by stop(): the thread waits on it with a timeout, one C call where
+        # Event.wait (a Condition: a fresh lock, a deque, the condition's own lock taken back) runs ~10 Python
+        # calls at each of its wake-ups, each one cold in the caches of a kernel busy in a cell.
+        self._asleep = threading.Lock()
+        self._asleep.acquire()
+        self._stopped = False
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop_event.set()
-        if self is not threading.current_thread():
+        """Stop the thread (any thread; idempotent) and wait up to ``timeout`` for it to end."""
+        if not self._stopped:
+            self._stopped = True
+            try:
+                self._asleep.release()  # wakes the thread at once, however long its wait
+            except RuntimeError:
+                pass  # released already (a concurrent stop)
+        if self is not threading.current_thread() and self.is_alive():
             self.join(timeout)
 
     def run(self) -> None:
         errors = 0
         last = time.monotonic()
-        wait = self._stop_event.wait
+        wait = self._asleep.acquire
         guard = self.guard
         cpu_start = time.thread_time()
-        while not wait(self.interval * guard.interval_factor):
+        while not wait(True, self.interval * guard.interval_factor):
             guard.watchdog_cpu_seconds = time.thread_time() - cpu_start
             now = time.monotonic()
             gap = now - last

@@ -39,22 +39,33 @@ _PREAD = libc_function("pread", _IO, ctypes.c_ssize_t, keep_gil=True, use_errno=
 _PWRITE = libc_function("pwrite", _IO, ctypes.c_ssize_t, keep_gil=True, use_errno=True)
 
 
+_BUFFERS: dict[int, Any] = {}  # size -> ctypes char array type (``create_string_buffer`` builds one per call)
+
+
 def pread(fd: int, size: int) -> bytes:
     """Return up to ``size`` bytes from the start of ``fd`` without giving up the GIL.
 
     ``os.pread`` releases the GIL, and a watcher thread taking it back from a main thread that runs Python
     waits for the switch interval (5 ms): a tick of five reads then cost the busy main thread five forced
     switches and the watcher up to 25 ms. These files (procfs, cgroupfs) answer in microseconds and never
-    block on another Python thread. Raises OSError like ``os.pread``.
+    block on another Python thread. Raises OSError like ``os.pread``. A fresh buffer per call (threads share
+    this function), of a type made once per size: ``create_string_buffer`` and ``string_at`` are Python
+    functions around the same C calls, three of a tick's ~150 calls each read.
     """
     if _PREAD is None:
         return os.pread(fd, size, 0)
-    buf = ctypes.create_string_buffer(size)
+    kind = _BUFFERS.get(size)
+    if kind is None:
+        kind = _BUFFERS[size] = ctypes.c_char * size
+    buf = kind()
     got = _PREAD(fd, buf, size, 0)
     if got < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    return ctypes.string_at(buf, got)
+    # ``value`` copies up to the first NUL, which the zeroed buffer has right after what was read (these files
+    # are text): ``got`` bytes, where ``raw`` copied the whole buffer (8 KiB for a memory.stat of ~800 bytes)
+    data = buf.value
+    return data if len(data) == got else buf.raw[:got]
 
 
 def pwrite(fd: int, data: bytes, offset: int) -> int:
@@ -93,11 +104,94 @@ class OomKillMeter:
             pass
 
 
+class _Statx(ctypes.Structure):
+    # struct statx's head (linux/stat.h: the same layout on every architecture); 256 bytes in all
+    _fields_ = [
+        ("mask", ctypes.c_uint32),
+        ("blksize", ctypes.c_uint32),
+        ("attributes", ctypes.c_uint64),
+        ("nlink", ctypes.c_uint32),
+        ("rest", ctypes.c_char * 236),
+    ]
+
+
+_STATX = libc_function(
+    "statx",
+    (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_Statx)),
+    ctypes.c_int,
+    keep_gil=True,
+)
+_AT_EMPTY_PATH = 0x1000
+_STATX_NLINK = 0x4
+
+
+class ThreadCounter:
+    """Counts a process's threads: ``read() -> int``; raises OSError or ValueError when it cannot.
+
+    From the link count of /proc/PID/task, one ``statx`` keeping the GIL: procfs gives that directory 2 links
+    plus ``get_nr_threads()`` (fs/proc/base.c, ``proc_task_getattr``), the very count /proc/PID/stat prints as
+    its 20th field. Reading /proc/PID/stat instead formats 52 fields and sums every thread's CPU times: ~40 us
+    of the watchdog's CPU in a busy kernel, where this takes a few. Where statx is missing, or the two disagree
+    when first compared (a kernel that counts otherwise), it reads /proc/PID/stat as before.
+    """
+
+    def __init__(self, pid: int | str = "self", proc: str = "/proc") -> None:
+        self._stat_fd = os.open(f"{proc}/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        self._task_fd: int | None = None
+        if _STATX is None:
+            return
+        try:
+            self._task_fd = os.open(f"{proc}/{pid}/task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            # Compared twice around the other: a thread started or ended in between is no disagreement.
+            before = self._from_stat()
+            links = self._from_links()
+            if links != before and links != self._from_stat():
+                raise ValueError(f"task links say {links} threads, stat says {before}")
+        except (OSError, ValueError):
+            self._close_task()
+
+    def read(self) -> int:
+        """Return how many threads the process has now."""
+        if self._task_fd is not None:
+            return self._from_links()
+        return self._from_stat()
+
+    def _from_links(self) -> int:
+        buf = _Statx()
+        if _STATX(self._task_fd, b"", _AT_EMPTY_PATH, _STATX_NLINK, buf) != 0 or not buf.mask & _STATX_NLINK:
+            raise OSError("statx of the task directory failed")
+        return buf.nlink - 2
+
+    def _from_stat(self) -> int:
+        raw = pread(self._stat_fd, 1024)
+        return int(raw[raw.rindex(b")") + 2 :].split()[17])
+
+    def _close_task(self) -> None:
+        if self._task_fd is not None:
+            try:
+                os.close(self._task_fd)
+            except OSError:
+                pass
+            self._task_fd = None
+
+    def close(self) -> None:
+        self._close_task()
+        try:
+            os.close(self._stat_fd)
+        except OSError:
+            pass
+
+
 class StatmMeter:
     """Reads /proc/PID/statm: ``read() -> (rss, data+stack, resident file/shmem)`` in bytes."""
 
     def __init__(self, pid: int | str = "self", proc: str = "/proc") -> None:
         self._fd = os.open(f"{proc}/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+
+    @property
+    def fd(self) -> int:
+        """The open statm file (for a caller that parses it inline on a hot path, as the guard's meters do)."""
+        return self._fd
 
     def read(self) -> tuple[int, int, int]:
         """Return (RSS, statm's data field, resident shared/file pages); raises OSError when gone."""

@@ -30,6 +30,7 @@ class ProcessMemory:
     vm_data_bytes: int | None
     vm_size_bytes: int | None
     peak_rss_bytes: int | None
+    stack_bytes: int | None = None  # VmStk: the main thread's stack (None off Linux)
 
 
 @dataclass(frozen=True)

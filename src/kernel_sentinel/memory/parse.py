@@ -31,7 +31,7 @@ def parse_keyed(text: str) -> dict[str, int]:
 
 # The watchdog parses these files every few milliseconds: ``str.find`` of the few keys it needs is
 # several times faster than a regex or splitting every line (measured in bench/bench_memory_read.py).
-_STATUS_KEYS = ("VmSize", "VmHWM", "VmRSS", "VmData", "RssAnon", "RssFile", "RssShmem")
+_STATUS_KEYS = ("VmSize", "VmHWM", "VmRSS", "VmData", "VmStk", "RssAnon", "RssFile", "RssShmem")
 _MEMINFO_KEYS = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "SwapTotal", "SwapFree")
 
 
@@ -62,7 +62,11 @@ def _kb_fields(text: str, keys: tuple[str, ...]) -> dict[str, int]:
 
 
 def parse_proc_status(text: str) -> dict[str, int]:
-    """Return the memory fields of /proc/PID/status (VmRSS, VmData, VmSize, VmHWM, Rss*) in bytes."""
+    """Return the memory fields of /proc/PID/status (VmRSS, VmData, VmSize, VmHWM, VmStk, Rss*) in bytes.
+
+    VmStk (the main thread's stack) is read with the rest so the guard's 2 s refresh takes it from the same
+    reading (``Meters.main_stack_bytes``) instead of reading the file a second time.
+    """
     out = _kb_fields(text, _STATUS_KEYS)
     if "VmRSS" not in out and "VmData" not in out:
         raise ValueError("no VmRSS/VmData fields (a kernel thread, or not a status file)")
@@ -95,14 +99,17 @@ def parse_inactive_file(text: str) -> int:
 _RECLAIM_V1 = (b"total_active_file ", b"total_inactive_file ")
 _RECLAIM_V1_LOCAL = (b"active_file ", b"inactive_file ")
 _RECLAIM_V2 = (b"active_file ", b"inactive_file ")
+# In the order tried, each pair with its keys as found after a newline (built once, not at every tick's parse).
+_RECLAIM_KEYS = tuple((a, i, b"\n" + a, b"\n" + i) for a, i in (_RECLAIM_V1, _RECLAIM_V2, _RECLAIM_V1_LOCAL))
 
 
-def _bfield(text: bytes, key: bytes) -> int | None:
-    """Return the integer after ``key`` at the start of a line of ``text`` (bytes), or None."""
+def _bfield(text: bytes, key: bytes, line_key: bytes | None = None) -> int | None:
+    """Return the integer after ``key`` at the start of a line of ``text`` (bytes), or None; ``line_key``:
+    ``b"\n" + key``, made once by callers that parse every tick."""
     if text.startswith(key):
         start = len(key)
     else:
-        at = text.find(b"\n" + key)
+        at = text.find(line_key or b"\n" + key)
         if at < 0:
             return None
         start = at + 1 + len(key)
@@ -121,9 +128,9 @@ def parse_reclaimable(text: bytes | str) -> int:
     group's own; v2's names otherwise. Raises ValueError when the file has no file-LRU lines.
     """
     data = text.encode() if isinstance(text, str) else text
-    for keys in (_RECLAIM_V1, _RECLAIM_V2, _RECLAIM_V1_LOCAL):
-        active = _bfield(data, keys[0])
-        inactive = _bfield(data, keys[1])
+    for active_key, inactive_key, active_line, inactive_line in _RECLAIM_KEYS:
+        active = _bfield(data, active_key, active_line)
+        inactive = _bfield(data, inactive_key, inactive_line)
         if active is not None and inactive is not None:
             return active + inactive
     raise ValueError("no active_file/inactive_file lines")

@@ -243,6 +243,7 @@ class MemoryReader:
             vm_data_bytes=fields.get("VmData"),
             vm_size_bytes=fields.get("VmSize"),
             peak_rss_bytes=fields.get("VmHWM"),
+            stack_bytes=fields.get("VmStk"),
         )
 
     def _read_cgroup(self, notes: list[str]) -> tuple[CgroupMemory | None, list[Limit]]:
