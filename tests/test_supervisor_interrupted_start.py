@@ -75,6 +75,25 @@ def test_a_shutdown_that_interrupts_the_kernel_while_python_imports_site_records
         h.close()
 
 
+def test_a_kernel_the_shutdown_terminates_before_it_was_ready_records_no_death(tmp_path) -> None:
+    """A kernel that does not leave in time when shut down while starting (here: it ignores the interrupt and never
+    reads the shutdown request) is terminated by jupyter_client (SIGTERM to the group): not a death either."""
+    import signal
+
+    from kernel_sentinel.autopsy import death_report
+
+    h, _, _ = _kernel_held_in_site(tmp_path, before="signal.signal(signal.SIGINT, signal.SIG_IGN)")
+    try:
+        kernel_id = _kernel_id(h)
+        process = h.km.provisioner.process
+        h.km.shutdown_wait_time = 1.0  # jupyter_client's wait before SIGTERM (5 s by default)
+        h.km.shutdown_kernel(now=False)
+        assert process.wait(timeout=60) == -signal.SIGTERM
+        assert death_report(kernel_id, wait=2) is None
+    finally:
+        h.close()
+
+
 def test_a_kernel_that_fails_at_start_up_after_ignoring_an_interrupt_is_a_death(tmp_path) -> None:
     """A kernel that ignores SIGINT (as ipykernel does once started) and then exits 1 on its own before it was
     ready: the frontend's interrupt did not end it, so its end is recorded as a death."""
@@ -85,7 +104,7 @@ def test_a_kernel_that_fails_at_start_up_after_ignoring_an_interrupt_is_a_death(
         kernel_id = _kernel_id(h)
         process = h.km.provisioner.process
         h.km.interrupt_kernel()  # SIGINT to the group, as the frontend's shutdown sends first
-        time.sleep(0.5)  # the interrupt is noted by the supervisor before the kernel fails (no outcome is timed)
+        time.sleep(1.0)  # the supervisor, idle in its wait, notes the interrupt before the kernel fails on its own
         go.touch()
         assert process.wait(timeout=60) == 1
         report = death_report(kernel_id, wait=10)

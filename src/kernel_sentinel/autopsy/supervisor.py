@@ -87,6 +87,7 @@ class Supervisor:
         self._limit: Any = None  # the kernel's own memory group (kernel_group.KernelLimit), when asked for
         self._store: Any = None  # the store, open from _register on (main thread only; the witness never uses it)
         self._ready = False  # the kernel said it was ready (its extension loaded)
+        self._witness_fd: int | None = None  # the pipe that tells the witness "recorded" (D) or "replaced" (R)
 
     @property
     def home(self) -> Any:
@@ -142,6 +143,9 @@ class Supervisor:
             finally:
                 os._exit(127)
         self.child = pid
+        # Signals are taken again at once: an interrupt of the group during the kernel's start-up is noted with what
+        # the kernel did with it while the kernel still lives (``_interrupted_while_starting``), not once it is dead.
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         if ready_w is not None:
             os.close(ready_w)  # now only the kernel holds it: its exit reads as "ready" (EOF) too
         # While the kernel starts. The OOM-kill counter is read before the kernel can have allocated much:
@@ -156,7 +160,6 @@ class Supervisor:
         child_start = boot_usec_of(pid)
         self._kmsg = KmsgCursor()
         witness = self._start_witness(pid, oom_before, child_start, old_mask)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         # The supervisor's own chores wait until the kernel is ready: on a shared or 2-core machine they
         # would only take CPU from the kernel's start, which is what a frontend waits for.
         self._ready = _wait_ready(ready_r)
@@ -168,6 +171,7 @@ class Supervisor:
             self._quietly(self._make_group)  # no group asked for: this only sweeps groups dead kernels left
         self._quietly(self._sweep_previous)
         witness = self._renew_witness(witness, pid, oom_before, child_start, old_mask)
+        self._witness_fd = witness
         while True:
             try:
                 _, status, usage = os.wait4(pid, 0)
@@ -183,10 +187,9 @@ class Supervisor:
             print(f"kernel-sentinel: could not record the kernel's end: {exc}", file=sys.stderr)
         finally:
             if witness is not None:
+                self._release_witness()
                 try:
-                    os.write(witness, b"D")  # "seen and recorded": the witness leaves quietly
-                    os.close(witness)
-                    os.waitpid(self._witness_pid, 0)  # and is reaped here, not left to init
+                    os.waitpid(self._witness_pid, 0)  # reaped here, not left to init
                 except (OSError, ChildProcessError):
                     pass
             if self._limit:
@@ -223,10 +226,12 @@ class Supervisor:
         pid alone leaves the witness alive: it sees the pipe close without the "recorded" byte, waits for the
         kernel to follow (PDEATHSIG), and records the death itself.
         """
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)  # no handler of ours may run in the child
         try:
             r, w = os.pipe()  # not inherited by the kernel: Python's fds are close-on-exec
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             if replaces is None:  # else the first witness stays
                 print(f"kernel-sentinel: no witness ({exc}); a SIGKILLed supervisor will go unrecorded", file=sys.stderr)
             return None
@@ -254,6 +259,7 @@ class Supervisor:
                 pass
             finally:
                 os._exit(0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(r)
         self._witness_pid = pid
         return w
@@ -288,6 +294,21 @@ class Supervisor:
         except (OSError, ChildProcessError):
             pass
         return new
+
+    def _release_witness(self) -> None:
+        """Tell the witness that the kernel's end is accounted for ("D"): it leaves without recording anything.
+
+        At a shutdown this is said as soon as the flight record shows it, so that the witness's exit overlaps
+        the store's UPDATE and the flight files' removal: a SIGKILL of the supervisor after it loses no death
+        (there is none; a later sweep discards what is left)."""
+        fd, self._witness_fd = self._witness_fd, None
+        if fd is None:
+            return
+        try:
+            os.write(fd, b"D")
+            os.close(fd)
+        except OSError:
+            pass
 
     def _note_witness(self, child: int, witness: int) -> None:
         """Leave the witness's pid beside the flight record, so that a sweep waits for it."""
@@ -373,18 +394,15 @@ class Supervisor:
         ev.signals_received = list(self.signals)
         if self._cgroup:
             ev.cgroup_path = self._cgroup[2]
-            ev.oom_kills_before = oom_before
-            ev.oom_kills_after = oom_kill_counter(*self._cgroup[:2])
-            if oom_before is None or ev.oom_kills_after is None:
-                ev.notes.append("the cgroup's OOM-kill counter could not be read")
-        else:
-            ev.notes.append("no memory cgroup found: OOM kills can only be seen in the kernel log")
         gather_flight(ev, self.home)
+        # What follows a shutdown is only bookkeeping; jupyter_client waits for this process to leave.
         if ev.shutdown_requested:
+            self._release_witness()
             self._ended("shutdown")
             discard_flight(self.home, self.kernel_id, pid)
             return
         if self._interrupted_while_starting(ev):
+            self._release_witness()
             print(
                 f"kernel-sentinel: kernel {self.kernel_id} was interrupted while it started (a frontend's shutdown "
                 "or interrupt); not a death",
@@ -393,6 +411,13 @@ class Supervisor:
             self._ended("interrupted_starting")
             discard_flight(self.home, self.kernel_id, pid)
             return
+        if self._cgroup:  # read for a death only, a millisecond after the kernel's end as before
+            ev.oom_kills_before = oom_before
+            ev.oom_kills_after = oom_kill_counter(*self._cgroup[:2])
+            if oom_before is None or ev.oom_kills_after is None:
+                ev.notes.append("the cgroup's OOM-kill counter could not be read")
+        else:
+            ev.notes.append("no memory cgroup found: OOM kills can only be seen in the kernel log")
         if ev.signal is not None:
             gather_kernel_log(ev, child_start, self._kmsg)
         if ev.signal == signal.SIGBUS:
@@ -402,22 +427,29 @@ class Supervisor:
         self._ended("died")
 
     def _interrupted_while_starting(self, ev: Any) -> bool:
-        """Return True when the kernel ended of a SIGINT sent to our group before it was ever ready.
+        """Return True when the kernel ended, before it was ever ready, of a shutdown the frontend began.
 
-        jupyter_client's shutdown interrupts the process group before it asks the kernel to leave; a kernel
-        still importing ipykernel (which ignores SIGINT from its own start-up on) dies of it, as stock does.
-        No cell can have run then, so nothing the user made is lost: it is the frontend's doing, not a death.
-        Python mostly ends of the signal itself then, but with exit status 1 when the KeyboardInterrupt lands
-        while it imports ``site`` (``.pth`` files, sitecustomize: "Fatal Python error: init_import_site").
-        Exit status 1 counts only when the kernel was catching SIGINT as the interrupt came: one that ignored it,
-        or had already ended (its disposition unknown), failed on its own and is a death.
+        jupyter_client's shutdown interrupts the process group (SIGINT) before it asks the kernel to leave, and
+        terminates the group (SIGTERM) when it has not left in time. A kernel still starting dies of the
+        interrupt, as stock does, or is terminated (a start-up the interrupt broke, a slow start on a loaded
+        machine). No cell can have run then, so nothing the user made is lost: it is the frontend's doing.
+
+        Python mostly ends of the interrupt's signal itself, but with exit status 1 when the KeyboardInterrupt
+        lands while it imports ``site`` (``.pth`` files, sitecustomize: "Fatal Python error: init_import_site").
+        Exit status 1 counts only when the kernel was catching SIGINT as the interrupt came, or had already ended
+        when the supervisor's handler ran a moment later (it takes signals from the fork on: a kernel failing by
+        itself within that moment, as the frontend interrupts it, is what this cannot tell apart; it would fail
+        again at its next start). One that ignored the interrupt (ipykernel does from its start-up on), or had
+        not installed Python's handler yet, failed on its own: a death.
         """
         if self._ready or (ev.flight or {}).get("cell"):
             return False
+        if ev.signal == signal.SIGTERM:  # the shutdown's next step once the kernel has not left in time
+            return any(s.get("signal") == "SIGTERM" for s in self.signals)  # sent to us, forwarded: asked for
         interrupts = [s for s in self.signals if s.get("signal") == "SIGINT"]
         if ev.signal == signal.SIGINT:
             return bool(interrupts)
-        return ev.exit_code == 1 and any(s.get("kernel_sigint") == "caught" for s in interrupts)
+        return ev.exit_code == 1 and any(s.get("kernel_sigint") in ("caught", "ended") for s in interrupts)
 
     def _ended(self, status: str) -> None:
         def write() -> None:
@@ -461,13 +493,13 @@ class Supervisor:
 
 def _sigint_disposition(pid: int) -> str | None:
     """Return what process ``pid`` does with SIGINT ("ignored", "caught" or "default"), from its /proc status;
-    None once it has ended (a zombie's masks read as zero) or when it cannot be read."""
+    "ended" once it is a zombie (its masks then read as zero), None when the file cannot be read."""
     ignored = caught = None
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("State:") and line.split()[1] in ("Z", "X"):
-                    return None
+                    return "ended"
                 if line.startswith("SigIgn:"):
                     ignored = int(line.split()[1], 16)
                 elif line.startswith("SigCgt:"):
