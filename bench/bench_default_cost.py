@@ -36,6 +36,7 @@ imported are printed: to measure a commit while others edit the tree, put a ``gi
         [--variant before:PYTHONPATH=/tmp/snap/src]   # one more sentinel kernel (a snapshot), alternated too
         [--blocks 3]   # the rounds in three blocks of fresh kernels (two processes differ by a few %)
         [--json out.json]   # every round's and cell's raw figures
+    .venv/bin/python bench/bench_default_cost.py --fill-rate 5   # only: how fast fresh memory fills here (GB/s)
 
 Each cell's CPU is read on its own (every thread's schedstat before and after it: the main thread, the
 sentinel's threads, the others; and its minor faults), so a cell's pair is seconds apart, not a round. The
@@ -685,6 +686,54 @@ def print_cells(got: dict) -> None:
     print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
+FILL_CODE = r"""
+import mmap, sys, threading, time
+import numpy as np
+N = 256 << 20
+def touch_pages(n, out):  # one byte per 4 KiB page of a fresh private mapping: one page fault each
+    m = mmap.mmap(-1, n)
+    a = np.frombuffer(m, dtype=np.uint8)
+    t = time.perf_counter(); a[::4096] = 1; out.append(time.perf_counter() - t)
+    del a; m.close()
+def np_ones(n, out):  # numpy's big arrays ask for transparent huge pages: 2 MiB a fault
+    t = time.perf_counter(); a = np.ones(n, dtype=np.uint8); out.append(time.perf_counter() - t); del a
+def bytes_fill(n, out):
+    t = time.perf_counter(); b = b"x" * n; out.append(time.perf_counter() - t); del b
+for name, fn in (("4 KiB pages touched", touch_pages), ("np.ones", np_ones), ("b'x' * n", bytes_fill)):
+    for threads in (1, 2):
+        best = 0.0
+        for _ in range(int(sys.argv[1])):
+            out = []
+            ts = [threading.Thread(target=fn, args=(N // threads, out)) for _ in range(threads)]
+            t = time.perf_counter()
+            for th in ts: th.start()
+            for th in ts: th.join()
+            best = max(best, N / (time.perf_counter() - t))
+        print(f"  {name:20s} {threads} thread(s): {best / 1e9:.2f} GB/s (best of {sys.argv[1]}, 256 MiB in all)", flush=True)
+"""
+
+
+def fill_rate(reps: int) -> int:
+    """Print how fast fresh anonymous memory becomes resident here (GB/s), filled in a child inside a 1 GiB memory
+    group (never in this process): the fastest fill is what a longer watchdog wait must be safe against
+    (guard/watchdog.py: the headroom must exceed twice what it covers in the wait); returns the exit status."""
+    import subprocess
+
+    from kernel_sentinel.confine import ConfineError, MemoryCgroup, confined_command
+
+    try:
+        group = MemoryCgroup.create(1 << 30, prefix="ks-bench-fill")
+    except ConfineError as exc:
+        print(f"--fill-rate needs a memory cgroup: {exc}", file=sys.stderr)
+        return 69
+    try:
+        print(f"fill rate of fresh anonymous memory, in a 1 GiB memory group (load {os.getloadavg()[0]:.1f}):")
+        argv = confined_command([sys.executable, "-c", FILL_CODE, str(reps)], cgroup=group)
+        return subprocess.run(argv, env={**os.environ, **THREADS_ENV}).returncode
+    finally:
+        group.remove()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="rounds of cells (0: lifecycle only)")
@@ -707,7 +756,12 @@ def main(argv: list[str] | None = None) -> int:
                         "differ by a few %% in the same code (memory layout), which more rounds in one pair of "
                         "processes never averages out")
     parser.add_argument("--json", default=None, metavar="PATH", help="write every round's and cell's raw figures")
+    parser.add_argument("--fill-rate", type=int, default=0, metavar="REPS",
+                        help="only measure how fast fresh memory fills here (best of REPS, in a 1 GiB group): "
+                        "what a longer watchdog wait far from the line would have to be safe against")
     args = parser.parse_args(argv)
+    if args.fill_rate:
+        return fill_rate(args.fill_rate)
     limit = parse_size(args.limit) if args.limit else None
     if limit is not None and limit > 1 << 30:
         print("--limit: at most 1G (the project's rule for memory groups)", file=sys.stderr)

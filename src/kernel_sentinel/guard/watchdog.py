@@ -80,7 +80,8 @@ class Watchdog(threading.Thread):
     def __init__(self, guard: Any, interval: float) -> None:
         super().__init__(name="kernel-sentinel-watchdog", daemon=True)
         self.guard = guard
-        self.interval = interval
+        # Never negative: Lock.acquire takes -1 as "forever" where Event.wait took any wait <= 0 as "don't"
+        self.interval = max(0.0, interval)
         # Held from the start, released by stop(): the thread waits on it with a timeout, one C call where
         # Event.wait (a Condition: a fresh lock, a deque, the condition's own lock taken back) runs ~10 Python
         # calls at each of its wake-ups, each one cold in the caches of a kernel busy in a cell.
