@@ -204,8 +204,12 @@ SMALL = [
 ]
 
 
-def test_repeated_memory_errors_do_not_wear_the_guard_down(kernel):
-    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=ISOLATE)
+@pytest.mark.parametrize("reserve", ["default", "16M"])
+def test_repeated_memory_errors_do_not_wear_the_guard_down(kernel, reserve):
+    # By default no error reserve is resident (the fence's margin is the error path's room); a user's reserve
+    # is taken back after each error.
+    env = ISOLATE if reserve == "default" else {**ISOLATE, "KERNEL_SENTINEL_ERROR_RESERVE": reserve}
+    k = kernel(limit_bytes=GiB, kernelspec=GUARDED, env=env)
     assert k.run("import numpy as np, pandas as pd, gc").ok
     for cell in SMALL:
         assert k.run(cell).ok
@@ -219,7 +223,7 @@ def test_repeated_memory_errors_do_not_wear_the_guard_down(kernel):
             res = k.run(cell)
             assert res.ok, (i, killer, cell, res.text()[-1500:])
     status = k.value(f"{GUARD}.status()")
-    assert status["interventions"] == 10 and status["reserve_held"]
+    assert status["interventions"] == 10 and status["reserve_held"] is (reserve != "default")
     assert _rss(k.kernel_pid) < start_rss + 64 * MiB, (start_rss, _rss(k.kernel_pid))
     assert k.alive and k.oom_kills() == 0
 

@@ -151,8 +151,9 @@ def test_the_interrupt_comes_before_the_fence_with_room_for_threads():
         for lead in (0, 10 * MiB, 300 * MiB):
             # the fence sits at limit - margin; two thread stacks fit between it and the interrupt
             assert interrupt_line(limit, margin, lead) <= limit - margin - 16 * MiB
-    assert fence_margin(GiB, 64 * MiB) == GiB // 64  # ~1.5% of the budget, not a tenth of it
-    assert fence_margin(256 * MiB, 64 * MiB) == 8 * MiB  # never less than 8 MiB
+    assert fence_margin(2 * GiB, 64 * MiB) == 2 * GiB // 64  # ~1.5% of the budget, not a tenth of it
+    # Never less than 24 MiB: what the fence cannot see, and the error path's room (no resident reserve).
+    assert fence_margin(256 * MiB, 64 * MiB) == fence_margin(GiB, 64 * MiB) == 24 * MiB
     assert fence_margin(16 * GiB, 64 * MiB) == 64 * MiB  # never more than the configured reserve
     # A user's fixed fraction still caps the line.
     assert interrupt_line(GiB, 16 * MiB, 0, 0.9) == int(GiB * 0.9)

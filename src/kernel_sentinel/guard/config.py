@@ -16,9 +16,10 @@ trait                       environment variable                default    meani
                                                                            the budget at the latest (1.0: only
                                                                            the line that follows growth)
 ``reserve_bytes``           ``KERNEL_SENTINEL_RESERVE``         64M        most the fence keeps from the budget
-                                                                           (it keeps ~1.5%, at least 8 MiB)
-``error_reserve_bytes``     ``KERNEL_SENTINEL_ERROR_RESERVE``   16M        memory held back for the error path
-                                                                           (only in a memory cgroup with a limit)
+                                                                           (it keeps ~1.5%, at least 24 MiB)
+``error_reserve_bytes``     ``KERNEL_SENTINEL_ERROR_RESERVE``   0          resident memory held back for the error
+                                                                           path, only in a memory cgroup with a
+                                                                           limit (0: the fence's margin is its room)
 ``child_oom_score_adj``     ``KERNEL_SENTINEL_CHILD_OOM_SCORE``  1000      oom_score_adj for child processes
 ==========================  ==================================  =========  =======================================
 
@@ -59,10 +60,12 @@ class SentinelGuard(Configurable):
     ).tag(config=True)
     reserve_bytes = Integer(
         64 * MiB,
-        help="Most bytes the fence keeps free below the budget (it keeps ~1.5% of it, at least 8 MiB).",
+        help="Most bytes the fence keeps free below the budget (it keeps ~1.5% of it, at least 24 MiB).",
     ).tag(config=True)
     error_reserve_bytes = Integer(
-        16 * MiB, help="Bytes held back and released when a cell fails, so the error can be shown."
+        0,
+        help="Resident bytes held back (only in a memory cgroup with a limit) and released when a cell fails, so "
+        "the error can be shown; 0: the error path's room is the fence's margin.",
     ).tag(config=True)
     child_oom_score_adj = Integer(
         1000, help="oom_score_adj given to the kernel's child processes, so they die before the kernel."
@@ -90,7 +93,7 @@ class GuardSettings:
     poll_interval: float = 0.01
     interrupt_fraction: float = 1.0
     reserve_bytes: int = 64 * MiB
-    error_reserve_bytes: int = 16 * MiB
+    error_reserve_bytes: int = 0  # none resident: the fence's margin is the error path's room (controller._take_reserve)
     child_oom_score_adj: int = 1000
     warnings: tuple[str, ...] = field(default=())
 
@@ -167,7 +170,12 @@ def _explicitly_set(config: SentinelGuard) -> set[str]:
 
 def _parse_env(name: str, text: str) -> Any:
     if name in ("reserve_bytes", "error_reserve_bytes"):
-        return parse_size(text)
+        try:
+            return parse_size(text)
+        except SizeError:
+            if text.rstrip("KMGTkmgt") == "0":  # off: allowed here, unlike a memory limit
+                return 0
+            raise
     if name == "child_oom_score_adj":
         return int(text)
     return float(text)

@@ -67,6 +67,7 @@ from .config import GuardSettings
 from .fence import INFINITY, LAST_ROOM, Fence
 from .meters import FORGIVE_SECONDS, SETTLED_SECONDS, Meters
 from .policy import (
+    ERROR_ROOM,
     MiB,
     Candidate,
     Reading,
@@ -1080,7 +1081,7 @@ class Guard:
             if reading is None:
                 self._hold_without_reading(held)
             else:
-                room = max(self.settings.error_reserve_bytes, TIGHT_SLACK)
+                room = max(self.settings.error_reserve_bytes, ERROR_ROOM)
                 best = tightest(self._candidates, reading, committed=True)
                 if best is not None:
                     # No more than is really left, less LAST_ROOM; but that much even when no reserve was held
@@ -1276,11 +1277,15 @@ class Guard:
     def _take_reserve(self) -> None:
         """Hold ``error_reserve_bytes`` of resident memory, freed when a cell fails so the error can be shown.
 
-        Held only in a memory cgroup with a limit, where the group's OOM killer is what the error path races
-        and what the kernel frees is room for the kernel alone. Resident on purpose there: a loop that overshoots its
-        line in one step (a list's pointer array reallocated, +120 MiB) leaves nothing under the limit, and
-        only memory really given back makes room then. Kept instead as room in the margins, the same growth
-        loop aborted the kernel in one run of three (8 MiB resident: one run of three too).
+        Off by default (0): the error path's room (``ERROR_ROOM``) is kept in the fence's margin as address
+        space, and ``begin_failure``'s hold hands it over (never the last ``LAST_ROOM``). The 16 MiB held here
+        until 2026-11-30 was the same room, resident: 16 MiB of the kernel's RSS more (issue 11). It was kept
+        resident because, with it as room in the margins, a growth loop that overshot its line aborted the
+        kernel in one run of three; the main stack was then miscounted by 8-14 MiB (1dd131f), which took the
+        margin's room away. Since, 110 stopped killers in 1 GiB and 256 MiB groups with 4 KiB of reserve and the
+        old margins (watchdog at 10 ms and 0.5 s) all showed their error; in 384 MiB the old 8 MiB margin
+        alone let one fast killer of four reach the OOM killer, hence the margin's ``ERROR_ROOM``. Held, when a
+        user sets one, only in a memory cgroup with a limit, where what the kernel frees is the kernel's alone.
         """
         n = self.settings.error_reserve_bytes
         if self._reserve is not None or not self._reserve_wanted():

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from ..memory import MemorySnapshot
 
 MiB = 1 << 20
-MIN_MARGIN = 8 * MiB  # the fence's least distance from the budget
+UNSEEN_ROOM = 8 * MiB  # what moves a group's usage without VmData between two readings (page tables, sockets)
+ERROR_ROOM = 16 * MiB  # what a failure's error path is given (begin_failure's hold): a traceback, the reply, a `del`
+MIN_MARGIN = UNSEEN_ROOM + ERROR_ROOM  # the fence's least distance from the budget
 THREAD_ROOM = 16 * MiB  # between the interrupt line and the fence: two thread stacks and libzmq's buffers
 
 
@@ -119,11 +121,14 @@ def tightest(
 
 
 def fence_margin(limit: int, reserve: int) -> int:
-    """Return the fence's distance below the budget: about 1.5% of it, at least 8 MiB, at most ``reserve``.
+    """Return the fence's distance below the budget: about 1.5% of it, at least 24 MiB, at most ``reserve``.
 
     What the fence cannot see moves the group's usage without VmData (page tables, socket buffers, the
-    cgroup counters' lag after a free): a few MB per tick, not a fixed tenth of the budget. Every byte
-    kept here is a byte the user cannot use, and a stock kernel uses nearly all of its group (FACTS.md).
+    cgroup counters' lag after a free): a few MB per tick, not a fixed tenth of the budget. And a cell the
+    fence stops needs room to show its error, reply and run a `del`: ``ERROR_ROOM``, kept here as address
+    space (it was a resident 16 MiB reserve until 2026-11-30: the same room, 16 MiB of RSS more; margins of
+    8 MiB and no reserve let a 384 MiB group reach the OOM killer in 1 of 4 runs with the watchdog late).
+    Every byte kept here is a byte the user cannot use, and a stock kernel uses nearly all of its group (FACTS.md).
     """
     return max(0, min(reserve, max(MIN_MARGIN, limit // 64)))
 
