@@ -131,6 +131,9 @@ class CellState:
     step_over: int | None = None  # committed memory once one step that stopped took it over its level (tick)
     rate_mark: int = 0  # the guard's count of growth rates when it started
     step_strikes: int = 0  # ticks in a row that saw it past that step (tick)
+    vm_at_start: int = 0  # VmData when it started: what it took since bounds what it can fill (_fill_fits)
+    vm_seen: int = 0  # VmData and committed memory at the last tick (whoever ticks)
+    committed_seen: int = 0
 
 
 def running_threads() -> int:
@@ -385,7 +388,7 @@ class Guard:
         if self._location is not None:
             self._meters.watch(dirs, self._location.version)
         try:
-            self._meters.stack_bytes = self._meters.main_stack_bytes()
+            self._meters.stack_bytes = self._meters.main_stack_bytes(snap.process)  # VmStk as just read
         except (OSError, ValueError, IndexError):
             pass
         self._candidates = cands
@@ -545,6 +548,9 @@ class Guard:
                     self._note_step(cell, committed)
                 if over and self._one_step_fits(cell, committed, limit - margin, threaded or foreign or stuck):
                     over = False
+                if over and self._fill_fits(cell, reading.vm_data, committed, limit - margin, threaded or foreign or stuck):
+                    over = False
+                cell.vm_seen, cell.committed_seen = reading.vm_data, committed
                 if over and self._ceiling is None and self._trim_first(now):
                     # malloc gave its cache of freed memory back to the OS: judge again, at once
                     reading, best, fence_headroom, over = self._judge_again(best, level, stuck, now)
@@ -683,6 +689,28 @@ class Guard:
         # twice (the fence's safe side), 30 MiB once at ~3 GB/s.
         cell.step_strikes += 1
         return cell.step_strikes < 2
+
+    @staticmethod
+    def _fill_fits(cell: CellState, vm_data: int, committed: int, fence_at: int, unseen: bool) -> bool:
+        """Return True while a cell fills address space it took itself, and all it took fits (whoever ticks).
+
+        A preallocated array filled piece by piece (``a = np.empty(n)``, then chunks written or read into it)
+        grows in use at every tick like a loop, while VmData stands still: its untouched space is forgiven as
+        a reservation while it is filled, and the growth lead then stopped it below the fence (900 MiB filled
+        in 1-8 MiB chunks in a 1 GiB group: stopped at 921-960 MiB in 3 runs of 4; stock completes it; a slow
+        ``np.ones`` on a loaded machine the same). Without growing VmData a cell can fill no more than it
+        took: its committed memory at the start plus its VmData growth since (``reach``). Let be while VmData
+        did not grow with it since the last tick, the cell is within that reach, and the reach leaves the
+        kernel ``LAST_ROOM`` under the fence. A loop takes new space as it grows (judged by the line, at most a
+        tick later); growth into heap freed before the cell (taken again unseen) goes past the reach.
+        """
+        if unseen or cell.interrupts or cell.recursion or not cell.vm_seen:
+            return False
+        grew = max(0, committed - cell.committed_seen)
+        if vm_data - cell.vm_seen > grew // RESERVATION_RATIO + MiB:
+            return False  # taking space as it grows: a loop's next allocation
+        reach = cell.start_usage + max(0, vm_data - cell.vm_at_start)
+        return committed <= reach + GROWTH_NOISE and reach <= fence_at - LAST_ROOM
 
     def _cell_threads_run(self) -> bool:
         """Return True while threads beyond the kernel's own (ipykernel's and the guard's) run: cells started them."""
@@ -902,10 +930,7 @@ class Guard:
             # what the last tick knew to be free, and the meters are read again.
             up = self._fence_up_without_reading()
             if up is not None:
-                try:
-                    self._fence.apply(up)
-                except (ValueError, OSError):
-                    pass
+                self._set_fence(up)
             reading = self._meters.rebase(quiet_seconds=quiet)
         best = tightest(self._candidates, reading, committed=True) or (state[:3] if state else None)
         # Half full at a cell's start: give malloc's cache of freed memory back first (a few ms), or arenas of threads that have ended keep it counted and refuse a cell that fits.
@@ -930,14 +955,14 @@ class Guard:
             self._cell.rate_mark = self._rate_samples
             self._cell.retouchable = retouch
             self._cell.base_at_start = self._meters.untouched_base or 0
+            self._cell.vm_at_start = self._cell.vm_seen = reading.vm_data
+            self._cell.committed_seen = usage
             if best and best[0].meter.startswith("cgroup:"):
                 plain = reading.meter(best[0].meter)
                 self._cell.others_at_start = max(0, (plain or 0) - reading.rss)
-        self._refence(reading)  # the fence as of now, not as of the last tick (memory may just have been freed)
-        with self._lock:
-            if self._reserve is None and self.enabled:
-                # As of now: the last cell's end saw the state of the last tick, which may predate its `del`.
-                self._retake_reserve_if_room()
+        # The fence as of now, not as of the last tick (memory may just have been freed); the tick it runs also
+        # takes a user's error reserve back as of now (the last cell's end saw a tick that may predate its `del`).
+        self._refence(reading)
 
     def _trim_at_start(self, usage: int, limit: int, threads_left: bool, now: float, vm_data: int) -> bool:
         """Return True when a cell should start with malloc's freed memory given back (main thread).
@@ -1090,13 +1115,10 @@ class Guard:
                     room = min(room, max(0, best[2] - LAST_ROOM))
                 self._hold = reading.vm_data + room
                 self._after_stop = reading.committed(self._state[0].meter) if self._state else None
-                try:
-                    if self._cell_threads_run():  # they would take it first
-                        self._fence.apply(min(self._fence.current or INFINITY, self._hold))
-                    else:
-                        self._fence.apply(self._hold)
-                except (ValueError, OSError):
-                    pass
+                if self._cell_threads_run():  # they would take it first
+                    self._set_fence(min(self._fence.current or INFINITY, self._hold))
+                else:
+                    self._set_fence(self._hold)
             pending = self._pending
             self._pending = None
         evidence = self._evidence(trigger, reading=reading, exc=exc)
@@ -1136,8 +1158,13 @@ class Guard:
         self._hold = hold
         if self._cell_threads_run():
             return  # they would take it first (as with a reading)
+        self._set_fence(self._hold)
+
+    def _set_fence(self, value: int) -> None:
+        """Move the fence to ``value``; where setrlimit refuses, it stays where it stands (a cell's start and
+        the error path: the guard never fails a cell over its own fence)."""
         try:
-            self._fence.apply(self._hold)
+            self._fence.apply(value)
         except (ValueError, OSError):
             pass
 
