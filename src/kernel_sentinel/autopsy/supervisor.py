@@ -200,9 +200,8 @@ class Supervisor:
         noted: dict[str, Any] = {"signal": NAMES.get(signum, str(signum)), "t": time.time()}
         if signum == signal.SIGINT and self.child and not self._ready:
             # The group's interrupt reached the starting kernel too: what the kernel did with it tells whether its
-            # exit status 1 before ready is the interrupt's doing (``_interrupted_while_starting``). Read now, as
-            # near the signal as can be: before ready it only moves from default to caught (Python) to ignored
-            # (ipykernel), never back.
+            # exit status 1 before ready is the interrupt's doing (``_interrupted_while_starting``): ignored, it had
+            # no effect. Read now, as near the signal as can be.
             noted["kernel_sigint"] = _sigint_disposition(self.child)
         self.signals.append(noted)
         if signum in FORWARDED and self.child:
@@ -436,11 +435,15 @@ class Supervisor:
 
         Python mostly ends of the interrupt's signal itself, but with exit status 1 when the KeyboardInterrupt
         lands while it imports ``site`` (``.pth`` files, sitecustomize: "Fatal Python error: init_import_site").
-        Exit status 1 counts only when the kernel was catching SIGINT as the interrupt came, or had already ended
-        when the supervisor's handler ran a moment later (it takes signals from the fork on: a kernel failing by
-        itself within that moment, as the frontend interrupts it, is what this cannot tell apart; it would fail
-        again at its next start). One that ignored the interrupt (ipykernel does from its start-up on), or had
-        not installed Python's handler yet, failed on its own: a death.
+        Another KeyboardInterrupt during the start-up imports can end the same way: it leaves a module half
+        imported and the next import fails ("Could not import runpy module", AttributeError on a partial module).
+        Exit status 1 is the interrupt's doing unless the kernel was already ignoring SIGINT when the first
+        interrupt came (read in the supervisor's handler: before ready a kernel's SIGINT only goes from default to
+        caught by Python to ignored by ipykernel, never back): then the interrupt had no effect and the kernel
+        failed on its own, a death. Caught, default (seen 373 ms before a KeyboardInterrupt ended a kernel under
+        load: the read can come before the kernel's own delivery) or already ended do not prove that. What this
+        cannot tell apart: a kernel not yet ignoring SIGINT that fails by itself right as a frontend shuts it down
+        before it was ready; it fails again at its next start, where no interrupt excuses it.
         """
         if self._ready or (ev.flight or {}).get("cell"):
             return False
@@ -449,7 +452,7 @@ class Supervisor:
         interrupts = [s for s in self.signals if s.get("signal") == "SIGINT"]
         if ev.signal == signal.SIGINT:
             return bool(interrupts)
-        return ev.exit_code == 1 and any(s.get("kernel_sigint") in ("caught", "ended") for s in interrupts)
+        return ev.exit_code == 1 and bool(interrupts) and interrupts[0].get("kernel_sigint") != "ignored"
 
     def _ended(self, status: str) -> None:
         def write() -> None:
