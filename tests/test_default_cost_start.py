@@ -157,12 +157,18 @@ def test_the_supervisor_leaves_its_chores_until_the_kernel_is_ready(tmp_path) ->
         sup.wait()
 
 
+def _modules_added_by(script: str) -> set[str]:
+    """Return the module names ``script`` (run in a fresh interpreter) prints as the ones it added."""
+    import subprocess
+    import sys
+
+    return set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
+
+
 def test_the_supervisor_imports_little_before_it_forks_the_kernel() -> None:
     """What the launcher imports before the fork delays every start and restart: no enum (``signal``'s), typing,
     re or dataclasses; and the signals it notes are named as ``signal`` names them."""
     import signal
-    import subprocess
-    import sys
 
     from kernel_sentinel.autopsy import supervisor
 
@@ -171,7 +177,7 @@ def test_the_supervisor_imports_little_before_it_forks_the_kernel() -> None:
         "import kernel_sentinel.launch, kernel_sentinel.autopsy.supervisor\n"
         "print(' '.join(sorted(set(sys.modules) - before)))\n"
     )
-    added = set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
+    added = _modules_added_by(script)
     assert "kernel_sentinel.autopsy.supervisor" in added
     assert not added & {"enum", "typing", "re", "dataclasses", "kernel_sentinel.memory"}, sorted(added)
     assert supervisor.NAMES == {int(n): signal.Signals(n).name for n in supervisor.HANDLED}
@@ -182,8 +188,6 @@ def test_what_the_supervisor_loads_while_the_kernel_starts_imports_little() -> N
     modules must not bring re, dataclasses or typing (15-25 ms of its CPU, taken from the kernel's start); the
     parser, used only after a death, still reads real records."""
     import json
-    import subprocess
-    import sys
 
     import pytest
 
@@ -194,7 +198,7 @@ def test_what_the_supervisor_loads_while_the_kernel_starts_imports_little() -> N
         "import os; c = KmsgCursor(); boot_usec_of(os.getpid()); oom_kill_counter(*(memory_group() or ('/', 1))[:2]); c.close()\n"
         "print(' '.join(sorted(set(sys.modules) - before)))\n"
     )
-    added = set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
+    added = _modules_added_by(script)
     assert "kernel_sentinel.autopsy.kmsg" in added
     assert not added & {"enum", "typing", "re", "dataclasses", "kernel_sentinel.memory.linux"}, sorted(added)
 
