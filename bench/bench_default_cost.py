@@ -37,6 +37,8 @@ imported are printed: to measure a commit while others edit the tree, put a ``gi
         [--blocks 3]   # the rounds in three blocks of fresh kernels (two processes differ by a few %)
         [--json out.json]   # every round's and cell's raw figures
     .venv/bin/python bench/bench_default_cost.py --fill-rate 5   # only: how fast fresh memory fills here (GB/s)
+    .venv/bin/python bench/bench_default_cost.py --watchdog-split 12 --limit 1G [--variant ...]   # only: where
+        # one watchdog wake-up's CPU goes, timed inside each sentinel kernel
 
 Each cell's CPU is read on its own (every thread's schedstat before and after it: the main thread, the
 sentinel's threads, the others; and its minor faults), so a cell's pair is seconds apart, not a round. The
@@ -709,8 +711,76 @@ for name, fn in (("4 KiB pages touched", touch_pages), ("np.ones", np_ones), ("b
             for th in ts: th.start()
             for th in ts: th.join()
             best = max(best, N / (time.perf_counter() - t))
-        print(f"  {name:20s} {threads} thread(s): {best / 1e9:.2f} GB/s (best of {sys.argv[1]}, 256 MiB in all)", flush=True)
+        print(f"  {name:20s} {threads} thread(s): {best / 1e9:.2f} GB/s (best of {sys.argv[1]}, 256 MiB in all)",
+              flush=True)
 """
+
+
+# Timers put into a sentinel kernel by --watchdog-split: the watchdog thread's CPU in its tick's parts and its riders,
+# only when that thread runs them (the main thread's cell-start tick is not counted).
+SPLIT_PROBE = r"""
+import threading as _th, time as _t
+from kernel_sentinel.guard.controller import get_guard as _get
+from kernel_sentinel.guard import watchdog as _wd
+_g = _get(); _wid = _g._watchdog.ident
+_split = {}
+def _timed(name, fn):
+    def timed(*a, **k):
+        if _th.get_ident() != _wid:
+            return fn(*a, **k)
+        t = _t.thread_time_ns()
+        try:
+            return fn(*a, **k)
+        finally:
+            _split[name] = _split.get(name, 0) + _t.thread_time_ns() - t
+            _split["n " + name] = _split.get("n " + name, 0) + 1
+    return timed
+_g.tick = _timed("tick", _g.tick)
+_g._meters.read = _timed("meters' reading", _g._meters.read)
+_g.refresh = _timed("budget re-read (2 s)", _g.refresh)
+_g._check_oom_kills = _timed("OOM-kill counter", _g._check_oom_kills)
+_g._fence.apply = _timed("fence", _g._fence.apply)
+_wd._riders[:] = [_timed("riders (recorder's samples)", r) for r in _wd._riders]
+def _split_read():
+    return dict(_split, cpu=int(_g.watchdog_cpu_seconds * 1e9))
+"""
+SPLIT_CELLS = ("dict_of_lists", "records", "matmul_listcomp", "long")
+
+
+def watchdog_split(harness, names: list[str], reps: int) -> None:
+    """Print one watchdog wake-up's CPU in each sentinel kernel (``names``, fresh, taking turns), split into its
+    tick's parts, its riders and the rest (the wake-up, the GIL taken back, the loop), over ``reps`` runs of the
+    heavy cells: timers inside the kernel (``SPLIT_PROBE``), where the cost bench's parts only see the thread."""
+    kernels = {name: harness(name).start() for name in names}
+    try:
+        for k in kernels.values():
+            for code in (SETUP, SPLIT_PROBE):
+                got = k.run(code)
+                if not got.ok:
+                    raise RuntimeError(got.text)
+        before = {name: k.value("_split_read()") for name, k in kernels.items()}
+        cells = [code for kind, code in CELLS if kind in SPLIT_CELLS]
+        for i in range(reps):
+            for name in names if i % 2 == 0 else names[::-1]:
+                for code in cells:
+                    kernels[name].run(code)
+        after = {name: k.value("_split_read()") for name, k in kernels.items()}
+    finally:
+        for k in kernels.values():
+            k.close()
+    print(f"one watchdog wake-up's CPU in the heavy cells ({', '.join(SPLIT_CELLS)}; {reps} runs each, alternated; "
+          f"load {os.getloadavg()[0]:.1f}):")
+    for name in names:
+        d = {key: after[name].get(key, 0) - before[name].get(key, 0) for key in after[name]}
+        wakes = max(1, d.get("n tick", 0))
+        parts = [key for key in d if not key.startswith("n ") and key not in ("cpu", "tick")]
+        ride = d.get("riders (recorder's samples)", 0)
+        inside = ", ".join(f"{key} {d[key] / wakes / 1000:.0f}" for key in parts
+                           if key != "riders (recorder's samples)")
+        tick = d.get("tick", 0)
+        print(f"  {name}: {wakes} wake-ups, {d['cpu'] / wakes / 1000:.0f} us each: tick {tick / wakes / 1000:.0f} "
+              f"({inside}), riders {ride / wakes / 1000:.0f}, the rest (wake-up, GIL, loop) "
+              f"{(d['cpu'] - tick - ride) / wakes / 1000:.0f}")
 
 
 def fill_rate(reps: int) -> int:
@@ -759,6 +829,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fill-rate", type=int, default=0, metavar="REPS",
                         help="only measure how fast fresh memory fills here (best of REPS, in a 1 GiB group): "
                         "what a longer watchdog wait far from the line would have to be safe against")
+    parser.add_argument("--watchdog-split", type=int, default=0, metavar="REPS",
+                        help="only time one watchdog wake-up inside each sentinel kernel (the sentinel and its "
+                        "--variant kernels) over REPS runs of the heavy cells: its tick's parts, riders, the rest")
     args = parser.parse_args(argv)
     if args.fill_rate:
         return fill_rate(args.fill_rate)
@@ -791,6 +864,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"sentinel kernel env: {extra or 'default (everything on)'}; "
               f"{f'each kernel in a memory cgroup of {args.limit}' if limit else 'no memory cgroup'}", flush=True)
+        if args.watchdog_split:
+            watchdog_split(harness, [n for n in envs if not n.startswith("stock")], args.watchdog_split)
+            return 0
         life: dict[str, dict[str, list[float]]] = {n: {what: [] for what in LIFECYCLE} for n in SPECS}
         for i in range(args.lifecycle):
             order = ("stock", "sentinel") if i % 2 == 0 else ("sentinel", "stock")
