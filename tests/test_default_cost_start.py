@@ -157,11 +157,12 @@ def test_the_supervisor_leaves_its_chores_until_the_kernel_is_ready(tmp_path) ->
         sup.wait()
 
 
-def _modules_added_by(script: str) -> set[str]:
-    """Return the module names ``script`` (run in a fresh interpreter) prints as the ones it added."""
+def _modules_added_by(code: str, first: str = "") -> set[str]:
+    """Return the modules ``code`` imports in a fresh interpreter, after ``first`` (whose imports do not count)."""
     import subprocess
     import sys
 
+    script = f"{first}\nimport sys; before = set(sys.modules)\n{code}\nprint(' '.join(sorted(set(sys.modules) - before)))\n"
     return set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split())
 
 
@@ -172,12 +173,7 @@ def test_the_supervisor_imports_little_before_it_forks_the_kernel() -> None:
 
     from kernel_sentinel.autopsy import supervisor
 
-    script = (
-        "import sys; before = set(sys.modules)\n"
-        "import kernel_sentinel.launch, kernel_sentinel.autopsy.supervisor\n"
-        "print(' '.join(sorted(set(sys.modules) - before)))\n"
-    )
-    added = _modules_added_by(script)
+    added = _modules_added_by("import kernel_sentinel.launch, kernel_sentinel.autopsy.supervisor")
     assert "kernel_sentinel.autopsy.supervisor" in added
     assert not added & {"enum", "typing", "re", "dataclasses", "kernel_sentinel.memory"}, sorted(added)
     assert supervisor.NAMES == {int(n): signal.Signals(n).name for n in supervisor.HANDLED}
@@ -191,14 +187,12 @@ def test_what_the_supervisor_loads_while_the_kernel_starts_imports_little() -> N
 
     import pytest
 
-    script = (
-        "import kernel_sentinel.launch, kernel_sentinel.autopsy.supervisor; import sys; before = set(sys.modules)\n"
+    added = _modules_added_by(
         "from kernel_sentinel.autopsy.kmsg import KmsgCursor, boot_usec_of\n"
         "from kernel_sentinel.memory.cgroup import oom_kill_counter, memory_group\n"
-        "import os; c = KmsgCursor(); boot_usec_of(os.getpid()); oom_kill_counter(*(memory_group() or ('/', 1))[:2]); c.close()\n"
-        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+        "import os; c = KmsgCursor(); boot_usec_of(os.getpid()); oom_kill_counter(*(memory_group() or ('/', 1))[:2]); c.close()",
+        first="import kernel_sentinel.launch, kernel_sentinel.autopsy.supervisor",
     )
-    added = _modules_added_by(script)
     assert "kernel_sentinel.autopsy.kmsg" in added
     assert not added & {"enum", "typing", "re", "dataclasses", "kernel_sentinel.memory.linux"}, sorted(added)
 
