@@ -18,8 +18,8 @@ watchdog (``tick``)    candidates, ``_state``, growth rates (and ``_rate_samples
                        has its own lock), the thread-stops (``_stopping``, ``threads_stopped``), the running
                        cell's notes ``retouchable``/``retaking``/``step_over``/``step_strikes`` (plain
                        writes: only whoever ticks writes them once the cell started); under the lock:
-                       ``_cell`` (peak), ``_ceiling``, ``_pending``, ``_sent``, ``_no_room_since``; the
-                       reserve only through ``_retake_reserve_if_room`` under the lock and never while
+                       ``_cell`` (peak, ``vm_seen``, ``committed_seen``), ``_ceiling``, ``_pending``,
+                       ``_sent``, ``_no_room_since``; the reserve only through ``_retake_reserve_if_room`` under the lock and never while
                        ``_handling`` or ``_hold`` is set
 main (cell hooks,      ``cell_started``/``cell_finished``/``begin_failure``/``end_failure``: all of the
 error handler,         above under the lock, and ``_after_stop``, ``_kernel_threads``, ``_free_asked``,
