@@ -245,6 +245,12 @@ def test_bad_settings_are_one_line_warnings_and_defaults():
     assert s.memory_limits == () and s.interrupt_fraction == 1.0 and s.reserve_bytes == 64 * MiB
     assert s.enabled is True
     assert len(s.warnings) == 4 and all("\n" not in w for w in s.warnings)
+    # 0 turns the resident error reserve off (its default); a memory limit of 0 stays an error
+    s = resolve_settings(SentinelGuard(), env={"KERNEL_SENTINEL_ERROR_RESERVE": "16M"})
+    assert s.error_reserve_bytes == 16 * MiB and not s.warnings
+    s = resolve_settings(SentinelGuard(), env={"KERNEL_SENTINEL_ERROR_RESERVE": "0", "KERNEL_SENTINEL_MEMORY_LIMIT": "0"})
+    assert s.error_reserve_bytes == 0 and s.memory_limits == () and len(s.warnings) == 1
+    assert "KERNEL_SENTINEL_MEMORY_LIMIT" in s.warnings[0]
 
 
 # -- the budget ------------------------------------------------------------------------------------------

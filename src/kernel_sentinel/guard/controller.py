@@ -470,6 +470,9 @@ class Guard:
             return
         cand, usage, headroom = best
         self._state = (cand, usage, headroom, reading)
+        self._usage_grew, self._usage_prev = usage - self._usage_prev, usage  # for _over's reservations
+        committed_best = tightest(self._candidates, reading, committed=True) or best
+        ccand, committed, fence_headroom = committed_best
         if self._reserve is None and self._hold is None and not self._handling and self._reserve_wanted():
             with self._lock:
                 if self._reserve is None and self._hold is None and not self._handling and self.enabled:
@@ -477,10 +480,7 @@ class Guard:
                     # run's memory only once it runs (`x = []`), and refilled it before the refresh came round:
                     # its second error then had no reserve and the kernel died formatting it (7 of 7 runs with a
                     # late watchdog; begin_failure's hold now also covers a failure with no reserve held).
-                    self._retake_reserve_if_room()
-        self._usage_grew, self._usage_prev = usage - self._usage_prev, usage  # for _over's reservations
-        committed_best = tightest(self._candidates, reading, committed=True) or best
-        ccand, committed, fence_headroom = committed_best
+                    self._retake_reserve_if_room(fence_headroom)
         limit = ccand.limit_bytes
         margin = self._margin(limit)
         fraction = self.settings.interrupt_fraction
@@ -1330,21 +1330,23 @@ class Guard:
         """
         return self.settings.error_reserve_bytes > 0 and any(c.kind == "cgroup" for c in self._candidates)
 
-    def _retake_reserve_if_room(self) -> None:
+    def _retake_reserve_if_room(self, committed_headroom: int | None = None) -> None:
         """Take the error reserve again when the fence keeps its margin and another reserve's room beside it
         (under the lock, never while ``_handling`` or ``_hold`` is set).
 
         Judged on committed memory too, as the fence is: taken on the group's room alone, right after a stopped
-        killer whose untouched space still counts, it could take the fence's own last room.
+        killer whose untouched space still counts, it could take the fence's own last room. ``committed_headroom``:
+        the tick's own, from the reading in ``_state`` (not worked out a second time).
         """
         state = self._state
         if state is None:
             self._take_reserve()
             return
         cand, _usage, headroom, reading = state
-        committed = tightest(self._candidates, reading, committed=True)
-        if committed is not None:
-            headroom = min(headroom, committed[2])
+        if committed_headroom is None:
+            committed = tightest(self._candidates, reading, committed=True)
+            committed_headroom = committed[2] if committed is not None else headroom
+        headroom = min(headroom, committed_headroom)
         if headroom > self._margin(cand.limit_bytes) + 2 * self.settings.error_reserve_bytes:
             self._take_reserve()
 
