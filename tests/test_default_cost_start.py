@@ -206,3 +206,21 @@ def test_what_the_supervisor_loads_while_the_kernel_starts_imports_little() -> N
     assert kernel_log_evidence(records, pid, None)["fault"]["kind"] == "segfault"
     with pytest.raises(AttributeError):  # frozen, as the dataclass it replaced
         seg.usec = 0  # type: ignore[misc]
+
+
+def test_a_kernel_command_that_cannot_start_is_mirrored_and_recorded(tmp_path, monkeypatch) -> None:
+    """The supervisor waits for its child to exec the kernel before it goes on with its own start-up: a child that
+    never gets there (no such command) ends that wait too; its exit status 127 is mirrored and recorded as a death."""
+    import subprocess
+    import sys
+
+    from kernel_sentinel.autopsy import death_report
+
+    monkeypatch.setenv("KERNEL_SENTINEL_HOME", str(tmp_path / "home"))
+    missing = str(tmp_path / "no-such-kernel")
+    run = f"from kernel_sentinel.autopsy.supervisor import supervise; supervise([], [{missing!r}])"
+    sup = subprocess.Popen([sys.executable, "-c", run], stderr=subprocess.PIPE, text=True)
+    _, err = sup.communicate(timeout=60)
+    assert sup.returncode == 127, err
+    report = death_report(f"pid-{sup.pid}", wait=5)  # the supervisor's kernel id without a connection file
+    assert report is not None and report["exit"] == {"code": 127}, (report, err)
