@@ -400,7 +400,7 @@ def test_the_guards_thread_count_is_stats_count_from_a_cheaper_file_while_thread
 
     def meters_count() -> int:
         meters.recount_threads()
-        return meters._threads(0)
+        return meters._threads(0, time.monotonic())
 
     try:
         assert counter._task_fd is not None  # Linux with statx: the cheap way, or this test shows nothing
@@ -464,3 +464,168 @@ def test_stopping_the_watchdog_wakes_it_from_a_long_wait() -> None:
     dog.stop(timeout=60)
     assert not dog.is_alive()
     dog.stop()  # twice: nothing to release, nothing raised
+
+
+def test_the_memory_record_keeps_its_samples_encoded_and_writes_what_encode_gives_for_the_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sample formats only its own numbers: the record splices the last KEEP_SAMPLES samples' texts in, and what
+    # lands in the flight record is the very JSON text of the whole record (read back whole, samples included).
+    from kernel_sentinel.autopsy import flight
+    from kernel_sentinel.autopsy.flight import FlightWriter, encode, parse_record
+
+    rec = _bare_recorder()
+    rec.writer = FlightWriter(tmp_path / "k.rec")
+    rec._main_ident = threading.get_ident()
+    rec._cell_prefixes = ("<ipython-input-",)
+    rec._statm = StatmMeter()
+    rec._reader = object()  # a full picture is not due: the samples between two
+    rec._snapshot_due = time.monotonic() + 3600
+    rec._snap_available, rec._snap_rss = 1 << 30, 200 << 20
+    rec._details = {"budget_bytes": 1 << 30, "source": "cgroup v1 /x", "cgroup": {"path": "/x", "oom_kills": 0}}
+    rec._samples = []
+    rec._maps_key = None
+    encoded: list[Any] = []
+
+    def counting(data: Any) -> str:
+        encoded.append(data)
+        return encode(data)
+
+    monkeypatch.setattr(recorder, "encode", counting)
+    monkeypatch.setattr(flight, "encode", counting)  # the writer's own, for a dict handed to it
+    try:
+        for tick in range(recorder.KEEP_SAMPLES + 5):
+            rec._sample(tick, cheap=True)
+        # each sample encoded its own three numbers and the record without samples: never the forty again
+        assert not [d for d in encoded if isinstance(d, dict) and "samples" in d]
+        assert sum(isinstance(d, list) for d in encoded) == recorder.KEEP_SAMPLES + 5
+        raw = (tmp_path / "k.rec").read_bytes()
+        memory = parse_record(raw)["memory"]
+        assert len(memory["samples"]) == recorder.KEEP_SAMPLES
+        assert all(len(s) == 3 and s[1] > 0 and s[2] is not None for s in memory["samples"])
+        assert memory["budget_bytes"] == 1 << 30 and memory["cgroup"] == {"path": "/x", "oom_kills": 0}
+        assert list(memory)[-1] == "samples" and memory["rss_bytes"] == memory["samples"][-1][1]
+        assert encode(memory).encode() in raw  # the text written is encode's text of the record read back
+    finally:
+        rec.writer.close()
+        rec._statm.close()
+
+
+def test_the_oom_kill_counter_is_found_in_either_cgroup_versions_file_and_only_on_its_own_line(tmp_path: Path) -> None:
+    from kernel_sentinel.memory.linux import OomKillMeter
+
+    files = {
+        1: ("memory.oom_control", b"oom_kill_disable 0\nunder_oom 0\noom_kill 7\n", 7),
+        2: ("memory.events", b"low 0\nhigh 4\nmax 9\noom 3\noom_kill 12\noom_group_kill 5\n", 12),
+    }
+    for version, (name, text, kills) in files.items():
+        folder = tmp_path / f"v{version}"
+        folder.mkdir()
+        (folder / name).write_bytes(text)
+        meter = OomKillMeter(str(folder), version)
+        try:
+            assert meter.read() == kills
+            (folder / name).write_bytes(b"oom_kill 3")  # first line, no newline at its end
+            assert meter.read() == 3
+            (folder / name).write_bytes(b"oom_kill_disable 0\nunder_oom 0\noom_group_kill 5\n")  # before 4.13
+            assert meter.read() is None
+        finally:
+            meter.close()
+
+
+def test_the_meters_read_without_argument_conversions_and_raise_as_os_pread_does(tmp_path: Path) -> None:
+    import errno
+    import os
+
+    from kernel_sentinel.memory import linux
+
+    path = tmp_path / "f"
+    path.write_bytes(b"1234 5678\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert linux.pread(fd, 64) == b"1234 5678\n" and linux.pread(fd, 4) == b"1234"
+        assert linux._PREAD is None or linux._PREAD.argtypes is None  # sizes and offset go as made ctypes objects
+    finally:
+        os.close(fd)
+    folder = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as got:
+            linux.pread(folder, 64)
+        assert got.value.errno == errno.EISDIR
+    finally:
+        os.close(folder)
+
+
+_NUMA_STAT = (
+    b"total=65735 N0=60000 N1=5735\nfile=65203 N0=60000 N1=5203\nanon=532 N0=0 N1=532\nunevictable=0 N0=0 N1=0\n"
+    b"hierarchical_total=97981 N0=90000 N1=7981\nhierarchical_file=97449 N0=90000 N1=7449\n"
+    b"hierarchical_anon=532 N0=0 N1=532\nhierarchical_unevictable=0 N0=0 N1=0\n"
+)
+
+
+def _v1_group(folder: Path, usage: int, active: int, inactive: int, numa: bytes | None) -> Path:
+    folder.mkdir()
+    (folder / "memory.usage_in_bytes").write_bytes(b"%d\n" % usage)
+    (folder / "memory.stat").write_bytes(
+        b"cache 1\nrss 2\nactive_file 5\ninactive_file 6\ntotal_cache 7\n"
+        b"total_inactive_file %d\ntotal_active_file %d\ntotal_unevictable 0\n" % (inactive, active)
+    )
+    if numa is not None:
+        (folder / "memory.numa_stat").write_bytes(numa)
+    return folder
+
+
+def test_a_v1_groups_page_cache_is_read_from_numa_stat_when_it_says_what_memory_stat_says(tmp_path: Path) -> None:
+    # memory.numa_stat's hierarchical_file (pages) is memory.stat's total_active_file + total_inactive_file: the guard
+    # reads the shorter file at each tick once the two agree, and memory.stat where they do not or it is missing.
+    from kernel_sentinel.memory import linux
+    from kernel_sentinel.memory.parse import parse_numa_file_pages
+
+    assert parse_numa_file_pages(_NUMA_STAT) == 97449
+    assert parse_numa_file_pages(b"hierarchical_file=12\n") == 12 and parse_numa_file_pages(b"hierarchical_file=3") == 3
+    with pytest.raises(ValueError):
+        parse_numa_file_pages(b"total=1 N0=1\nfile=1 N0=1\n")
+    page = linux.PAGE
+    usage = 1 << 30
+    cache = 97449 * page
+    agree = _v1_group(tmp_path / "agree", usage, cache // 3, cache - cache // 3, _NUMA_STAT)
+    meter = linux.GroupMeter(str(agree), 1)
+    try:
+        assert meter._numa_fd is not None
+        (agree / "memory.stat").write_bytes(b"total_inactive_file 0\ntotal_active_file 0\n")  # no longer read
+        assert meter.read() == (usage, usage - cache)
+        (agree / "memory.numa_stat").write_bytes(_NUMA_STAT.replace(b"=97449 ", b"=1000 "))
+        assert meter.read() == (usage, usage - 1000 * page)
+    finally:
+        meter.close()
+    far = cache + 2 * linux.NUMA_SLACK
+    for name, numa in (("disagree", _NUMA_STAT), ("missing", None), ("other", b"total=5 N0=5\n")):
+        folder = _v1_group(tmp_path / name, usage, far // 2, far - far // 2, numa)
+        meter = linux.GroupMeter(str(folder), 1)
+        try:
+            assert meter._numa_fd is None
+            assert meter.read() == (usage, usage - far)
+        finally:
+            meter.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/cgroup").exists(), reason="Linux /proc only")
+def test_this_process_v1_group_reads_the_same_page_cache_from_either_file() -> None:
+    from kernel_sentinel.memory import linux
+    from kernel_sentinel.memory.parse import parse_reclaimable
+
+    lines = [line.split(":", 2) for line in Path("/proc/self/cgroup").read_text().splitlines()]
+    v1 = [Path("/sys/fs/cgroup/memory") / path.lstrip("/") for _n, ctl, path in lines if ctl == "memory"]
+    if not v1 or not (v1[0] / "memory.numa_stat").exists():
+        pytest.skip("not in a cgroup v1 memory group with memory.numa_stat")
+    meter = linux.GroupMeter(str(v1[0]), 1)
+    try:
+        assert meter._numa_fd is not None
+        for _ in range(5):
+            before = parse_reclaimable(linux.pread(meter._stat_fd, 8192))
+            usage, in_use = meter.read()
+            numa = usage - in_use  # the page cache numa_stat gave
+            after = parse_reclaimable(linux.pread(meter._stat_fd, 8192))
+            assert min(before, after) - linux.NUMA_SLACK <= numa <= max(before, after) + linux.NUMA_SLACK
+    finally:
+        meter.close()

@@ -12,7 +12,6 @@ import resource
 import threading
 import time
 from collections import deque
-from dataclasses import replace
 from typing import Any
 
 from ..memory.linux import PAGE, GroupMeter, StatmMeter, ThreadCounter, pread
@@ -93,8 +92,8 @@ class Meters:
             except OSError:
                 continue
 
-    def _statm(self) -> tuple[int, int, int]:
-        """Return (RSS, VmData, untouched gap) from one read of statm.
+    def _statm(self, now: float) -> tuple[int, int, int]:
+        """Return (RSS, VmData, untouched gap) from one read of statm (``now``: the reading's monotonic time).
 
         gap = VmData - resident anonymous memory - the stacks of the other threads: a thread reserves its
         whole stack (RLIMIT_STACK, 8 MiB) as data address space and touches a few KB of it, so without the
@@ -113,14 +112,14 @@ class Meters:
             # Address space moved by a stack or more since the threads were counted: count again now, or a
             # burst of new threads (150 in one cell) looks like 1.2 GB taken and the watchdog stops the cell.
             self._threads_next = 0.0
-        threads = self._threads_count if time.monotonic() < self._threads_next else self._threads(vm_data)
+        threads = self._threads_count if now < self._threads_next else self._threads(vm_data, now)
         stacks = (threads - 1) * stack if threads > 1 else 0
         # Never below 0: the stacks of threads that just ended, still credited, made it -2.2 GB; the untouched
         # base followed, and once the threads were counted again 2.3 GB looked freshly taken (a cell stopped).
         gap = vm_data - (rss - int(fields[2]) * PAGE) - stacks  # RSS - file/shmem = resident anonymous
         return rss, vm_data, gap if gap > 0 else 0
 
-    def _threads(self, vm_data: int) -> int:
+    def _threads(self, vm_data: int, now: float) -> int:
         """Return the number of threads of this process (``ThreadCounter``: /proc/self/stat's 20th field), 1 when
         unreadable; ``vm_data`` is VmData now, remembered with the count.
 
@@ -128,7 +127,6 @@ class Meters:
         more than the rest of a tick (/proc/self/stat; a statx of /proc/self/task now), and a stale count only
         leaves a new thread's stack counted as untouched a little longer (the safe side).
         """
-        now = time.monotonic()
         if now < self._threads_next:
             return self._threads_count
         self._threads_next = now + THREADS_SECONDS
@@ -152,8 +150,9 @@ class Meters:
         with self._read_lock:
             return self._read()
 
-    def _read(self) -> Reading:
-        """Return one reading whose VmData, untouched space and working sets are safe to combine.
+    def _read(self, quiet_seconds: float | None = None) -> Reading:
+        """Return one reading whose VmData, untouched space and working sets are safe to combine; ``quiet_seconds``
+        (``rebase``): forget the untouched space in the same reading unless it grew that recently.
 
         The fence is VmData + limit - (working set + untouched) - margin, and untouched = VmData - resident
         anonymous - base, so it is in effect "VmData may reach limit + base - margin + (resident anonymous -
@@ -166,7 +165,10 @@ class Meters:
         after the group's counters and the safe side of each figure is kept: the lowest VmData and the highest
         untouched gap (a mapping or a free in between then lowers the fence, never raises it).
         """
-        rss, vm_data, gap = self._statm()
+        # One clock read for the statm reads and the lag credits (each a Python call more in a cold tick); the
+        # untouched gap's own times below are taken after the group's files, as before.
+        start = time.monotonic()
+        rss, vm_data, gap = self._statm(start)
         rss_low = rss
         groups: dict[str, tuple[int, int]] = {}
         for d, group in self._groups.items():
@@ -176,7 +178,7 @@ class Meters:
                 continue
             rss_before = rss_low
             try:
-                rss_after, vm_after, gap_after = self._statm()
+                rss_after, vm_after, gap_after = self._statm(start)
                 # the safe side of each (plain comparisons: min/max calls are a tick's most frequent calls)
                 if vm_after < vm_data:
                     vm_data = vm_after
@@ -186,7 +188,7 @@ class Meters:
                     rss_low = rss_after
             except (OSError, ValueError, IndexError):
                 pass
-            ws -= self._lag_credit(d, rss_before, rss_low, ws)
+            ws -= self._lag_credit(d, rss_before, rss_low, ws, start)
             groups[d] = (usage, ws if ws > 0 else 0)
         now = time.monotonic()
         last_gap = self._last_gap
@@ -194,7 +196,12 @@ class Meters:
         # malloc_trim(), Arrow's release. Nobody is taking memory there while only the main thread runs; with
         # the cell's threads running it is their arenas giving back what they take again unseen, and it counts
         # as before (forgotten sooner, it let a growing thread kill the kernel in CI).
-        returned = max(0, (gap - last_gap) - max(0, vm_data - self._last_vm_data)) if self.forgive else 0
+        returned = 0
+        if self.forgive:
+            grew = vm_data - self._last_vm_data
+            returned = gap - last_gap - (grew if grew > 0 else 0)
+            if returned < 0:
+                returned = 0
         if gap - returned > last_gap + GAP_NOISE:
             self.gap_rose_at = now
         self._last_gap = gap
@@ -204,6 +211,9 @@ class Meters:
         while len(gaps) > 1 and gaps[1][0] <= now - SETTLED_SECONDS:
             gaps.popleft()  # the newest reading at least SETTLED_SECONDS old is kept
         self.untouched_base = self._base(gap, now, returned)
+        if quiet_seconds is not None and (quiet_seconds <= 0 or now - self.gap_rose_at >= quiet_seconds):
+            self.pinned = None
+            self.untouched_base = gap  # all of it forgiven: what a second read would have set
         return Reading(vm_data, rss, groups, gap - self.untouched_base)
 
     def _base(self, gap: int, now: float, returned: int = 0) -> int:
@@ -276,15 +286,12 @@ class Meters:
         untouched memory right now (a thread left running by an interrupted cell), forgetting it would let
         that thread touch it all past the budget.
         """
-        reading = self.read()
-        if quiet_seconds > 0 and time.monotonic() - self.gap_rose_at < quiet_seconds:
-            return reading
+        # Forgiven within the reading (one lock hold): the reading is built once, where ``dataclasses.replace`` of
+        # it built a second (~3 us warm, several times that at a cell's start, cold)
         with self._read_lock:
-            self.pinned = None
-            self.untouched_base = self._last_gap  # all of it forgiven: what a second read would have set
-        return replace(reading, untouched=0)
+            return self._read(quiet_seconds)
 
-    def _lag_credit(self, directory: str, rss_before: int, rss_low: int, ws: int) -> int:
+    def _lag_credit(self, directory: str, rss_before: int, rss_low: int, ws: int, now: float) -> int:
         """Return how much of the group's working set is memory we freed that it has not uncharged yet.
 
         The group's counters lag our own frees (a 700 MB ``del`` showed in RSS at once, in
@@ -295,22 +302,23 @@ class Meters:
         is measured from the lowest RSS of the previous reading (read after its working set too) to the
         RSS read before this working set: a free that the previous working set already showed is no lag.
         """
-        now = time.monotonic()
         prev = self._lag.get(directory)
         credit, since = 0, 0.0
         if prev is not None:
             prev_rss, prev_ws, credit, since = prev
             if credit and now - since > 1.0:
                 credit = 0
-            ws_drop = max(0, prev_ws - ws)
-            credit = max(0, credit - ws_drop)
+            ws_drop = prev_ws - ws if prev_ws > ws else 0
+            credit = credit - ws_drop if credit > ws_drop else 0
             rss_drop = prev_rss - rss_before
             if rss_drop > GAP_NOISE and rss_drop > ws_drop:
                 credit += rss_drop - ws_drop
                 since = now
         # A lag shows as a working set above our RSS; once the counter has caught up (while new growth kept
         # the working set from dropping) no credit is left, or it would raise the fence over real usage.
-        credit = min(credit, max(0, ws - rss_low))
+        lag = ws - rss_low if ws > rss_low else 0
+        if credit > lag:
+            credit = lag
         self._lag[directory] = (rss_low, ws, credit, since)
         return credit
 

@@ -12,9 +12,10 @@ import os
 from typing import Any
 
 from .cgroup import oom_kill_file
-from .parse import parse_reclaimable
+from .parse import parse_numa_file_pages, parse_reclaimable
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+NUMA_SLACK = 4 << 20  # v1 memory.numa_stat's file pages and memory.stat's, read a moment apart (``GroupMeter``)
 
 
 def libc_function(name: str, argtypes: Any, restype: Any, *, keep_gil: bool = False, use_errno: bool = False) -> Any:
@@ -35,11 +36,17 @@ def libc_function(name: str, argtypes: Any, restype: Any, *, keep_gil: bool = Fa
 
 
 _IO = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_long)
-_PREAD = libc_function("pread", _IO, ctypes.c_ssize_t, keep_gil=True, use_errno=True)
+# pread without argtypes: its size and offset go as ctypes objects made once (``_BUFFERS``), the descriptor as a
+# C int, the buffer as its address. With argtypes each call converts its four arguments through their types'
+# ``from_param`` (1.5 against 1.0 us a call warm, more in a tick's cold caches); without use_errno, since a failed
+# read is read again by ``os.pread``, which raises the OSError with its errno (``pread``).
+_PREAD = libc_function("pread", None, ctypes.c_ssize_t, keep_gil=True)
 _PWRITE = libc_function("pwrite", _IO, ctypes.c_ssize_t, keep_gil=True, use_errno=True)
+_OFFSET_0 = ctypes.c_long(0)  # off_t: a long wherever glibc's pread is the plain symbol (LP64; ILP32 without LFS)
 
 
-_BUFFERS: dict[int, Any] = {}  # size -> ctypes char array type (``create_string_buffer`` builds one per call)
+# size -> (ctypes char array type, the size as a size_t): ``create_string_buffer`` builds a type per call
+_BUFFERS: dict[int, tuple[Any, Any]] = {}
 
 
 def pread(fd: int, size: int) -> bytes:
@@ -54,14 +61,13 @@ def pread(fd: int, size: int) -> bytes:
     """
     if _PREAD is None:
         return os.pread(fd, size, 0)
-    kind = _BUFFERS.get(size)
-    if kind is None:
-        kind = _BUFFERS[size] = ctypes.c_char * size
-    buf = kind()
-    got = _PREAD(fd, buf, size, 0)
+    made = _BUFFERS.get(size)
+    if made is None:
+        made = _BUFFERS[size] = (ctypes.c_char * size, ctypes.c_size_t(size))
+    buf = made[0]()
+    got = _PREAD(fd, buf, made[1], _OFFSET_0)
     if got < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        return os.pread(fd, size, 0)  # the error again, raised with its errno (or, if it went away, the bytes)
     # ``value`` copies up to the first NUL, which the zeroed buffer has right after what was read (these files
     # are text): ``got`` bytes, where ``raw`` copied the whole buffer (8 KiB for a memory.stat of ~800 bytes)
     data = buf.value
@@ -91,11 +97,21 @@ class OomKillMeter:
         self._fd = os.open(oom_kill_file(directory, version), os.O_RDONLY | os.O_CLOEXEC)
 
     def read(self) -> int | None:
-        """Return the counter, or None when the file has no ``oom_kill`` line (kernels before 4.13)."""
-        for line in pread(self._fd, 512).split(b"\n"):
-            if line.startswith(b"oom_kill "):
-                return int(line.split()[1])
-        return None
+        """Return the counter, or None when the file has no ``oom_kill`` line (kernels before 4.13).
+
+        Found with ``find``, not by splitting the file into lines and each line into fields: the guard's watchdog
+        reads it at every tick of a running cell, where each Python call costs several times what it does warm.
+        ``oom_kill `` begins no other line (v1's ``oom_kill_disable``, v2's ``oom_group_kill`` differ).
+        """
+        data = pread(self._fd, 512)
+        if data.startswith(b"oom_kill "):
+            start = 9
+        else:
+            start = data.find(b"\noom_kill ") + 10
+            if start < 10:
+                return None
+        end = data.find(b"\n", start)
+        return int(data[start:end] if end >= 0 else data[start:])
 
     def close(self) -> None:
         try:
@@ -219,7 +235,8 @@ class GroupMeter:
 
     Reclaimable is what the kernel drops before an OOM kill (``parse.parse_reclaimable``): clean file
     pages on either LRU list. Counting active file pages as used made a guard refuse allocations a stock
-    kernel completes (FACTS.md "Memory accounting").
+    kernel completes (FACTS.md "Memory accounting"). In a v1 group it is read from memory.numa_stat when that
+    file gives the same figure (``_numa_stat``): the cheaper file for the same two counters.
     """
 
     def __init__(self, directory: str, version: int) -> None:
@@ -232,6 +249,29 @@ class GroupMeter:
         except OSError:
             os.close(self._usage_fd)
             raise
+        self._numa_fd = self._numa_stat() if version == 1 else None
+
+    def _numa_stat(self) -> int | None:
+        """Return an open v1 memory.numa_stat when its file pages are memory.stat's (read on either side of it, within
+        NUMA_SLACK: page cache moves meanwhile), None otherwise (no CONFIG_NUMA, another format).
+
+        The kernel formats it in half the time of memory.stat (4.6 against 9.1 us warm here), and the guard reads a
+        group at every watchdog tick and twice a cell.
+        """
+        try:
+            fd = os.open(os.path.join(self.directory, "memory.numa_stat"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            before = parse_reclaimable(pread(self._stat_fd, 8192))
+            numa = parse_numa_file_pages(pread(fd, 8192)) * PAGE
+            after = parse_reclaimable(pread(self._stat_fd, 8192))
+            if min(before, after) - NUMA_SLACK <= numa <= max(before, after) + NUMA_SLACK:
+                return fd
+        except (OSError, ValueError):
+            pass
+        os.close(fd)
+        return None
 
     def usage(self) -> int:
         """Return the group's usage as the limit counts it (page cache included); raises OSError/ValueError."""
@@ -240,11 +280,16 @@ class GroupMeter:
     def read(self) -> tuple[int, int]:
         """Return (usage, in use); raises OSError or ValueError when the group is gone or unreadable."""
         usage = int(pread(self._usage_fd, 64))
-        stat = pread(self._stat_fd, 8192)
-        return usage, max(0, usage - parse_reclaimable(stat))
+        if self._numa_fd is not None:
+            in_use = usage - parse_numa_file_pages(pread(self._numa_fd, 8192)) * PAGE
+        else:
+            in_use = usage - parse_reclaimable(pread(self._stat_fd, 8192))
+        return usage, in_use if in_use > 0 else 0
 
     def close(self) -> None:
-        for fd in (self._usage_fd, self._stat_fd):
+        for fd in (self._usage_fd, self._stat_fd, self._numa_fd):
+            if fd is None:
+                continue
             try:
                 os.close(fd)
             except OSError:
