@@ -741,6 +741,12 @@ _g.refresh = _timed("budget re-read (2 s)", _g.refresh)
 _g._check_oom_kills = _timed("OOM-kill counter", _g._check_oom_kills)
 _g._fence.apply = _timed("fence", _g._fence.apply)
 _wd._riders[:] = [_timed("riders (recorder's samples)", r) for r in _wd._riders]
+import kernel_sentinel.autopsy.recorder as _recm
+_rec = _recm._recorder
+if _rec is not None:  # inside the riders: the recorder's stack walk, its statm, its flight write
+    _rec._main_stack = _timed("rider: main stack walk", _rec._main_stack)
+    _rec._read_statm = _timed("rider: statm", _rec._read_statm)
+    _rec.writer.write = _timed("rider: flight write", _rec.writer.write)
 def _split_read():
     return dict(_split, cpu=int(_g.watchdog_cpu_seconds * 1e9))
 """
@@ -776,10 +782,11 @@ def watchdog_split(harness, names: list[str], reps: int) -> None:
         parts = [key for key in d if not key.startswith("n ") and key not in ("cpu", "tick")]
         ride = d.get("riders (recorder's samples)", 0)
         inside = ", ".join(f"{key} {d[key] / wakes / 1000:.0f}" for key in parts
-                           if key != "riders (recorder's samples)")
+                           if key != "riders (recorder's samples)" and not key.startswith("rider: "))
+        riding = ", ".join(f"{key[7:]} {d[key] / wakes / 1000:.0f}" for key in parts if key.startswith("rider: "))
         tick = d.get("tick", 0)
         print(f"  {name}: {wakes} wake-ups, {d['cpu'] / wakes / 1000:.0f} us each: tick {tick / wakes / 1000:.0f} "
-              f"({inside}), riders {ride / wakes / 1000:.0f}, the rest (wake-up, GIL, loop) "
+              f"({inside}), riders {ride / wakes / 1000:.0f} ({riding}), the rest (wake-up, GIL, loop) "
               f"{(d['cpu'] - tick - ride) / wakes / 1000:.0f}")
 
 
