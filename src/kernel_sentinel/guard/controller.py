@@ -420,7 +420,8 @@ class Guard:
         """Return the interrupt line now, after folding this reading into the growth rates (watchdog only).
 
         The lead follows only growth the fence cannot see: committed memory that grew while VmData did not
-        (freed heap taken again, reservations filled, shared memory). Growth that takes new address space meets
+        (freed heap taken again, reservations filled, shared memory), and any growth while an extension module
+        loads (the fence then lets VmData past the budget's room). Growth that takes new address space meets
         the fence, re-set at every tick, however late the next tick comes: a loop of 4 MiB arrays at 1.2-3.5 GB/s
         was stopped 37-96 MiB under the line's place with that lead (its 89.8% of what stock could use), where
         the fence alone stops it with a MemoryError at the budget's margin, as it stops one allocation too big.
@@ -444,7 +445,8 @@ class Guard:
             delta = committed - start
             if delta > GROWTH_NOISE or span >= RATE_SECONDS or delta < -GROWTH_NOISE:
                 self._rates = (*self._rates[1:], delta / span if delta > GROWTH_NOISE else 0.0)
-                unseen = delta - max(0, vm_data - vm_start)
+                # While an extension module loads the fence lets VmData past the budget (IMPORT_ROOM): all growth is unseen
+                unseen = delta if self._importing else delta - max(0, vm_data - vm_start)
                 self._unseen_rates = (*self._unseen_rates[1:], unseen / span if unseen > GROWTH_NOISE else 0.0)
                 self._rate_anchor = (now, committed, vm_data)
                 self._rate_samples += 1
