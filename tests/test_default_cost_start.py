@@ -224,3 +224,114 @@ def test_a_kernel_command_that_cannot_start_is_mirrored_and_recorded(tmp_path, m
     assert sup.returncode == 127, err
     report = death_report(f"pid-{sup.pid}", wait=5)  # the supervisor's kernel id without a connection file
     assert report is not None and report["exit"] == {"code": 127}, (report, err)
+
+
+def test_the_supervisor_reads_a_shutdown_as_the_evidence_does() -> None:
+    """The supervisor tells a shutdown from a death before it imports the autopsy (``shutdown_in_record``): the
+    same answer as ``Evidence.shutdown_requested`` for every state and previous state the recorder writes."""
+    from kernel_sentinel.autopsy.evidence import Evidence
+    from kernel_sentinel.autopsy.supervisor import shutdown_in_record
+
+    states = [None, "running", "shutdown_requested", "exiting", "unloaded", "stopped"]
+    records = [{}, {"state": None}, *({"state": {"state": s, "previous": p}} for s in states for p in states)]
+    answers = []
+    for record in records:
+        ev = Evidence(kernel_id="k", flight=record)
+        answers.append(shutdown_in_record(record))
+        assert answers[-1] == ev.shutdown_requested, record
+    assert 0 < sum(answers) < len(answers)
+
+
+def test_the_supervisor_leaves_a_shutdown_without_the_autopsy_and_records_a_death_with_it(tmp_path) -> None:
+    """Until its kernel ends the supervisor holds only what leaving after a shutdown needs (the flight record, the
+    store): the autopsy's modules (1.5 MiB in the kernel's group) are imported at a death. A shutdown is left
+    without them and is no death; a death right after (a kernel's end with no shutdown asked) is recorded."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from kernel_sentinel.autopsy import supervisor\n"
+        "from kernel_sentinel.autopsy.flight import FlightWriter, record_paths\n"
+        "supervisor._preload()\n"
+        "sup = supervisor.Supervisor(['kernel'], None)\n"
+        "for pid, state, code in ((4242, 'shutdown_requested', 0), (4243, 'running', 3)):\n"
+        "    path = record_paths(sup.home, sup.kernel_id, pid)[0]\n"
+        "    path.parent.mkdir(parents=True, exist_ok=True)\n"
+        "    writer = FlightWriter(path)\n"
+        "    writer.write('meta', {'kernel_id': sup.kernel_id, 'pid': pid})\n"
+        "    writer.write('state', {'state': state, 't': 0.0})\n"
+        "    writer.close()\n"
+        "    sup.child = pid\n"
+        "    sup._record(pid, code, None, 1.0, None, None)\n"
+        "    print('kernel_sentinel.autopsy.evidence' in sys.modules, path.exists())\n"
+        "print(sup.kernel_id)\n"
+    )
+    env = {**os.environ, "KERNEL_SENTINEL_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    shutdown, death, kernel_id = out.stdout.splitlines()
+    assert shutdown == "False False"  # left without the autopsy; its flight files removed
+    assert death == "True False"  # the autopsy imported for the death, its record taken into the store
+
+    from kernel_sentinel.store import Store
+
+    with Store(tmp_path / "home" / "store.db", create=False) as store:
+        deaths = store.rows("SELECT * FROM deaths WHERE kernel_id = ?", (kernel_id,))
+    assert [d["pid"] for d in deaths] == [4243], deaths
+
+
+def test_the_supervisor_sweeps_earlier_kernels_apart_and_reaps_the_sweeper(tmp_path) -> None:
+    """Once its kernel is ready the supervisor sweeps what earlier kernels left (here a dead kernel's flight
+    record: recorded as a death), apart in a forked process it reaps: only the kernel and the witness stay its
+    children, neither a zombie."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    from kernel_sentinel.autopsy.flight import FlightWriter, record_paths
+    from kernel_sentinel.store import Store
+
+    home = tmp_path / "home"
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid nobody runs now: an earlier kernel that died unseen
+    path = record_paths(home, "earlier", gone.pid)[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = FlightWriter(path)
+    writer.write("meta", {"kernel_id": "earlier", "pid": gone.pid})
+    writer.write("state", {"state": "running", "t": 1.0})
+    writer.close()
+    go = tmp_path / "go"
+    kernel = (
+        "import os, time\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+        "os.write(int(os.environ['KERNEL_SENTINEL_READY_FD']), b'R')\n"
+        "time.sleep(600)\n"
+    )
+    run = f"from kernel_sentinel.autopsy.supervisor import supervise; supervise([], [{sys.executable!r}, '-c', {kernel!r}])"
+    sup = subprocess.Popen([sys.executable, "-c", run], env={**os.environ, "KERNEL_SENTINEL_HOME": str(home)},
+                           start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(psutil.Process(sup.pid).children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        go.touch()
+        deaths: list = []
+        while not deaths and time.monotonic() < deadline:
+            time.sleep(0.1)
+            if (home / "store.db").exists():
+                with Store(home / "store.db", create=False) as store:
+                    deaths = store.rows("SELECT * FROM deaths WHERE kernel_id = 'earlier'")
+        assert [d["pid"] for d in deaths] == [gone.pid]
+        children = psutil.Process(sup.pid).children()
+        while len(children) != 2 and time.monotonic() < deadline:  # the sweeper leaves, and is reaped
+            time.sleep(0.05)
+            children = psutil.Process(sup.pid).children()
+        assert len(children) == 2 and all(c.status() != psutil.STATUS_ZOMBIE for c in children), children
+    finally:
+        os.killpg(sup.pid, signal.SIGKILL)  # the whole group, as jupyter_client's forced shutdown
+        sup.wait()
