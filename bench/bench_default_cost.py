@@ -259,11 +259,17 @@ class Round:
 
 
 def orders(names: list[str]) -> list[tuple[str, ...]]:
-    """Return the orders the kernels take turns in: each kernel first as often as the others, so that whatever
-    runs first (a cold cache, a neighbour's burst) falls on each alike."""
-    import itertools
+    """Return the orders the kernels take turns in, 2n for n kernels: each rotation of ``names`` and each reversed,
+    so that over any 2n rounds in a row each kernel takes each place (first, last) twice, and whatever runs first
+    (a cold cache, a neighbour's burst) or pauses longest falls on each alike.
 
-    return list(itertools.permutations(names))
+    All permutations (24 for four kernels) left a block of 8 rounds uneven (stock first in 6 of them), and every
+    block began with the same order. Not explained by the order (2026-11-30, four runs of 3 blocks of 8 rounds, the
+    two balanced here too): the sentinel kernel fourth in the bench's list of kernels forked in 8-9 rounds of 24,
+    the one second in 6, whichever code each ran; compare copy-on-write rows with that in mind.
+    """
+    rotations = [tuple(names[r:] + names[:r]) for r in range(len(names))]
+    return rotations + [order[::-1] for order in rotations]
 
 
 def run_round(
@@ -388,9 +394,10 @@ def spec_of(name: str) -> dict:
     return SPECS.get(name) or SPECS["stock" if name.startswith("stock") else "sentinel"]
 
 
-def run_cells(harness, rounds_wanted: int, names_wanted: list[str], alternate: str) -> dict:
+def run_cells(harness, rounds_wanted: int, names_wanted: list[str], alternate: str, block: int = 0) -> dict:
     """Run the cells' rounds on a stock kernel and the sentinel kernels (``names_wanted``), alternated; return the
-    raw figures (per round and per cell) that the summary reads."""
+    raw figures (per round and per cell) that the summary reads. ``block``: how many blocks of fresh kernels ran
+    before, so that this one goes on through ``orders`` (its warm-up round included) where the last one stopped."""
     kernels = {name: harness(name).start() for name in names_wanted}
     sentinels = [n for n in kernels if spec_of(n) is SPECS["sentinel"]]
     try:
@@ -415,13 +422,16 @@ def run_cells(harness, rounds_wanted: int, names_wanted: list[str], alternate: s
             assert res.ok, res.text()
         names = {name: thread_names(h) for name, h in kernels.items()}  # the threads live as long as the kernel
         all_orders = orders(list(kernels))
-        run_round(kernels, names, all_orders[0], alternate, 0)  # warm-up: caches, first checkpoint of everything
+        start = block * (rounds_wanted + 1)
+        # warm-up: caches, first checkpoint of everything
+        run_round(kernels, names, all_orders[start % len(all_orders)], alternate, start)
         for h in kernels.values():
             h.run(HOOKS_RESET)
         rounds: dict[str, list[dict[str, float]]] = {n: [] for n in kernels}
         cells: dict[str, list[list[dict[str, float]]]] = {n: [] for n in kernels}
         for r in range(rounds_wanted):
-            stats, per_cell = run_round(kernels, names, all_orders[r % len(all_orders)], alternate, r)
+            turn = start + 1 + r
+            stats, per_cell = run_round(kernels, names, all_orders[turn % len(all_orders)], alternate, turn)
             for n in kernels:
                 rounds[n].append(stats[n])
                 cells[n].append(per_cell[n])
@@ -889,7 +899,7 @@ def main(argv: list[str] | None = None) -> int:
         for block in range(args.blocks if args.rounds else 0):
             if args.blocks > 1:
                 print(f"block {block + 1} of {args.blocks}: fresh kernels", flush=True)
-            got_block = run_cells(harness, args.rounds, list(envs), args.alternate)
+            got_block = run_cells(harness, args.rounds, list(envs), args.alternate, block)
             cells = got_block if cells is None else merge_blocks(cells, got_block)
     print("\n== summary (medians over pairs) ==")
     if cells is not None:
