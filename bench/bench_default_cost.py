@@ -264,9 +264,10 @@ def orders(names: list[str]) -> list[tuple[str, ...]]:
     (a cold cache, a neighbour's burst) or pauses longest falls on each alike.
 
     All permutations (24 for four kernels) left a block of 8 rounds uneven (stock first in 6 of them), and every
-    block began with the same order. Not explained by the order (2026-11-30, four runs of 3 blocks of 8 rounds, the
-    two balanced here too): the sentinel kernel fourth in the bench's list of kernels forked in 8-9 rounds of 24,
-    the one second in 6, whichever code each ran; compare copy-on-write rows with that in mind.
+    block began with the same order. Two sentinel kernels with the same checkpoints still fork in different numbers
+    of rounds (2026-11-30, 3 blocks of 8 rounds, five runs: 6 against 9, 9, 8 with the permutations, the fourth
+    kernel in the list always the higher; 6 against 9 and 7 against 6 with these orders): a copy-on-write row
+    differs by that much between identical kernels, so compare variants' other rows, or their faults per fork round.
     """
     rotations = [tuple(names[r:] + names[:r]) for r in range(len(names))]
     return rotations + [order[::-1] for order in rotations]
