@@ -335,3 +335,69 @@ def test_the_supervisor_sweeps_earlier_kernels_apart_and_reaps_the_sweeper(tmp_p
     finally:
         os.killpg(sup.pid, signal.SIGKILL)  # the whole group, as jupyter_client's forced shutdown
         sup.wait()
+
+
+def test_the_flight_recorder_loads_no_guard_before_the_first_reply(tmp_path) -> None:
+    """The recorder loads before the kernel's first reply, the guard after it: the recorder's start must not import
+    the guard (its whole package: ~15-20 ms of CPU and up to 80 ms wall before the reply, for the watchdog's rides);
+    once the parts have loaded, the guard's watchdog takes the recorder's samples (its rider)."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "ip = InteractiveShell.instance()\n"
+        "from kernel_sentinel.autopsy import recorder\n"
+        "recorder.load(ip)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('kernel_sentinel.guard')))\n"
+        "from kernel_sentinel.guard import watchdog\n"
+        "rider = recorder._recorder._ride\n"
+        "before = rider in watchdog._riders\n"
+        "recorder.parts_loaded()\n"
+        "print(before, rider in watchdog._riders)\n"
+        "recorder.unload(ip)\n"
+        "print(rider in watchdog._riders)\n"
+    )
+    env = {**os.environ, "KERNEL_SENTINEL_HOME": str(tmp_path / "home")}
+    env.pop("KERNEL_SENTINEL_READY_FD", None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    guard_modules, rides, after_unload = out.stdout.splitlines()
+    assert guard_modules == "[]"
+    assert rides == "False True"  # the rider joins the watchdog once the parts loaded, not before
+    assert after_unload == "False"
+
+
+def test_the_home_folder_is_jupyter_cores_data_dir_without_importing_it(tmp_path) -> None:
+    """The supervisor looks its home folder up after each start: jupyter_core's import cost it ~30 ms of CPU and
+    3 MiB in the kernel's group. The folder found without it is jupyter_core's own, whatever the environment."""
+    import os
+    import subprocess
+    import sys
+
+    real_home = tmp_path / "real-home"
+    real_home.mkdir()
+    (tmp_path / "linked-home").symlink_to(real_home)  # jupyter_core resolves the home folder's symlinks
+    script = (
+        "import sys\n"
+        "from kernel_sentinel.identity import home_dir, jupyter_data_dir\n"
+        "home = home_dir()\n"
+        "print('jupyter_core' in sys.modules)\n"
+        "from jupyter_core.paths import jupyter_data_dir as theirs\n"
+        "print(jupyter_data_dir() == theirs(), home.parent == __import__('pathlib').Path(theirs()))\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_", "XDG_", "KERNEL_SENTINEL_HOME"))}
+    cases = [
+        ({}, "False"),
+        ({"HOME": str(tmp_path / "linked-home")}, "False"),
+        ({"XDG_DATA_HOME": str(tmp_path / "xdg")}, "False"),
+        ({"XDG_DATA_HOME": ""}, "False"),
+        ({"JUPYTER_DATA_DIR": str(tmp_path / "data")}, "False"),
+        ({"JUPYTER_PLATFORM_DIRS": "1"}, "True"),  # platformdirs' rule: jupyter_core's to say
+    ]
+    for extra, imported in cases:
+        out = subprocess.run([sys.executable, "-c", script], env={**base, **extra}, capture_output=True, text=True)
+        assert out.returncode == 0, (extra, out.stderr)
+        assert out.stdout.split() == [imported, "True", "True"], (extra, out.stdout)
