@@ -58,16 +58,11 @@ def _run_ns(pid: int) -> int:
 def standin_once(src: str, scratch: Path) -> tuple[float, float]:
     """Return (ms of the supervisor's CPU until ready, ms of its chores after ready) with a stand-in kernel."""
     d = Path(tempfile.mkdtemp(dir=scratch))
+    from kernel_harness import standin_supervisor  # late, as in _harness
+
     go = d / "go"
-    kernel = (
-        "import os, time\n"
-        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
-        "os.write(int(os.environ['KERNEL_SENTINEL_READY_FD']), b'R')\n"
-        "time.sleep(600)\n"
-    )
-    run = f"from kernel_sentinel.autopsy.supervisor import supervise; supervise([], [{sys.executable!r}, '-c', {kernel!r}])"
     env = {**os.environ, **_home_env(d), "PYTHONPATH": src}
-    sup = subprocess.Popen([sys.executable, "-c", run], env=env, start_new_session=True)
+    sup = subprocess.Popen(standin_supervisor(go), env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while len(psutil.Process(sup.pid).children()) < 2:  # the kernel and the witness
@@ -160,15 +155,10 @@ def lifecycle_once(src: str | None, scratch: Path, restarts: int = 3) -> dict[st
             for _ in range(restarts):
                 assert h.run("import numpy, pandas").ok
                 time.sleep(0.3)
-                t0 = time.perf_counter()
-                h.km.shutdown_kernel(now=False, restart=True)
-                t1 = time.perf_counter()
-                h.km.start_kernel(**h.km._launch_args)
-                h.kc.wait_for_ready(timeout=60)
-                t2 = time.perf_counter()
-                out["restart"].append(t2 - t0)
-                out["restart: down"].append(t1 - t0)
-                out["restart: up"].append(t2 - t1)
+                down, up = h.restart_timed()
+                out["restart"].append(down + up)
+                out["restart: down"].append(down)
+                out["restart: up"].append(up)
             assert h.run("import numpy, pandas\nx = 1").ok
             time.sleep(0.3)
             h.kc.stop_channels()

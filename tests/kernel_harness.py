@@ -262,6 +262,17 @@ class KernelHarness:
             elif kind == "status" and content["execution_state"] == "idle":
                 return True
 
+    def restart_timed(self) -> tuple[float, float]:
+        """Return (seconds of its shutdown half, seconds of its start half until ready) of a graceful restart.
+
+        What ``restart_kernel(now=False)`` does, step by step, so that the benches time the halves apart."""
+        t0 = time.perf_counter()
+        self.km.shutdown_kernel(now=False, restart=True)
+        t1 = time.perf_counter()
+        self.km.start_kernel(**self.km._launch_args)
+        self.kc.wait_for_ready(timeout=60)
+        return t1 - t0, time.perf_counter() - t1
+
     def value(self, expression: str) -> Any:
         """Return the value of a JSON-able expression evaluated in the kernel."""
         res = self.run(f"import json as _j; print('{_VALUE}' + _j.dumps({expression}))")
@@ -291,3 +302,20 @@ def assert_oom_killed(k: KernelHarness, code: str, timeout: float = 180, context
     k.wait_for_death()
     assert kill_signal_name(k.exit_status) == "SIGKILL"
     assert k.oom_kills() > before
+
+
+def standin_supervisor(go: Path) -> list[str]:
+    """Return the command of a supervisor whose kernel is a stand-in that says "ready" once ``go`` exists.
+
+    The supervisor's own start-up and chores measured or tested without a real kernel's: the stand-in waits for the
+    file, writes the supervisor its ready byte, then sleeps (tests/test_default_cost_start.py,
+    bench/bench_supervisor_cpu.py).
+    """
+    kernel = (
+        "import os, time\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+        "os.write(int(os.environ['KERNEL_SENTINEL_READY_FD']), b'R')\n"
+        "time.sleep(600)\n"
+    )
+    run = f"from kernel_sentinel.autopsy.supervisor import supervise; supervise([], [{sys.executable!r}, '-c', {kernel!r}])"
+    return [sys.executable, "-c", run]

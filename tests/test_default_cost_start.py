@@ -15,7 +15,7 @@ from pathlib import Path
 
 from conftest import SENTINEL_KERNELSPEC as SENTINEL
 from conftest import MiB
-from kernel_harness import KernelHarness
+from kernel_harness import KernelHarness, standin_supervisor
 LOADED = (
     "[bool(getattr(get_ipython(), '_kernel_sentinel_guard', None)), "
     "bool(getattr(get_ipython(), '_kernel_sentinel_checkpointer', None)), "
@@ -289,7 +289,6 @@ def test_the_supervisor_sweeps_earlier_kernels_apart_and_reaps_the_sweeper(tmp_p
     import os
     import signal
     import subprocess
-    import sys
 
     import psutil
 
@@ -306,14 +305,7 @@ def test_the_supervisor_sweeps_earlier_kernels_apart_and_reaps_the_sweeper(tmp_p
     writer.write("state", {"state": "running", "t": 1.0})
     writer.close()
     go = tmp_path / "go"
-    kernel = (
-        "import os, time\n"
-        f"while not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
-        "os.write(int(os.environ['KERNEL_SENTINEL_READY_FD']), b'R')\n"
-        "time.sleep(600)\n"
-    )
-    run = f"from kernel_sentinel.autopsy.supervisor import supervise; supervise([], [{sys.executable!r}, '-c', {kernel!r}])"
-    sup = subprocess.Popen([sys.executable, "-c", run], env={**os.environ, "KERNEL_SENTINEL_HOME": str(home)},
+    sup = subprocess.Popen(standin_supervisor(go), env={**os.environ, "KERNEL_SENTINEL_HOME": str(home)},
                            start_new_session=True)
     try:
         deadline = time.monotonic() + 60
