@@ -228,9 +228,10 @@ def test_a_kernel_command_that_cannot_start_is_mirrored_and_recorded(tmp_path, m
 
 def test_the_supervisor_reads_a_shutdown_as_the_evidence_does() -> None:
     """The supervisor tells a shutdown from a death before it imports the autopsy (``shutdown_in_record``): the
-    same answer as ``Evidence.shutdown_requested`` for every state and previous state the recorder writes."""
+    same answer as ``Evidence.shutdown_requested`` for every state and previous state the recorder writes, and the
+    rule's own answers: a shutdown asked for, or an exit right after one."""
     from kernel_sentinel.autopsy.evidence import Evidence
-    from kernel_sentinel.autopsy.supervisor import shutdown_in_record
+    from kernel_sentinel.autopsy.flight import shutdown_in_record
 
     states = [None, "running", "shutdown_requested", "exiting", "unloaded", "stopped"]
     records = [{}, {"state": None}, *({"state": {"state": s, "previous": p}} for s in states for p in states)]
@@ -239,6 +240,11 @@ def test_the_supervisor_reads_a_shutdown_as_the_evidence_does() -> None:
         ev = Evidence(kernel_id="k", flight=record)
         answers.append(shutdown_in_record(record))
         assert answers[-1] == ev.shutdown_requested, record
+        state = record.get("state") or {}
+        expected = state.get("state") == "shutdown_requested" or (
+            state.get("state") == "exiting" and state.get("previous") == "shutdown_requested"
+        )
+        assert answers[-1] == expected, record
     assert 0 < sum(answers) < len(answers)
 
 

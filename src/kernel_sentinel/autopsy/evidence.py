@@ -48,10 +48,9 @@ class Evidence:
     @property
     def shutdown_requested(self) -> bool:
         """Return True when the frontend asked this kernel to shut down or restart: no death then."""
-        state = (self.flight.get("state") or {}).get("state")
-        return state == "shutdown_requested" or (
-            state == "exiting" and (self.flight.get("state") or {}).get("previous") == "shutdown_requested"
-        )
+        from .flight import shutdown_in_record  # the record's own rule; not imported with the evidence
+
+        return shutdown_in_record(self.flight)
 
 
 def signal_name(signum: int | None) -> str | None:

@@ -128,6 +128,15 @@ class FlightWriter:
                 self._fd = -1
 
 
+def shutdown_in_record(flight: dict[str, Any]) -> bool:
+    """Return True when a flight record (``read_record``'s dict) says the frontend asked for a shutdown or restart:
+    no death then. ``Evidence.shutdown_requested`` asks this too; the supervisor asks it before a death's imports."""
+    state = flight.get("state") or {}
+    return state.get("state") == "shutdown_requested" or (
+        state.get("state") == "exiting" and state.get("previous") == "shutdown_requested"
+    )
+
+
 def read_record(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
     """Return (the newest intact record of every region, notes about what was missing or damaged)."""
     notes: list[str] = []

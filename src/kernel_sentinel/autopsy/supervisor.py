@@ -39,8 +39,8 @@ PR_SET_PDEATHSIG = 1
 GROUP_LIMIT_ENV = "KERNEL_SENTINEL_GROUP_LIMIT"  # kernel_group.ENV_LIMIT, not imported before the fork
 READY_FD_ENV = "KERNEL_SENTINEL_READY_FD"  # recorder.READY_FD_ENV: the kernel writes one byte there once it is ready
 EXEC_WAIT_SECONDS = 1.0  # the supervisor waits at most this long for its child to exec the kernel
-READY_WAIT_SECONDS = 10.0
-SWEEP_NICE = 10  # the sweep of earlier kernels' leftovers runs this much nicer than the kernel (~10% of a busy core)  # the supervisor's own chores wait at most this long for the kernel to be ready
+READY_WAIT_SECONDS = 10.0  # the supervisor's own chores wait at most this long for the kernel to be ready
+SWEEP_NICE = 10  # the sweep of earlier kernels' leftovers runs this much nicer than the kernel (~10% of a busy core)
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 HANDLED = (signal.SIGINT, *FORWARDED)
 NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGQUIT: "SIGQUIT",
@@ -54,17 +54,6 @@ def _preload() -> None:
     free again: its record takes that much longer."""
     from .. import store  # noqa: F401
     from . import gather  # noqa: F401
-
-
-def shutdown_in_record(flight: dict[str, Any]) -> bool:
-    """Return True when a flight record says the frontend asked for a shutdown or restart: no death then.
-
-    ``Evidence.shutdown_requested``'s rule, read without the ``Evidence`` dataclass (its module is not loaded
-    before a death); tests/test_default_cost_start.py holds the two to the same answers."""
-    state = flight.get("state") or {}
-    return state.get("state") == "shutdown_requested" or (
-        state.get("state") == "exiting" and state.get("previous") == "shutdown_requested"
-    )
 
 
 def _running(pid: int) -> bool:
@@ -439,7 +428,7 @@ class Supervisor:
     def _record(
         self, pid: int, code: int, usage: Any, died_at: float, oom_before: int | None, child_start: int | None
     ) -> None:
-        from .flight import read_record, record_paths
+        from .flight import read_record, record_paths, shutdown_in_record
         from .gather import discard_flight
 
         # What follows a shutdown is only bookkeeping; jupyter_client waits for this process to leave.
