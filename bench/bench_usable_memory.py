@@ -106,6 +106,9 @@ def slow_growth(kind: str, limit: int) -> int:
     return gradual_growth(kind, limit, pause=0.01)
 
 
+WORKLOADS = (one_big_allocation, gradual_growth, slow_growth)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", default="1G", help="the memory group's size (at most 1G)")
@@ -117,17 +120,17 @@ def main(argv: list[str] | None = None) -> int:
         return 64
     results: dict[tuple[str, str], list[int]] = {}
     for r in range(args.rounds):
-        for workload in (one_big_allocation, gradual_growth, slow_growth):
+        for workload in WORKLOADS:
             kinds = ("stock", "sentinel") if r % 2 == 0 else ("sentinel", "stock")
             for kind in kinds:
                 got = workload(kind, limit)
                 results.setdefault((workload.__name__, kind), []).append(got)
                 print(f"round {r}: {workload.__name__:20s} {kind:8s} {format_bytes(got):>10s} "
                       f"({got / limit:.1%} of the group)", flush=True)
-    for workload in ("one_big_allocation", "gradual_growth", "slow_growth"):
-        stock = statistics.median(results[(workload, "stock")])
-        guarded = statistics.median(results[(workload, "sentinel")])
-        print(f"{workload}: sentinel {format_bytes(int(guarded))} / stock {format_bytes(int(stock))} "
+    for name in (w.__name__ for w in WORKLOADS):
+        stock = statistics.median(results[(name, "stock")])
+        guarded = statistics.median(results[(name, "sentinel")])
+        print(f"{name}: sentinel {format_bytes(int(guarded))} / stock {format_bytes(int(stock))} "
               f"= {guarded / stock:.1%} (group {format_bytes(limit)}, median of {args.rounds})")
     return 0
 
