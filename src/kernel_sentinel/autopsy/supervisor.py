@@ -102,6 +102,7 @@ class Supervisor:
         self._store: Any = None  # the store, open from _register on (main thread only; the witness never uses it)
         self._ready = False  # the kernel said it was ready (its extension loaded)
         self._witness_fd: int | None = None  # the pipe that tells the witness "recorded" (D) or "replaced" (R)
+        self._note_file: str | None = None  # where the witness's pid is left for sweeps (``_note_witness``)
 
     @property
     def home(self) -> Any:
@@ -326,12 +327,22 @@ class Supervisor:
             pass
 
     def _note_witness(self, child: int, witness: int) -> None:
-        """Leave the witness's pid beside the flight record, so that a sweep waits for it."""
-        from .flight import record_paths
+        """Leave the witness's pid beside the flight record, so that a sweep waits for it.
 
-        path = record_paths(self.home, self.kernel_id, child)[0].with_suffix(".sup")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{os.getpid()} {witness}\n")
+        The note's path is worked out once, at the first witness's note: the renewed witness's is written right
+        after its fork, when every page the supervisor writes is copied and charged to the kernel's memory group
+        again (pathlib's objects and ``write_text`` copied ~0.5 MiB there); plain ``os`` calls copy a few pages."""
+        if self._note_file is None:
+            from .flight import record_paths
+
+            path = record_paths(self.home, self.kernel_id, child)[0].with_suffix(".sup")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._note_file = str(path)
+        fd = os.open(self._note_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            os.write(fd, b"%d %d\n" % (self.pid, witness))
+        finally:
+            os.close(fd)
 
     def _witness_record(self, child: int, oom_before: int | None, child_start: int | None) -> None:
         from ..memory.cgroup import oom_kill_counter

@@ -1,0 +1,65 @@
+"""The supervisor's witness, renewed once the chores are done, is the one its note names (issue 10: usable memory).
+
+The supervisor and its witness stay in the kernel's memory group for the kernel's whole life: every page either
+writes after the witness's fork is a copy charged there. So the renewed witness's note (its pid beside the flight
+record, for sweeps) is written with plain ``os`` calls right after that fork, to a path worked out at the first
+witness's note. A sweep waits for the witness the note names, and a SIGKILLed supervisor's death is recorded by
+that witness: the note must name the witness that runs, not the first one, which has left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from kernel_harness import standin_supervisor
+
+
+def _children(sup: psutil.Process) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """Return (the stand-in kernel, the other children: witnesses and sweeper) of the supervisor, zombies left out."""
+    kernel, others = [], []
+    for child in sup.children():
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            (others if child.cmdline() == sup.cmdline() else kernel).append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return kernel, others
+
+
+def test_the_renewed_witness_is_the_one_its_note_names(tmp_path: Path) -> None:
+    from kernel_sentinel.autopsy.flight import record_paths
+
+    home = tmp_path / "home"
+    go = tmp_path / "go"
+    sup = subprocess.Popen(standin_supervisor(go), env={**os.environ, "KERNEL_SENTINEL_HOME": str(home)},
+                           start_new_session=True)
+    try:
+        me = psutil.Process(sup.pid)
+        deadline = time.monotonic() + 60
+        kernel, others = _children(me)
+        while (len(kernel), len(others)) != (1, 1) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            kernel, others = _children(me)
+        assert (len(kernel), len(others)) == (1, 1), (kernel, others)
+        first = others[0].pid
+        note = record_paths(home, f"pid-{sup.pid}", kernel[0].pid)[0].with_suffix(".sup")
+        go.touch()
+        # the chores run, the sweeper and the first witness leave: the kernel and the renewed witness stay
+        while time.monotonic() < deadline:
+            kernel, others = _children(me)
+            if len(others) == 1 and others[0].pid != first and note.exists():
+                break
+            time.sleep(0.05)
+        assert len(kernel) == 1 and len(others) == 1 and others[0].pid != first, (kernel, others, first)
+        assert note.read_text() == f"{sup.pid} {others[0].pid}\n"
+        assert not psutil.pid_exists(first) or psutil.Process(first).status() == psutil.STATUS_ZOMBIE
+    finally:
+        os.killpg(sup.pid, signal.SIGKILL)  # the whole group, as jupyter_client's forced shutdown: nothing to record
+        sup.wait()
