@@ -344,3 +344,40 @@ def test_a_killer_the_fence_stops_leaves_room_to_reply_and_to_free_it(kernel):
         assert k.value("int(keep[-1])") == 9_999_999
         assert k.alive and k.oom_kills() == 0
         k.close()
+
+
+# Loops that take back heap freed (and handed back to the OS) by an earlier killer: that growth moves no VmData,
+# so no fence holds it and only the watchdog sees it. Run in this order in one kernel, the third took 132-250 MiB
+# of freed heap back and went on into fresh space the stale fence still allowed, all before the watchdog's first
+# tick (it waited 5-10 intervals, far from the line): the OOM killer in 2 of 2, 4 of 4 and 2 of 4 kernels with the
+# watchdog at 0.1 s (a loaded machine), and in 1 of 4 at the default 10 ms (the second loop, in its third run).
+HEAP_KILLERS = (
+    "r = []\nfor i in range(10**6):\n    r.append(np.random.rand(1000, 1000))\n    print(i, end=' ')",
+    "r = []\nfor i in range(10**7):\n    r.append(np.ones(200000))\n    if i % 10 == 0: print('x' * 2000)",
+    "r = []\nfor i in range(10**7):\n    r.append(bytearray(3 << 20))\n    print(i, flush=True)",
+)
+
+
+def test_the_heap_killers_oom_kill_a_stock_kernel(kernel):
+    for cell in HEAP_KILLERS:
+        k = kernel(limit_bytes=384 * MiB)
+        assert k.confinement == "cgroup"
+        assert k.run("import numpy as np").ok
+        res = k.run(cell, timeout=180)
+        assert res.status == "died", (cell, res.text()[-1500:])
+        k.wait_for_death()
+        assert k.oom_kills() >= 1
+        k.close()
+
+
+@pytest.mark.parametrize("poll", ["0.01", "0.1"])
+def test_loops_taking_freed_heap_back_are_stopped(kernel, poll):
+    k = kernel(limit_bytes=384 * MiB, kernelspec=GUARDED, env={"KERNEL_SENTINEL_POLL_INTERVAL": poll})
+    assert k.run("import numpy as np").ok
+    for round in range(3):
+        for cell in HEAP_KILLERS:
+            res = k.run(cell, timeout=180)
+            assert res.ename == "MemoryBudgetError", (poll, round, cell, res.status, res.text()[-1500:])
+            res = k.run("r = None; del r")
+            assert res.ok, (poll, round, cell, res.status, res.text()[-1500:])
+    assert k.alive and k.oom_kills() == 0

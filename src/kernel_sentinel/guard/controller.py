@@ -16,7 +16,7 @@ thread                 may touch
 any                    the meters (``Meters.read`` has its own lock)
 watchdog (``tick``)    candidates, ``_state``, growth rates (and ``_rate_samples``), the fence (``Fence``
                        has its own lock), the thread-stops (``_stopping``, ``threads_stopped``), the running
-                       cell's notes ``retouchable``/``retaking``/``step_over``/``step_strikes`` (plain
+                       cell's notes ``retouchable``/``retaking``/``base_seen``/``step_over``/``step_strikes`` (plain
                        writes: only whoever ticks writes them once the cell started); under the lock:
                        ``_cell`` (peak, ``vm_seen``, ``committed_seen``), ``_ceiling``, ``_pending``,
                        ``_sent``, ``_no_room_since``; the reserve only through ``_retake_reserve_if_room`` under the lock and never while
@@ -27,7 +27,8 @@ magics)                ``_free_fresh_cells`` (main thread only, no lock); ``_res
                        released only in ``begin_failure``, under the lock, after ``_hold`` and
                        ``_handling`` are set (so no tick can take it back); runs a ``tick()`` itself
                        (``_refence``) at a cell's start, after its error and at its end when the freeze
-                       or the hold went, so the fence never waits for the watchdog's next tick
+                       or the hold went, so the fence never waits for the watchdog's next tick; wakes the
+                       watchdog (``Watchdog.nudge``) when a cell's start shortened its wait
 a thread starting      ``before_thread_start``/``thread_start_refused``: read the meters and run ``_refence``
 a thread               (a ``tick()``, as the main thread does at a cell's start); set ``_cell.threaded``
 signal handler         ``consume_interrupt``, ``interrupt_raised``, ``note_recursion``: plain attribute
@@ -124,9 +125,11 @@ class CellState:
     recursion: bool = False  # the main thread is deep in a recursion that grows memory
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
     threads_at_start: frozenset[int] = frozenset()  # threads alive before the cell: not its own
-    retouchable: int | None = 0  # freed heap malloc reuses unseen by the fence (None: not asked yet, see tick)
+    retouchable: int = 0  # freed heap, forgiven, malloc may hand out again unseen by the fence (asked at the start)
     base_at_start: int = 0  # the forgiven untouched space when it started: below it, that heap is retaken
     retaking: bool = False  # it grew while taking that heap again (watchdog only)
+    base_seen: int = 0  # the forgiven untouched space at the last tick, and when (whoever ticks)
+    base_seen_at: float = 0.0
     threaded: bool = False  # it started threads of its own (set by whoever started one, or seen at a tick)
     step_over: int | None = None  # committed memory once one step that stopped took it over its level (tick)
     rate_mark: int = 0  # the guard's count of growth rates when it started
@@ -497,18 +500,32 @@ class Guard:
             margin, cap = threaded_margins(limit, margin, self.settings.reserve_bytes)
             fraction = min(fraction, cap)
         self._meters.forgive = not threaded
-        if cell is not None and cell.retouchable != 0:
-            # Only once the cell grows into space forgiven before it started: filling its own allocation
-            # (`base * 2` near the limit) grows the same way but never below that, and must not be stopped.
+        unseen = 0  # freed heap the cell may still take again without VmData growing: no fence holds that growth
+        widened = 0  # how much nearer the fence and the line came for it
+        if cell is not None and cell.retouchable:
             base_now = self._meters.untouched_base or 0
-            if base_now < cell.base_at_start - GROWTH_NOISE:
-                if cell.retouchable is None:
-                    cell.retouchable = self._retouchable(cell.base_at_start)
-                if not cell.retaking:
-                    cell.retaking = sum(r > 0 for r in self._rates) >= 2
-            extra = retouch_margin(limit, min(cell.retouchable or 0, base_now), cell.retaking)
+            # Margins only once the cell grows into space forgiven before it started (below that space's size at
+            # the start): filling its own allocation (`base * 2` near the limit, an `np.empty` forgiven while filled)
+            # grows the same way but never below it, and must not be stopped.
+            below = cell.base_at_start - base_now
+            if below > GROWTH_NOISE and not cell.retaking:
+                cell.retaking = sum(r > 0 for r in self._rates) >= 2
+            extra = retouch_margin(limit, min(cell.retouchable, base_now), cell.retaking)
+            unseen = max(0, min(base_now, cell.retouchable - max(0, below)))  # free at the start less what was taken
+            # Retaken since the last tick at a rate that may take the rest before the next one: the fence and the
+            # line come down by what that rate covers in two reaction times (at most what is left), at once, not
+            # after the two ticks of growth ``retaking`` waits for: with the watchdog at 0.1 s a loop took 250 MiB
+            # of a 384 MiB group back between two ticks.
+            fell, span = min(cell.base_seen, cell.base_at_start) - base_now, now - cell.base_seen_at
+            if fell > GROWTH_NOISE and 0 < span < 5.0:
+                # While it is being taken, what malloc called free is no bound: a loop of 1.6 MB arrays took 151
+                # MiB back where malloc had said 138, and the tick that thought it done waited five intervals.
+                unseen = base_now
+                extra = max(extra, min(unseen, int(fell / span * self.reaction_seconds * 2)))
+            cell.base_seen, cell.base_seen_at = base_now, now
             if extra:
-                margin = max(margin, self._margin(limit) + extra)
+                widened = max(0, self._margin(limit) + extra - margin)
+                margin += widened
         line = self._line(limit, margin, committed, now, fraction)
         self.line_bytes = line
         if cell is not None and not threaded:
@@ -517,14 +534,23 @@ class Guard:
             if not self.enabled:
                 return
             cell = self._cell
-            level = cell_level(line, limit, cell.start_usage) if cell is not None else line
+            level = cell_level(line + widened, limit, cell.start_usage) if cell is not None else line
+            if widened:
+                # Not "started above the line, so half of what is left" (a leak across cells): a line brought under
+                # the cell's start by growth into freed heap stops it at once (it was let take 250 MiB more).
+                level = min(level, line)
             if cell is not None and not cell.recursion and self._rates[-1] > 0 and now >= self._next_recursion_check:
                 self._next_recursion_check = now + RECURSION_CHECK_SECONDS
                 cell.recursion = self._main_recurses()
             if cell is not None and cell.recursion:
                 level = min(level, recursion_level(limit, margin, cell.start_usage))
-            self.interval_factor = poll_factor(
-                level, committed, limit, sustained_rate(self._rates), self.settings.poll_interval
+            # Heap freed before the cell that it may take again counts as already taken for the wait: that growth
+            # moves no VmData, so no fence set at this tick holds it. More of it than the fence's margin and the
+            # fence is no backstop at all (what it still lets through comes on top): every interval then. A loop
+            # retook 132 MiB of a 384 MiB group and went on into fresh space the stale fence allowed, all before
+            # a tick five intervals away (the OOM killer, 6 of 6 kernels with the watchdog at 0.1 s).
+            self.interval_factor = 1 if unseen > self._margin(limit) else poll_factor(
+                level, committed + unseen, limit, sustained_rate(self._rates), self.settings.poll_interval
             )
             if cell is not None:
                 cell.level = level
@@ -942,9 +968,16 @@ class Guard:
             best = tightest(self._candidates, reading, committed=True) or best
         usage = best[1] if best else 0
         limit = best[0].limit_bytes if best else 0
-        # Freed heap may be retaken unseen only where much was forgiven; how much malloc holds is asked
-        # once the cell starts retaking it (tick), not here: mallinfo2 at every cell's start cost ~25-200 us.
-        retouch = None if limit and (self._meters.untouched_base or 0) > limit // 16 else 0
+        # Freed heap, handed back, may be taken again unseen by the fence only where much was forgiven (after
+        # `import numpy` that is mostly OpenBLAS's buffers, not malloc's). How much malloc holds free is asked here,
+        # as ``_malloc_free`` allows (cached for a quick run; the trim's check may just have asked), not at the
+        # watchdog's first tick: that tick, ten intervals away, came after a loop had retaken 132 MiB of a 384 MiB
+        # group and gone on into fresh space; knowing it now, the first tick comes at that growth's pace.
+        base = self._meters.untouched_base or 0
+        retouch = 0
+        if limit and base > limit // 16:
+            retouch = min(base, self._malloc_free(now, reading.vm_data, max(RETAKE_MIN, limit // 16)) or 0)
+            retouch = retouch if retouch >= RETAKE_MIN else 0
         with self._lock:
             level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
             self._release_cell_states()
@@ -954,7 +987,8 @@ class Guard:
             self._cell.threads_at_start = threads_alive()
             self._cell.rate_mark = self._rate_samples
             self._cell.retouchable = retouch
-            self._cell.base_at_start = self._meters.untouched_base or 0
+            self._cell.base_at_start = self._cell.base_seen = self._meters.untouched_base or 0
+            self._cell.base_seen_at = now
             self._cell.vm_at_start = self._cell.vm_seen = reading.vm_data
             self._cell.committed_seen = usage
             if best and best[0].meter.startswith("cgroup:"):
@@ -963,6 +997,11 @@ class Guard:
         # The fence as of now, not as of the last tick (memory may just have been freed); the tick it runs also
         # takes a user's error reserve back as of now (the last cell's end saw a tick that may predate its `del`).
         self._refence(reading)
+        watchdog = self._watchdog
+        if watchdog is not None and self.interval_factor < watchdog.waiting_factor:
+            # The watchdog's wait began while no cell ran (up to ten intervals); this cell may grow unseen by the
+            # fence (heap freed before it) faster than that: its first tick comes at this cell's pace.
+            watchdog.nudge()
 
     def _trim_at_start(self, usage: int, limit: int, threads_left: bool, now: float, vm_data: int) -> bool:
         """Return True when a cell should start with malloc's freed memory given back (main thread).
@@ -996,6 +1035,8 @@ class Guard:
         freed between two ticks (its peak unseen) still shows: freed heap below the top keeps VmData.
         """
         asked = self._free_asked
+        if asked is not None and asked[0] == now:
+            return asked[1]  # asked already at this cell's start (the trim's question, then the retake's)
         if self._free_fresh_cells > 0:
             self._free_fresh_cells -= 1
         elif asked is not None and 0 <= now - asked[0] < FREE_ASK_SECONDS and vm_data < asked[2] + moved:
@@ -1003,18 +1044,6 @@ class Guard:
         free = malloc_free_bytes()
         self._free_asked = (now, free, vm_data)
         return free
-
-    @staticmethod
-    def _retouchable(base: int) -> int:
-        """Return how much freed heap, handed back, the running cell may still take again unseen (whoever ticks).
-
-        Asked once a cell, when it first grows into the untouched space ``base`` forgiven at its start, and
-        only when that was over a sixteenth of the budget: after ``import numpy`` it is mostly OpenBLAS's
-        buffers, not malloc's. What malloc holds free by then is what is left to retake.
-        """
-        free = malloc_free_bytes()
-        retouchable = min(base, free) if free is not None else 0
-        return retouchable if retouchable >= RETAKE_MIN else 0
 
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""

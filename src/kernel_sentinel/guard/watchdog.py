@@ -24,7 +24,10 @@ transparent huge pages, 6.7 GB/s (4 KiB pages: 1.7-2.1 GB/s, one or two threads)
 reaches 2 x 6.7 GB/s x 0.1 s = 1.34 GB, so the rule allows nothing beyond today's 10 intervals there (what makes
 today's 100 ms safe is the fence: committed memory cannot pass RLIMIT_DATA between ticks); beyond half a big budget
 ``policy.poll_factor`` already waits up to 50 intervals with 16 GB/s in place of the fill rate. So a tick is made
-cheaper instead (``Meters``, ``memory.linux``), never rarer.
+cheaper instead (``Meters``, ``memory.linux``), never rarer. The one growth the fence cannot hold, heap freed before
+a cell and taken again (no VmData growth), keeps the wait at one interval while more of it than the fence's margin
+is left; a cell's start that shortens the wait wakes the thread at once (``nudge``) rather than after the long
+wait begun while no cell ran.
 
 The thread never dies of its own errors: a ``MemoryError`` (it also lives under the fence) skips one
 tick; three other errors in a row make it say so once, give the user's RLIMIT_DATA back and step aside.
@@ -88,6 +91,7 @@ class Watchdog(threading.Thread):
         self._asleep = threading.Lock()
         self._asleep.acquire()
         self._stopped = False
+        self.waiting_factor = 1  # the guard's interval_factor the current wait began with (this thread writes it)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread (any thread; idempotent) and wait up to ``timeout`` for it to end."""
@@ -100,13 +104,23 @@ class Watchdog(threading.Thread):
         if self is not threading.current_thread() and self.is_alive():
             self.join(timeout)
 
+    def nudge(self) -> None:
+        """Wake the thread for a tick now (any thread): the guard wants a shorter wait than the one under way."""
+        try:
+            self._asleep.release()  # the thread takes it back at once: woken, not stopped (run checks _stopped)
+        except RuntimeError:
+            pass  # released already: a wake-up (or the stop) is pending
+
     def run(self) -> None:
         errors = 0
         last = time.monotonic()
         wait = self._asleep.acquire
         guard = self.guard
         cpu_start = time.thread_time()
-        while not wait(True, self.interval * guard.interval_factor):
+        while True:
+            self.waiting_factor = guard.interval_factor
+            if wait(True, self.interval * self.waiting_factor) and self._stopped:
+                break
             guard.watchdog_cpu_seconds = time.thread_time() - cpu_start
             now = time.monotonic()
             gap = now - last
