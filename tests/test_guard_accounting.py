@@ -346,6 +346,36 @@ def test_a_killer_the_fence_stops_leaves_room_to_reply_and_to_free_it(kernel):
         k.close()
 
 
+def _data_room(pid: int) -> int:
+    """Return the kernel's RLIMIT_DATA (the guard's fence) less its VmData, read from outside the kernel."""
+    with open(f"/proc/{pid}/limits") as f:
+        soft = next(line.split()[3] for line in f if line.startswith("Max data size"))
+    with open(f"/proc/{pid}/status") as f:
+        vm_data = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+    return (1 << 62 if soft == "unlimited" else int(soft)) - vm_data
+
+
+def test_after_a_stop_at_the_fence_the_idle_kernel_has_room_for_the_next_request(kernel):
+    # The error shown, the fence was re-set as for a cell still growing (its peak far above its start): at VmData,
+    # and no tick came to move it until the watchdog's next, up to 0.5 s away on a loaded machine. libzmq's IO
+    # thread, refused the buffer for the next request, aborted the kernel ("FATAL ERROR: OUT OF MEMORY", SIGABRT)
+    # in 8 of 54 kernels running the killers in this order. The stock control:
+    # test_the_string_killer_oom_kills_a_stock_kernel (1 GiB; the loop has no bound in any group).
+    k = kernel(limit_bytes=384 * MiB, kernelspec=GUARDED, env=LATE_WATCHDOG)
+    assert k.run("import numpy as np\nkeep = np.arange(1_000_000)").ok
+    for round, then in enumerate(("del x", None, "del x", None, "del x")):
+        res = k.run(STRING_KILLER, timeout=180)
+        room = _data_room(k.kernel_pid)  # before the watchdog's next tick, as the next request meets it
+        assert res.ename == "MemoryBudgetError", (round, res.status, res.text()[:1500])
+        assert room >= 2 * MiB, (round, room, res.evalue)
+        if then:
+            assert k.run(then).ok, round
+    res = k.run("y = np.ones(6_000_000); print(float(y.sum())); del y")
+    assert res.ok and res.stdout.strip() == "6000000.0", res.text()[-1500:]
+    assert k.value("int(keep[-1])") == 999_999
+    assert k.alive and k.oom_kills() == 0
+
+
 # Loops that take back heap freed (and handed back to the OS) by an earlier killer: that growth moves no VmData,
 # so no fence holds it and only the watchdog sees it. Run in this order in one kernel, the third took 132-250 MiB
 # of freed heap back and went on into fresh space the stale fence still allowed, all before the watchdog's first

@@ -129,6 +129,7 @@ class CellState:
     base_at_start: int = 0  # the forgiven untouched space when it started: below it, that heap is retaken
     retaking: bool = False  # it grew while taking that heap again (watchdog only)
     base_seen: int = 0  # the forgiven untouched space at the last tick, and when (whoever ticks)
+    error_shown: bool = False  # its memory error was shown (end_failure, main thread): it grows no more
     base_seen_at: float = 0.0
     threaded: bool = False  # it started threads of its own (set by whoever started one, or seen at a tick)
     step_over: int | None = None  # committed memory once one step that stopped took it over its level (tick)
@@ -636,7 +637,10 @@ class Guard:
             ceiling = self._hold if self._hold is not None else self._ceiling
             # Not growing (idle, or a cell still at its start, like `del x` after a killer): a little of the margin;
             # never while threads of a cell run (idle or not, they take memory unseen: the stress minute's OOM kill).
-            still = not threaded and (cell is None or cell.peak < cell.start_usage + LAST_ROOM)
+            # A cell whose error was shown is over but for its reply: a fence left at VmData after a stop at the fence
+            # (its peak far above its start) gave libzmq nothing for the next request until the next tick, up to
+            # 0.5 s away on a loaded machine ("FATAL ERROR: OUT OF MEMORY", SIGABRT: 8 of 54 kernels; 0 of 69 since).
+            still = not threaded and (cell is None or cell.error_shown or cell.peak < cell.start_usage + LAST_ROOM)
             last_room = LAST_ROOM if still else 0
             if self._importing:
                 fence_headroom += IMPORT_ROOM  # reservations; what an import touches, the watchdog sees
@@ -1217,6 +1221,8 @@ class Guard:
         """
         with self._lock:
             self._hold = None
+            if self._cell is not None:
+                self._cell.error_shown = True
             if self._ceiling is not None and not self._cell_threads_run():
                 self._ceiling = None
         self._refence()
