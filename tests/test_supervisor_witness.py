@@ -63,3 +63,28 @@ def test_the_renewed_witness_is_the_one_its_note_names(tmp_path: Path) -> None:
     finally:
         os.killpg(sup.pid, signal.SIGKILL)  # the whole group, as jupyter_client's forced shutdown: nothing to record
         sup.wait()
+
+
+def test_what_the_supervisor_holds_until_its_kernel_ends_imports_little(tmp_path: Path) -> None:
+    """Until its kernel ends the supervisor holds what leaving after a shutdown needs (the flight record's reader,
+    the open store), in the kernel's memory group: not typing, threading, ctypes or what only a death's record
+    needs (socket, getpass, uuid, platform). Each would stay charged there for the kernel's whole life."""
+    import sys
+
+    script = (
+        "import runpy, kernel_sentinel.launch\n"
+        "from kernel_sentinel.autopsy import supervisor\n"
+        "import sys; before = set(sys.modules)\n"
+        "supervisor._preload()\n"
+        "sup = supervisor.Supervisor(['kernel'], None)\n"
+        "sup._register()\n"
+        "from kernel_sentinel.autopsy.flight import read_record, record_paths, shutdown_in_record\n"
+        "shutdown_in_record(read_record(record_paths(sup.home, sup.kernel_id, 1)[0])[0])\n"
+        "print(sup._store is not None, ' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    env = {**os.environ, "KERNEL_SENTINEL_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    opened, *added = out.stdout.split()
+    assert opened == "True" and {"sqlite3", "json", "kernel_sentinel.store"} <= set(added), out.stdout
+    assert not set(added) & {"typing", "threading", "ctypes", "socket", "getpass", "uuid", "platform"}, sorted(added)

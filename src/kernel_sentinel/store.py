@@ -17,21 +17,24 @@ Schema changes: bump ``SCHEMA_VERSION`` and append one entry to ``_MIGRATIONS``:
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import socket
 import sqlite3
 import stat
 import time
 import urllib.parse
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from .identity import home_dir  # noqa: F401  (re-exported: the rule lives in identity, one leaf module)
+
+# The supervisor keeps the store open until its kernel ends, in the kernel's memory group: what only a record's
+# identity and uid need (getpass, socket, uuid and the platform module under it) is imported there, and typing is
+# only for annotations (with flight's and gather's: ~1.9 MiB of the supervisor's and witness's memory).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SCHEMA_VERSION = 6
 STORE_NAME = "store.db"
@@ -235,11 +238,17 @@ def identity(report: dict[str, Any]) -> dict[str, Any]:
         # On a hub the hub's user name wins over the OS account (SimpleLocalProcessSpawner and KubeSpawner run
         # every user as the same account): the database role, and so row-level security, is per hub user.
         "username": os.environ.get("JUPYTERHUB_USER") or report.get("user") or report.get("username") or _os_user(),
-        "host": report.get("host") or socket.gethostname(),
+        "host": report.get("host") or _host(),
         "server": server,
         "kernel_name": report.get("kernel_name") or _kernel_name(),
         "notebook": report.get("notebook") or _session_notebook(),
     }
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def _kernel_name() -> str | None:
@@ -275,6 +284,8 @@ def death_record(
     report: dict[str, Any], evidence: dict[str, Any], *, died_at: float | None = None
 ) -> dict[str, Any]:
     """Return the death's row (DEATH_COLUMNS) from its why-report and evidence: what both stores keep."""
+    import uuid
+
     from .fleet.cells import cell_facts
 
     code = (report.get("cell") or {}).get("code")
@@ -304,6 +315,8 @@ def memory_error_record(error: dict[str, Any]) -> dict[str, Any]:
     ``error`` has ``kernel_id`` and may have ``at``, ``summary``, ``requested_bytes``, ``budget_bytes``,
     ``code`` (the cell's) and the identity fields. No variable values are kept, only the cell's code.
     """
+    import uuid
+
     from .fleet.cells import cell_facts
 
     code = error.get("code")
@@ -829,6 +842,8 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _os_user() -> str | None:
+    import getpass
+
     try:
         return getpass.getuser()
     except Exception:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing only for annotations: the supervisor holds this module (in the kernel's memory group)
+if TYPE_CHECKING:
+    from typing import Any
 
 from .flight import flight_dir, read_fault, read_record, record_paths
 
