@@ -167,7 +167,10 @@ def memory_exhausted(ev: Evidence, v: Verdict) -> tuple[bool, str | None, list[s
     samples = memory.get("samples") or []
     last_rss = samples[-1][1] if samples and len(samples[-1]) > 1 else memory.get("rss_bytes")
     if isinstance(budget, int) and isinstance(last_rss, int) and budget > 0 and last_rss >= NEAR_BUDGET * budget:
-        proof.append(f"the kernel used {last_rss * 100 // budget}% of its memory budget at the last sample")
+        # RSS, not the group's in-use memory the budget is measured against: with library pages charged to other
+        # groups it can pass 100% while the group still has room ("used 104-113%" read as impossible).
+        proof.append(f"the kernel's resident memory (RSS, shared library pages included) was {last_rss * 100 // budget}% "
+                     "of its memory budget at the last sample")
         library = library or (module if module in DIES_ON_REFUSED_MALLOC else None)
     if loader and proof:
         library = library or next(iter(risks), None)  # whose threads the running cell had started
