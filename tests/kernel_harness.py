@@ -319,3 +319,17 @@ def standin_supervisor(go: Path) -> list[str]:
     )
     run = f"from kernel_sentinel.autopsy.supervisor import supervise; supervise([], [{sys.executable!r}, '-c', {kernel!r}])"
     return [sys.executable, "-c", run]
+
+
+def python_in_home(script: str, home: Path) -> str:
+    """Return what ``python -c script`` printed, run with ``home`` as KERNEL_SENTINEL_HOME (it must exit 0).
+
+    The supervisor's own module-level state (its imports, its store) is asserted in a fresh interpreter, never in
+    pytest's, where everything is imported already.
+    """
+    import subprocess
+
+    env = {**os.environ, "KERNEL_SENTINEL_HOME": str(home)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from conftest import SENTINEL_KERNELSPEC as SENTINEL
 from conftest import MiB
-from kernel_harness import KernelHarness, standin_supervisor
+from kernel_harness import KernelHarness, python_in_home, standin_supervisor
 LOADED = (
     "[bool(getattr(get_ipython(), '_kernel_sentinel_guard', None)), "
     "bool(getattr(get_ipython(), '_kernel_sentinel_checkpointer', None)), "
@@ -252,10 +252,6 @@ def test_the_supervisor_leaves_a_shutdown_without_the_autopsy_and_records_a_deat
     """Until its kernel ends the supervisor holds only what leaving after a shutdown needs (the flight record, the
     store): the autopsy's modules (1.5 MiB in the kernel's group) are imported at a death. A shutdown is left
     without them and is no death; a death right after (a kernel's end with no shutdown asked) is recorded."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import sys\n"
         "from kernel_sentinel.autopsy import supervisor\n"
@@ -274,10 +270,7 @@ def test_the_supervisor_leaves_a_shutdown_without_the_autopsy_and_records_a_deat
         "    print('kernel_sentinel.autopsy.evidence' in sys.modules, path.exists())\n"
         "print(sup.kernel_id)\n"
     )
-    env = {**os.environ, "KERNEL_SENTINEL_HOME": str(tmp_path / "home")}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    shutdown, death, kernel_id = out.stdout.splitlines()
+    shutdown, death, kernel_id = python_in_home(script, tmp_path / "home").splitlines()
     assert shutdown == "False False"  # left without the autopsy; its flight files removed
     assert death == "True False"  # the autopsy imported for the death, its record taken into the store
 

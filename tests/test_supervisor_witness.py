@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from kernel_harness import standin_supervisor
+from kernel_harness import python_in_home, standin_supervisor
 
 
 def _children(sup: psutil.Process) -> tuple[list[psutil.Process], list[psutil.Process]]:
@@ -69,8 +69,6 @@ def test_what_the_supervisor_holds_until_its_kernel_ends_imports_little(tmp_path
     """Until its kernel ends the supervisor holds what leaving after a shutdown needs (the flight record's reader,
     the open store), in the kernel's memory group: not typing, threading, ctypes or what only a death's record
     needs (socket, getpass, uuid, platform). Each would stay charged there for the kernel's whole life."""
-    import sys
-
     script = (
         "import runpy, kernel_sentinel.launch\n"
         "from kernel_sentinel.autopsy import supervisor\n"
@@ -82,9 +80,7 @@ def test_what_the_supervisor_holds_until_its_kernel_ends_imports_little(tmp_path
         "shutdown_in_record(read_record(record_paths(sup.home, sup.kernel_id, 1)[0])[0])\n"
         "print(sup._store is not None, ' '.join(sorted(set(sys.modules) - before)))\n"
     )
-    env = {**os.environ, "KERNEL_SENTINEL_HOME": str(tmp_path / "home")}
-    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    opened, *added = out.stdout.split()
-    assert opened == "True" and {"sqlite3", "json", "kernel_sentinel.store"} <= set(added), out.stdout
+    out = python_in_home(script, tmp_path / "home")
+    opened, *added = out.split()
+    assert opened == "True" and {"sqlite3", "json", "kernel_sentinel.store"} <= set(added), out
     assert not set(added) & {"typing", "threading", "ctypes", "socket", "getpass", "uuid", "platform"}, sorted(added)

@@ -129,8 +129,8 @@ class CellState:
     base_at_start: int = 0  # the forgiven untouched space when it started: below it, that heap is retaken
     retaking: bool = False  # it grew while taking that heap again (watchdog only)
     base_seen: int = 0  # the forgiven untouched space at the last tick, and when (whoever ticks)
-    error_shown: bool = False  # its memory error was shown (end_failure, main thread): it grows no more
     base_seen_at: float = 0.0
+    error_shown: bool = False  # its memory error was shown (end_failure, main thread): it grows no more
     threaded: bool = False  # it started threads of its own (set by whoever started one, or seen at a tick)
     step_over: int | None = None  # committed memory once one step that stopped took it over its level (tick)
     rate_mark: int = 0  # the guard's count of growth rates when it started
