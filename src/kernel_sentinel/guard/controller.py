@@ -63,7 +63,7 @@ from typing import Any
 from ..memory import MemoryReader, MemorySnapshot
 from ..memory.linux import OomKillMeter
 from ..memory.reader import CgroupLocation
-from . import children, threadstop
+from . import children, imports, threadstop
 from .config import GuardSettings
 from .fence import INFINITY, LAST_ROOM, Fence
 from .meters import FORGIVE_SECONDS, SETTLED_SECONDS, Meters
@@ -933,6 +933,7 @@ class Guard:
 
     def cell_started(self, execution_count: int | None, code: str | None = None) -> None:
         """A cell starts on the main thread: the usage it starts from fixes how its line is judged."""
+        imports.main_thread_loads_nothing(self)
         state = self._current() if not self.enabled else None
         if not self._first_cell_seen:
             # ipykernel starts some of its threads after the extension loads: the kernel's own threads are

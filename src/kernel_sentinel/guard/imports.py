@@ -29,11 +29,36 @@ _state = threading.local()  # per thread: ``inside`` while the guard's own hook 
 
 
 class _Depth:
-    """How many loads run, over all threads (any thread may import; the lock only guards the count)."""
+    """How many loads run in each thread (any thread may import; the lock guards the counts)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.count = 0
+        self.by_thread: dict[int, int] = {}
+
+    def enter(self) -> bool:
+        """Count a load of this thread; return True when it is the only one running (the first of all threads)."""
+        ident = threading.get_ident()
+        with self.lock:
+            first = not self.by_thread
+            self.by_thread[ident] = self.by_thread.get(ident, 0) + 1
+        return first
+
+    def leave(self) -> bool:
+        """Count a load of this thread as ended; return True when no load runs any more, in any thread."""
+        ident = threading.get_ident()
+        with self.lock:
+            left = self.by_thread.get(ident, 0) - 1
+            if left > 0:
+                self.by_thread[ident] = left
+            else:
+                self.by_thread.pop(ident, None)
+            return not self.by_thread
+
+    def forget(self, ident: int) -> bool:
+        """Drop the loads counted for thread ``ident``; return True when that ended the last load running."""
+        with self.lock:
+            had = self.by_thread.pop(ident, None) is not None
+            return had and not self.by_thread
 
 
 _depth = _Depth()
@@ -64,23 +89,29 @@ def _wrap(load: Any, guard: Any) -> Any:
     def _load_unlocked(spec: Any) -> Any:
         if getattr(_state, "inside", False) or not _native(spec):
             return load(spec)  # (the guard's own work below imported something: no recursion)
-        with _depth.lock:
-            _depth.count += 1
-            first = _depth.count == 1
-        if first:
-            _notify(guard.import_started)
+        first = _depth.enter()
         try:
+            if first:
+                _notify(guard.import_started)
             return load(spec)
         finally:
-            with _depth.lock:
-                _depth.count -= 1
-                last = _depth.count == 0
-            if last:
+            if _depth.leave():
                 _notify(guard.import_ended)
 
     _load_unlocked._kernel_sentinel = True  # type: ignore[attr-defined]
     _load_unlocked._kernel_sentinel_original = load  # type: ignore[attr-defined]
     return _load_unlocked
+
+
+def main_thread_loads_nothing(guard: Any) -> None:
+    """End, at a cell's start (main thread), a load of the main thread that is still counted: none can run then.
+
+    The guard's interrupt (a KeyboardInterrupt raised between two bytecodes) can land between a load's count and
+    its ``try``, or in its ``finally`` before the count goes down: the load then counted for good, and the fence
+    kept the room it gives a load (``IMPORT_ROOM``, 4 GiB) for the rest of the kernel's life.
+    """
+    if _depth.forget(threading.get_ident()):
+        _notify(guard.import_ended)
 
 
 def _native(spec: Any) -> bool:
