@@ -187,6 +187,12 @@ class KernelWatch:
         w.last_look = seen
         if seen.cgroup is not None:  # looks at a dying process carry no record (status.look): this one ran
             w.cgroup = seen.cgroup
+            if not w.oom_readings and w.pid is not None:
+                # The first reading now, not at the next poll: a kernel killed before that poll had no "before"
+                # (seen once in a CI run with a soak beside it). The counter first, the liveness after, as in _check.
+                count = oom_kill_counter(*seen.cgroup)
+                if count is not None and not dying(w.pid):
+                    w.oom_readings.append(count)
         if w.kernel_id in self.kernels:
             metrics.set_kernel(w.kernel_id, seen.memory.get("used_bytes"), seen.memory.get("budget_bytes"))
 
