@@ -64,6 +64,11 @@ class Watched:
     reported: set[int] = field(default_factory=set)  # store ids of deaths already emitted
     looking: bool = False
 
+    def keep_oom_reading(self, count: int | None, pid: int) -> None:
+        """Keep ``count``, read before this call, as a reading of a kernel that ran: not if ``pid`` is dying now."""
+        if count is not None and not dying(pid):
+            self.oom_readings.append(count)
+
 
 class KernelWatch:
     """Follows the server's kernels and reports their deaths (see the module docstring for the threads)."""
@@ -145,8 +150,7 @@ class KernelWatch:
         count = oom_kill_counter(*cgroup) if cgroup is not None else None
         returncode = proc.poll()  # waitpid(WNOHANG): never blocks
         if returncode is None:
-            if count is not None and not dying(proc.pid):
-                w.oom_readings.append(count)
+            w.keep_oom_reading(count, proc.pid)
             return
         self._died(w, proc.pid, returncode)
 
@@ -190,9 +194,7 @@ class KernelWatch:
             if not w.oom_readings and w.pid is not None:
                 # The first reading now, not at the next poll: a kernel killed before that poll had no "before"
                 # (seen once in a CI run with a soak beside it). The counter first, the liveness after, as in _check.
-                count = oom_kill_counter(*seen.cgroup)
-                if count is not None and not dying(w.pid):
-                    w.oom_readings.append(count)
+                w.keep_oom_reading(oom_kill_counter(*seen.cgroup), w.pid)
         if w.kernel_id in self.kernels:
             metrics.set_kernel(w.kernel_id, seen.memory.get("used_bytes"), seen.memory.get("budget_bytes"))
 
