@@ -85,7 +85,7 @@ from .policy import (
     threaded_margins,
     tightest,
 )
-from .reclaim import malloc_free_bytes, malloc_trim
+from .reclaim import heap_slack_bytes, malloc_free_bytes, malloc_trim
 
 REFRESH_SECONDS = 2.0  # full budget re-read (limits, MemAvailable): ~0.2-0.7 ms, so not at every tick
 CHILDREN_SECONDS = 2.0  # children scan
@@ -250,7 +250,8 @@ class Guard:
         self._stopping_at = 0.0
         self.threads_stopped: list[str] = []  # the cells' threads it stopped (their excepthook appends)
         self._first_cell_seen = False
-        self._free_asked: tuple[float, int | None, int] | None = None  # (when, malloc's free bytes, VmData) asked
+        # (when, malloc's free bytes, its threads' heaps' slack, VmData) as last asked
+        self._free_asked: tuple[float, int | None, int, int] | None = None
         self._free_fresh_cells = 0  # the next cell starts that ask malloc afresh (main thread only)
         self.interval_factor = 1  # the watchdog waits this many poll intervals (5 far from the budget)
 
@@ -977,11 +978,13 @@ class Guard:
         # `import numpy` that is mostly OpenBLAS's buffers, not malloc's). How much malloc holds free is asked here,
         # as ``_malloc_free`` allows (cached for a quick run; the trim's check may just have asked), not at the
         # watchdog's first tick: that tick, ten intervals away, came after a loop had retaken 132 MiB of a 384 MiB
-        # group and gone on into fresh space; knowing it now, the first tick comes at that growth's pace.
+        # group and gone on into fresh space; knowing it now, the first tick comes at that growth's pace. The
+        # threads' heaps' slack counts too (``heap_slack_bytes``: the main thread's own arena once the fence refused it).
         base = self._meters.untouched_base or 0
         retouch = 0
         if limit and base > limit // 16:
-            retouch = min(base, self._malloc_free(now, reading.vm_data, max(RETAKE_MIN, limit // 16)) or 0)
+            free, slack = self._malloc_free(now, reading.vm_data, max(RETAKE_MIN, limit // 16))
+            retouch = min(base, (free or 0) + slack)
             retouch = retouch if retouch >= RETAKE_MIN else 0
         with self._lock:
             level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
@@ -1023,11 +1026,11 @@ class Guard:
         if threads_left or usage < limit // 4:
             return False
         threshold = max(RETAKE_MIN, limit // 16)
-        free = self._malloc_free(now, vm_data, threshold)
+        free = self._malloc_free(now, vm_data, threshold)[0]  # the heaps' slack is no longer resident: no trim for it
         return free is not None and free >= threshold
 
-    def _malloc_free(self, now: float, vm_data: int, moved: int) -> int | None:
-        """Return the bytes glibc holds free, asked at most once every FREE_ASK_SECONDS, except afresh the next
+    def _malloc_free(self, now: float, vm_data: int, moved: int) -> tuple[int | None, int]:
+        """Return (the bytes glibc holds free, its threads' heaps' slack), asked at most once every FREE_ASK_SECONDS, except afresh the next
         FRESH_CELLS times after a memory error or a cell that took much, and once VmData grew by ``moved``
         since the last answer (main thread, a cell's start).
 
@@ -1041,14 +1044,14 @@ class Guard:
         """
         asked = self._free_asked
         if asked is not None and asked[0] == now:
-            return asked[1]  # asked already at this cell's start (the trim's question, then the retake's)
+            return asked[1], asked[2]  # asked already at this cell's start (the trim's question, then the retake's)
         if self._free_fresh_cells > 0:
             self._free_fresh_cells -= 1
-        elif asked is not None and 0 <= now - asked[0] < FREE_ASK_SECONDS and vm_data < asked[2] + moved:
-            return asked[1]
-        free = malloc_free_bytes()
-        self._free_asked = (now, free, vm_data)
-        return free
+        elif asked is not None and 0 <= now - asked[0] < FREE_ASK_SECONDS and vm_data < asked[3] + moved:
+            return asked[1], asked[2]
+        free, slack = malloc_free_bytes(), heap_slack_bytes() or 0
+        self._free_asked = (now, free, slack, vm_data)
+        return free, slack
 
     def cell_finished(self) -> None:
         """The cell is over: no interrupt may be sent from now on; every state that tightened the fence goes."""
