@@ -68,7 +68,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from kernel_harness import STOCK_ARGV, KernelHarness  # noqa: E402
+from kernel_harness import STOCK_ARGV, KernelHarness, compile_sentinel  # noqa: E402
 
 from kernel_sentinel.sizes import parse_size  # noqa: E402
 
@@ -371,16 +371,6 @@ for _ev in ('pre_execute', 'pre_run_cell', 'post_execute', 'post_run_cell'):
 """
 HOOKS_RESET = "_bench_hooks.clear(); _bench_forks[0] = 0"
 HOOKS_READ = "{'hooks': _bench_hooks, 'forks': _bench_forks[0]}"
-
-
-def compile_package() -> None:
-    """Write kernel_sentinel's bytecode, as ``pip install`` does: an editable checkout may hold stale .pyc files
-    (PYTHONDONTWRITEBYTECODE), and compiling them at every start is a cost no user pays."""
-    import compileall
-
-    import kernel_sentinel
-
-    compileall.compile_dir(str(Path(kernel_sentinel.__file__).parent), quiet=1)
 
 
 def spec_of(name: str) -> dict:
@@ -852,7 +842,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--limit: at most 1G (the project's rule for memory groups)", file=sys.stderr)
         return 64
     extra = dict(item.split("=", 1) for item in args.sentinel_env)
-    compile_package()
+    compile_sentinel()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         envs = {

@@ -174,13 +174,6 @@ def lifecycle_once(src: str | None, scratch: Path, restarts: int = 3) -> dict[st
     return out
 
 
-def compile_variant(src: str) -> None:
-    """Write the bytecode of ``src``'s kernel_sentinel (what ``pip install`` leaves): see the module's docstring."""
-    import compileall
-
-    compileall.compile_dir(str(Path(src, "kernel_sentinel")), quiet=1)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", action="append", required=True, metavar="LABEL=SRC",
@@ -192,13 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=12, help="rounds, each variant once a round, order rotated")
     args = ap.parse_args(argv)
     HOME_FROM[0] = args.home_from
+    from kernel_harness import compile_sentinel  # late, as in _harness
+
     variants: dict[str, str | None] = {}
     for v in args.variant:
         label, sep, src = v.partition("=")
         if not sep or not Path(src, "kernel_sentinel").is_dir():
             ap.error(f"--variant {v!r}: write LABEL=SRC, SRC a folder holding kernel_sentinel")
         variants[label] = str(Path(src).resolve())
-        compile_variant(variants[label])
+        compile_sentinel(variants[label])
     if args.what in ("tree", "lifecycle"):
         _STOCK_PATH.append(next(iter(variants.values())))  # type: ignore[arg-type]
         variants = {"stock": None, **variants}

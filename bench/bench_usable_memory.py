@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from kernel_harness import KernelHarness  # noqa: E402
+from kernel_harness import KernelHarness, compile_sentinel  # noqa: E402
 
 from kernel_sentinel.sizes import format_bytes, parse_size  # noqa: E402
 
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if limit > 1 << 30:
         print("--limit: at most 1G (nothing that exhausts memory runs in a bigger group)", file=sys.stderr)
         return 64
+    compile_sentinel()
     results: dict[tuple[str, str], list[int]] = {}
     for r in range(args.rounds):
         for workload in WORKLOADS:

@@ -333,3 +333,20 @@ def python_in_home(script: str, home: Path) -> str:
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def compile_sentinel(src: str | None = None) -> None:
+    """Write the bytecode of ``src``'s kernel_sentinel (the imported one without ``src``), as ``pip install`` does.
+
+    For the benches: a checkout may hold stale .pyc files (PYTHONDONTWRITEBYTECODE is set on some machines), and
+    every kernel and supervisor would then compile its modules at start, a cost no installed user pays.
+    """
+    import compileall
+
+    if src is None:
+        import kernel_sentinel
+
+        package = Path(kernel_sentinel.__file__).parent
+    else:
+        package = Path(src, "kernel_sentinel")
+    compileall.compile_dir(str(package), quiet=1)
