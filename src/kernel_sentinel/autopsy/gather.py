@@ -17,10 +17,14 @@ if TYPE_CHECKING:
 from .flight import flight_dir, read_fault, read_record, record_paths
 
 
-def gather_flight(ev: Any, home: Path) -> None:
-    """Add the flight record and faulthandler output of ``ev.pid`` to the evidence (notes when missing)."""
+def gather_flight(ev: Any, home: Path, record: tuple[dict[str, Any], list[str]] | None = None) -> None:
+    """Add the flight record and faulthandler output of ``ev.pid`` to the evidence (notes when missing).
+
+    ``record``: ``read_record``'s answer for that record, read once the kernel had ended (it no longer changes).
+    """
     rec, fault = record_paths(home, ev.kernel_id, ev.pid)
-    flight, notes = read_record(rec)
+    flight, notes = record if record is not None else read_record(rec)
+    notes = list(notes)
     if (flight.get("state") or {}).get("state") == "unloaded":
         # %unload_ext: what the record says about cells and memory is stale; keep only who the kernel was.
         flight = {k: v for k, v in flight.items() if k in ("meta", "state")}

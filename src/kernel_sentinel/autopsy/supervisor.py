@@ -443,7 +443,8 @@ class Supervisor:
         from .gather import discard_flight
 
         # What follows a shutdown is only bookkeeping; jupyter_client waits for this process to leave.
-        if shutdown_in_record(read_record(record_paths(self.home, self.kernel_id, pid)[0])[0]):
+        record = read_record(record_paths(self.home, self.kernel_id, pid)[0])  # the kernel has ended: read once
+        if shutdown_in_record(record[0]):
             self._release_witness()
             self._ended("shutdown")
             discard_flight(self.home, self.kernel_id, pid)
@@ -465,7 +466,7 @@ class Supervisor:
         ev.signals_received = list(self.signals)
         if self._cgroup:
             ev.cgroup_path = self._cgroup[2]
-        gather_flight(ev, self.home)  # the record again (a dead kernel's: it no longer changes), now as evidence
+        gather_flight(ev, self.home, record)
         if self._interrupted_while_starting(ev):
             self._release_witness()
             print(
