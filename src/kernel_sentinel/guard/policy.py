@@ -7,8 +7,9 @@ the controller (``controller.py``) asks these functions what to do with it.
   what is left fails with MemoryError. Committed = memory in use (page cache the kernel drops before an
   OOM kill is not in use) plus address space taken in this cell and not yet touched, less thread stacks.
 - The interrupt line = budget - ``fence_margin`` - ``THREAD_ROOM`` - ``growth_lead``: a loop growing fast
-  is stopped earlier, a slow one may use nearly all of the budget, one big allocation that fits is never
-  taken for a runaway loop.
+  where the fence cannot see it (freed heap taken again, a reservation filled) is stopped earlier; one that
+  takes new address space as it grows meets the fence however late the watchdog comes, and may use nearly
+  all of the budget, as may a slow one; one big allocation that fits is never taken for a runaway loop.
 """
 
 from __future__ import annotations
@@ -162,8 +163,9 @@ def retouch_margin(limit: int, retouchable: int, growing: bool) -> int:
 def growth_lead(rates: tuple[float, ...], reaction_seconds: float) -> int:
     """Return how far below the fence the interrupt must come: sustained growth times the reaction time, twice.
 
-    ``rates`` are the committed usage's growth (bytes/s) over the last ticks, each 0 when its tick moved
-    less than the meters' noise; their minimum is the sustained rate: one big step (an allocation the
+    ``rates`` are the growth (bytes/s) over the last ticks of the committed usage the fence does not see
+    (the controller passes what grew beyond VmData's growth), each 0 when its tick moved less than the
+    meters' noise; their minimum is the sustained rate: one big step (an allocation the
     fence already allowed, then filled) is not a trend and must not make the watchdog stop a cell that
     fits, while a loop grows at every tick. Twice the measured reaction time (tick interval, GIL stalls,
     signal delivery) covers a tick that comes late.
