@@ -1040,9 +1040,10 @@ class Guard:
         return free is not None and free >= threshold
 
     def _malloc_free(self, now: float, vm_data: int, moved: int) -> tuple[int | None, int]:
-        """Return (the bytes glibc holds free, its threads' heaps' slack), asked at most once every FREE_ASK_SECONDS, except afresh the next
-        FRESH_CELLS times after a memory error or a cell that took much, and once VmData grew by ``moved``
-        since the last answer (main thread, a cell's start).
+        """Return (the bytes glibc holds free, its threads' heaps' slack), asked at most once every FREE_ASK_SECONDS.
+
+        Asked afresh the next FRESH_CELLS times after a memory error or a cell that took much, and once VmData grew
+        by ``moved`` since the last answer (main thread, a cell's start).
 
         mallinfo2 walks every free chunk of every arena: 210 us a call on a heap fragmented by 200k small
         objects, at every cell of a quick run ("Run All", nbclient) half the guard's cost of a cell's start

@@ -130,7 +130,8 @@ def heap_slack_bytes() -> int | None:
     loop of 1.6 MB arrays stopped at the fence and deleted, 62 MiB of a 384 MiB group were such space, malloc
     said 1 MiB was free, and the next loop took it back before the watchdog's first tick and reached the OOM
     killer (4 of 12 kernels with the watchdog at 0.1 s). ``malloc_info``'s totals say it: the heaps' writable
-    size (``aspace mprotect``) less their size now (``aspace total``); ~40 us warm, asked when mallinfo2 is. Nothing a trim could give back.
+    size (``aspace mprotect``) less their size now (``aspace total``); ~40 us warm, asked when mallinfo2 is.
+    Nothing a trim could give back: those pages are no longer resident.
     """
     if _malloc_info is None or _open_memstream is None:
         return None
