@@ -9,6 +9,7 @@ the kernel answers at once; ten stopped killers in a row leave no state behind t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from conftest import GUARD_EXPR, SENTINEL_KERNELSPEC, GiB, MiB
@@ -442,4 +443,49 @@ def test_loops_taking_freed_heap_back_are_stopped(kernel, poll):
             assert res.ename == "MemoryBudgetError", (poll, round, cell, res.status, res.text()[-1500:])
             res = k.run("r = None; del r")
             assert res.ok, (poll, round, cell, res.status, res.text()[-1500:])
+    assert k.alive and k.oom_kills() == 0
+
+
+# A thread that allocated ~50 MB in small blocks and freed them leaves its arena's heap shrunk but still writable
+# (glibc's "slack", ``heap_slack_bytes``) and the arena on glibc's free list. A block the fence then refuses the main
+# thread is retried in that arena, which grows back into the slack without asking the kernel: RLIMIT_DATA never
+# sees it. With the watchdog late, a plain loop of 8 MiB arrays took the 47 MiB of slack past the fence line and
+# reached the OOM killer (2 of 2 kernels in a 256 MiB group); the fence now leaves the slack out.
+SLACK_MAKER = """
+import threading
+def _work():
+    r = [bytearray(100_000) for _ in range(500)]
+    del r
+_t = threading.Thread(target=_work)
+_t.start()
+_t.join()
+"""
+ARRAY_LOOP = "r = []\nwhile True:\n    r.append(np.ones(1 << 20))"
+
+
+def test_an_array_loop_oom_kills_a_stock_kernel_after_a_thread_left_heap_slack(kernel):
+    k = kernel(limit_bytes=256 * MiB)
+    assert k.confinement == "cgroup"
+    assert k.run("import numpy as np").ok
+    assert k.run(SLACK_MAKER).ok
+    res = k.run(ARRAY_LOOP, timeout=180)
+    assert res.status == "died", res.text()[-1500:]
+    k.wait_for_death()
+    assert k.oom_kills() >= 1
+
+
+def test_the_fence_leaves_out_the_heap_slack_a_dead_thread_left(kernel):
+    k = kernel(limit_bytes=256 * MiB, kernelspec=GUARDED, env=LATE_WATCHDOG)
+    assert k.run("import numpy as np").ok
+    assert k.run(SLACK_MAKER).ok
+    slack = k.value("__import__('kernel_sentinel.guard.reclaim', fromlist=['r']).heap_slack_bytes()")
+    assert slack >= 32 * MiB, slack  # more than the fence's whole margin: unbounded, it is the OOM killer
+    peak_file = Path(k.cgroup.directory) / "memory.max_usage_in_bytes"
+    peak_file.write_text("0")
+    res = k.run(ARRAY_LOOP, timeout=180)
+    peak = int(peak_file.read_text())
+    assert res.ename == "MemoryBudgetError", res.text()[-1500:]
+    assert peak <= 256 * MiB - 8 * MiB, peak / MiB  # the error path's room was kept
+    res = k.run("del r\nprint(float(np.ones(1000).sum()))")
+    assert res.ok and res.stdout.strip() == "1000.0", res.text()[-1500:]
     assert k.alive and k.oom_kills() == 0

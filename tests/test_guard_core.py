@@ -172,29 +172,36 @@ def test_a_slow_loop_may_use_nearly_all_the_budget_and_a_fast_one_is_stopped_ear
 
 
 def test_the_lead_follows_only_growth_the_fence_cannot_see():
-    # A real Guard's own line (``_line``) fed the same committed growth (1.5 GB/s, a tick every 10 ms) twice: once
-    # with VmData growing with it (a loop taking new address space, which the fence stops however late the tick),
-    # once without (freed heap taken again, unseen by the fence). In a child process, as the Guard is built there.
+    # A real Guard's own line (``_line``) fed the same committed growth (1.5 GB/s, a tick every 10 ms): with VmData
+    # growing with it (a loop taking new address space, which the fence stops however late the tick); without (freed
+    # heap taken again, unseen by the fence); and while an extension module loads (the fence then lets VmData pass),
+    # once as address space reserved and left untouched (OpenBLAS's buffers: no danger), once touched. In a child
+    # process, as the Guard is built there.
     code = r"""
 import json
 from kernel_sentinel.guard.controller import Guard
 MiB = 1 << 20
-def lines(vm_step):
+def lines(vm_step, used_step, importing=False):
     guard = Guard()
-    committed, vm, now, out = 500 * MiB, 800 * MiB, 100.0, []
-    guard._line(1 << 30, 24 * MiB, committed, vm, now, 1.0)
+    guard._importing = importing
+    committed, vm, used, now, out = 500 * MiB, 800 * MiB, 500 * MiB, 100.0, []
+    guard._line(1 << 30, 24 * MiB, committed, vm, now, 1.0, used)
     for _ in range(6):
-        now, committed, vm = now + 0.01, committed + 15 * MiB, vm + vm_step
-        out.append(guard._line(1 << 30, 24 * MiB, committed, vm, now, 1.0))
+        now, committed, vm, used = now + 0.01, committed + 15 * MiB, vm + vm_step, used + used_step
+        out.append(guard._line(1 << 30, 24 * MiB, committed, vm, now, 1.0, used))
     guard.close()
     return out
-print(json.dumps([lines(15 * MiB), lines(0)]))
+print(json.dumps([
+    lines(15 * MiB, 15 * MiB), lines(0, 15 * MiB), lines(15 * MiB, 0, True), lines(15 * MiB, 15 * MiB, True)
+]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
-    seen, unseen = json.loads(out)
+    seen, unseen, reserved, loaded = json.loads(out)
     no_lead = interrupt_line(GiB, 24 * MiB, 0)
     assert seen == [no_lead] * 6
     assert unseen[-1] < no_lead - 30 * MiB
+    assert reserved == [no_lead] * 6
+    assert loaded[-1] < no_lead - 30 * MiB
 
 
 def test_the_watchdog_polls_fastest_near_the_line():

@@ -104,6 +104,11 @@ RESERVATION_RATIO = 4  # fresh untouched space this many times what in-use memor
 THREAD_START_ROOM = 8 * MiB  # beyond a new thread's stack: what it allocates before it reports it started
 IMPORT_ROOM = 4 << 30  # OpenBLAS maps 32 MiB per BLAS thread at load, up to 64 threads, in numpy and again in scipy
 ROOM_SHARE = 8  # a cell whose fence is squeezed by reservations keeps 1/8 of its budget (_settled_credit)
+SLACK_MIN = 1 * MiB  # forgiven untouched space below this holds no slack worth asking glibc about
+# The most of that slack the fence leaves out: one block takes at most one heap's worth (glibc's HEAP_MAX_SIZE on
+# 64-bit); more is for the watchdog (the cell's retake count). Uncapped, a kernel after a soak's killers had 200+ MiB
+# of slack, and a 560 MiB array with 200 MiB of 1 GiB in use was refused (75 refusals of cells that fit in 10 minutes).
+SLACK_FENCED = 64 * MiB
 RETAKE_MIN = 16 * MiB  # freed heap less than this is malloc's usual slack, not a risk worth a margin
 STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
 FREE_ASK_SECONDS = 1.0  # mallinfo2 at a cell's start (~25-210 us: it walks every free chunk): at most this often...
@@ -126,6 +131,7 @@ class CellState:
     others_at_start: int = 0  # the group's in-use bytes beyond our own RSS when the cell started
     threads_at_start: frozenset[int] = frozenset()  # threads alive before the cell: not its own
     retouchable: int = 0  # freed heap, forgiven, malloc may hand out again unseen by the fence (asked at the start)
+    slack: int = 0  # the threads' heaps' slack at the start: glibc grows into it with no RLIMIT_DATA check at all
     base_at_start: int = 0  # the forgiven untouched space when it started: below it, that heap is retaken
     retaking: bool = False  # it grew while taking that heap again (watchdog only)
     base_seen: int = 0  # the forgiven untouched space at the last tick, and when (whoever ticks)
@@ -138,6 +144,12 @@ class CellState:
     vm_at_start: int = 0  # VmData when it started: what it took since bounds what it can fill (_fill_fits)
     vm_seen: int = 0  # VmData and committed memory at the last tick (whoever ticks)
     committed_seen: int = 0
+
+
+def usage_of(reading: Reading, meter: str, default: int) -> int:
+    """Return what ``meter`` reads in use in ``reading`` (untouched address space left out); ``default`` if unread."""
+    usage = reading.meter(meter)
+    return default if usage is None else usage
 
 
 def running_threads() -> int:
@@ -214,7 +226,7 @@ class Guard:
         self._rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # committed growth (bytes/s) over the last ticks
         self._rate_samples = 0  # how many rates were taken so far (a cell's own are those since its start)
         self._last_tick_at = 0.0
-        self._rate_anchor = (0.0, 0, 0)  # (when, committed, VmData) the growth sample being measured started from
+        self._rate_anchor = (0.0, 0, 0, 0)  # (when, committed, VmData, in use) the growth sample being measured from
         self._unseen_rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # of that growth, what VmData did not grow with
         self._stall = 0.0  # how late ticks come, smoothed (GIL stalls on a busy machine)
         self.reaction_seconds = self.settings.poll_interval + DELIVERY_SECONDS
@@ -421,15 +433,19 @@ class Guard:
 
     # -- the tick --------------------------------------------------------------------------------
 
-    def _line(self, limit: int, margin: int, committed: int, vm_data: int, now: float, fraction: float) -> int:
+    def _line(
+        self, limit: int, margin: int, committed: int, vm_data: int, now: float, fraction: float, in_use: int
+    ) -> int:
         """Return the interrupt line now, after folding this reading into the growth rates (watchdog only).
 
         The lead follows only growth the fence cannot see: committed memory that grew while VmData did not
         (freed heap taken again, reservations filled, shared memory), and any growth while an extension module
-        loads (the fence then lets VmData past the budget's room). Growth that takes new address space meets
-        the fence, re-set at every tick, however late the next tick comes: a loop of 4 MiB arrays at 1.2-3.5 GB/s
-        was stopped 37-96 MiB under the line's place with that lead (its 89.8% of what stock could use), where
-        the fence alone stops it with a MemoryError at the budget's margin, as it stops one allocation too big.
+        loads (the fence then lets VmData past the budget's room; of that, only memory touched: what a load
+        reserves and leaves untouched is no danger, and counted it put the line under the cell's start). Growth
+        that takes new address space meets the fence, re-set at every tick, however late the next tick comes: a
+        loop of 4 MiB arrays at 1.2-3.5 GB/s was stopped 37-96 MiB under the line's place with that lead (its 89.8%
+        of what stock could use), where the fence alone stops it with a MemoryError at the budget's margin, as it
+        stops one allocation too big.
         The lead is judged at full polling speed (near the line the watchdog polls every interval), and
         ``poll_factor`` keeps the wait short while growth is sustained, so the lead holds for the next tick.
         """
@@ -442,18 +458,20 @@ class Guard:
         # every 10 ms, and a loop's tick that moved less than the noise (a list's pointer array moved, a GC
         # pass) counted as "no growth" took the lead away for three ticks; a string-building loop at 600 MB/s
         # then crossed a line 30 MiB higher and reached the OOM killer under CI's load.
-        since, start, vm_start = self._rate_anchor
+        since, start, vm_start, used_start = self._rate_anchor
         span = now - since if since else 0.0
         if not 0 < span < 5.0:
-            self._rate_anchor = (now, committed, vm_data)
+            self._rate_anchor = (now, committed, vm_data, in_use)
         else:
             delta = committed - start
             if delta > GROWTH_NOISE or span >= RATE_SECONDS or delta < -GROWTH_NOISE:
                 self._rates = (*self._rates[1:], delta / span if delta > GROWTH_NOISE else 0.0)
-                # While an extension module loads the fence lets VmData past the budget (IMPORT_ROOM): all growth is unseen
-                unseen = delta if self._importing else delta - max(0, vm_data - vm_start)
+                # While an extension module loads the fence lets VmData past the budget (IMPORT_ROOM): all memory it
+                # touches is unseen. Not its reservations: `import numpy, pandas` under load (ticks 0.5 s late) had
+                # a lead of ~150 MiB from OpenBLAS's untouched buffers and was stopped at 81 MiB of a 256 MiB group.
+                unseen = in_use - used_start if self._importing else delta - max(0, vm_data - vm_start)
                 self._unseen_rates = (*self._unseen_rates[1:], unseen / span if unseen > GROWTH_NOISE else 0.0)
-                self._rate_anchor = (now, committed, vm_data)
+                self._rate_anchor = (now, committed, vm_data, in_use)
                 self._rate_samples += 1
         reaction = self.settings.poll_interval + self._stall + DELIVERY_SECONDS
         self.reaction_seconds = reaction
@@ -538,7 +556,8 @@ class Guard:
             if extra:
                 widened = max(0, self._margin(limit) + extra - margin)
                 margin += widened
-        line = self._line(limit, margin, committed, reading.vm_data, now, fraction)
+        in_use = usage_of(reading, ccand.meter, committed)
+        line = self._line(limit, margin, committed, reading.vm_data, now, fraction, in_use)
         self.line_bytes = line
         if cell is not None and not threaded:
             fence_headroom += self._settled_credit(limit, margin, fence_headroom, reading, now)
@@ -596,7 +615,10 @@ class Guard:
                         fence_headroom += self._settled_credit(limit, margin, fence_headroom, reading, now)
                     # Growth is measured from here on: the drop the trim made is no "tick without growth",
                     # which took the lead and the re-take margin away from a loop for three ticks.
-                    self._rate_anchor = (now, reading.committed(ccand.meter) or committed, reading.vm_data)
+                    self._rate_anchor = (
+                        now, reading.committed(ccand.meter) or committed, reading.vm_data,
+                        usage_of(reading, ccand.meter, committed),
+                    )
                 if over:
                     if self._ceiling is None and not cell.recursion and (threaded or not self._handling):
                         # (unwinding a recursion needs memory for every frame: no freeze for it; nor once
@@ -655,6 +677,12 @@ class Guard:
             last_room = LAST_ROOM if still else 0
             if self._importing:
                 fence_headroom += IMPORT_ROOM  # reservations; what an import touches, the watchdog sees
+            alone = not (threaded or cell is None or cell.threaded or self._handling or ceiling is not None)
+            if alone and cell is not None and cell.slack:
+                # The main thread's loop only: a cell's threads have the wide margins, a thread about to start needs
+                # room for its stack under the fence (leaving the slack out there hung the stress minute), and a
+                # stopped cell's error path needs the room its hold hands over (a hold caps the fence, lifts nothing).
+                fence_headroom -= self._slack_left(cell)
             self._fence.apply(self._fence.compute(reading.vm_data, fence_headroom, margin, ceiling, last_room))
 
     def _judge_again(
@@ -756,6 +784,23 @@ class Guard:
     def _cell_threads_run(self) -> bool:
         """Return True while threads beyond the kernel's own (ipykernel's and the guard's) run: cells started them."""
         return running_threads() > self._baseline_threads
+
+    def _slack_left(self, cell: CellState) -> int:
+        """Return how much of the threads' heaps' slack the cell found at its start it has not taken yet (tick).
+
+        The fence leaves it out. A heap of a thread's arena grows back into the size it once had (its writable
+        ``mprotect`` size) without asking the kernel, so RLIMIT_DATA sees only what goes beyond; and a block the
+        fence refuses the main thread is retried in such an arena (a dead thread's is first on glibc's free list).
+        A loop of 8 MiB arrays took a dead thread's 47 MiB of slack past the fence line and reached the OOM killer
+        (2 of 2 kernels in a 256 MiB group, watchdog at 0.5 s); a loop of 32 MiB arrays got one block half from 16
+        MiB of slack, half from what the fence allowed: 0.8 MiB left of a 256 MiB group (the only one of nine such
+        loops that started with slack; fence margin 16 MiB). With the fence that much lower, what falls back into
+        the slack still ends under the line. Taken is what the forgiven untouched space fell by since the start
+        (the slack is part of it); a fresh kernel has none, and neither had kernels after numpy and pandas cells.
+        At most ``SLACK_FENCED``, and left out only while the main thread alone runs the cell (the tick says when).
+        """
+        base_now = self._meters.untouched_base or 0
+        return max(0, min(base_now, SLACK_FENCED, cell.slack - max(0, cell.base_at_start - base_now)))
 
     def _settled_credit(self, limit: int, margin: int, fence_headroom: int, reading: Reading, now: float) -> int:
         """Return how much settled untouched space the fence stops counting, so a cell keeps ROOM_SHARE of its budget.
@@ -991,11 +1036,13 @@ class Guard:
         # group and gone on into fresh space; knowing it now, the first tick comes at that growth's pace. The
         # threads' heaps' slack counts too (``heap_slack_bytes``: the main thread's own arena once the fence refused it).
         base = self._meters.untouched_base or 0
-        retouch = 0
-        if limit and base > limit // 16:
+        retouch = slack = 0
+        if limit and base >= SLACK_MIN:
             free, slack = self._malloc_free(now, reading.vm_data, max(RETAKE_MIN, limit // 16))
-            retouch = min(base, (free or 0) + slack)
-            retouch = retouch if retouch >= RETAKE_MIN else 0
+            if base > limit // 16:
+                retouch = min(base, (free or 0) + slack)
+                retouch = retouch if retouch >= RETAKE_MIN else 0
+            slack = min(base, slack)
         with self._lock:
             level = cell_level(self._line_now(limit), limit, usage) if limit else 1 << 62
             self._release_cell_states()
@@ -1005,6 +1052,7 @@ class Guard:
             self._cell.threads_at_start = threads_alive()
             self._cell.rate_mark = self._rate_samples
             self._cell.retouchable = retouch
+            self._cell.slack = slack
             self._cell.base_at_start = self._cell.base_seen = self._meters.untouched_base or 0
             self._cell.base_seen_at = now
             self._cell.vm_at_start = self._cell.vm_seen = reading.vm_data
