@@ -145,6 +145,14 @@ class CellState:
     vm_seen: int = 0  # VmData and committed memory at the last tick (whoever ticks)
     committed_seen: int = 0
 
+    def untaken(self, found: int, base_now: int) -> int:
+        """Return what is left of ``found`` bytes of forgiven space (free heap, slack) the cell found at its start.
+
+        Taken is what the forgiven untouched space fell by since the start (``found`` is part of it); never more
+        than is forgiven now.
+        """
+        return max(0, min(base_now, found - max(0, self.base_at_start - base_now)))
+
 
 def usage_of(reading: Reading, meter: str, default: int) -> int:
     """Return what ``meter`` reads in use in ``reading`` (untouched address space left out); ``default`` if unread."""
@@ -541,7 +549,7 @@ class Guard:
             if below > GROWTH_NOISE and not cell.retaking:
                 cell.retaking = sum(r > 0 for r in self._rates) >= 2
             extra = retouch_margin(limit, min(cell.retouchable, base_now), cell.retaking)
-            unseen = max(0, min(base_now, cell.retouchable - max(0, below)))  # free at the start less what was taken
+            unseen = cell.untaken(cell.retouchable, base_now)  # free at the start less what was taken
             # Retaken since the last tick at a rate that may take the rest before the next one: the fence and the
             # line come down by what that rate covers in two reaction times (at most what is left), at once, not
             # after the two ticks of growth ``retaking`` waits for: with the watchdog at 0.1 s a loop took 250 MiB
@@ -799,8 +807,7 @@ class Guard:
         (the slack is part of it); a fresh kernel has none, and neither had kernels after numpy and pandas cells.
         At most ``SLACK_FENCED``, and left out only while the main thread alone runs the cell (the tick says when).
         """
-        base_now = self._meters.untouched_base or 0
-        return max(0, min(base_now, SLACK_FENCED, cell.slack - max(0, cell.base_at_start - base_now)))
+        return min(SLACK_FENCED, cell.untaken(cell.slack, self._meters.untouched_base or 0))
 
     def _settled_credit(self, limit: int, margin: int, fence_headroom: int, reading: Reading, now: float) -> int:
         """Return how much settled untouched space the fence stops counting, so a cell keeps ROOM_SHARE of its budget.
