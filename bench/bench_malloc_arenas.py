@@ -21,7 +21,6 @@ Run: ``.venv/bin/python bench/bench_malloc_arenas.py --rounds 5`` (about 3 minut
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from kernel_harness import STOCK_ARGV, KernelHarness  # noqa: E402
 
-from kernel_sentinel.sizes import parse_size  # noqa: E402
+from group_args import parse_group_args  # noqa: E402
 
 SENTINEL_ARGV = [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connection_file}"]
 KERNELS = {
@@ -74,13 +73,10 @@ def timed(h: KernelHarness, code: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", default="1G", help="each kernel's memory group (at most 1G)")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv)
-    limit = parse_size(args.limit)
-    if limit > 1 << 30:
-        parser.error("--limit: at most 1G")
+    parsed = parse_group_args(__doc__, 5, argv)
+    if parsed is None:
+        return 64
+    args, limit = parsed
     work = Path(tempfile.mkdtemp(prefix="bench-arenas-"))
     kernels: dict[str, KernelHarness] = {}
     times: dict[str, dict[str, list[float]]] = {k: {c: [] for c in CELLS} for k in KERNELS}

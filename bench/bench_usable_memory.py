@@ -19,7 +19,6 @@ run and the ratio sentinel/stock per workload (medians). Needs a writable cgroup
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from kernel_harness import KernelHarness, compile_sentinel  # noqa: E402
 
-from kernel_sentinel.sizes import format_bytes, parse_size  # noqa: E402
+from group_args import parse_group_args  # noqa: E402
+
+from kernel_sentinel.sizes import format_bytes  # noqa: E402
 
 MiB = 1 << 20
 GUARDED = {
@@ -110,14 +111,10 @@ WORKLOADS = (one_big_allocation, gradual_growth, slow_growth)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", default="1G", help="the memory group's size (at most 1G)")
-    parser.add_argument("--rounds", type=int, default=2)
-    args = parser.parse_args(argv)
-    limit = parse_size(args.limit)
-    if limit > 1 << 30:
-        print("--limit: at most 1G (nothing that exhausts memory runs in a bigger group)", file=sys.stderr)
+    parsed = parse_group_args(__doc__, 2, argv)
+    if parsed is None:
         return 64
+    args, limit = parsed
     compile_sentinel()
     results: dict[tuple[str, str], list[int]] = {}
     for r in range(args.rounds):
