@@ -109,7 +109,6 @@ SLACK_MIN = 1 * MiB  # forgiven untouched space below this holds no slack worth 
 # 64-bit); more is for the watchdog (the cell's retake count). Uncapped, a kernel after a soak's killers had 200+ MiB
 # of slack, and a 560 MiB array with 200 MiB of 1 GiB in use was refused (75 refusals of cells that fit in 10 minutes).
 SLACK_FENCED = 64 * MiB
-COVER_REACTION = 0.05  # seconds: with later ticks the margins stop a retaking loop (the bound lost 3 of 10 at 0.1 s)
 POOL_ERROR = 8  # malloc's free count may be 1/8 short of what a loop takes back (151 MiB where it said 138)
 RETAKE_MIN = 16 * MiB  # freed heap less than this is malloc's usual slack, not a risk worth a margin
 STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
@@ -574,12 +573,7 @@ class Guard:
             fell, span = min(cell.base_seen, cell.base_at_start) - base_now, now - cell.base_seen_at
             taking = fell > GROWTH_NOISE and 0 < span < 5.0
             pool = min(base_now, unseen + unseen // POOL_ERROR)
-            if (
-                (taking or cell.retaking)
-                and not (threaded or foreign)
-                and self.reaction_seconds <= COVER_REACTION
-                and fence_headroom - pool >= margin
-            ):
+            if (taking or cell.retaking) and not (threaded or foreign) and fence_headroom - pool >= margin:
                 # All that is left of it fits under the margin: the fence leaves it out, so retaking it and growing
                 # to the fence stays under the margin, and its retaking is no lead for the line. A fast loop that
                 # fits (4 MiB arrays into 820 MiB of freed heap that a thread's block kept from going back) was
