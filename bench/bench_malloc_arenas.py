@@ -1,14 +1,13 @@
-"""What one malloc arena would cost threaded work: the sentinel with and without it, against stock, side by side.
+"""What the launcher's one malloc arena costs threaded work: sentinel (one arena) against stock, side by side.
 
-With ``GLIBC_TUNABLES=glibc.malloc.arena_max=1`` in the kernel's environment every thread allocates from glibc's main
-heap under one lock, and no thread heap leaves the slack the fence cannot see (README, Known gaps). It was the
-launcher's default for an evening (7c67b06) and withdrawn (d49b02b): with one arena freed heap stays under other
-threads' blocks, and what let a fitting loop take it back (c68c32d) came with OOM kills (README, Known gaps). This
-bench keeps the measure of its cost. Work whose threads call glibc's malloc while they
-run in parallel pays for that lock; it is timed in three kernels in same-size memory groups, alternated round by
-round (the machine is shared and noisy): ``stock``, ``sentinel`` (glibc's arenas, as users get it) and
-``sentinel-one-arena``. Each cell's wall time is the kernel's own (``time.perf_counter`` around the work, in the
-cell); the figure per kernel is the median of the rounds, and the ratio is against stock.
+The sentinel launcher starts the kernel with ``GLIBC_TUNABLES=glibc.malloc.arena_max=1`` (``launch.one_arena_env``):
+every thread then allocates from glibc's main heap under one lock. Work whose threads call glibc's malloc while
+they run in parallel pays for that lock; this bench times such work in three kernels in same-size memory groups,
+alternated round by round (the machine is shared and noisy): ``stock`` (glibc's arenas), ``sentinel`` (as users
+get it: one arena) and ``sentinel-arenas`` (the sentinel with ``MALLOC_ARENA_MAX=8``, the user's own choice, which
+the launcher keeps: the guard's own cost without the arena's). Each cell's wall time is the kernel's own
+(``time.perf_counter`` around the work, in the cell); the figure per kernel is the median of the rounds, and the
+ratio is against stock.
 
 Cells (threads that malloc while they run, on 2 threads):
 - ``forest``: scikit-learn's RandomForestClassifier(n_jobs=2): joblib's threads build trees in Cython without
@@ -17,7 +16,7 @@ Cells (threads that malloc while they run, on 2 threads):
 - ``zlib_pool``: a pool of 2 threads compressing 1 MB pieces (zlib allocates its state per call, GIL released);
 - ``small_lists``: a pool of 2 threads building lists of small objects (the GIL serialises them: the control).
 
-Run: ``.venv/bin/python bench/bench_malloc_arenas.py --rounds 9`` (about 2 minutes on 2 cores).
+Run: ``.venv/bin/python bench/bench_malloc_arenas.py --rounds 5`` (about 3 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -37,9 +36,9 @@ SENTINEL_ARGV = [sys.executable, "-m", "kernel_sentinel.launch", "-f", "{connect
 KERNELS = {
     "stock": ({"argv": STOCK_ARGV, "display_name": "stock", "language": "python"}, {}),
     "sentinel": ({"argv": SENTINEL_ARGV, "display_name": "sentinel", "language": "python"}, {}),
-    "sentinel-one-arena": (
+    "sentinel-arenas": (
         {"argv": SENTINEL_ARGV, "display_name": "sentinel", "language": "python"},
-        {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"},
+        {"MALLOC_ARENA_MAX": "8"},
     ),
 }
 THREADS_ENV = {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1", "KERNEL_SENTINEL_CHECKPOINT": "0"}
