@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from conftest import MiB
 
 from kernel_sentinel.autopsy.kernel_group import own_group
 from kernel_sentinel.cli import main
+from kernel_sentinel.launch import one_arena_env
 
 CLI = [sys.executable, "-m", "kernel_sentinel"]
 
@@ -51,6 +53,20 @@ def test_jupyter_finds_it_and_a_kernel_started_from_it_has_the_guard(tmp_path: P
     assert k.value("__import__('kernel_sentinel.guard', fromlist=['x']).get_guard().enabled")
     res = k.run("%sentinel budget")
     assert res.ok and res.stdout.startswith("Budget: 512 MiB"), res.text()
+    # The launcher gives the guarded kernel one malloc arena (no thread heap's slack for the fence to miss)
+    expected = one_arena_env(os.environ).get("GLIBC_TUNABLES", os.environ.get("GLIBC_TUNABLES"))
+    assert k.value("__import__('os').environ.get('GLIBC_TUNABLES')") == expected
+
+
+def test_the_launcher_gives_one_malloc_arena_unless_the_user_chose() -> None:
+    assert one_arena_env({}) == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
+    assert one_arena_env({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}) == {
+        "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.arena_max=1"
+    }
+    assert one_arena_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}) == {}
+    assert one_arena_env({"MALLOC_ARENA_MAX": "2"}) == {}
+    assert one_arena_env({"KERNEL_SENTINEL_GUARD": "0"}) == {}  # no guard, no reason to change glibc's arenas
+    assert one_arena_env({"KERNEL_SENTINEL_GUARD": "1"}) == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
 
 
 def test_memory_limit_reaches_the_kernel_and_becomes_the_budget(tmp_path: Path, kernel) -> None:

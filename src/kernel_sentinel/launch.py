@@ -12,7 +12,29 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+# glibc's tunable that serves every thread from the main heap. A thread's arena keeps heaps that shrink with
+# MADV_DONTNEED and stay writable: growing into them again takes memory the address-space fence cannot see, and
+# glibc moves an allocation the fence refused into them (47 MiB after one thread allocated 50 MB in 100 KB blocks
+# and ended; an array loop then OOM-killed the kernel past the fence). With one arena the main heap grows with brk,
+# which RLIMIT_DATA sees, and a trim gives it back. Threads share one lock: a RandomForest fit with 2 threads
+# (glibc mallocs in its tree builder) took the same time within the noise (bench/bench_malloc_arenas.py).
+ONE_ARENA = "glibc.malloc.arena_max=1"
+
+
+def one_arena_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Return the variables to add to ``env`` so that glibc gives the guarded kernel one malloc arena.
+
+    Nothing where the guard is switched off, or where the user chose the arenas (``MALLOC_ARENA_MAX`` or an
+    ``arena_max`` tunable): their setting is kept. Other tunables of theirs stay, this one is appended.
+    """
+    if env.get("KERNEL_SENTINEL_GUARD", "").strip() == "0" or env.get("MALLOC_ARENA_MAX", "").strip():
+        return {}
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if "arena_max" in tunables:
+        return {}
+    return {"GLIBC_TUNABLES": f"{tunables}:{ONE_ARENA}" if tunables else ONE_ARENA}
 
 
 def kernel_argv(args: Sequence[str]) -> list[str]:
@@ -23,6 +45,8 @@ def kernel_argv(args: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     command = kernel_argv(args)
+    # Set before the kernel's interpreter starts: glibc reads its tunables once, at a process's start.
+    os.environ.update(one_arena_env(os.environ))
     # Only Linux has PR_SET_PDEATHSIG, without which a killed supervisor could orphan its kernel.
     if os.environ.get("KERNEL_SENTINEL_SUPERVISE", "1") == "0" or not sys.platform.startswith("linux"):
         os.execv(command[0], command)

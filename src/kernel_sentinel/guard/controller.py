@@ -109,6 +109,7 @@ SLACK_MIN = 1 * MiB  # forgiven untouched space below this holds no slack worth 
 # 64-bit); more is for the watchdog (the cell's retake count). Uncapped, a kernel after a soak's killers had 200+ MiB
 # of slack, and a 560 MiB array with 200 MiB of 1 GiB in use was refused (75 refusals of cells that fit in 10 minutes).
 SLACK_FENCED = 64 * MiB
+POOL_ERROR = 8  # malloc's free count may be 1/8 short of what a loop takes back (151 MiB where it said 138)
 RETAKE_MIN = 16 * MiB  # freed heap less than this is malloc's usual slack, not a risk worth a margin
 STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
 FREE_ASK_SECONDS = 1.0  # mallinfo2 at a cell's start (~25-210 us: it walks every free chunk): at most this often...
@@ -234,7 +235,9 @@ class Guard:
         self._rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # committed growth (bytes/s) over the last ticks
         self._rate_samples = 0  # how many rates were taken so far (a cell's own are those since its start)
         self._last_tick_at = 0.0
-        self._rate_anchor = (0.0, 0, 0, 0)  # (when, committed, VmData, in use) the growth sample being measured from
+        # (when, committed, VmData, in use, forgiven untouched space where the fence covers a retaken pool) the growth
+        # sample being measured from
+        self._rate_anchor: tuple[float, int, int, int, int | None] = (0.0, 0, 0, 0, None)
         self._unseen_rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # of that growth, what VmData did not grow with
         self._stall = 0.0  # how late ticks come, smoothed (GIL stalls on a busy machine)
         self.reaction_seconds = self.settings.poll_interval + DELIVERY_SECONDS
@@ -442,7 +445,15 @@ class Guard:
     # -- the tick --------------------------------------------------------------------------------
 
     def _line(
-        self, limit: int, margin: int, committed: int, vm_data: int, now: float, fraction: float, in_use: int
+        self,
+        limit: int,
+        margin: int,
+        committed: int,
+        vm_data: int,
+        now: float,
+        fraction: float,
+        in_use: int,
+        base: int | None = None,
     ) -> int:
         """Return the interrupt line now, after folding this reading into the growth rates (watchdog only).
 
@@ -456,6 +467,8 @@ class Guard:
         stops one allocation too big.
         The lead is judged at full polling speed (near the line the watchdog polls every interval), and
         ``poll_factor`` keeps the wait short while growth is sustained, so the lead holds for the next tick.
+        ``base``: the forgiven untouched space now, given while the fence leaves out what is left of the freed heap a
+        cell takes again (its fall since the last sample is that retaking: bounded, so no lead), None otherwise.
         """
         dt = now - self._last_tick_at if self._last_tick_at else 0.0
         if 0 < dt < 5.0:
@@ -466,10 +479,10 @@ class Guard:
         # every 10 ms, and a loop's tick that moved less than the noise (a list's pointer array moved, a GC
         # pass) counted as "no growth" took the lead away for three ticks; a string-building loop at 600 MB/s
         # then crossed a line 30 MiB higher and reached the OOM killer under CI's load.
-        since, start, vm_start, used_start = self._rate_anchor
+        since, start, vm_start, used_start, base_start = self._rate_anchor
         span = now - since if since else 0.0
         if not 0 < span < 5.0:
-            self._rate_anchor = (now, committed, vm_data, in_use)
+            self._rate_anchor = (now, committed, vm_data, in_use, base)
         else:
             delta = committed - start
             if delta > GROWTH_NOISE or span >= RATE_SECONDS or delta < -GROWTH_NOISE:
@@ -478,8 +491,10 @@ class Guard:
                 # touches is unseen. Not its reservations: `import numpy, pandas` under load (ticks 0.5 s late) had
                 # a lead of ~150 MiB from OpenBLAS's untouched buffers and was stopped at 81 MiB of a 256 MiB group.
                 unseen = in_use - used_start if self._importing else delta - max(0, vm_data - vm_start)
+                if base is not None and base_start is not None:
+                    unseen -= max(0, base_start - base)
                 self._unseen_rates = (*self._unseen_rates[1:], unseen / span if unseen > GROWTH_NOISE else 0.0)
-                self._rate_anchor = (now, committed, vm_data, in_use)
+                self._rate_anchor = (now, committed, vm_data, in_use, base)
                 self._rate_samples += 1
         reaction = self.settings.poll_interval + self._stall + DELIVERY_SECONDS
         self.reaction_seconds = reaction
@@ -540,6 +555,7 @@ class Guard:
         self._meters.forgive = not threaded
         unseen = 0  # freed heap the cell may still take again without VmData growing: no fence holds that growth
         widened = 0  # how much nearer the fence and the line came for it
+        covered = 0  # ... or, where all of it fits, how much the fence leaves out for it instead
         if cell is not None and cell.retouchable:
             base_now = self._meters.untouched_base or 0
             # Margins only once the cell grows into space forgiven before it started (below that space's size at
@@ -555,7 +571,15 @@ class Guard:
             # after the two ticks of growth ``retaking`` waits for: with the watchdog at 0.1 s a loop took 250 MiB
             # of a 384 MiB group back between two ticks.
             fell, span = min(cell.base_seen, cell.base_at_start) - base_now, now - cell.base_seen_at
-            if fell > GROWTH_NOISE and 0 < span < 5.0:
+            taking = fell > GROWTH_NOISE and 0 < span < 5.0
+            pool = min(base_now, unseen + unseen // POOL_ERROR)
+            if (taking or cell.retaking) and not (threaded or foreign) and fence_headroom - pool >= margin:
+                # All that is left of it fits under the margin: the fence leaves it out, so retaking it and growing
+                # to the fence stays under the margin, and its retaking is no lead for the line. A fast loop that
+                # fits (4 MiB arrays into 820 MiB of freed heap that a thread's block kept from going back) was
+                # stopped at 466 MiB of 1 GiB by the margins below, which are for a pool that does not fit.
+                covered, extra = pool, 0
+            elif taking:
                 # While it is being taken, what malloc called free is no bound: a loop of 1.6 MB arrays took 151
                 # MiB back where malloc had said 138, and the tick that thought it done waited five intervals.
                 unseen = base_now
@@ -565,7 +589,8 @@ class Guard:
                 widened = max(0, self._margin(limit) + extra - margin)
                 margin += widened
         in_use = usage_of(reading, ccand.meter, committed)
-        line = self._line(limit, margin, committed, reading.vm_data, now, fraction, in_use)
+        base = self._meters.untouched_base or 0
+        line = self._line(limit, margin, committed, reading.vm_data, now, fraction, in_use, base if covered else None)
         self.line_bytes = line
         if cell is not None and not threaded:
             fence_headroom += self._settled_credit(limit, margin, fence_headroom, reading, now)
@@ -625,7 +650,7 @@ class Guard:
                     # which took the lead and the re-take margin away from a loop for three ticks.
                     self._rate_anchor = (
                         now, reading.committed(ccand.meter) or committed, reading.vm_data,
-                        usage_of(reading, ccand.meter, committed),
+                        usage_of(reading, ccand.meter, committed), None,
                     )
                 if over:
                     if self._ceiling is None and not cell.recursion and (threaded or not self._handling):
@@ -691,6 +716,7 @@ class Guard:
                 # room for its stack under the fence (leaving the slack out there hung the stress minute), and a
                 # stopped cell's error path needs the room its hold hands over (a hold caps the fence, lifts nothing).
                 fence_headroom -= self._slack_left(cell)
+            fence_headroom -= covered
             self._fence.apply(self._fence.compute(reading.vm_data, fence_headroom, margin, ceiling, last_room))
 
     def _judge_again(

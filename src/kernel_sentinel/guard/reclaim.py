@@ -103,6 +103,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 MMAP_THRESHOLD_AFTER_ERROR = 4 << 20
 TRIM_THRESHOLD_AFTER_ERROR = 8 << 20
 _USER_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+# The same three as tunables (the launcher's own ``arena_max`` is not the user's say on thresholds).
+_USER_MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold", "glibc.malloc.top_pad")
 _thresholds_fixed = False
 
 
@@ -182,7 +184,7 @@ def fix_malloc_thresholds() -> bool:
     """Return whether glibc's mmap and trim thresholds are now fixed low, so freed memory leaves the arenas.
 
     Done once a kernel, after a memory error (or ``%sentinel free``), never on a normal cell's path. Left alone
-    when the user set their own (``MALLOC_*_`` or a ``glibc.malloc`` tunable) and off glibc. Cost: each
+    when the user set their own (``MALLOC_*_`` or a threshold tunable) and off glibc. Cost: each
     block from 4 MiB is an ``mmap`` of its own, faulted in afresh instead of reusing freed heap: a loop of
     ``np.ones(n); a += 1`` took 1.1-1.5 -> 2.3-3.2 ms for 8 MB and 3.9 -> 9.4-10 ms for 31 MB (glibc reuses
     freed heap up to 32 MiB once its thresholds rose); 1.5 MB ones as before. From 32 MiB nothing changes.
@@ -191,7 +193,8 @@ def fix_malloc_thresholds() -> bool:
     if _thresholds_fixed or _mallopt is None:
         return _thresholds_fixed
     try:
-        if any(os.environ.get(name) for name in _USER_MALLOC_ENV) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        tunables = os.environ.get("GLIBC_TUNABLES", "")
+        if any(os.environ.get(name) for name in _USER_MALLOC_ENV) or any(t in tunables for t in _USER_MALLOC_TUNABLES):
             return False
         # The trim threshold first: mallopt turns glibc's dynamic thresholds off, and the mmap threshold
         # can no longer rise past the arenas' new trim line.
