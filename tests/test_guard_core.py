@@ -88,6 +88,49 @@ print(json.dumps([before, mid, after, quiet, fresh]))
     assert 60 * MiB <= fresh - quiet <= 70 * MiB
 
 
+def test_meters_forgive_pages_handed_back_only_by_a_trim_not_an_array_swapped_for_a_fresh_one():
+    # Between two readings: a filled array unmapped and a fresh one of the same size mapped (pandas building a
+    # DataFrame from a temporary): VmData unchanged, RSS down, untouched space up, as when malloc_trim() hands
+    # pages back. The fresh array is an allocation in flight and counts; the trim's pages are forgiven at once.
+    code = r"""
+import ctypes, json, mmap
+from kernel_sentinel.guard.core import Meters
+from kernel_sentinel.guard.reclaim import malloc_trim
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+m = Meters()
+size = 64 * 2**20
+a = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+a.write(b"x" * size)
+m.rebase(quiet_seconds=0)
+before = m.read().untouched
+a.close(); b = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # one step, no reading between
+swapped = m.read().untouched
+b.write(b"x" * size)
+m.rebase(quiet_seconds=0)
+blocks = [libc.malloc(100_000) for _ in range(640)]  # 61 MiB of heap under the mmap threshold
+for p in blocks:
+    ctypes.memset(p, 1, 100_000)
+keep = libc.malloc(100_000)  # a block above them: free() alone cannot shrink the heap's top
+for p in blocks:
+    libc.free(p)
+m.rebase(quiet_seconds=0)
+r = m.read()
+freed, rss = r.untouched, r.rss
+malloc_trim()  # hands the freed heap back: RSS down, VmData not
+r = m.read()
+print(json.dumps([before, swapped, freed, r.untouched, rss - r.rss]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, swapped, freed, trimmed, handed_back = json.loads(out)
+    assert before < 8 * MiB
+    assert swapped - before >= 60 * MiB  # the fresh array counts until it is filled (it was forgiven before)
+    assert handed_back >= 48 * MiB
+    assert trimmed - freed < 8 * MiB  # the trim's pages are no allocation in flight
+
+
 def test_the_fence_is_never_above_the_users_own_limits():
     assert fence_limit(100, 10_000, 10, original_soft=5_000) == 5_000
     assert fence_limit(100, 10_000, 10, hard=4_000) == 4_000

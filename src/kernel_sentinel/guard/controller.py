@@ -1409,13 +1409,16 @@ class Guard:
         if ws is None and reading.cgroups:
             ws = next(iter(reading.cgroups.values()))[1]
         limit = cand.limit_bytes if cand else None
+        usage = best[1] if best else None
+        committed = reading.committed(cand.meter) if cand is not None else None
         return {
             "trigger": trigger,
             "requested_bytes": requested_bytes(exc),
             "budget_bytes": limit,
             "budget_source": cand.source if cand else "unknown",
             "budget_kind": cand.kind if cand else None,
-            "usage_bytes": best[1] if best else None,
+            "usage_bytes": usage,
+            "unfilled_bytes": committed - usage if committed is not None and usage is not None and committed > usage else 0,
             "rss_bytes": reading.rss,
             "working_set_bytes": ws,
             "vm_data_bytes": reading.vm_data,

@@ -63,11 +63,22 @@ def _usage(ev: dict[str, Any]) -> int | None:
     return None
 
 
+def _unfilled(ev: dict[str, Any]) -> int:
+    """Return what the kernel had allocated but not yet filled: no usage yet, but the fence counts it (it will be)."""
+    value = ev.get("unfilled_bytes")
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _taken(ev: dict[str, Any]) -> int | None:
+    usage = _usage(ev)
+    return usage + _unfilled(ev) if usage is not None else None
+
+
 def _available(ev: dict[str, Any]) -> int | None:
     value = ev.get("available_bytes")
     if isinstance(value, int):
         return max(value, 0)
-    budget, usage = ev.get("budget_bytes"), _usage(ev)
+    budget, usage = ev.get("budget_bytes"), _taken(ev)
     if isinstance(budget, int) and usage is not None:
         return max(budget - usage, 0)
     return None
@@ -75,7 +86,7 @@ def _available(ev: dict[str, Any]) -> int | None:
 
 def _room(ev: dict[str, Any]) -> int | None:
     """Return how much more the cell could have used before the guard steps in (its interrupt level)."""
-    usage = _usage(ev)
+    usage = _taken(ev)
     level = ev.get("interrupt_at_bytes")
     budget = ev.get("budget_bytes")
     if not isinstance(level, int) and isinstance(budget, int):
@@ -308,9 +319,13 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
             "(a background thread?); its allocations now fail instead of the kernel being killed."
         )
     elif requested is not None and usage is not None:
+        unfilled = _unfilled(ev)
+        # An array allocated and not yet filled is in no usage figure, yet the fence counts it: without it the
+        # figures read "needed 179 MiB, 53 MiB of 384 in use" for a refusal that saved the kernel.
+        taken = f" and {format_bytes(unfilled)} more allocated but not yet filled" if unfilled >= _MiB else ""
         headline = (
             f"{who} needed {format_bytes(requested)} at once, with {format_bytes(usage)} of the "
-            f"{budget_txt} memory budget already in use."
+            f"{budget_txt} memory budget already in use{taken}."
         )
     elif requested is not None:
         headline = f"{who} needed {format_bytes(requested)} at once: more than the {budget_txt} memory budget allows."

@@ -30,7 +30,7 @@ The handler, in this order (each step may fail on its own without hiding the err
 
 Evidence keys (plain data, no references to frames or objects): ``trigger`` ("fence" | "watchdog"),
 ``requested_bytes`` (int | None; numpy's size when known), ``budget_bytes``, ``budget_source``,
-``budget_kind``, ``usage_bytes``, ``rss_bytes``, ``working_set_bytes``, ``vm_data_bytes``,
+``budget_kind``, ``usage_bytes``, ``unfilled_bytes`` (allocated, not yet filled), ``rss_bytes``, ``working_set_bytes``, ``vm_data_bytes``,
 ``fence_bytes``, ``interrupt_at_bytes``, ``cell`` (execution count), ``code`` (the cell's source), ``line`` (line in the cell),
 ``usage_at_cell_start_bytes``, ``peak_usage_bytes``, ``exception`` (the original, as text),
 ``watchdog_fired``, ``background`` (growth in another thread, or while no cell ran), ``thread`` (the

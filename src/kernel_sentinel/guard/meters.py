@@ -16,6 +16,7 @@ from typing import Any
 
 from ..memory.linux import PAGE, GroupMeter, StatmMeter, ThreadCounter, pread
 from .policy import MiB, Reading
+from .reclaim import trim_window
 
 GAP_NOISE = 4 * MiB  # untouched address space moving by less than this is not "someone allocating"
 THREADS_SECONDS = 0.5  # how often the thread count (for the stacks' credit) is re-read
@@ -59,6 +60,7 @@ class Meters:
         self.forgive = True  # False while the cell's own threads run: their arenas reuse pages unseen
         self._last_gap = 0
         self._last_vm_data = 0
+        self._last_read_at = 0.0
         self.gap_rose_at = 0.0  # when untouched address space last grew (someone is allocating now)
         self._gaps: deque[tuple[float, int]] = deque()  # (when, gap) of the readings of the last SETTLED_SECONDS
 
@@ -192,12 +194,15 @@ class Meters:
             groups[d] = (usage, ws if ws > 0 else 0)
         now = time.monotonic()
         last_gap = self._last_gap
-        # The part of the gap's rise that VmData did not make is pages handed back (RSS down, VmData not):
-        # malloc_trim(), Arrow's release. Nobody is taking memory there while only the main thread runs; with
-        # the cell's threads running it is their arenas giving back what they take again unseen, and it counts
-        # as before (forgotten sooner, it let a growing thread kill the kernel in CI).
+        # The part of the gap's rise that VmData did not make is pages handed back (RSS down, VmData not) when our
+        # own malloc_trim() (glibc's, Arrow's) ran since the last reading. Nobody is taking memory there while only
+        # the main thread runs; with the cell's threads running it is their arenas giving back what they take again
+        # unseen, and it counts as before (forgotten sooner, it let a growing thread kill the kernel in CI). Not
+        # without a trim: an array unmapped and a fresh one mapped between two readings look the same, and the
+        # fresh one is an allocation in flight (``reclaim.trim_window``).
         returned = 0
-        if self.forgive:
+        trim_start, trim_end = trim_window()
+        if self.forgive and trim_start <= now and trim_end >= self._last_read_at:
             grew = vm_data - self._last_vm_data
             returned = gap - last_gap - (grew if grew > 0 else 0)
             if returned < 0:
@@ -206,6 +211,7 @@ class Meters:
             self.gap_rose_at = now
         self._last_gap = gap
         self._last_vm_data = vm_data
+        self._last_read_at = now
         gaps = self._gaps
         gaps.append((now, gap))
         while len(gaps) > 1 and gaps[1][0] <= now - SETTLED_SECONDS:
@@ -228,9 +234,9 @@ class Meters:
         malloc_trim() returned stay counted (``pin``) while the cell's own threads run, until they are taken
         again: those threads reuse them unseen by any fence; a single thread's reuse shows in its usage,
         which the watchdog sees (a pin kept after an append loop's ``del`` refused the next small cells).
-        For the same reason, without the cell's threads, pages handed back (``returned``) are forgiven at
-        once rather than after FORGIVE_SECONDS: the guard's own trim at a cell's start, after an append
-        loop's ``del``, raised the gap by 780 MiB and refused the 150 MiB cell that followed.
+        For the same reason, without the cell's threads, pages our own trim handed back (``returned``) are
+        forgiven at once rather than after FORGIVE_SECONDS: the guard's own trim at a cell's start, after an
+        append loop's ``del``, raised the gap by 780 MiB and refused the 150 MiB cell that followed.
         """
         base = self.untouched_base
         quiet = self.forgive and now - self.gap_rose_at >= FORGIVE_SECONDS

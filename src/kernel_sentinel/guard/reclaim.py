@@ -23,6 +23,7 @@ import gc
 import os
 import re
 import sys
+import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -157,6 +158,21 @@ def heap_slack_bytes() -> int | None:
         return None
 
 
+_trim_window: tuple[float, float] = (0.0, 0.0)  # (start, end) of the last malloc_trim(); end is inf while it runs
+
+
+def trim_window() -> tuple[float, float]:
+    """Return when the last ``malloc_trim()`` ran (monotonic start and end; end is infinite while it runs).
+
+    The meters forgive pages handed back (RSS down, VmData not) at once only when this process's own trim
+    handed them back: the same figures come from an array unmapped and a fresh one mapped between two
+    readings (pandas building DataFrames from arrays), and that fresh array, forgiven as "handed back", was
+    filled unseen by the fence: 03.12's four DataFrames reached the OOM killer (3 of 6 kernels beside two
+    CPU burners; the CI runs of 2026-11-30).
+    """
+    return _trim_window
+
+
 def malloc_trim() -> bool:
     """Ask glibc (and Arrow's allocator, when loaded) to return freed memory to the OS; return whether glibc
     could be asked.
@@ -165,6 +181,16 @@ def malloc_trim() -> bool:
     freed: a deleted 3 M-row string column left 250 MiB resident that glibc's trim does not see, and the
     guard counted it as in use. ``release_unused`` gives it back (measured 353 -> 107 MiB).
     """
+    global _trim_window
+    started = time.monotonic()
+    _trim_window = (started, float("inf"))
+    try:
+        return _trim()
+    finally:
+        _trim_window = (started, time.monotonic())
+
+
+def _trim() -> bool:
     arrow = sys.modules.get("pyarrow")
     if arrow is not None:
         try:

@@ -45,6 +45,9 @@ class GuardEvidence(Record):
     budget_source: str | None = described(description="where that limit comes from, in words")
     budget_kind: str | None = described(description="cgroup, ram, rlimit, setting, ...")
     usage_bytes: int | None = described(description="usage counted against that limit")
+    unfilled_bytes: int | None = optional(
+        description="allocated by the kernel but not yet filled: not in the usage yet, counted against the limit"
+    )
     rss_bytes: int | None = described(description="the kernel's resident memory")
     working_set_bytes: int | None = described(description="its memory cgroup's working set")
     vm_data_bytes: int | None = described(description="the kernel's data segment (VmData)")
