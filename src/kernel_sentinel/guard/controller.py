@@ -556,6 +556,7 @@ class Guard:
         unseen = 0  # freed heap the cell may still take again without VmData growing: no fence holds that growth
         widened = 0  # how much nearer the fence and the line came for it
         covered = 0  # ... or, where all of it fits, how much the fence leaves out for it instead
+        retaken_from = None  # the forgiven untouched space now, while ``covered``: its fall is no lead for the line
         if cell is not None and cell.retouchable:
             base_now = self._meters.untouched_base or 0
             # Margins only once the cell grows into space forgiven before it started (below that space's size at
@@ -564,7 +565,6 @@ class Guard:
             below = cell.base_at_start - base_now
             if below > GROWTH_NOISE and not cell.retaking:
                 cell.retaking = sum(r > 0 for r in self._rates) >= 2
-            extra = retouch_margin(limit, min(cell.retouchable, base_now), cell.retaking)
             unseen = cell.untaken(cell.retouchable, base_now)  # free at the start less what was taken
             # Retaken since the last tick at a rate that may take the rest before the next one: the fence and the
             # line come down by what that rate covers in two reaction times (at most what is left), at once, not
@@ -573,13 +573,16 @@ class Guard:
             fell, span = min(cell.base_seen, cell.base_at_start) - base_now, now - cell.base_seen_at
             taking = fell > GROWTH_NOISE and 0 < span < 5.0
             pool = min(base_now, unseen + unseen // POOL_ERROR)
-            if (taking or cell.retaking) and not (threaded or foreign) and fence_headroom - pool >= margin:
+            fits = (taking or cell.retaking) and not (threaded or foreign) and fence_headroom - pool >= margin
+            if fits:
                 # All that is left of it fits under the margin: the fence leaves it out, so retaking it and growing
                 # to the fence stays under the margin, and its retaking is no lead for the line. A fast loop that
                 # fits (4 MiB arrays into 820 MiB of freed heap that a thread's block kept from going back) was
                 # stopped at 466 MiB of 1 GiB by the margins below, which are for a pool that does not fit.
-                covered, extra = pool, 0
-            elif taking:
+                covered, retaken_from, extra = pool, base_now, 0
+            else:
+                extra = retouch_margin(limit, min(cell.retouchable, base_now), cell.retaking)
+            if taking and not fits:
                 # While it is being taken, what malloc called free is no bound: a loop of 1.6 MB arrays took 151
                 # MiB back where malloc had said 138, and the tick that thought it done waited five intervals.
                 unseen = base_now
@@ -589,8 +592,7 @@ class Guard:
                 widened = max(0, self._margin(limit) + extra - margin)
                 margin += widened
         in_use = usage_of(reading, ccand.meter, committed)
-        base = self._meters.untouched_base or 0
-        line = self._line(limit, margin, committed, reading.vm_data, now, fraction, in_use, base if covered else None)
+        line = self._line(limit, margin, committed, reading.vm_data, now, fraction, in_use, retaken_from)
         self.line_bytes = line
         if cell is not None and not threaded:
             fence_headroom += self._settled_credit(limit, margin, fence_headroom, reading, now)

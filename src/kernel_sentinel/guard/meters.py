@@ -201,12 +201,13 @@ class Meters:
         # without a trim: an array unmapped and a fresh one mapped between two readings look the same, and the
         # fresh one is an allocation in flight (``reclaim.trim_window``).
         returned = 0
-        trim_start, trim_end = trim_window()
-        if self.forgive and trim_start <= now and trim_end >= self._last_read_at:
-            grew = vm_data - self._last_vm_data
-            returned = gap - last_gap - (grew if grew > 0 else 0)
-            if returned < 0:
-                returned = 0
+        if self.forgive:
+            trim_start, trim_end = trim_window()
+            if trim_start <= now and trim_end >= self._last_read_at:
+                grew = vm_data - self._last_vm_data
+                returned = gap - last_gap - (grew if grew > 0 else 0)
+                if returned < 0:
+                    returned = 0
         if gap - returned > last_gap + GAP_NOISE:
             self.gap_rose_at = now
         self._last_gap = gap
