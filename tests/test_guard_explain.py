@@ -100,6 +100,34 @@ def test_smaller_dtype_only_when_half_fits_in_what_the_guard_allows() -> None:
     assert "np.int32" in explain_memory_error(ev, rep).remedy
 
 
+# 03.12's refusal in the real-notebooks bench (384 MiB, 2026-12-01): the generator's DataFrames built so far were
+# freed as the MemoryError unwound, before the guard read its figures.
+PARTIAL_RESULTS_FREED = {
+    "trigger": "fence", "requested_bytes": 80000000, "budget_bytes": 402653184, "budget_source": "cgroup v1 /x/ks-test",
+    "budget_kind": "cgroup", "usage_bytes": 191172608, "unfilled_bytes": 0, "rss_bytes": 238862336,
+    "working_set_bytes": 191172608, "vm_data_bytes": 411942912, "fence_bytes": 428720128,
+    "interrupt_at_bytes": 360710144, "cell": 6,
+    "code": "df1, df2, df3, df4 = (pd.DataFrame(rng.random((nrows, ncols)))\n                      for i in range(4))",
+    "usage_at_cell_start_bytes": 82063360, "peak_usage_bytes": 350187520, "watchdog_fired": False,
+    "exception": "MemoryError: Unable to allocate 76.3 MiB for an array with shape (100000, 100) and data type float64",
+}
+
+
+def test_a_refusal_whose_partial_results_were_freed_says_how_full_the_budget_was() -> None:
+    e = explain_memory_error(PARTIAL_RESULTS_FREED, None)
+    # not "needed 76.3 MiB at once, with 182 MiB of the 384 MiB memory budget already in use": that does not add up
+    assert e.headline.startswith("Cell [6] needed 76.3 MiB at once, after memory use had reached 334 MiB of the 384 MiB")
+    assert "182 MiB in use now" in e.headline
+    # where the figures do add up, the usage as before
+    e = explain_memory_error({**PARTIAL_RESULTS_FREED, "peak_usage_bytes": 191172608}, None)
+    assert "with 182 MiB of the 384 MiB memory budget already in use." in e.headline
+    e = explain_memory_error({**PARTIAL_RESULTS_FREED, "requested_bytes": 300 * MiB}, None)
+    assert "with 182 MiB of the 384 MiB memory budget already in use." in e.headline
+    # what is allocated and not yet filled counts as taken
+    e = explain_memory_error({**PARTIAL_RESULTS_FREED, "peak_usage_bytes": 191172608, "unfilled_bytes": 150 * MiB}, None)
+    assert "already in use and 150 MiB more allocated but not yet filled." in e.headline
+
+
 def test_watchdog_headline_uses_the_usage_when_it_stopped_the_cell_not_after() -> None:
     e = explain("read_csv")
     assert "361 MiB of the 400 MiB budget" in e.headline

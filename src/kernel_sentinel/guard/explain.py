@@ -320,13 +320,29 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
         )
     elif requested is not None and usage is not None:
         unfilled = _unfilled(ev)
-        # An array allocated and not yet filled is in no usage figure, yet the fence counts it: without it the
-        # figures read "needed 179 MiB, 53 MiB of 384 in use" for a refusal that saved the kernel.
-        taken = f" and {format_bytes(unfilled)} more allocated but not yet filled" if unfilled >= _MiB else ""
-        headline = (
-            f"{who} needed {format_bytes(requested)} at once, with {format_bytes(usage)} of the "
-            f"{budget_txt} memory budget already in use{taken}."
-        )
+        peak = ev.get("peak_usage_bytes")
+        if (
+            budget is not None
+            and isinstance(peak, int)
+            and peak > usage + unfilled + 16 * _MiB
+            and usage + unfilled + requested <= budget
+        ):
+            # The failed line's partial results (a generator's DataFrames, a list comprehension's arrays) were
+            # freed as the error unwound, before these figures were read: 03.12's refusal read "needed 76.3 MiB,
+            # with 182 MiB of the 384 MiB budget in use", which does not add up. The cell's peak does.
+            headline = (
+                f"{who} needed {format_bytes(requested)} at once, after memory use had reached "
+                f"{format_bytes(peak)} of the {budget_txt} budget ({format_bytes(usage)} in use now: what the "
+                "failed line had built was freed as it stopped)."
+            )
+        else:
+            # An array allocated and not yet filled is in no usage figure, yet the fence counts it: without it the
+            # figures read "needed 179 MiB, 53 MiB of 384 in use" for a refusal that saved the kernel.
+            taken = f" and {format_bytes(unfilled)} more allocated but not yet filled" if unfilled >= _MiB else ""
+            headline = (
+                f"{who} needed {format_bytes(requested)} at once, with {format_bytes(usage)} of the "
+                f"{budget_txt} memory budget already in use{taken}."
+            )
     elif requested is not None:
         headline = f"{who} needed {format_bytes(requested)} at once: more than the {budget_txt} memory budget allows."
     elif ev.get("trigger") == "watchdog" and _peak(ev) is not None:
