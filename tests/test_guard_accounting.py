@@ -464,7 +464,10 @@ def test_an_array_allocated_where_one_was_freed_counts_until_it_is_filled(kernel
             assert k.oom_kills() >= 1
             continue
         assert res.ename == "MemoryBudgetError", (res.status, res.text()[-1500:])
-        assert "more allocated but not yet filled" in res.text(), res.text()[-1500:]
+        # The figures add up: `b` counted as allocated but not yet filled, or (once it stayed untouched for a quarter
+        # second, as a reservation: a loaded machine's error path can take that long) the cell's peak named.
+        text = res.text()
+        assert "more allocated but not yet filled" in text or "after memory use had reached" in text, text[-1500:]
         assert k.run("del b; c = np.ones(1 << 20)\nc.sum()").ok
         assert k.alive and k.oom_kills() == 0
 
