@@ -454,7 +454,7 @@ def test_loops_taking_freed_heap_back_are_stopped(kernel, poll):
 def test_an_array_allocated_where_one_was_freed_counts_until_it_is_filled(kernel):
     for name, k in both(kernel, 384 * MiB):
         assert k.run("import numpy as np, time").ok
-        used = int((Path(k.cgroup.directory) / "memory.usage_in_bytes").read_text())
+        used = k.cgroup.usage_bytes()
         n = ((384 * MiB - used) // 2 + 24 * MiB) // 8  # one fits, with the other one filled: not both
         assert k.run(f"a = np.ones({n})").ok
         res = k.run(f"del a; b = np.empty({n})\ntime.sleep(0.15)\nc = np.ones({n})\nb[:] = 1", timeout=120)
