@@ -320,12 +320,13 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
         )
     elif requested is not None and usage is not None:
         unfilled = _unfilled(ev)
+        taken_now = usage + unfilled
         peak = ev.get("peak_usage_bytes")
         if (
             budget is not None
             and isinstance(peak, int)
-            and peak > usage + unfilled + 16 * _MiB
-            and usage + unfilled + requested <= budget
+            and peak > taken_now + 16 * _MiB
+            and taken_now + requested <= budget
         ):
             # The failed line's partial results (a generator's DataFrames, a list comprehension's arrays) were
             # freed as the error unwound, before these figures were read: 03.12's refusal read "needed 76.3 MiB,
