@@ -86,6 +86,7 @@ from .policy import (
     tightest,
 )
 from .reclaim import heap_slack_bytes, malloc_free_bytes, malloc_trim
+from .recursion import RECURSION_FRAMES
 
 REFRESH_SECONDS = 2.0  # full budget re-read (limits, MemAvailable): ~0.2-0.7 ms, so not at every tick
 CHILDREN_SECONDS = 2.0  # children scan
@@ -98,7 +99,6 @@ IDLE_GROWTH = 32 * MiB  # growth with no cell running before the fence freezes (
 GROWTH_NOISE = 4 * MiB  # committed memory moving less than this did not grow (meters' noise)
 RATE_SECONDS = 0.05  # ... within this long: a growth sample is this long at least, unless it grew more
 RECURSION_CHECK_SECONDS = 0.05  # how often a growing cell's main thread is looked at for a recursion
-RECURSION_FRAMES = 2000  # deeper than this in one function is a recursion, not a program's call chain
 DELIVERY_SECONDS = 0.005  # from pthread_kill to the handler running, between two bytecodes (FACTS.md)
 RESERVATION_RATIO = 4  # fresh untouched space this many times what in-use memory grew by in a tick: a reservation
 THREAD_START_ROOM = 8 * MiB  # beyond a new thread's stack: what it allocates before it reports it started

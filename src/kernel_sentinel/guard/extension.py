@@ -7,10 +7,13 @@ the sentinel kernelspec). ``%load_ext kernel_sentinel.guard.extension`` loads th
   interrupts only then, with a threshold fixed when the cell starts.
 - ``threading.excepthook`` is wrapped: a thread that dies of MemoryError while a cell runs interrupts
   that cell too (evidence ``thread``), since a thread holding the GIL can outrun the watchdog.
-- ``ip.set_custom_exc((MemoryError, KeyboardInterrupt), handler)``: while the guard is on, any
+- ``ip.set_custom_exc((MemoryError, KeyboardInterrupt, SystemError), handler)``: while the guard is on, any
   ``MemoryError`` (the fence refused an allocation) and any ``GuardInterrupt`` (the watchdog stopped the
   cell) become a ``kernel_sentinel.MemoryBudgetError``, which is the cell's error (ename) and carries
-  ``.evidence``. A ``KeyboardInterrupt`` the user sent stays a ``KeyboardInterrupt``.
+  ``.evidence``. A ``KeyboardInterrupt`` the user sent stays a ``KeyboardInterrupt``. CPython 3.11's
+  "SystemError: error return without exception set" at the bottom of a runaway recursion is a frame the
+  fence refused (``recursion.refused_frame``) and becomes one too, after ``recursion.mend_lost_reference``;
+  any other SystemError is shown exactly as IPython would.
 
 The handler, in this order (each step may fail on its own without hiding the error):
 1. ``Guard.begin_failure()``: frees the error-path reserve and holds the fence so there is room to show
@@ -53,6 +56,7 @@ from typing import Any
 from ..errors import MemoryBudgetError
 from ..sizes import format_bytes
 from . import children, imports, prerun, threadstart
+from .recursion import mend_lost_reference, recursion_of, refused_frame
 from .config import SentinelGuard, resolve_settings
 from .core import Guard, get_guard
 from .threadstop import ThreadMemoryError
@@ -96,7 +100,7 @@ def load(ip: Any) -> Guard | None:
         router.install()  # first: cell_started() may already interrupt, and only the router may receive it
         _run_left(_NEXT_CELL, again=_AFTER_CELL)  # what the last memory error left to release
         raw = getattr(info, "raw_cell", None)
-        if len(ip.custom_exceptions) == 2 and "duckdb" in sys.modules:
+        if "duckdb" in sys.modules and RuntimeError not in ip.custom_exceptions:
             ip.set_custom_exc(_custom_exceptions(), _custom_exc)  # duckdb's OOM error is no MemoryError
         guard.cell_started(getattr(ip, "execution_count", None), raw)
         before.check(raw)  # may start duckdb's default database
@@ -208,10 +212,12 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         return None
     library = library_oom(value, guard)  # duckdb's "Query interrupted" counts only when the guard sent the SIGINT
     from_guard = isinstance(value, GuardInterrupt) or (library is not None and _is_duckdb_interrupt(value))
+    lost_frame = refused_frame(value, tb) if guard is not None and guard.enabled else None
     ours = guard is not None and (
         from_guard
         or (guard.enabled and isinstance(value, MemoryError) and not isinstance(value, MemoryBudgetError))
         or (guard.enabled and library is not None)
+        or lost_frame is not None
     )
     if not ours:
         _standard(shell, etype, value, tb, tb_offset)
@@ -219,6 +225,11 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
     assert guard is not None
     evidence: dict[str, Any] = {}
     try:
+        if lost_frame is not None:
+            mend_lost_reference(tb)  # first: the traceback holds the frames that keep the function alive
+        recursion = lost_frame or (None if from_guard else recursion_of(tb))  # the interrupt noted its own
+        if recursion is not None:
+            guard.note_recursion(recursion.depth, recursion.function, recursion.file, recursion.line)
         evidence = guard.begin_failure("watchdog" if from_guard else "fence", value)
         if library is not None:
             evidence["library"] = library
@@ -708,10 +719,11 @@ def _is_duckdb_interrupt(value: BaseException) -> bool:
 def _custom_exceptions() -> tuple[type, ...]:
     """Return the exception classes the guard's handler takes: memory errors, interrupts, duckdb's OOM.
 
-    With duckdb loaded, RuntimeError too: duckdb answers the watchdog's SIGINT with "Query interrupted"
-    (a RuntimeError); any other one is shown exactly as IPython would (``_standard``).
+    SystemError is the guard's only when ``recursion.refused_frame`` says so. With duckdb loaded, RuntimeError
+    too: duckdb answers the watchdog's SIGINT with "Query interrupted" (a RuntimeError). Any other one is
+    shown exactly as IPython would (``_standard``).
     """
-    kinds: list[type] = [MemoryError, KeyboardInterrupt]
+    kinds: list[type] = [MemoryError, KeyboardInterrupt, SystemError]  # SystemError: see recursion.refused_frame
     duckdb = sys.modules.get("duckdb")
     if duckdb is not None:
         for name in ("OutOfMemoryException", "InterruptException"):
