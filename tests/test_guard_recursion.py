@@ -35,6 +35,16 @@ class _Walker:
         return self.walk(n + 1)
 
 
+def _closure():
+    def inner(n: int) -> int:
+        return inner(n + 1)
+    return inner
+
+
+_INNER = _closure()
+_lambda = lambda n: _lambda(n + 1)  # noqa: E731 - a lambda's recursion is what is tested
+
+
 def _shallow(n: int) -> int:
     if n == 0:
         raise SystemError(LOST_FRAME_MESSAGE)
@@ -84,6 +94,8 @@ def test_the_functions_the_recursion_cycles_through_get_one_reference_back():
         (lambda: _deep(0), [_deep]),
         (lambda: _ping(0), [_ping, _pong]),
         (lambda: _Walker().walk(0), [_Walker.walk]),
+        (lambda: _lambda(0), [_lambda]),
+        (lambda: _INNER(0), [_INNER]),
     ):
         before = [sys.getrefcount(f) for f in functions]
         exc, tb = _traceback_of(call)

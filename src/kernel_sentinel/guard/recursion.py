@@ -75,8 +75,7 @@ def mend_lost_reference(tb: TracebackType | None) -> int:
     function called at the bottom: the recursing function itself, or in ``g -> h -> g`` either one). Which
     one is not told, so each of the cycle's functions gets one: one that lost none is kept alive for good
     (a function object: nothing else), one that lost it is not freed while the namespace still names it.
-    Functions are found by name in their frame's globals, or on ``self``'s class for a method; a closure or
-    a lambda is not found (README, Known gaps).
+    Functions are found as ``_function_of`` finds them (README, Known gaps: the ones it cannot find).
     """
     frames: list[Any] = []
     while tb is not None:
@@ -86,15 +85,34 @@ def mend_lost_reference(tb: TracebackType | None) -> int:
         tb = tb.tb_next
     found: dict[int, Any] = {}
     for frame in frames:
-        code = frame.f_code
-        function = frame.f_globals.get(code.co_name)
-        if getattr(function, "__code__", None) is not code and code.co_argcount:
-            owner = frame.f_locals.get(code.co_varnames[0])
-            function = getattr(type(owner), code.co_name, None) if owner is not None else None
-            function = getattr(function, "__func__", function)  # a classmethod's or staticmethod's function
-        if getattr(function, "__code__", None) is code:
+        function = _function_of(frame)
+        if function is not None:
             found[id(function)] = function
     del frames
     for function in found.values():
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(function))
     return len(found)
+
+
+def _function_of(frame: Any) -> Any:
+    """Return the function object running ``frame``, or None where it cannot be found without a heap walk.
+
+    By its name in the frame's globals (a cell's function), in its own locals (a closure that calls itself
+    names itself as a free variable), on its first argument's class (a method), else any global bound to it
+    (a lambda, an alias). A function reached only through a container or an object is not found.
+    """
+    code = frame.f_code
+    name = code.co_name
+    candidates = [frame.f_globals.get(name), frame.f_locals.get(name)]
+    if code.co_argcount:
+        owner = frame.f_locals.get(code.co_varnames[0])
+        if owner is not None:
+            method = getattr(type(owner), name, None)
+            candidates.append(getattr(method, "__func__", method))  # a classmethod's function too
+    for function in candidates:
+        if getattr(function, "__code__", None) is code:
+            return function
+    for function in list(frame.f_globals.values()):
+        if getattr(function, "__code__", None) is code:
+            return function
+    return None
