@@ -79,6 +79,10 @@ def test_a_stopped_recursion_is_named_with_its_function_and_depth() -> None:
     assert f"runaway recursion: f() called itself {depth:,} levels deep" in e.headline
     assert "sys.setrecursionlimit" in e.remedy and "loop" in e.remedy
     assert "runaway recursion" in error_message(e)
+    # Counted on the traceback (the fence stopped it, and unwinding at the fence loses entries): a lower bound.
+    report = sample("recursion")[1]
+    e = explain_memory_error({**evidence, "recursion_depth_at_least": True}, report)
+    assert f"runaway recursion: f() called itself at least {depth:,} levels deep" in e.headline
 
 
 def test_numpy_headline_says_what_was_asked_for_and_the_budget_source() -> None:

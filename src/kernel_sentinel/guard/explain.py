@@ -305,7 +305,8 @@ def explain_memory_error(evidence: dict[str, Any], report: NamespaceReport | Non
             else f"filled the {budget_txt} budget"
         )
         headline = (
-            f"{who} ran into a runaway recursion: {fn}() called itself {depth:,} levels deep. Its frames "
+            f"{who} ran into a runaway recursion: {fn}() called itself "
+            f"{'at least ' if ev.get('recursion_depth_at_least') else ''}{depth:,} levels deep. Its frames "
             f"{took}; it was stopped before the kernel could be killed."
         )
     elif ev.get("thread"):

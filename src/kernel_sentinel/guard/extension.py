@@ -37,7 +37,9 @@ Evidence keys (plain data, no references to frames or objects): ``trigger`` ("fe
 ``fence_bytes``, ``interrupt_at_bytes``, ``cell`` (execution count), ``code`` (the cell's source), ``line`` (line in the cell),
 ``usage_at_cell_start_bytes``, ``peak_usage_bytes``, ``exception`` (the original, as text),
 ``watchdog_fired``, ``background`` (growth in another thread, or while no cell ran), ``thread`` (the
-name of a thread that died of MemoryError), ``usage_at_interrupt_bytes``, ``time``.
+name of a thread that died of MemoryError), ``usage_at_interrupt_bytes``, ``time``; for a runaway recursion
+``recursion_depth``, ``recursion_function`` and ``recursion_depth_at_least`` (counted on the traceback, which
+loses entries that could not be allocated while it unwound at the fence).
 
 The UX side's magics class ``kernel_sentinel.guard.magics.SentinelMagics`` is registered when it exists;
 it reaches the guard with ``kernel_sentinel.guard.get_guard(ip)``.
@@ -229,7 +231,7 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
             mend_lost_reference(tb)  # first: the traceback holds the frames that keep the function alive
         recursion = lost_frame or (None if from_guard else recursion_of(tb))  # the interrupt noted its own
         if recursion is not None:
-            guard.note_recursion(recursion.depth, recursion.function, recursion.file, recursion.line)
+            guard.note_recursion(recursion.depth, recursion.function, recursion.file, recursion.line, at_least=True)
         evidence = guard.begin_failure("watchdog" if from_guard else "fence", value)
         if library is not None:
             evidence["library"] = library
