@@ -58,9 +58,9 @@ from typing import Any
 from ..errors import MemoryBudgetError
 from ..sizes import format_bytes
 from . import children, imports, prerun, threadstart
-from .recursion import mend_lost_reference, recursion_of, refused_frame
 from .config import SentinelGuard, resolve_settings
 from .core import Guard, get_guard
+from .recursion import mend_lost_reference, recursion_of, refused_frame
 from .threadstop import ThreadMemoryError
 from .watchdog import GuardInterrupt, SigintRouter
 

@@ -38,7 +38,7 @@ class Recursion:
 
 
 def recursion_of(tb: TracebackType | None) -> Recursion | None:
-    """Return the recursion a traceback ends in, or None for an ordinary one (its error path reads it once).
+    """Return the recursion a traceback ends in, or None: the evidence of a recursion the fence stopped.
 
     A recursion: ``RECURSION_FRAMES`` deep or more, with the innermost frame's function in half of the
     innermost ``RECURSION_FRAMES`` (as ``Guard._main_recurses`` judges the running stack from its top).
@@ -74,14 +74,13 @@ def mend_lost_reference(tb: TracebackType | None) -> int:
     CPython 3.11 releases one reference too many to a function whose frame it could not allocate (the
     function called at the bottom: the recursing function itself, or in ``g -> h -> g`` either one). Which
     one is not told, so each of the cycle's functions gets one: one that lost none is kept alive for good
-    (a function object: nothing else), one that lost it is not freed while the namespace still names it.
+    (with what it holds: its defaults and closure), one that lost it is not freed while the namespace still
+    names it.
     Functions are found as ``_function_of`` finds them (README, Known gaps: the ones it cannot find).
     """
-    frames: list[Any] = []
+    frames: deque[Any] = deque(maxlen=CYCLE_FRAMES)
     while tb is not None:
         frames.append(tb.tb_frame)
-        if len(frames) > CYCLE_FRAMES:
-            del frames[0]
         tb = tb.tb_next
     found: dict[int, Any] = {}
     for frame in frames:
