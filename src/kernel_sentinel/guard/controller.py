@@ -1204,13 +1204,9 @@ class Guard:
     def cell_running(self) -> bool:
         return self._cell is not None
 
-    def note_recursion(self, depth: int, function: str, filename: str, line: int, at_least: bool = False) -> None:
-        """Remember how deep the recursion the guard just stopped went (signal handler, main thread).
-
-        ``at_least``: the depth was counted on the error's traceback, which loses the entries that could not be
-        allocated while a recursion unwinds at the fence.
-        """
-        self._recursion = {"depth": depth, "function": function, "file": filename, "line": line, "at_least": at_least}
+    def note_recursion(self, depth: int, function: str, filename: str, line: int) -> None:
+        """Remember how deep the recursion the guard just stopped went (signal handler, main thread)."""
+        self._recursion = {"depth": depth, "function": function, "file": filename, "line": line}
 
     def interrupt_raised(self) -> None:
         """The signal handler raised the guard's interrupt in the cell: no resend while it unwinds."""
@@ -1261,8 +1257,6 @@ class Guard:
         if recursion is not None:
             evidence["recursion_depth"] = recursion["depth"]
             evidence["recursion_function"] = recursion["function"]
-            if recursion["at_least"]:
-                evidence["recursion_depth_at_least"] = True
         if pending is not None:
             evidence["watchdog_fired"] = True
             evidence["usage_at_interrupt_bytes"] = pending.get("usage_bytes")

@@ -226,13 +226,14 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         return None
     assert guard is not None
     evidence: dict[str, Any] = {}
+    mended = lost_frame is None
     try:
-        if lost_frame is not None:
-            mend_lost_reference(tb)  # first: the traceback holds the frames that keep the function alive
-        recursion = lost_frame or (None if from_guard else recursion_of(tb))  # the interrupt noted its own
-        if recursion is not None:
-            guard.note_recursion(recursion.depth, recursion.function, recursion.file, recursion.line, at_least=True)
-        evidence = guard.begin_failure("watchdog" if from_guard else "fence", value)
+        evidence = guard.begin_failure("watchdog" if from_guard else "fence", value)  # first: the error path's room
+        if not mended:
+            mended = True
+            mend_lost_reference(tb)  # while the traceback still holds the frames that keep the function alive
+        if "recursion_depth" not in evidence:  # else the interrupt noted it, exactly
+            _note_recursion(evidence, lost_frame or recursion_of(tb))
         if library is not None:
             evidence["library"] = library
         child = _child_that_grew(evidence)
@@ -261,6 +262,11 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         note_flight("refusal", evidence)
         shell._showtraceback(MemoryBudgetError, err, _short_traceback(err, evidence, line))
     except BaseException as exc:  # noqa: BLE001 - even a second interrupt must not unregister us
+        if not mended:
+            try:
+                mend_lost_reference(tb)
+            except BaseException:  # noqa: BLE001
+                pass
         try:
             err = MemoryBudgetError(_message(evidence) if evidence else "memory budget exhausted")
             err.evidence = evidence  # type: ignore[attr-defined]
@@ -767,6 +773,17 @@ def _message(ev: dict[str, Any], explanation: Any = None) -> str:
     else:
         what = f"an allocation was refused, with {format_bytes(used)} in use"
     return f"{what}; {budget}. The kernel and its other variables are intact."
+
+
+def _note_recursion(evidence: dict[str, Any], recursion: Any) -> None:
+    """Add a recursion counted on the traceback to the evidence: a lower bound of its depth.
+
+    The traceback loses the entries that could not be allocated while a recursion unwound at the fence.
+    """
+    if recursion is not None:
+        evidence["recursion_depth"] = recursion.depth
+        evidence["recursion_function"] = recursion.function
+        evidence["recursion_depth_at_least"] = True
 
 
 def _cell_line(shell: Any, tb: Any) -> tuple[int, str] | None:
