@@ -204,7 +204,9 @@ def _register_magics(ip: Any) -> None:
 
 
 def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> None:
-    """IPython's CustomTB for MemoryError and KeyboardInterrupt: returns None, shows the error itself.
+    """IPython's CustomTB for the guard's kinds (``_custom_exceptions``): returns None, shows the error itself.
+
+    What is not the guard's (a KeyboardInterrupt the user sent, any other SystemError) is shown by ``_standard``.
 
     It must never raise: IPython unregisters a custom handler that does.
     """
