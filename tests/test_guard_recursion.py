@@ -7,6 +7,7 @@ recursion limit (no memory is exhausted).
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from kernel_sentinel.guard.recursion import (
@@ -97,9 +98,11 @@ def test_the_functions_the_recursion_cycles_through_get_one_reference_back():
         (lambda: _lambda(0), [_lambda]),
         (lambda: _INNER(0), [_INNER]),
     ):
+        gc.collect()  # an earlier traceback's frames (a cycle through its test's frame) still hold references
         before = [sys.getrefcount(f) for f in functions]
         exc, tb = _traceback_of(call)
         assert mend_lost_reference(tb) == len(functions)
         del exc, tb
+        gc.collect()
         after = [sys.getrefcount(f) for f in functions]
         assert after == [b + 1 for b in before], (functions, before, after)
