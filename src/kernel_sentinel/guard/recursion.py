@@ -41,7 +41,8 @@ def recursion_of(tb: TracebackType | None) -> Recursion | None:
     """Return the recursion a traceback ends in, or None: the evidence of a recursion the fence stopped.
 
     A recursion: ``RECURSION_FRAMES`` deep or more, with the innermost frame's function in half of the
-    innermost ``RECURSION_FRAMES`` (as ``Guard._main_recurses`` judges the running stack from its top).
+    innermost ``RECURSION_FRAMES``. (``Guard._main_recurses`` asks less of the running stack: any one function
+    in half of its top ``RECURSION_FRAMES``.)
     """
     codes: deque[Any] = deque(maxlen=RECURSION_FRAMES)
     depth, last = 0, tb
