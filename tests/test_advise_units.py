@@ -173,7 +173,65 @@ def test_every_file_in_advise_models_is_a_library_model_the_evaluator_asks() -> 
     from kernel_sentinel.advise import models
 
     files = sorted(p.stem for p in Path(models.__file__).parent.glob("*.py") if p.stem != "__init__")
-    assert files == ["numpy", "pandas"] and [m.MODULE for m in models.MODELS] == files
-    assert models.model_of("numpy.random.rand").MODULE == "numpy" and models.model_of("polars.read_csv") is None
+    assert files == ["numpy", "pandas", "polars"] and [m.MODULE for m in models.MODELS] == files
+    assert models.model_of("numpy.random.rand").MODULE == "numpy" and models.model_of("polars.read_csv").MODULE == "polars"
+    assert models.model_of("duckdb.sql") is None
     assert models.canonical("pandas.io.parsers.read_csv") == "pandas.read_csv"
     assert models.canonical("numpy.random.mtrand.rand") == "numpy.random.rand"
+
+
+def _polars_files(tmp_path: Path) -> tuple[Path, Path]:
+    """Write a CSV (2 M rows, 6 columns: ~22 MB of text, ~92 MB as polars' int64/float64/string) and its parquet."""
+    pl = pytest.importorskip("polars")
+    n = 2_000_000
+    rng = np.random.default_rng(0)
+    frame = pl.DataFrame({"id": np.arange(n), "a": rng.integers(0, 9, n), "b": rng.integers(0, 9, n),
+                          "x": np.round(rng.random(n), 2), "y": np.zeros(n), "tag": np.where(np.arange(n) % 2, "ab", "cd")})
+    csv, parquet = tmp_path / "events.csv", tmp_path / "events.parquet"
+    frame.write_csv(csv)
+    frame.write_parquet(parquet)
+    return csv, parquet
+
+
+def test_polars_readers_are_sized_by_polars_own_reading(tmp_path: Path) -> None:
+    """The estimate of a polars read is polars' own size of what the whole read makes, within 10%."""
+    import polars as pl
+
+    csv, parquet = _polars_files(tmp_path)
+    for reader, path in (("read_csv", csv), ("read_parquet", parquet)):
+        real = getattr(pl, reader)(path).estimated_size()
+        est = estimate_read(f"polars.{reader}", path, {})
+        assert est is not None and est.engine == "polars", reader
+        assert abs(est.bytes - real) <= real * 0.10, (reader, est.bytes, real, est.basis)
+        assert est.rows is not None and abs(est.rows - 2_000_000) <= 2_000_000 * 0.10
+    narrow = estimate_read("polars.read_csv", csv, {"columns": ["a"]})
+    assert narrow.bytes < est.bytes / 4  # only the columns asked for are counted
+    assert estimate_read("polars.read_csv", tmp_path / "missing.csv", {}).bytes is None  # one reason, no exception
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    assert estimate_read("polars.read_parquet", bad, {}).bytes is None  # one reason, no exception
+
+
+def test_polars_read_too_big_is_reported_with_polars_remedies(tmp_path: Path) -> None:
+    csv, parquet = _polars_files(tmp_path)
+    budget = 48 << 20  # the files' frames (~90 MB) do not fit
+    for code in (f"import polars as pl\nev = pl.read_csv({str(csv)!r})",
+                 f"import polars as pl\nev = pl.scan_csv({str(csv)!r}).collect()",
+                 f"import polars as pl\nev = pl.read_parquet({str(parquet)!r})",
+                 f"import polars as pl\nev = pl.scan_parquet({str(parquet)!r}).collect(engine='streaming')",
+                 f"import polars as pl\nev = pl.scan_csv({str(csv)!r}).with_columns(z=pl.col('a') * 2).sort('x').collect()"):
+        found = run([code], tmp_path, budget=budget)
+        assert kinds(found) == [("big_read", 0, 2)], (code, found)
+        f = found[0]
+        assert f.severity == "error" and f.details["engine"] == "polars", code
+        assert "collect(engine='streaming')" in f.remedy and "sink_parquet" in f.remedy, f.remedy
+        assert "collect_batches(chunk_size=" in f.remedy and "columns=[...]" in f.remedy, f.remedy
+        assert "chunksize=" not in f.remedy.replace("chunk_size=", "")  # not pandas' remedy
+    # A lazy query with a step between scan and collect may keep a sliver of the file: not sized.
+    lazy = f"import polars as pl\nq = pl.scan_csv({str(csv)!r}).filter(pl.col('a') > 7).collect()"
+    assert run([lazy], tmp_path, budget=budget) == []
+    # What fits is silent, and so are the scans themselves (nothing is read until collect).
+    assert run([f"import polars as pl\nev = pl.read_csv({str(csv)!r})"], tmp_path, budget=4 << 30) == []
+    assert run([f"import polars as pl\nlz = pl.scan_csv({str(csv)!r})"], tmp_path, budget=budget) == []
+    small = run([f"import polars as pl\nev = pl.read_csv({str(csv)!r}, n_rows=1000)"], tmp_path, budget=budget)
+    assert small == []

@@ -87,6 +87,10 @@ KILLERS: tuple[Case, ...] = (
         stoppable=False,
         notes="a lazy query's collect() aborts the same way",
     ),
+    Case("polars_read_csv", "polars", "pl_big = pl.read_csv(BIG_CSV)", ("pl_big",), needs=("csv_big",), stoppable=False,
+         notes="polars reads the whole file in native code and aborts the process when malloc returns NULL"),
+    Case("polars_scan_collect", "polars", "pl_big = pl.scan_csv(BIG_CSV).collect()", ("pl_big",), needs=("csv_big",),
+         stoppable=False, notes="a lazy scan of the whole file, collected: the same read"),
     Case(
         "duckdb_fetch",
         "duckdb",
@@ -139,6 +143,8 @@ LEGIT: tuple[Case, ...] = (
     Case("polars_query_fits", "polars",
          "pq = pl.DataFrame({'k': np.arange(3_000_000) % 100, 'v': np.ones(3_000_000)})"
          ".lazy().group_by('k').agg(pl.col('v').sum()).collect()\nint(pq.height)", ("pq",)),
+    Case("polars_read_csv_fits", "polars", "pls = pl.read_csv(SMALL_CSV)\nint(pls.height)", ("pls",),
+         needs=("csv_small",)),
     Case("polars_small_cross_join", "polars",
          "sj = pl.DataFrame({'x': np.arange(1000)})\nsjj = sj.join(sj, how='cross')\nint(sjj.height)", ("sj", "sjj")),
     Case("duckdb_query_fits", "duckdb",

@@ -2,7 +2,7 @@
 
 The same cells OOM-kill a stock kernel in a same-size group (test_guard_lib_controls.py). Here, in a
 sentinel kernel: each stoppable killer fails in its cell with ``MemoryBudgetError``; the killers that
-cannot be stopped once started (pandas' C parser, polars joins: FACTS.md) are refused before they start,
+cannot be stopped once started (pandas' C parser, polars joins and reads: FACTS.md) are refused before they start,
 naming what fits instead; the kernel, its variables and the group's OOM-kill counter stay as they were.
 Every piece of legitimate work of the catalogue completes.
 Several killers share one kernel (each deletes its variables after itself), as they would in a session.
@@ -116,10 +116,13 @@ def test_unstoppable_killers_are_refused_before_they_start(kernel, case_files) -
         assert "not started" in res.evalue
         if name == "pandas_read_csv":
             assert "chunksize=" in res.evalue
+        elif name in ("polars_read_csv", "polars_scan_collect"):
+            assert "polars cannot be stopped" in res.evalue
+            assert "collect(engine='streaming')" in res.evalue and "collect_batches(chunk_size=" in res.evalue
         else:
             assert "sink_parquet" in res.evalue and "slice" in res.evalue
         assert len([o for o in res.outputs if o["output_type"] == "error"]) == 1  # one error, nothing else
-    assert k.value("'df_big' in dir() or 'xj' in dir() or 'lj' in dir()") is False
+    assert k.value("'df_big' in dir() or 'xj' in dir() or 'lj' in dir() or 'pl_big' in dir()") is False
 
 
 def test_legitimate_work_passes(kernel, case_files) -> None:

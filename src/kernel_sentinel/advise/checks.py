@@ -87,6 +87,9 @@ class Analyzer(Evaluator):
         fn = ast.unparse(node.func)
         details: dict[str, Any] = {"rows": est.rows, "bytes_per_row": round(est.bytes_per_row or 0, 1),
                                    "file_bytes": est.file_bytes}
+        if est.engine == "polars":
+            self._report_polars_read(node, reader, p, est, nbytes, over, details)
+            return
         lines = []
         chunkable = reader in ("read_csv", "read_table") or (reader == "read_json" and "lines=True" in ast.unparse(node))
         if chunkable and est.bytes_per_row:
@@ -129,6 +132,34 @@ class Analyzer(Evaluator):
                  f"`{fn}({p!r})` needs about {format_bytes(nbytes)} in memory ({rows}file {format_bytes(est.file_bytes)}), "
                  f"{verdict}",
                  "; ".join(lines) or "read less of it", estimate=nbytes, severity="error" if over else "warning",
+                 basis=est.basis, details=details)
+
+    def _report_polars_read(self, node: ast.Call, reader: str, p: str, est: ReadEstimate, nbytes: int, over: bool,
+                            details: dict[str, Any]) -> None:
+        """Report a polars read over half the budget, with polars' own remedies: streaming, batches, columns."""
+        scan = f"pl.scan_{reader[5:]}({p!r})"
+        details["engine"] = "polars"
+        lines = [f"let polars' streaming engine read it and keep only the result: "
+                 f"`{scan}.filter(...).group_by(...).agg(...).collect(engine='streaming')`, or write it out of core "
+                 f"with `{scan}.sink_parquet('out.parquet')`"]
+        details["out_of_core"] = True
+        if est.bytes_per_row:
+            rows = fitting_chunksize(est.bytes_per_row, self.usable)
+            details["chunksize"] = rows
+            lines.append(f"or take it in batches: `for part in {scan}.collect_batches(chunk_size={format_int(rows)}): ...` "
+                         f"(each about {format_bytes(rows * est.bytes_per_row)}; keep only what you need of each)")
+        if len(est.columns) > 1:
+            top = sorted(est.columns, key=lambda c: -c.bytes)[:3]
+            share = ", ".join(f"{c.name!r} {format_bytes(c.bytes)}" for c in top)
+            lines.append(f"load only the columns you use: `columns=[...]` (biggest: {share})")
+        verdict = self._over_text() if over else (f"over {int(LARGE_SHARE * 100)}% of the budget "
+                                                  f"({format_bytes(self.ctx.budget_bytes)}, {self.ctx.budget_source})")
+        rows_text = f"~{est.rows:,} rows, " if est.rows else ""
+        call = ast.unparse(node)
+        self.add(None, node.lineno, F.BIG_READ,
+                 f"`{call if len(call) <= 120 else call[:117] + '...'}` needs about {format_bytes(nbytes)} in memory "
+                 f"({rows_text}file {format_bytes(est.file_bytes)}), {verdict}",
+                 "; ".join(lines), estimate=nbytes, severity="error" if over else "warning",
                  basis=est.basis, details=details)
 
     def big_read(self, node: ast.Call, reader: str, p: str, est: ReadEstimate, obj: Obj) -> None:

@@ -1,7 +1,8 @@
-"""Sizes before they exist: dtypes and shapes -> bytes, and data files -> the memory pandas will need.
+"""Sizes before they exist: dtypes and shapes -> bytes, and data files -> the memory pandas or polars will need.
 
 The dtype and chunk arithmetic is pure. ``estimate_read`` is the I/O edge: it reads a small sample of
-the file with pandas (never the whole file, unless the file is small) and scales it by the file's size.
+the file with the library that will read it (pandas, or polars for ``polars.read_*``; never the whole file,
+unless the file is small) and scales it by the file's size (text) or its row count (parquet, Arrow IPC).
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class ReadEstimate:
     columns: list[ColumnEstimate] = field(default_factory=list)
     file_bytes: int = 0
     exact: bool = False
+    engine: str = "pandas"  # the library the sample was read with, and that will read the file: its remedies
 
     @property
     def shrunk_bytes(self) -> int | None:
@@ -327,6 +329,70 @@ def _estimate_parquet(path: Path, kwargs: dict[str, Any]) -> ReadEstimate:
     return ReadEstimate(total, rows, per_row, basis, columns, file_bytes=file_bytes, exact=len(df) == rows)
 
 
+# keyword arguments of polars' readers that are safe and meaningful for the sample read
+_POLARS_SAMPLE_KW = {
+    "columns", "has_header", "separator", "comment_prefix", "quote_char", "skip_rows", "schema", "schema_overrides",
+    "null_values", "ignore_errors", "try_parse_dates", "encoding", "new_columns", "infer_schema_length", "eol_char",
+    "decimal_comma", "truncate_ragged_lines", "skip_rows_after_header", "row_index_name",
+}
+POLARS_SAMPLE_ROWS = 50_000  # rows of a parquet or Arrow IPC file read for the sample
+
+
+def _estimate_polars(reader: str, path: Path, kwargs: dict[str, Any]) -> ReadEstimate | None:
+    """Return what ``pl.<reader>(path, **kwargs)`` will take: polars' own ``estimated_size`` of a sample, scaled.
+
+    polars allocates a read's whole output in native code and aborts the process when an allocation fails, so
+    this estimate is what the pre-run check refuses a read on. It errs toward allowing: the final frame, not the
+    parser's peak (a text file's sample scales by bytes; parquet and IPC by the row count in the file's footer).
+    """
+    if reader not in ("read_csv", "read_ndjson", "read_parquet", "read_ipc"):
+        return None
+    try:
+        file_bytes = path.stat().st_size
+    except OSError as exc:
+        return ReadEstimate(None, None, None, f"cannot read the file: {exc.strerror or exc}", engine="polars")
+    if path.suffix in (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar"):
+        return ReadEstimate(None, None, None, f"compressed ({path.suffix}): no sample estimate", file_bytes=file_bytes,
+                            engine="polars")
+    try:
+        import polars as pl
+
+        kw = {k: v for k, v in kwargs.items() if k in _POLARS_SAMPLE_KW}
+        if reader in ("read_csv", "read_ndjson"):
+            with open(path, "rb") as f:
+                sample = f.read(SAMPLE_BYTES + 1)
+            whole = len(sample) <= SAMPLE_BYTES
+            if not whole:
+                sample = sample[: sample.rfind(b"\n") + 1] or sample
+            if reader == "read_ndjson":
+                kw = {k: v for k, v in kw.items() if k in ("schema", "schema_overrides", "ignore_errors", "infer_schema_length")}
+            df = getattr(pl, reader)(io.BytesIO(sample), **kw)
+            scale = 1.0 if whole else file_bytes / max(1, len(sample))
+            what = f"the first {len(sample):,} bytes ({df.height:,} rows)" if not whole else f"the whole file ({file_bytes:,} bytes)"
+            basis = f"polars read of {what}, sized by polars' estimated_size()" + ("" if whole else f", scaled to the file's {file_bytes:,} bytes")
+        else:
+            scan = pl.scan_parquet if reader == "read_parquet" else pl.scan_ipc
+            rows = int(scan(path).select(pl.len()).collect().item())
+            cols = {k: v for k, v in kw.items() if k == "columns"}
+            df = getattr(pl, reader)(path, n_rows=min(max(rows, 1), POLARS_SAMPLE_ROWS), **cols)
+            whole = df.height >= rows
+            scale = rows / max(1, df.height)
+            basis = (f"polars read of the first {df.height:,} of {rows:,} rows (row count from the file's footer), "
+                     "sized by polars' estimated_size()" + ("" if whole else " and scaled by rows"))
+    except ImportError as exc:
+        return ReadEstimate(None, None, None, f"cannot sample: {exc}", file_bytes=file_bytes, engine="polars")
+    except Exception as exc:  # a file polars cannot parse: the read will fail too, but not kill the kernel
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        return ReadEstimate(None, None, None, f"polars could not parse a sample: {first}", file_bytes=file_bytes,
+                            engine="polars")
+    rows_total = int(round(df.height * scale))
+    columns = [ColumnEstimate(str(name), str(df[name].dtype), int(df[name].estimated_size() * scale),
+                              int(df[name].estimated_size() * scale), None) for name in df.columns]
+    total = int(df.estimated_size() * scale)
+    return ReadEstimate(total, rows_total, total / max(1, rows_total), basis, columns, file_bytes=file_bytes,
+                        exact=whole, engine="polars")
+
+
 def estimate_npy(path: Path) -> tuple[tuple[int, ...], str, int] | None:
     """Return (shape, dtype, bytes) from a .npy file's header without reading its data."""
     try:
@@ -342,10 +408,13 @@ def estimate_npy(path: Path) -> tuple[tuple[int, ...], str, int] | None:
 
 
 def estimate_read(reader: str, path: Path, kwargs: dict[str, Any]) -> ReadEstimate | None:
-    """Return what ``pd.<reader>(path, **kwargs)`` will take in memory, or None when it cannot be told.
+    """Return what ``pd.<reader>(path, **kwargs)`` (``polars.<reader>``: polars') will take in memory, or None
+    when it cannot be told.
 
-    Never raises: a file pandas cannot parse yields an estimate with ``bytes=None`` and the reason.
+    Never raises: a file the library cannot parse yields an estimate with ``bytes=None`` and the reason.
     """
+    if reader.startswith("polars."):
+        return _estimate_polars(reader[7:], path, kwargs)
     try:
         if reader in ("read_csv", "read_table", "read_json"):
             if reader == "read_table" and "sep" not in kwargs and "delimiter" not in kwargs:

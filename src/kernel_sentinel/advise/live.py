@@ -55,17 +55,25 @@ def live_budget() -> tuple[int, str]:
     return max(1, int(available)), source
 
 
-def _context(ip: Any, path: str, budget: tuple[int, str] | None) -> Context:
+def _context(ip: Any, path: str, budget: tuple[int, str] | None, read_estimator: Any = None) -> Context:
     nbytes, source = budget or live_budget()
-    return Context(path=path, base_dir=Path(os.getcwd()), budget_bytes=nbytes, budget_source=source,
-                   notebook=True, namespace=dict(ip.user_ns))
+    ctx = Context(path=path, base_dir=Path(os.getcwd()), budget_bytes=nbytes, budget_source=source,
+                  notebook=True, namespace=dict(ip.user_ns))
+    if read_estimator is not None:
+        ctx.read_estimator = read_estimator
+    return ctx
 
 
-def check_cell_source(ip: Any, code: str, *, budget: tuple[int, str] | None = None) -> list[Finding]:
-    """Return the findings for ``code`` as if it ran next in this kernel (live namespace, live headroom)."""
+def check_cell_source(
+    ip: Any, code: str, *, budget: tuple[int, str] | None = None, read_estimator: Any = None
+) -> list[Finding]:
+    """Return the findings for ``code`` as if it ran next in this kernel (live namespace, live headroom).
+
+    ``read_estimator`` replaces ``estimate.estimate_read`` (the pre-run check skips files too small to matter).
+    """
     count = getattr(ip, "execution_count", None)
     cell = Cell(index=count, source=python_source(code), original=code)
-    return analyze([cell], _context(ip, "<cell>", budget))
+    return analyze([cell], _context(ip, "<cell>", budget, read_estimator))
 
 
 def _names_in(code: str) -> set[str]:

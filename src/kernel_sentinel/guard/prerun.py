@@ -6,8 +6,10 @@ fence (polars: "memory allocation of N bytes failed", SIGABRT; pandas' parser se
 The only safe moment to stop them is before they start (FACTS.md, "Native code that gets NULL from
 malloc"). This module decides that, from the cell's source, the live namespace and the real headroom:
 
-- ``pd.read_csv(path)`` / ``read_table`` / ``read_json`` ... whose parsed size (the advisor's estimate
-  from a sample of the file, ``advise.live.check_cell_source``) is more than the headroom left now;
+- ``pd.read_csv(path)`` / ``read_table`` / ``read_json`` ..., and polars' ``pl.read_csv`` / ``read_parquet`` /
+  ``read_ipc`` / ``read_ndjson`` or a plain ``pl.scan_*(path).collect()``, whose size in memory (the advisor's
+  estimate from a sample of the file read with that library, ``advise.live.check_cell_source``) is more than
+  the headroom left now;
 - a polars cross join (``a.join(b, how="cross")``) of frames already in the namespace whose output
   (rows_a * rows_b * bytes per row) is more than the headroom.
 
@@ -19,8 +21,8 @@ duckdb is not refused but sized: every duckdb connection the kernel holds gets `
 most of the headroom, so duckdb spills to disk or raises its own "Out of Memory Error" instead of meeting
 the fence in the middle of a query. A limit the user set lower is never raised.
 
-Cost on an ordinary cell: four substring tests of the source (``triggered``); nothing else runs unless
-the cell names a reader, ``join`` or duckdb.
+Cost on an ordinary cell: five substring tests of the source (``triggered``); nothing else runs unless
+the cell names a reader, a scan, ``join`` or duckdb.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from typing import Any
 
 from ..sizes import format_bytes
 
-TRIGGER = re.compile(r"read_(?:csv|table|json|fwf|parquet|feather|excel)|\bjoin\b|duckdb|\.sql\b")
-_WORDS = ("read_", "join", "duckdb", ".sql")  # substring tests first: a regex over a long cell costs ~1 ms
+TRIGGER = re.compile(r"read_(?:csv|table|json|fwf|parquet|feather|excel|ipc|ndjson)|scan_(?:csv|parquet|ipc|ndjson)"
+                     r"|\bjoin\b|duckdb|\.sql\b")
+_WORDS = ("read_", "scan_", "join", "duckdb", ".sql")  # substring tests first: a regex over a long cell costs ~1 ms
 
 
 def triggered(code: str) -> bool:
@@ -115,7 +118,7 @@ def check(code: str, namespace: dict[str, Any], room: tuple[int, int | None, str
     found = _polars_cross_join(tree, namespace, room)
     if found is not None:
         return found
-    if ip is not None and "read_" in code:
+    if ip is not None and ("read_" in code or "scan_" in code):
         return _big_read(ip, code, room)
     return None
 
@@ -139,22 +142,56 @@ def native_libraries(code: str, loaded: Any = sys.modules) -> list[str]:
 # -- pandas (and other) file readers: the advisor's estimate ------------------------------------------
 
 
+TEXT_READERS = ("read_csv", "read_table", "read_json", "read_fwf", "read_ndjson")
+TEXT_EXPANSION = 64  # no text file's read takes more memory than this many times its size (below)
+COMPRESSED = (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar")
+
+
+def fits_unsampled(reader: str, size: int, suffix: str, free: int) -> bool:
+    """Return True when a text file of ``size`` bytes fits in ``free`` whatever it holds, so it need not be sampled.
+
+    The sample read costs about what reading a small file does (28 ms of a 92 ms ``pl.read_csv`` of 10 MB, more
+    with pandas): the pre-run check would double a notebook's small reads. The bound: a number 1-2 characters
+    long with its separator becomes 8 bytes (4-8x), an empty field a float64 NaN (8x), a short distinct string
+    a Python object with its pointer (~59 bytes for "ab,": 20x, x1.6 for the parser's leftover chunks): 64x
+    leaves twice that. Compressed files and binary formats (parquet: 1 MB held 1.2 GB) are always sampled.
+    """
+    if reader.rsplit(".", 1)[-1] not in TEXT_READERS or suffix in COMPRESSED:
+        return False
+    return size * TEXT_EXPANSION <= free
+
+
 def _big_read(ip: Any, code: str, room: tuple[int, int | None, str]) -> Refusal | None:
     free, budget, source = room
     try:
         from ..advise import findings as F
+        from ..advise.estimate import estimate_read
         from ..advise.live import check_cell_source
 
-        found = check_cell_source(ip, code, budget=(free, f"free now under the {source}"))
+        def estimator(reader: str, path: Any, kwargs: dict[str, Any]) -> Any:
+            try:
+                if fits_unsampled(reader, path.stat().st_size, path.suffix, free):
+                    return None
+            except OSError:
+                return None
+            return estimate_read(reader, path, kwargs)
+
+        found = check_cell_source(ip, code, budget=(free, f"free now under the {source}"), read_estimator=estimator)
     except Exception:
         return None  # the advisor could not size it: let it run under the fence
     for f in found:
         if f.kind != F.BIG_READ or f.severity != "error" or not f.estimate_bytes or f.estimate_bytes <= free:
             continue
         what = (f.code or "").strip() or "the read"
-        remedy = f.remedy.rstrip(".") + "." if f.remedy else "Read it in chunks (`chunksize=`)."
+        remedy = f.remedy[:1].upper() + f.remedy[1:].rstrip(".") + "." if f.remedy else "Read it in chunks (`chunksize=`)."
+        if f.details.get("engine") == "polars":
+            library = "polars"
+        elif "read_csv" in what or "read_table" in what:
+            library = "pandas' C parser"
+        else:
+            library = "the file reader"
         return Refusal(
-            library="pandas' C parser" if "read_csv" in what or "read_table" in what else "the file reader",
+            library=library,
             what=what,
             estimate_bytes=int(f.estimate_bytes),
             headroom_bytes=free,
@@ -176,12 +213,17 @@ def _polars_cross_join(tree: ast.AST, ns: dict[str, Any], room: tuple[int, int |
     if polars is None:
         return None
     free, budget, source = room
+    parents = {id(child): parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
     for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join"):
             continue
         how = next((k.value for k in node.keywords if k.arg == "how"), None)
         if not (isinstance(how, ast.Constant) and how.value == "cross"):
             continue
+        name = ast.unparse(node.func.value)
+        lazy = isinstance(ns.get(name), polars.LazyFrame)
+        if lazy and not _collected_whole(node, parents):
+            continue  # a lazy join allocates nothing, and one aggregated or filtered before collect() need not fit
         other = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "other"), None)
         left, right = _frame_size(node.func.value, ns, polars), _frame_size(other, ns, polars)
         if left is None or right is None:
@@ -190,8 +232,6 @@ def _polars_cross_join(tree: ast.AST, ns: dict[str, Any], room: tuple[int, int |
         nbytes = rows * (left[1] + right[1])
         if nbytes <= free:
             continue
-        name = ast.unparse(node.func.value)
-        lazy = isinstance(ns.get(name), polars.LazyFrame)
         fits = max(1, free // 2 // max(1, right[0] * (left[1] + right[1])))  # left rows per slice, half the room
         slices = f"{name}.slice(offset, {fits:_})" if lazy else f"for part in {name}.iter_slices({fits:_}): ..."
         remedy = (
@@ -214,6 +254,26 @@ def _polars_cross_join(tree: ast.AST, ns: dict[str, Any], room: tuple[int, int |
             details={"rows": rows, "slice_rows": fits},
         )
     return None
+
+
+def _collected_whole(node: ast.AST, parents: dict[int, ast.AST]) -> bool:
+    """Return True when the lazy query ``node`` is collected in this expression with every row and column kept.
+
+    ``lz.join(lz, how="cross").collect()`` materializes the join; ``... .select(pl.len()).collect(engine="streaming")``
+    streams it through an aggregation in little memory (a stock kernel runs it: refusing it was worse than stock).
+    """
+    from ..advise.models.polars import KEEPS_ALL
+
+    while True:
+        attribute = parents.get(id(node))
+        call = parents.get(id(attribute)) if isinstance(attribute, ast.Attribute) else None
+        if not (isinstance(call, ast.Call) and call.func is attribute):
+            return False  # assigned, passed on, or the end of the expression: nothing collected here
+        if attribute.attr == "collect":  # type: ignore[union-attr]
+            return True
+        if attribute.attr not in KEEPS_ALL:  # type: ignore[union-attr]
+            return False
+        node = call
 
 
 def _frame_size(node: ast.AST | None, ns: dict[str, Any], polars: Any) -> tuple[int, int] | None:
