@@ -32,7 +32,7 @@ magics)                ``_free_fresh_cells`` (main thread only, no lock); ``_res
 a thread starting      ``before_thread_start``/``thread_start_refused``: read the meters and run ``_refence``
 a thread               (a ``tick()``, as the main thread does at a cell's start); set ``_cell.threaded``
 signal handler         ``consume_interrupt``, ``interrupt_raised``, ``note_recursion``: plain attribute
-(main thread)          writes (``_sent``, ``_raised_at``, ``_recursion``), never the lock: the handler runs
+(main thread)          writes (``_sent``, ``_raised_at``, ``_recursion``, ``_user_interrupt``), never the lock: the handler runs
                        between two bytecodes of the main thread, which may hold the lock at that moment
 dying thread           ``thread_failed``: under the lock, sets ``_pending`` and sends the interrupt;
 (``excepthook``)       ``thread_stopped``: appends to ``threads_stopped`` (a list: one append is atomic)
@@ -232,6 +232,7 @@ class Guard:
         self._next_stuck_check = 0.0
         self._next_recursion_check = 0.0
         self._raised_at = 0.0  # when the signal handler last raised the guard's interrupt
+        self._user_interrupt = False  # a SIGINT that was not the guard's reached this cell (the user's)
         self._rates: tuple[float, ...] = (0.0, 0.0, 0.0)  # committed growth (bytes/s) over the last ticks
         self._rate_samples = 0  # how many rates were taken so far (a cell's own are those since its start)
         self._last_tick_at = 0.0
@@ -1195,6 +1196,7 @@ class Guard:
         self._sent = False
         self._sent_at = 0.0
         self._raised_at = 0.0
+        self._user_interrupt = False
         self._handling = False
         self._after_stop = None
         self._no_room_since = None
@@ -1216,6 +1218,21 @@ class Guard:
         """Return True (once) when a SIGINT that just arrived was sent by the guard."""
         sent, self._sent = self._sent, False
         return sent
+
+    def note_user_interrupt(self) -> None:
+        """A SIGINT that was not the guard's reached the running cell (signal handler, main thread)."""
+        self._user_interrupt = True
+
+    def stopped_a_library(self) -> bool:
+        """Return True when the guard interrupted the running cell and the user did not (main thread).
+
+        polars hooks SIGINT itself (signal_hook, chained before Python's handler): the guard's SIGINT aborts
+        its query, which returns a bare ``KeyboardInterrupt`` of its own before the guard's handler can raise
+        ``GuardInterrupt`` (that one then lands outside the cell and is dropped as late). Such an interrupt is
+        the guard's stop, to be explained as memory, unless the user interrupted too.
+        """
+        cell = self._cell
+        return cell is not None and cell.interrupts > 0 and not self._user_interrupt
 
     def begin_failure(self, trigger: str, exc: BaseException | None) -> dict[str, Any]:
         """Return the evidence of this failure; free the reserve and hold the fence so the error can be shown.

@@ -215,7 +215,12 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         _show_refusal(shell, value)
         return None
     library = library_oom(value, guard)  # duckdb's "Query interrupted" counts only when the guard sent the SIGINT
-    from_guard = isinstance(value, GuardInterrupt) or (library is not None and _is_duckdb_interrupt(value))
+    stopped_library = _library_stopped(value, guard)  # polars' own KeyboardInterrupt after the guard's SIGINT
+    if library is None and (stopped_library or _interrupted_in_polars(value, tb)):
+        library = _stopped_library_name(guard)
+    from_guard = (
+        isinstance(value, GuardInterrupt) or (library is not None and _is_duckdb_interrupt(value)) or stopped_library
+    )
     lost_frame = refused_frame(value, tb) if guard is not None and guard.enabled else None
     ours = guard is not None and (
         from_guard
@@ -715,6 +720,42 @@ def interrupt_duckdb(shell: Any, code: str | None) -> None:
             conn.interrupt()
         except Exception:
             pass
+
+
+def _library_stopped(value: BaseException, guard: Any) -> bool:
+    """Return True for a library's own KeyboardInterrupt raised because the guard interrupted the cell.
+
+    polars turns SIGINT into a bare ``KeyboardInterrupt`` of its own (its query stops: the guard's stop worked),
+    before the guard's signal handler can raise ``GuardInterrupt``; shown as it came, the user saw a
+    KeyboardInterrupt they never sent, with no word of memory.
+    """
+    if not isinstance(value, KeyboardInterrupt) or isinstance(value, GuardInterrupt) or guard is None:
+        return False
+    try:
+        return bool(guard.enabled and guard.stopped_a_library())
+    except Exception:
+        return False
+
+
+def _interrupted_in_polars(value: BaseException, tb: Any) -> bool:
+    """Return True for the guard's interrupt raised inside a polars call (polars runs Python's signal handlers
+    while its query runs, and stops with the handler's exception): the query was polars', and so is the remedy."""
+    if not isinstance(value, GuardInterrupt):
+        return False
+    inner = ""  # the innermost frame's module that is not the guard's (its signal handler raised the interrupt)
+    while tb is not None:
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        if isinstance(name, str) and not name.startswith("kernel_sentinel"):
+            inner = name
+        tb = tb.tb_next
+    return inner.split(".")[0] == "polars"
+
+
+def _stopped_library_name(guard: Any) -> str | None:
+    """Return the library the running cell calls that turns SIGINT into its own KeyboardInterrupt (polars), or None."""
+    cell = getattr(guard, "_cell", None)
+    code = getattr(cell, "code", None) or ""
+    return "polars" if "polars" in prerun.native_libraries(code) else None
 
 
 def _is_duckdb_interrupt(value: BaseException) -> bool:

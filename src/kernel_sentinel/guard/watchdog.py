@@ -197,6 +197,7 @@ class SigintRouter:
                     guard.note_recursion(_stack_depth(), code.co_name, code.co_filename, frame.f_lineno)
                 raise GuardInterrupt("memory use crossed the guard's threshold")
             return  # late or early: the watchdog resends while the cell still grows
+        guard.note_user_interrupt()
         previous = self.previous
         if previous is self._handler or previous is None or previous == signal.SIG_DFL:
             raise KeyboardInterrupt
