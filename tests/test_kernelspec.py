@@ -12,7 +12,7 @@ from conftest import MiB
 
 from kernel_sentinel.autopsy.kernel_group import own_group
 from kernel_sentinel.cli import main
-from kernel_sentinel.launch import one_arena_env
+from kernel_sentinel.launch import one_arena_env, rust_backtrace_env
 
 CLI = [sys.executable, "-m", "kernel_sentinel"]
 
@@ -56,6 +56,8 @@ def test_jupyter_finds_it_and_a_kernel_started_from_it_has_the_guard(tmp_path: P
     # The launcher gives the guarded kernel one malloc arena (no thread heap's slack for the fence to miss)
     expected = one_arena_env(os.environ).get("GLIBC_TUNABLES", os.environ.get("GLIBC_TUNABLES"))
     assert k.value("__import__('os').environ.get('GLIBC_TUNABLES')") == expected
+    # ... and no Rust panic backtraces (RUST_BACKTRACE=1 is set on the machine this was found on)
+    assert k.value("__import__('os').environ.get('RUST_BACKTRACE', '0')") == "0"
 
 
 def test_the_launcher_gives_one_malloc_arena_unless_the_user_chose() -> None:
@@ -67,6 +69,16 @@ def test_the_launcher_gives_one_malloc_arena_unless_the_user_chose() -> None:
     assert one_arena_env({"MALLOC_ARENA_MAX": "2"}) == {}
     assert one_arena_env({"KERNEL_SENTINEL_GUARD": "0"}) == {}  # no guard, no reason to change glibc's arenas
     assert one_arena_env({"KERNEL_SENTINEL_GUARD": "1"}) == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=1"}
+
+
+def test_the_launcher_turns_rust_panic_backtraces_off_unless_asked() -> None:
+    assert rust_backtrace_env({}) == {}
+    assert rust_backtrace_env({"RUST_BACKTRACE": "0"}) == {}
+    assert rust_backtrace_env({"RUST_BACKTRACE": "1"}) == {"RUST_BACKTRACE": "0"}
+    assert rust_backtrace_env({"RUST_BACKTRACE": "full"}) == {"RUST_BACKTRACE": "0"}
+    assert rust_backtrace_env({"RUST_BACKTRACE": "1", "KERNEL_SENTINEL_RUST_BACKTRACE": "1"}) == {"RUST_BACKTRACE": "1"}
+    assert rust_backtrace_env({"KERNEL_SENTINEL_RUST_BACKTRACE": "full"}) == {"RUST_BACKTRACE": "full"}
+    assert rust_backtrace_env({"RUST_BACKTRACE": "1", "KERNEL_SENTINEL_GUARD": "0"}) == {}  # no fence, no reason
 
 
 def test_memory_limit_reaches_the_kernel_and_becomes_the_budget(tmp_path: Path, kernel) -> None:

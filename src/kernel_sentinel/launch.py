@@ -37,6 +37,23 @@ def one_arena_env(env: Mapping[str, str]) -> dict[str, str]:
     return {"GLIBC_TUNABLES": f"{tunables}:{ONE_ARENA}" if tunables else ONE_ARENA}
 
 
+def rust_backtrace_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Return the variables to add to ``env`` so that Rust libraries in the guarded kernel print no panic backtrace.
+
+    Printing one resolves symbols (std parses the library's debug info: tens of MiB allocated at once), and a
+    panic in polars at the fence then met a refused allocation inside the panic hook, which waits for the lock
+    the hook itself holds: the kernel hung for good (seen once in ~25 polars queries refused at the fence, with
+    ``RUST_BACKTRACE=1`` set in the environment). ``KERNEL_SENTINEL_RUST_BACKTRACE`` is what the kernel gets
+    instead (default 0); nothing changes where the guard is off.
+    """
+    if env.get("KERNEL_SENTINEL_GUARD", "").strip() == "0":
+        return {}
+    wanted = env.get("KERNEL_SENTINEL_RUST_BACKTRACE", "").strip() or "0"
+    if env.get("RUST_BACKTRACE", "").strip() in ("", "0") and wanted == "0":
+        return {}
+    return {"RUST_BACKTRACE": wanted}
+
+
 def kernel_argv(args: Sequence[str]) -> list[str]:
     """Return the ipykernel command line that loads the extension, passing ``args`` through."""
     return [sys.executable, "-m", "ipykernel_launcher", *args, "--ext=kernel_sentinel"]
@@ -47,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = kernel_argv(args)
     # Set before the kernel's interpreter starts: glibc reads its tunables once, at a process's start.
     os.environ.update(one_arena_env(os.environ))
+    os.environ.update(rust_backtrace_env(os.environ))
     # Only Linux has PR_SET_PDEATHSIG, without which a killed supervisor could orphan its kernel.
     if os.environ.get("KERNEL_SENTINEL_SUPERVISE", "1") == "0" or not sys.platform.startswith("linux"):
         os.execv(command[0], command)
