@@ -102,8 +102,7 @@ def load(ip: Any) -> Guard | None:
         router.install()  # first: cell_started() may already interrupt, and only the router may receive it
         _run_left(_NEXT_CELL, again=_AFTER_CELL)  # what the last memory error left to release
         raw = getattr(info, "raw_cell", None)
-        if "duckdb" in sys.modules and RuntimeError not in ip.custom_exceptions:
-            ip.set_custom_exc(_custom_exceptions(), _custom_exc)  # duckdb's OOM error is no MemoryError
+        _library_loaded(ip, "duckdb")
         guard.cell_started(getattr(ip, "execution_count", None), raw)
         before.check(raw)  # may start duckdb's default database
         if "duckdb" in sys.modules:
@@ -146,7 +145,7 @@ def load(ip: Any) -> Guard | None:
     thread_excepthook.previous = previous_hook  # type: ignore[attr-defined]
     threading.excepthook = thread_excepthook
     threadstart.install(guard)  # a thread start the fence refused is re-fenced and tried again
-    imports.install(guard)  # what a library reserves while it loads is address space, not memory
+    imports.install(guard, loaded=lambda name: _library_loaded(ip, name))  # reservations are address space
     ip.events.register("pre_run_cell", pre_run_cell)
     ip.events.register("post_run_cell", post_run_cell)
     setattr(ip, _HOOKS, (pre_run_cell, post_run_cell))
@@ -767,6 +766,18 @@ def _is_duckdb_interrupt(value: BaseException) -> bool:
     return isinstance(value, RuntimeError) and str(value).startswith("Query interrupted")
 
 
+def _library_loaded(ip: Any, name: str) -> None:
+    """Take duckdb's exceptions into the guard's handler once duckdb's extension module is loaded.
+
+    At its load (the import hook), so that ``import duckdb`` and a query filling the budget in one cell end
+    with the guard's one error too: a cell later, duckdb's own "Out of Memory Error" had been shown as it came.
+    """
+    if name.lstrip("_").split(".")[0] != "duckdb" or RuntimeError in tuple(getattr(ip, "custom_exceptions", ())):
+        return
+    if "duckdb" in sys.modules or "_duckdb" in sys.modules:
+        ip.set_custom_exc(_custom_exceptions(), _custom_exc)  # duckdb's OOM error is no MemoryError
+
+
 def _custom_exceptions() -> tuple[type, ...]:
     """Return the exception classes the guard's handler takes: memory errors, interrupts, duckdb's OOM.
 
@@ -775,7 +786,7 @@ def _custom_exceptions() -> tuple[type, ...]:
     shown exactly as IPython would (``_standard``).
     """
     kinds: list[type] = [MemoryError, KeyboardInterrupt, SystemError]  # SystemError: see recursion.refused_frame
-    duckdb = sys.modules.get("duckdb")
+    duckdb = sys.modules.get("_duckdb") or sys.modules.get("duckdb")  # the classes live in _duckdb, loaded first
     if duckdb is not None:
         for name in ("OutOfMemoryException", "InterruptException"):
             kind = getattr(duckdb, name, None)

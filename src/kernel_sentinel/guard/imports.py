@@ -64,15 +64,19 @@ class _Depth:
 _depth = _Depth()
 
 
-def install(guard: Any) -> bool:
-    """Wrap importlib's module load for ``guard``; return False where this Python has none we know."""
+def install(guard: Any, loaded: Any = None) -> bool:
+    """Wrap importlib's module load for ``guard``; return False where this Python has none we know.
+
+    ``loaded(name)`` is called after each extension module's load (whichever thread imported it): the
+    extension learns of duckdb's exception classes in the cell that imports duckdb, not a cell later.
+    """
     bootstrap = sys.modules.get(_BOOTSTRAP)
     load = getattr(bootstrap, _NAME, None)
     if load is None:
         return False
     if getattr(load, "_kernel_sentinel", False):
         return True
-    setattr(bootstrap, _NAME, _wrap(load, guard))
+    setattr(bootstrap, _NAME, _wrap(load, guard, loaded))
     return True
 
 
@@ -85,7 +89,7 @@ def uninstall() -> None:
         setattr(bootstrap, _NAME, original)
 
 
-def _wrap(load: Any, guard: Any) -> Any:
+def _wrap(load: Any, guard: Any, loaded: Any = None) -> Any:
     def _load_unlocked(spec: Any) -> Any:
         if getattr(_state, "inside", False) or not _native(spec):
             return load(spec)  # (the guard's own work below imported something: no recursion)
@@ -93,10 +97,13 @@ def _wrap(load: Any, guard: Any) -> Any:
         try:
             if first:
                 _notify(guard.import_started)
-            return load(spec)
+            module = load(spec)
         finally:
             if _depth.leave():
                 _notify(guard.import_ended)
+        if loaded is not None:
+            _notify(lambda: loaded(getattr(spec, "name", "")))
+        return module
 
     _load_unlocked._kernel_sentinel = True  # type: ignore[attr-defined]
     _load_unlocked._kernel_sentinel_original = load  # type: ignore[attr-defined]
