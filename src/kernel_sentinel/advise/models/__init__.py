@@ -42,6 +42,32 @@ class LibraryModel:
         return None
 
 
+def input_file(ev: Any, node: ast.Call, args: list[Any], kw: dict[str, Any]) -> tuple[str, Any] | None:
+    """Return (path as written, resolved path) of a reader's existing input file; None (a missing one reported)."""
+    p = ev.path_arg(args, kw)
+    if p is None:
+        return None
+    full = ev.exists_or_report(node, p, f"`{ast.unparse(node.func)}`")
+    if full is None or not full.is_file():
+        return None
+    return p, full
+
+
+def limited(nbytes: int, rows: int | None, limit: Any) -> tuple[int, int | None]:
+    """Return (bytes, rows) of a whole-file estimate cut to the first ``limit`` rows (``nrows=``/``n_rows=``)."""
+    if isinstance(limit, int) and rows and limit < rows:
+        return int(nbytes * limit / rows), limit
+    return nbytes, rows
+
+
+def read_frame(ev: Any, node: ast.Call, reader: str, p: str, est: Any, nbytes: int, rows: int | None) -> Obj:
+    """Record the frame a read makes (``ev.new``) and hand it to the checks (over half the budget: reported)."""
+    obj = Obj("frame", None, None, None, nbytes, label=ast.unparse(node), rows=rows)
+    ev.new(obj, node)
+    ev.big_read(node, reader, p, est, obj)
+    return obj
+
+
 def _discover() -> tuple[LibraryModel, ...]:
     """Return the ``MODEL`` of every module in this package, by module name."""
     found = []

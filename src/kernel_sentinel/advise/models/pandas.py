@@ -11,7 +11,7 @@ import ast
 from typing import Any
 
 from ..values import UNHANDLED, Const, Obj
-from . import LibraryModel
+from . import LibraryModel, input_file, limited, read_frame
 
 READERS = {"read_csv", "read_table", "read_json", "read_parquet", "read_feather", "read_excel", "read_pickle",
             "read_hdf", "read_fwf", "read_orc", "read_stata", "read_sas", "read_spss", "read_xml"}
@@ -82,12 +82,10 @@ def frame(ev: Any, q: str, name: str, node: ast.Call, args: list[Any], kw: dict[
 def read(ev: Any, node: ast.Call, q: str, args: list[Any], kw: dict[str, Any]) -> Any:
     """Return the frame a reader makes of an existing file (estimated); report a missing input."""
     reader = q.rsplit(".", 1)[-1]
-    p = ev.path_arg(args, kw)
-    if p is None:
+    found = input_file(ev, node, args, kw)
+    if found is None:
         return None
-    full = ev.exists_or_report(node, p, f"`{ast.unparse(node.func)}`")
-    if full is None or not full.is_file():
-        return None
+    p, full = found
     literal = {k: v.value for k, v in kw.items() if isinstance(v, Const)}
     for k, v in kw.items():
         if isinstance(v, dict) and "__dict__" in v and all(isinstance(a, Const) and isinstance(b, Const) for a, b in v["__dict__"]):
@@ -99,11 +97,5 @@ def read(ev: Any, node: ast.Call, q: str, args: list[Any], kw: dict[str, Any]) -
     est = ev.ctx.read_estimator(reader, full, literal)
     if est is None or est.bytes is None:
         return None
-    nbytes, rows = est.bytes, est.rows
-    nrows = literal.get("nrows")
-    if isinstance(nrows, int) and rows and nrows < rows:
-        nbytes, rows = int(est.bytes * nrows / rows), nrows
-    obj = Obj("frame", None, None, None, nbytes, label=ast.unparse(node), rows=rows)
-    ev.new(obj, node)
-    ev.big_read(node, reader, p, est, obj)  # a check: over half the budget is reported there
-    return obj
+    nbytes, rows = limited(est.bytes, est.rows, literal.get("nrows"))
+    return read_frame(ev, node, reader, p, est, nbytes, rows)

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..estimate import ReadEstimate
 from ..values import UNHANDLED, Const, Obj
-from . import LibraryModel
+from . import LibraryModel, input_file, limited, read_frame
 
 READERS = ("read_csv", "read_ndjson", "read_parquet", "read_ipc")
 KEEPS_ALL = frozenset({"with_columns", "with_row_index", "sort", "fill_null", "fill_nan", "rename", "reverse",
@@ -48,7 +48,7 @@ class PolarsModel(LibraryModel):
             if found is None:
                 return None
             p, est, nbytes, rows = found
-            return _frame(ev, node, name, p, est, nbytes, rows)
+            return read_frame(ev, node, name, p, est, nbytes, rows)
         if name in SCANS:
             found = _estimate(ev, node, SCANS[name], args, kw)
             if found is None:
@@ -64,7 +64,7 @@ class PolarsModel(LibraryModel):
         if not isinstance(base, Scan):
             return UNHANDLED
         if attr == "collect" and base.estimate is not None and base.estimate.bytes is not None:
-            return _frame(ev, node, base.reader, base.path, base.estimate, base.estimate.bytes, base.rows)
+            return read_frame(ev, node, base.reader, base.path, base.estimate, base.estimate.bytes, base.rows)
         if attr in KEEPS_ALL:
             return Scan("lazy", label=ast.unparse(node), rows=base.rows, reader=base.reader, path=base.path,
                         estimate=base.estimate)
@@ -76,26 +76,13 @@ MODEL = PolarsModel()
 
 def _estimate(ev: Any, node: ast.Call, reader: str, args: list[Any], kw: dict[str, Any]) -> tuple[str, ReadEstimate, int, int | None] | None:
     """Return (path, estimate, bytes, rows) of reading an existing file whole, or None when it cannot be told."""
-    p = ev.path_arg(args, kw)
-    if p is None:
+    found = input_file(ev, node, args, kw)
+    if found is None:
         return None
-    full = ev.exists_or_report(node, p, f"`{ast.unparse(node.func)}`")
-    if full is None or not full.is_file():
-        return None
+    p, full = found
     literal = {k: v.value for k, v in kw.items() if isinstance(v, Const)}
     est = ev.ctx.read_estimator(f"polars.{reader}", full, literal)
     if est is None or est.bytes is None:
         return None
-    nbytes, rows = est.bytes, est.rows
-    n_rows = literal.get("n_rows")
-    if isinstance(n_rows, int) and rows and n_rows < rows:
-        nbytes, rows = int(est.bytes * n_rows / rows), n_rows
+    nbytes, rows = limited(est.bytes, est.rows, literal.get("n_rows"))
     return p, est, nbytes, rows
-
-
-def _frame(ev: Any, node: ast.Call, reader: str, p: str, est: ReadEstimate, nbytes: int, rows: int | None) -> Obj:
-    """Record the frame a whole read makes (``ev.new``) and hand it to the checks (over half the budget: reported)."""
-    obj = Obj("frame", None, None, None, nbytes, label=ast.unparse(node), rows=rows)
-    ev.new(obj, node)
-    ev.big_read(node, reader, p, est, obj)
-    return obj
