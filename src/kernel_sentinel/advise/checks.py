@@ -117,22 +117,24 @@ class Analyzer(Evaluator):
             details["shrunk_bytes"] = shrunk_scaled
             lines.append(f"with `{', '.join(args)}` it needs about {format_bytes(shrunk_scaled)}")
         if est.columns:
-            top = sorted(est.columns, key=lambda c: -c.bytes)[:3]
-            share = ", ".join(f"{c.name!r} {format_bytes(c.bytes)}" for c in top)
-            lines.append(f"load only the columns you use: `usecols=[...]` (biggest: {share})")
+            lines.append(f"load only the columns you use: `usecols=[...]` (biggest: {_biggest_columns(est)})")
         if over and (shrunk is None or shrunk * nbytes / max(1, est.bytes) > LARGE_SHARE * self.budget):
             lines.append(f"or let an out-of-core engine do the work and load only the result: "
                          f"`duckdb.sql(\"SELECT ... FROM '{p}' GROUP BY ...\").df()` or "
                          f"`pl.scan_{'csv' if reader in ('read_csv', 'read_table') else reader[5:]}({p!r}).filter(...).collect()`")
             details["out_of_core"] = True
+        self._add_big_read(node, f"{fn}({p!r})", est, nbytes, over, "; ".join(lines) or "read less of it", details)
+
+    def _add_big_read(self, node: ast.Call, call: str, est: ReadEstimate, nbytes: int, over: bool, remedy: str,
+                      details: dict[str, Any]) -> None:
+        """Add the big-read finding: the call, what it needs against the file, over the budget or half of it."""
         verdict = self._over_text() if over else (f"over {int(LARGE_SHARE * 100)}% of the budget "
                                                   f"({format_bytes(self.ctx.budget_bytes)}, {self.ctx.budget_source})")
         rows = f"~{est.rows:,} rows, " if est.rows else ""
         self.add(None, node.lineno, F.BIG_READ,
-                 f"`{fn}({p!r})` needs about {format_bytes(nbytes)} in memory ({rows}file {format_bytes(est.file_bytes)}), "
+                 f"`{call}` needs about {format_bytes(nbytes)} in memory ({rows}file {format_bytes(est.file_bytes)}), "
                  f"{verdict}",
-                 "; ".join(lines) or "read less of it", estimate=nbytes, severity="error" if over else "warning",
-                 basis=est.basis, details=details)
+                 remedy, estimate=nbytes, severity="error" if over else "warning", basis=est.basis, details=details)
 
     def _report_polars_read(self, node: ast.Call, reader: str, p: str, est: ReadEstimate, nbytes: int, over: bool,
                             details: dict[str, Any]) -> None:
@@ -149,18 +151,10 @@ class Analyzer(Evaluator):
             lines.append(f"or take it in batches: `for part in {scan}.collect_batches(chunk_size={format_int(rows)}): ...` "
                          f"(each about {format_bytes(rows * est.bytes_per_row)}; keep only what you need of each)")
         if len(est.columns) > 1:
-            top = sorted(est.columns, key=lambda c: -c.bytes)[:3]
-            share = ", ".join(f"{c.name!r} {format_bytes(c.bytes)}" for c in top)
-            lines.append(f"load only the columns you use: `columns=[...]` (biggest: {share})")
-        verdict = self._over_text() if over else (f"over {int(LARGE_SHARE * 100)}% of the budget "
-                                                  f"({format_bytes(self.ctx.budget_bytes)}, {self.ctx.budget_source})")
-        rows_text = f"~{est.rows:,} rows, " if est.rows else ""
+            lines.append(f"load only the columns you use: `columns=[...]` (biggest: {_biggest_columns(est)})")
         call = ast.unparse(node)
-        self.add(None, node.lineno, F.BIG_READ,
-                 f"`{call if len(call) <= 120 else call[:117] + '...'}` needs about {format_bytes(nbytes)} in memory "
-                 f"({rows_text}file {format_bytes(est.file_bytes)}), {verdict}",
-                 "; ".join(lines), estimate=nbytes, severity="error" if over else "warning",
-                 basis=est.basis, details=details)
+        self._add_big_read(node, call if len(call) <= 120 else call[:117] + "...", est, nbytes, over, "; ".join(lines),
+                           details)
 
     def big_read(self, node: ast.Call, reader: str, p: str, est: ReadEstimate, obj: Obj) -> None:
         """Report a read over half the budget once, as a read (not again as an allocation)."""
@@ -420,6 +414,12 @@ class Analyzer(Evaluator):
                      f"free it after its last use: `del {name}`" + (" (and do not leave it as a cell's last expression, "
                                                                     "or `Out` keeps it)" if self.ctx.notebook else ""),
                      estimate=size, severity="warning", cell_index=b.last_use_cell)
+
+
+def _biggest_columns(est: ReadEstimate) -> str:
+    """Return the three biggest columns of a read's estimate with their sizes: the ones worth leaving out."""
+    top = sorted(est.columns, key=lambda c: -c.bytes)[:3]
+    return ", ".join(f"{c.name!r} {format_bytes(c.bytes)}" for c in top)
 
 
 def _walk_same_loop(loop: ast.AST):

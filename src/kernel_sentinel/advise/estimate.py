@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 SAMPLE_BYTES = 4 << 20  # bytes of a text file read for the sample; files up to this size are read whole
+COMPRESSED = (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar")  # suffixes of files whose bytes are not their text
 POINTER = 8  # an object column stores one pointer per row
 
 _ITEMSIZE = {  # used when numpy is not importable in the checking process
@@ -238,6 +239,16 @@ def _gzip_size(path: Path) -> int | None:
     return isize if path.stat().st_size < (1 << 32) else None
 
 
+def _text_sample(path: Path, opener: Any = open) -> tuple[bytes, bool]:
+    """Return (the first SAMPLE_BYTES of a text file cut at a line's end, whether that is the whole file)."""
+    with opener(path, "rb") as f:
+        sample = f.read(SAMPLE_BYTES + 1)
+    whole = len(sample) <= SAMPLE_BYTES
+    if not whole:
+        sample = sample[: sample.rfind(b"\n") + 1] or sample
+    return sample, whole
+
+
 def _estimate_text(path: Path, reader: str, kwargs: dict[str, Any]) -> ReadEstimate:
     import pandas as pd
 
@@ -249,13 +260,9 @@ def _estimate_text(path: Path, reader: str, kwargs: dict[str, Any]) -> ReadEstim
         total_text = _gzip_size(path) or file_bytes * 4
         opener = gzip.open
         basis_extra = " (gzip: uncompressed size from the gzip trailer)"
-    elif path.suffix in (".zip", ".bz2", ".xz", ".zst", ".tar"):
+    elif path.suffix in COMPRESSED:
         return ReadEstimate(None, None, None, f"compressed ({path.suffix}): no sample estimate", file_bytes=file_bytes)
-    with opener(path, "rb") as f:
-        sample = f.read(SAMPLE_BYTES + 1)
-    whole = len(sample) <= SAMPLE_BYTES
-    if not whole:
-        sample = sample[: sample.rfind(b"\n") + 1] or sample
+    sample, whole = _text_sample(path, opener)
     kw = {k: v for k, v in kwargs.items() if k in _SAMPLE_KW}
     if reader == "read_json" and not kw.get("lines"):
         if not whole:
@@ -351,7 +358,7 @@ def _estimate_polars(reader: str, path: Path, kwargs: dict[str, Any]) -> ReadEst
         file_bytes = path.stat().st_size
     except OSError as exc:
         return ReadEstimate(None, None, None, f"cannot read the file: {exc.strerror or exc}", engine="polars")
-    if path.suffix in (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar"):
+    if path.suffix in COMPRESSED:
         return ReadEstimate(None, None, None, f"compressed ({path.suffix}): no sample estimate", file_bytes=file_bytes,
                             engine="polars")
     try:
@@ -359,11 +366,7 @@ def _estimate_polars(reader: str, path: Path, kwargs: dict[str, Any]) -> ReadEst
 
         kw = {k: v for k, v in kwargs.items() if k in _POLARS_SAMPLE_KW}
         if reader in ("read_csv", "read_ndjson"):
-            with open(path, "rb") as f:
-                sample = f.read(SAMPLE_BYTES + 1)
-            whole = len(sample) <= SAMPLE_BYTES
-            if not whole:
-                sample = sample[: sample.rfind(b"\n") + 1] or sample
+            sample, whole = _text_sample(path)
             if reader == "read_ndjson":
                 kw = {k: v for k, v in kw.items() if k in ("schema", "schema_overrides", "ignore_errors", "infer_schema_length")}
             df = getattr(pl, reader)(io.BytesIO(sample), **kw)
@@ -386,8 +389,8 @@ def _estimate_polars(reader: str, path: Path, kwargs: dict[str, Any]) -> ReadEst
         return ReadEstimate(None, None, None, f"polars could not parse a sample: {first}", file_bytes=file_bytes,
                             engine="polars")
     rows_total = int(round(df.height * scale))
-    columns = [ColumnEstimate(str(name), str(df[name].dtype), int(df[name].estimated_size() * scale),
-                              int(df[name].estimated_size() * scale), None) for name in df.columns]
+    sizes = {name: int(df[name].estimated_size() * scale) for name in df.columns}
+    columns = [ColumnEstimate(str(name), str(df[name].dtype), sizes[name], sizes[name], None) for name in df.columns]
     total = int(df.estimated_size() * scale)
     return ReadEstimate(total, rows_total, total / max(1, rows_total), basis, columns, file_bytes=file_bytes,
                         exact=whole, engine="polars")

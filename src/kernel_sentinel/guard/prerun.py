@@ -144,7 +144,6 @@ def native_libraries(code: str, loaded: Any = sys.modules) -> list[str]:
 
 TEXT_READERS = ("read_csv", "read_table", "read_json", "read_fwf", "read_ndjson")
 TEXT_EXPANSION = 64  # no text file's read takes more memory than this many times its size (below)
-COMPRESSED = (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar")
 
 
 def fits_unsampled(reader: str, size: int, suffix: str, free: int) -> bool:
@@ -156,6 +155,8 @@ def fits_unsampled(reader: str, size: int, suffix: str, free: int) -> bool:
     a Python object with its pointer (~59 bytes for "ab,": 20x, x1.6 for the parser's leftover chunks): 64x
     leaves twice that. Compressed files and binary formats (parquet: 1 MB held 1.2 GB) are always sampled.
     """
+    from ..advise.estimate import COMPRESSED  # (only cells that name a reader get here)
+
     if reader.rsplit(".", 1)[-1] not in TEXT_READERS or suffix in COMPRESSED:
         return False
     return size * TEXT_EXPANSION <= free

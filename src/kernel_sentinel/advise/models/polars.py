@@ -1,7 +1,7 @@
 """polars' model: take a polars call, return the frame it makes (bytes and rows when known).
 
-``pl.read_csv/read_ndjson/read_parquet/read_ipc`` of an existing file, and ``pl.scan_*(path).collect()`` with
-nothing between the scan and the collect, are sized from a sample read with polars itself, scaled by the
+``pl.read_csv/read_ndjson/read_parquet/read_ipc`` of an existing file, and ``pl.scan_*(path)...collect()`` (the
+steps between, below), are sized from a sample read with polars itself, scaled by the
 file (``estimate.estimate_read``). polars allocates such a read's output in native code and aborts the
 process when an allocation fails, so this is what the pre-run check refuses a read on. Between scan and
 collect, steps that keep every row and every column (``with_columns``, ``sort``, ``fill_null``...) keep the
@@ -12,7 +12,7 @@ a select, a group-by, a head, a join) makes the query unsized, since an estimate
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..estimate import ReadEstimate
@@ -55,8 +55,7 @@ class PolarsModel(LibraryModel):
                 return None
             p, est, nbytes, rows = found
             return Scan("lazy", label=ast.unparse(node), rows=rows, reader=SCANS[name], path=p,
-                        estimate=ReadEstimate(nbytes, rows, est.bytes_per_row, est.basis, est.columns,
-                                              est.file_bytes, est.exact, est.engine))
+                        estimate=replace(est, bytes=nbytes, rows=rows))
         return None
 
     def method(self, ev: Any, base: Obj, attr: str, node: ast.Call, args: list[Any], kw: dict[str, Any]) -> Any:
