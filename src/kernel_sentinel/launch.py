@@ -23,13 +23,18 @@ from collections.abc import Mapping, Sequence
 ONE_ARENA = "glibc.malloc.arena_max=1"
 
 
+def _guard_off(env: Mapping[str, str]) -> bool:
+    """Return True where the environment switches the guard off: the kernel is then left as the user set it."""
+    return env.get("KERNEL_SENTINEL_GUARD", "").strip() == "0"
+
+
 def one_arena_env(env: Mapping[str, str]) -> dict[str, str]:
     """Return the variables to add to ``env`` so that glibc gives the guarded kernel one malloc arena.
 
     Nothing where the guard is switched off, or where the user chose the arenas (``MALLOC_ARENA_MAX`` or an
     ``arena_max`` tunable): their setting is kept. Other tunables of theirs stay, this one is appended.
     """
-    if env.get("KERNEL_SENTINEL_GUARD", "").strip() == "0" or env.get("MALLOC_ARENA_MAX", "").strip():
+    if _guard_off(env) or env.get("MALLOC_ARENA_MAX", "").strip():
         return {}
     tunables = env.get("GLIBC_TUNABLES", "")
     if "arena_max" in tunables:
@@ -46,7 +51,7 @@ def rust_backtrace_env(env: Mapping[str, str]) -> dict[str, str]:
     ``RUST_BACKTRACE=1`` set in the environment). ``KERNEL_SENTINEL_RUST_BACKTRACE`` is what the kernel gets
     instead (default 0); nothing changes where the guard is off.
     """
-    if env.get("KERNEL_SENTINEL_GUARD", "").strip() == "0":
+    if _guard_off(env):
         return {}
     wanted = env.get("KERNEL_SENTINEL_RUST_BACKTRACE", "").strip() or "0"
     if env.get("RUST_BACKTRACE", "").strip() in ("", "0") and wanted == "0":

@@ -215,8 +215,10 @@ def _custom_exc(shell: Any, etype: type, value: BaseException, tb: Any, tb_offse
         return None
     library = library_oom(value, guard)  # duckdb's "Query interrupted" counts only when the guard sent the SIGINT
     stopped_library = _library_stopped(value, guard)  # polars' own KeyboardInterrupt after the guard's SIGINT
-    if library is None and (stopped_library or _interrupted_in_polars(value, tb)):
-        library = _stopped_library_name(guard)
+    if library is None and (stopped_library or isinstance(value, GuardInterrupt)):
+        named = _stopped_library_name(guard)  # the cell's code calls polars: only then is its traceback walked
+        if named is not None and (stopped_library or _raised_inside(tb, named)):
+            library = named
     from_guard = (
         isinstance(value, GuardInterrupt) or (library is not None and _is_duckdb_interrupt(value)) or stopped_library
     )
@@ -736,18 +738,16 @@ def _library_stopped(value: BaseException, guard: Any) -> bool:
         return False
 
 
-def _interrupted_in_polars(value: BaseException, tb: Any) -> bool:
-    """Return True for the guard's interrupt raised inside a polars call (polars runs Python's signal handlers
-    while its query runs, and stops with the handler's exception): the query was polars', and so is the remedy."""
-    if not isinstance(value, GuardInterrupt):
-        return False
+def _raised_inside(tb: Any, library: str) -> bool:
+    """Return True when the guard's interrupt was raised inside a call into ``library`` (polars runs Python's
+    signal handlers while its query runs, and stops with the handler's exception): the remedy is that library's."""
     inner = ""  # the innermost frame's module that is not the guard's (its signal handler raised the interrupt)
     while tb is not None:
         name = tb.tb_frame.f_globals.get("__name__", "")
         if isinstance(name, str) and not name.startswith("kernel_sentinel"):
             inner = name
         tb = tb.tb_next
-    return inner.split(".")[0] == "polars"
+    return inner.split(".")[0] == library
 
 
 def _stopped_library_name(guard: Any) -> str | None:
@@ -772,9 +772,9 @@ def _library_loaded(ip: Any, name: str) -> None:
     At its load (the import hook), so that ``import duckdb`` and a query filling the budget in one cell end
     with the guard's one error too: a cell later, duckdb's own "Out of Memory Error" had been shown as it came.
     """
-    if name.lstrip("_").split(".")[0] != "duckdb" or RuntimeError in tuple(getattr(ip, "custom_exceptions", ())):
-        return
-    if "duckdb" in sys.modules or "_duckdb" in sys.modules:
+    if not ("_duckdb" in sys.modules or "duckdb" in sys.modules) or name.lstrip("_").split(".")[0] != "duckdb":
+        return  # (the cheap test first: this runs before every cell)
+    if RuntimeError not in tuple(getattr(ip, "custom_exceptions", ())):
         ip.set_custom_exc(_custom_exceptions(), _custom_exc)  # duckdb's OOM error is no MemoryError
 
 
