@@ -69,6 +69,7 @@ from .fence import INFINITY, LAST_ROOM, Fence
 from .meters import FORGIVE_SECONDS, SETTLED_SECONDS, Meters
 from .policy import (
     ERROR_ROOM,
+    UNSEEN_ROOM,
     MiB,
     Candidate,
     Reading,
@@ -110,6 +111,9 @@ SLACK_MIN = 1 * MiB  # forgiven untouched space below this holds no slack worth 
 # of slack, and a 560 MiB array with 200 MiB of 1 GiB in use was refused (75 refusals of cells that fit in 10 minutes).
 SLACK_FENCED = 64 * MiB
 POOL_ERROR = 8  # malloc's free count may be 1/8 short of what a loop takes back (151 MiB where it said 138)
+# What a count asked afresh while a cell takes the heap back may miss: that count is at most one tick old, so no
+# share of a big pool, only what moves between two readings unseen by VmData (``UNSEEN_ROOM``).
+FRESH_POOL_ERROR = UNSEEN_ROOM
 RETAKE_MIN = 16 * MiB  # freed heap less than this is malloc's usual slack, not a risk worth a margin
 STOP_PENDING_SECONDS = 0.2  # a thread-stop not taken by then is withdrawn: that thread was blocked, not growing
 FREE_ASK_SECONDS = 1.0  # mallinfo2 at a cell's start (~25-210 us: it walks every free chunk): at most this often...
@@ -153,6 +157,19 @@ class CellState:
         than is forgiven now.
         """
         return max(0, min(base_now, found - max(0, self.base_at_start - base_now)))
+
+
+def retakable_now(base: int) -> int | None:
+    """Return how much of the forgiven untouched space ``base`` a cell may still take back unseen, asked of malloc now.
+
+    glibc's free bytes and its threads' heaps' slack, with ``FRESH_POOL_ERROR``; None where glibc cannot say. Asked
+    only while a cell takes the heap back and the start's count says it may not fit (~65 us: mallinfo2 walks the
+    free chunks, malloc_info the heaps).
+    """
+    free = malloc_free_bytes()
+    if free is None:
+        return None
+    return min(base, free + (heap_slack_bytes() or 0) + FRESH_POOL_ERROR)
 
 
 def usage_of(reading: Reading, meter: str, default: int) -> int:
@@ -574,7 +591,18 @@ class Guard:
             fell, span = min(cell.base_seen, cell.base_at_start) - base_now, now - cell.base_seen_at
             taking = fell > GROWTH_NOISE and 0 < span < 5.0
             pool = min(base_now, unseen + unseen // POOL_ERROR)
-            fits = (taking or cell.retaking) and not (threaded or foreign) and fence_headroom - pool >= margin
+            fresh = None  # what is left to take, by a count asked at this tick
+            alone = not (threaded or foreign)
+            fits = (taking or cell.retaking) and alone and fence_headroom - pool >= margin
+            if (taking or cell.retaking) and alone and not fits:
+                # The start's count, less what was taken, with its error of an eighth: 918 MiB of freed heap "did
+                # not fit" in a 1 GiB group until 712 MiB were taken back, and under load (ticks late, the lead
+                # below ~300-500 MiB) a loop that fits was stopped at 470-700 MiB (2 of 7 kernels beside four CPU
+                # burners; once in CI). malloc's count now, while it is being taken, has no eighth to allow for.
+                fresh = retakable_now(base_now)
+                if fresh is not None:
+                    pool = fresh
+                    fits = fence_headroom - pool >= margin
             if fits:
                 # All that is left of it fits under the margin: the fence leaves it out, so retaking it and growing
                 # to the fence stays under the margin, and its retaking is no lead for the line. A fast loop that
@@ -584,9 +612,10 @@ class Guard:
             else:
                 extra = retouch_margin(limit, min(cell.retouchable, base_now), cell.retaking)
             if taking and not fits:
-                # While it is being taken, what malloc called free is no bound: a loop of 1.6 MB arrays took 151
-                # MiB back where malloc had said 138, and the tick that thought it done waited five intervals.
-                unseen = base_now
+                # While it is being taken, what malloc called free at the start is no bound: a loop of 1.6 MB arrays
+                # took 151 MiB back where malloc had said 138, and the tick that thought it done waited five
+                # intervals. Its count at this tick is.
+                unseen = base_now if fresh is None else pool
                 extra = max(extra, min(unseen, int(fell / span * self.reaction_seconds * 2)))
             cell.base_seen, cell.base_seen_at = base_now, now
             if extra:
