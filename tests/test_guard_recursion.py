@@ -15,6 +15,7 @@ from kernel_sentinel.guard.recursion import (
     RECURSION_FRAMES,
     mend_lost_reference,
     recursion_of,
+    recurses,
     refused_frame,
 )
 
@@ -73,6 +74,39 @@ def test_a_recursion_is_told_by_its_depth_and_innermost_function():
     # a mutual recursion: the innermost function runs in half of the frames
     exc, tb = _traceback_of(lambda: _ping(0))
     assert recursion_of(tb).function in ("_ping", "_pong")
+
+
+def _a(n: int) -> int:
+    return _b(n + 1)
+
+
+def _b(n: int) -> int:
+    return _c(n + 1)
+
+
+def _c(n: int) -> int:
+    return _a(n + 1)
+
+
+def _innermost_codes(tb) -> list:
+    codes = []
+    while tb is not None:
+        codes.append(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    return codes[-RECURSION_FRAMES:]
+
+
+def test_one_test_tells_a_recursion_for_the_watchdog_and_the_handler():
+    # The watchdog asks it of the running stack (any one function), the handler of a traceback (its innermost one).
+    codes = _innermost_codes(_traceback_of(lambda: _deep(0))[1])
+    assert recurses(codes) and recurses(codes, _deep.__code__)
+    assert not recurses(codes, _ping.__code__)
+    assert not recurses(codes[:RECURSION_FRAMES - 1])  # not deep enough
+    codes = _innermost_codes(_traceback_of(lambda: _ping(0))[1])
+    assert recurses(codes) and recurses(codes, _ping.__code__) and recurses(codes, _pong.__code__)
+    # three functions in a cycle: none runs in half of the frames
+    codes = _innermost_codes(_traceback_of(lambda: _a(0))[1])
+    assert len(codes) == RECURSION_FRAMES and not recurses(codes) and not recurses(codes, _a.__code__)
 
 
 def test_an_ordinary_traceback_is_no_recursion():

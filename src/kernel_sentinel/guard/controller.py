@@ -87,7 +87,7 @@ from .policy import (
     tightest,
 )
 from .reclaim import heap_slack_bytes, malloc_free_bytes, malloc_trim
-from .recursion import RECURSION_FRAMES
+from .recursion import RECURSION_FRAMES, recurses
 
 REFRESH_SECONDS = 2.0  # full budget re-read (limits, MemAvailable): ~0.2-0.7 ms, so not at every tick
 CHILDREN_SECONDS = 2.0  # children scan
@@ -890,14 +890,12 @@ class Guard:
         is a memory loop; only asked while memory grows, every 0.2 s, and it looks at 2,000 frames at most.
         """
         frame = sys._current_frames().get(self.main_ident)  # type: ignore[arg-type]
-        counts: dict[Any, int] = {}
-        depth = 0
-        while frame is not None and depth < RECURSION_FRAMES:
-            counts[frame.f_code] = counts.get(frame.f_code, 0) + 1
+        codes: list[Any] = []
+        while frame is not None and len(codes) < RECURSION_FRAMES:
+            codes.append(frame.f_code)
             frame = frame.f_back
-            depth += 1
         del frame
-        return depth >= RECURSION_FRAMES and max(counts.values()) * 2 >= depth
+        return recurses(codes)
 
     def _thread_start_hangs(self, now: float, no_room_seen: bool) -> bool:
         """Return True when the main thread has waited over a second in ``Thread.start()`` for nothing (watchdog).

@@ -17,7 +17,8 @@ refuses memory first, two things can reach the cell instead:
 from __future__ import annotations
 
 import ctypes
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -37,12 +38,24 @@ class Recursion:
     line: int
 
 
+def recurses(codes: Sequence[Any], code: Any = None) -> bool:
+    """Return True when a stack's innermost frames' code objects are a runaway recursion's: the one test of it.
+
+    ``codes``: at most the innermost ``RECURSION_FRAMES``; a recursion fills them, with one function (``code``, the
+    innermost frame's, when given; any one otherwise) in half of them. The watchdog asks it of the running stack
+    (``Guard._main_recurses``), the error handler of a failed cell's traceback (``recursion_of``).
+    """
+    if len(codes) < RECURSION_FRAMES:
+        return False
+    most = codes.count(code) if code is not None else max(Counter(codes).values())
+    return most * 2 >= len(codes)
+
+
 def recursion_of(tb: TracebackType | None) -> Recursion | None:
     """Return the recursion a traceback ends in, or None: the evidence of a recursion the fence stopped.
 
     A recursion: ``RECURSION_FRAMES`` deep or more, with the innermost frame's function in half of the
-    innermost ``RECURSION_FRAMES``. (``Guard._main_recurses`` asks less of the running stack: any one function
-    in half of its top ``RECURSION_FRAMES``.)
+    innermost ``RECURSION_FRAMES`` (``recurses``).
     """
     codes: deque[Any] = deque(maxlen=RECURSION_FRAMES)
     depth, last = 0, tb
@@ -51,10 +64,10 @@ def recursion_of(tb: TracebackType | None) -> Recursion | None:
         depth += 1
         last = tb
         tb = tb.tb_next
-    if last is None or depth < RECURSION_FRAMES:
+    if last is None:
         return None
     code = last.tb_frame.f_code
-    if codes.count(code) * 2 < len(codes):
+    if not recurses(codes, code):
         return None
     return Recursion(depth, code.co_name, code.co_filename, last.tb_lineno)
 
