@@ -128,6 +128,15 @@ del parts
 """
 
 
+def _loop_count(k) -> int:
+    """Return how many 4 MiB arrays end 16 MiB under the interrupt line with no lead, in the sentinel kernel ``k``."""
+    st = k.value(f"{{k: v for k, v in {GUARD}.status().items() if k.endswith('_bytes')}}")
+    line = st["budget_bytes"] - st["margin_bytes"] - THREAD_ROOM
+    count = (line - 16 * MiB - st["usage_bytes"]) // (4 * MiB)
+    assert count > 150, st
+    return count
+
+
 def test_a_fast_loop_that_fits_completes(kernel):
     # A loop of 4 MiB arrays (1-3.5 GB/s here) that ends 16 MiB under where the interrupt line stands with no lead:
     # the line came down by twice the growth the watchdog's reaction lets through (37-96 MiB at those rates),
@@ -138,11 +147,7 @@ def test_a_fast_loop_that_fits_completes(kernel):
     for name, spec in (("sentinel", GUARDED), ("stock", None)):
         k = kernel(limit_bytes=GiB, kernelspec=spec, env=ISOLATE)
         assert k.run("import numpy as np").ok
-        if count is None:
-            st = k.value(f"{{k: v for k, v in {GUARD}.status().items() if k.endswith('_bytes')}}")
-            line = st["budget_bytes"] - st["margin_bytes"] - THREAD_ROOM
-            count = (line - 16 * MiB - st["usage_bytes"]) // (4 * MiB)
-            assert count > 150, st
+        count = count or _loop_count(k)
         for _ in range(3):
             res = k.run(FAST_LOOP.format(count=count), timeout=120)
             assert res.ok and res.stdout.strip() == str(count), (name, count, res.text()[-1500:])
@@ -165,11 +170,7 @@ def test_a_fast_loop_taking_its_freed_heap_back_completes(kernel):
     for name, spec in (("sentinel", GUARDED), ("stock", None)):
         k = kernel(limit_bytes=GiB, kernelspec=spec, env={**ISOLATE, "KERNEL_SENTINEL_POLL_INTERVAL": "0.1"})
         assert k.run("import numpy as np").ok
-        if count is None:
-            st = k.value(f"{{k: v for k, v in {GUARD}.status().items() if k.endswith('_bytes')}}")
-            line = st["budget_bytes"] - st["margin_bytes"] - THREAD_ROOM
-            count = (line - 16 * MiB - st["usage_bytes"]) // (4 * MiB)
-            assert count > 150, st
+        count = count or _loop_count(k)
         for round in range(4):
             res = k.run(BLOCKED_LOOP.format(count=count), timeout=120)
             assert res.ok and res.stdout.strip() == str(count), (name, round, count, res.text()[-1500:])
